@@ -1,0 +1,47 @@
+// `loom`: run many models over many inputs at the limit of the machine.
+#include <cstdio>
+#include <iostream>
+#include <map>
+
+#include "apps/loom/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"Loom: many neural networks over many inputs, at the limit of the hardware.", "loom"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "loom 0.1.0");
+
+  std::map<CLI::App*, loom::cli::CommandFn> commands;
+  auto add = [&](const char* name, const char* description, auto adder) {
+    CLI::App* sub = app.add_subcommand(name, description);
+    commands[sub] = adder(*sub);
+  };
+  add("info", "Print a model's inputs, outputs, opset and batchability.", loom::cli::AddInfoCommand);
+  add("run", "Run a model on an image (or random input) and time it.", loom::cli::AddRunCommand);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::cout << app.help();
+    return loom::cli::kExitOk;
+  } catch (const CLI::CallForVersion& e) {
+    std::cout << e.what() << "\n";
+    return loom::cli::kExitOk;
+  } catch (const CLI::ParseError& e) {
+    // Help of the subcommand that failed to parse, if any, else of the whole program.
+    const CLI::App* failed = &app;
+    for (const auto& [sub, fn] : commands) {
+      if (sub->parsed()) failed = sub;
+    }
+    if (e.get_name() == "CallForHelp" || e.get_name() == "CallForAllHelp") {
+      std::cout << failed->help();
+      return loom::cli::kExitOk;
+    }
+    std::cerr << "loom: " << e.what() << "\n\n" << failed->help();
+    return loom::cli::kExitUsage;
+  }
+  for (const auto& [sub, fn] : commands) {
+    if (sub->parsed()) return fn();
+  }
+  std::cerr << app.help();
+  return loom::cli::kExitUsage;
+}

@@ -1,0 +1,30 @@
+#include "loom/session.h"
+
+#include "absl/strings/str_cat.h"
+#include "runtime/opencv_session.h"
+#include "runtime/ort_session.h"
+
+namespace loom {
+
+const char* BackendName(Backend backend) {
+  return backend == Backend::kOpenCv ? "opencv" : "ort";
+}
+
+absl::StatusOr<Backend> ParseBackend(const std::string& name) {
+  if (name == "ort" || name == "onnxruntime") return Backend::kOnnxRuntime;
+  if (name == "opencv" || name == "cv") return Backend::kOpenCv;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown backend '", name, "' (expected 'ort' or 'opencv')"));
+}
+
+absl::StatusOr<std::unique_ptr<Session>> CreateSession(const std::string& model_path,
+                                                       const SessionOptions& options) {
+  LOOM_ASSIGN_OR_RETURN(ModelInfo info, ReadModelInfo(model_path));
+  switch (options.backend) {
+    case Backend::kOnnxRuntime: return CreateOrtSession(std::move(info), options);
+    case Backend::kOpenCv: return CreateOpenCvSession(std::move(info), options);
+  }
+  return absl::InvalidArgumentError("unknown backend");
+}
+
+}  // namespace loom
