@@ -18,6 +18,13 @@ int main(int argc, char** argv) {
   add("info", "Print a model's inputs, outputs, opset and batchability.", loom::cli::AddInfoCommand);
   add("run", "Run a model on an image (or random input) and time it.", loom::cli::AddRunCommand);
 
+  // CLI11 reports an unknown first word as a missing subcommand; name it instead.
+  bool known = argc <= 1 || argv[1][0] == '-';
+  for (const auto& [sub, fn] : commands) known |= argc > 1 && sub->get_name() == argv[1];
+  if (!known) {
+    std::cerr << "loom: unknown command '" << argv[1] << "'\n\n" << app.help();
+    return loom::cli::kExitUsage;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {

@@ -1,0 +1,130 @@
+// The `loom` binary end to end: exit codes (0 ok, 1 runtime error, 2 usage), messages on stderr,
+// and what `info` and `run` print for real models.
+#include <sys/wait.h>
+
+#include <cstdlib>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+
+#include "tests/test_util.h"
+
+namespace loom {
+namespace {
+
+using testing::ModelPath;
+using testing::ScratchDir;
+
+struct Result {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+// Runs `loom ARGS` through the shell, capturing stdout and stderr separately.
+Result Loom(const std::string& args) {
+  ScratchDir dir;
+  const std::string command = std::string(LOOM_BINARY) + " " + args + " >" + dir.Path("out") +
+                              " 2>" + dir.Path("err") + " </dev/null";
+  const int status = std::system(command.c_str());
+  Result r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = testing::ReadFile(dir.Path("out"));
+  r.err = testing::ReadFile(dir.Path("err"));
+  return r;
+}
+
+bool Contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+TEST(Cli, HelpOnEveryCommandExitsZero) {
+  for (const char* args : {"--help", "info --help", "run --help"}) {
+    SCOPED_TRACE(args);
+    Result r = Loom(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(Contains(r.out, "Usage")) << r.out;
+  }
+  EXPECT_TRUE(Contains(Loom("run --help").out, "--backend"));
+}
+
+TEST(Cli, WrongUsageExitsTwoWithUsage) {
+  struct Case { const char* args; const char* message; };
+  for (const Case& c : {Case{"", "A subcommand is required"},
+                        Case{"frobnicate", "unknown command 'frobnicate'"},
+                        Case{"run", "MODEL is required"},
+                        Case{"run m.onnx --backend tpu", "--backend: tpu not in {ort,opencv}"},
+                        Case{"run m.onnx --input a.jpg --random", "excludes"},
+                        Case{"run m.onnx --repeat 0", "--repeat"}}) {
+    SCOPED_TRACE(c.args);
+    Result r = Loom(c.args);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_TRUE(Contains(r.err, c.message)) << r.err;
+    EXPECT_TRUE(Contains(r.err, "Usage")) << r.err;
+  }
+}
+
+TEST(Cli, RuntimeErrorsExitOneWithTheMessage) {
+  ScratchDir dir;
+  const std::string jpeg = dir.Write("photo.onnx", testing::ReadFile(testing::DataPath("messi5.jpg")));
+  const std::string text = dir.Write("text.jpg", "not an image");
+  struct Case { std::string args; std::string message; };
+  for (const Case& c : {
+           Case{"info /nonexistent.onnx", "loom info: model file '/nonexistent.onnx' does not exist"},
+           Case{"run " + jpeg, "is not an ONNX model: it looks like a JPEG image"},
+           Case{"run " + ModelPath(testing::kMlsdTiny320) + " --input " + text,
+                "loom run: image file '" + text + "' cannot be decoded"},
+           Case{"run " + ModelPath(testing::kMlsdTiny320) + " --backend opencv",
+                "loom run: model 'mlsd_320x320_tiny': OpenCV DNN cannot load it"},
+           Case{"run " + ModelPath(testing::kOcrDet) + " --size 12x", "--size must be WIDTHxHEIGHT"},
+       }) {
+    SCOPED_TRACE(c.args);
+    Result r = Loom(c.args);
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_TRUE(Contains(r.err, c.message)) << r.err;
+    EXPECT_EQ(r.out, "");
+  }
+}
+
+TEST(Cli, InfoJsonDescribesTheModel) {
+  Result r = Loom("info --json " + ModelPath(testing::kOcrRec));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["name"], "ch_PP-OCRv4_rec_infer");
+  EXPECT_EQ(j["dynamic_batch"], true);
+  EXPECT_EQ(j["inputs"][0]["shape"], nlohmann::json::parse(R"(["p2o.DynamicDimension.0",3,48,"p2o.DynamicDimension.1"])"));
+  EXPECT_EQ(j["inputs"][0]["image_layout"], "NCHW");
+  EXPECT_EQ(j["outputs"][0]["dtype"], "f32");
+}
+
+TEST(Cli, RunOnARealImagePrintsOutputsAndLatency) {
+  for (const char* backend : {"ort", "opencv"}) {
+    SCOPED_TRACE(backend);
+    Result r = Loom("run " + ModelPath(testing::kBlazeFaceBack) + " --input " +
+                    testing::DataPath("messi5.jpg") + " --scale 0.0078431 --mean 127.5 --repeat 3 "
+                    "--threads 1 --backend " + backend);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(Contains(r.out, "RGB NHWC 256x256, (x - [127.5,127.5,127.5]) * 0.0078431")) << r.out;
+    EXPECT_TRUE(Contains(r.out, "output  Identity:0")) << r.out;
+    EXPECT_TRUE(Contains(r.out, "[1,384,16] f32")) << r.out;
+    EXPECT_TRUE(Contains(r.out, "top-5:")) << r.out;
+    EXPECT_TRUE(Contains(r.out, "over 3 runs (+1 warm-up)")) << r.out;
+  }
+}
+
+TEST(Cli, RunResolvesDynamicDimsFromTheImage) {
+  Result r = Loom("run " + ModelPath(testing::kOcrDet) + " --input " +
+                  testing::DataPath("imageTextN.png") +
+                  " --mean 123.675,116.28,103.53 --std 0.229,0.224,0.225 --repeat 1 --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // The dynamic H and W take the image's size rounded up to a multiple of 32.
+  const cv::Mat image = cv::imread(testing::DataPath("imageTextN.png"));
+  const std::string hw = std::to_string((image.rows + 31) / 32 * 32) + "," +
+                         std::to_string((image.cols + 31) / 32 * 32);
+  EXPECT_TRUE(Contains(r.out, "[1,3," + hw + "] f32")) << r.out;
+  EXPECT_TRUE(Contains(r.out, "sigmoid_0.tmp_0")) << r.out;
+  EXPECT_TRUE(Contains(r.out, "[1,1," + hw + "] f32")) << r.out;
+}
+
+}  // namespace
+}  // namespace loom
