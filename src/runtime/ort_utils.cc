@@ -32,9 +32,9 @@ Ort::Env& GetEnv() {
       threading.SetGlobalInterOpNumThreads(1);
       threading.SetGlobalSpinControl(s.global_spinning ? 1 : 0);
       s.env = std::make_unique<Ort::Env>(threading.operator OrtThreadingOptions*(),
-                                         ORT_LOGGING_LEVEL_ERROR, "loom");
+                                         ORT_LOGGING_LEVEL_FATAL, "loom");
     } else {
-      s.env = std::make_unique<Ort::Env>(ORT_LOGGING_LEVEL_ERROR, "loom");
+      s.env = std::make_unique<Ort::Env>(ORT_LOGGING_LEVEL_FATAL, "loom");
     }
   }
   return *s.env;

@@ -14,6 +14,7 @@ namespace loom::ort {
 // The process's Ort::Env, created on first use (ONNX Runtime allows one per process). If
 // ConfigureGlobalThreadPool was called before, the env owns a global intra-op pool that sessions
 // with use_global_thread_pool share.
+// Logging is at FATAL: every error reaches the caller as a status, so ORT need not print it.
 Ort::Env& GetEnv();
 
 // Sizes the process-wide intra-op pool (ONNX Runtime's DisablePerSessionThreads remedy). Must be

@@ -1,0 +1,54 @@
+// The engine's plan: which worker owns which cores, serves which models, with how many intra-op
+// threads — and the measured costs behind the choice. Made by the core planner (src/sched/).
+#ifndef LOOM_PLAN_H_
+#define LOOM_PLAN_H_
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace loom {
+
+enum class PlanHint {
+  kThroughput,  // measure each model, size workers × threads for the most total throughput
+  kLatency,     // few workers with many threads each: lowest latency per request
+};
+const char* PlanHintName(PlanHint hint);
+
+// Measured cost of one model at several intra-op thread counts, from the plan's warm-up.
+struct ModelCost {
+  std::string model;
+  double weight = 1.0;  // share of the request mix
+  // (threads, median milliseconds per batch-1 request on that many pinned cores), threads ascending.
+  std::vector<std::pair<int, double>> ms_by_threads;
+  double MsAt(int threads) const;  // the measured value; LOOM_CHECKs it was measured
+};
+
+// One layout the throughput plan considered for the shared workers.
+struct LayoutEstimate {
+  int workers = 0;
+  int threads = 0;
+  double requests_per_s = 0;  // estimated for the weighted mix, from the measured costs
+};
+
+struct WorkerPlan {
+  std::vector<int> cpus;            // OS cpu ids, owned by this worker alone
+  int threads = 1;                  // intra-op threads (== cpus.size())
+  std::vector<std::string> models;  // models this worker serves
+  bool allow_spinning = false;
+};
+
+struct EnginePlan {
+  int usable_cores = 0;
+  PlanHint hint = PlanHint::kThroughput;
+  std::vector<WorkerPlan> workers;
+  std::vector<ModelCost> costs;           // shared models' measured costs (throughput hint)
+  std::vector<LayoutEstimate> layouts;    // what the throughput plan compared
+  std::string reason;                     // why this layout (one line)
+  // Human-readable table: which model got which cores, and the measured costs behind it.
+  std::string Describe() const;
+};
+
+}  // namespace loom
+
+#endif  // LOOM_PLAN_H_

@@ -1,0 +1,185 @@
+#include "sched/core_planner.h"
+
+#include <algorithm>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "core/cpu_set.h"
+
+namespace loom {
+
+const char* PlanHintName(PlanHint hint) {
+  return hint == PlanHint::kLatency ? "latency" : "throughput";
+}
+
+double ModelCost::MsAt(int threads) const {
+  for (const auto& [t, ms] : ms_by_threads) {
+    if (t == threads) return ms;
+  }
+  LOOM_CHECK(false && "cost not measured for this thread count");
+  return 0;
+}
+
+std::string EnginePlan::Describe() const {
+  std::ostringstream out;
+  int threads = 0;
+  for (const WorkerPlan& w : workers) threads += w.threads;
+  out << absl::StrFormat("plan: %s hint, %d usable cores, %d workers, %d threads in all\n",
+                         PlanHintName(hint), usable_cores, workers.size(), threads);
+  for (size_t i = 0; i < workers.size(); ++i) {
+    const WorkerPlan& w = workers[i];
+    out << absl::StrFormat("  worker %-2d cpus %-6s %d thread%s  spin %-3s  models: %s\n", i,
+                           FormatCpuList(w.cpus), w.threads, w.threads == 1 ? " " : "s",
+                           w.allow_spinning ? "on" : "off", absl::StrJoin(w.models, ", "));
+  }
+  if (!costs.empty()) {
+    out << "  measured ms per request (batch 1) by intra-op threads:\n";
+    for (const ModelCost& c : costs) {
+      out << absl::StrFormat("    %-24s", c.model);
+      for (const auto& [t, ms] : c.ms_by_threads) out << absl::StrFormat("  %dt: %.2f", t, ms);
+      if (c.weight != 1.0) out << absl::StrFormat("  (weight %.2f)", c.weight);
+      out << "\n";
+    }
+  }
+  if (!layouts.empty()) {
+    out << "  layouts compared (estimated requests/s of the mix):";
+    for (const LayoutEstimate& l : layouts) {
+      out << absl::StrFormat("  %dx%d: %.1f", l.workers, l.threads, l.requests_per_s);
+    }
+    out << "\n";
+  }
+  if (!reason.empty()) out << "  why: " << reason << "\n";
+  return out.str();
+}
+
+namespace sched {
+namespace {
+
+std::vector<int> CandidateThreadCounts(int cores) {
+  std::vector<int> counts;
+  for (int t = 1; t <= cores; t *= 2) counts.push_back(t);
+  if (counts.back() != cores) counts.push_back(cores);
+  return counts;
+}
+
+// Splits `cpus` into `workers` consecutive groups, the first `cpus.size() % workers` one larger.
+std::vector<std::vector<int>> SplitCpus(const std::vector<int>& cpus, int workers) {
+  std::vector<std::vector<int>> groups(static_cast<size_t>(workers));
+  const size_t base = cpus.size() / workers, extra = cpus.size() % workers;
+  size_t next = 0;
+  for (size_t w = 0; w < groups.size(); ++w) {
+    const size_t n = base + (w < extra ? 1 : 0);
+    groups[w].assign(cpus.begin() + next, cpus.begin() + next + n);
+    next += n;
+  }
+  return groups;
+}
+
+}  // namespace
+
+absl::StatusOr<EnginePlan> PlanCores(const std::vector<int>& cpus, PlanHint hint,
+                                     const std::vector<PlannerModel>& models,
+                                     std::optional<bool> spinning, const CostFn& cost) {
+  EnginePlan plan;
+  plan.usable_cores = static_cast<int>(cpus.size());
+  plan.hint = hint;
+  if (cpus.empty()) return absl::FailedPreconditionError("no usable cores");
+
+  // 1. Dedicated workers.
+  size_t next = 0;
+  std::vector<std::string> shared;
+  std::vector<std::string> demands;
+  int dedicated_cores = 0;
+  for (const PlannerModel& m : models) {
+    if (!m.instances && !m.threads) {
+      shared.push_back(m.name);
+      continue;
+    }
+    const int instances = m.instances.value_or(1), threads = m.threads.value_or(1);
+    if (instances < 1 || threads < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("model '", m.name, "': instances (", instances,
+                                                     ") and threads (", threads, ") must be >= 1"));
+    }
+    dedicated_cores += instances * threads;
+    demands.push_back(absl::StrCat("'", m.name, "' ", instances, "x", threads));
+  }
+  if (dedicated_cores > plan.usable_cores ||
+      (!shared.empty() && dedicated_cores >= plan.usable_cores)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the plan needs ", dedicated_cores, " cores for dedicated instances (",
+        absl::StrJoin(demands, ", "), ")", shared.empty() ? "" : " plus at least 1 for the shared "
+        "models", ", but only ", plan.usable_cores, " are usable (", FormatCpuList(cpus),
+        "): lower instances or threads"));
+  }
+  for (const PlannerModel& m : models) {
+    if (!m.instances && !m.threads) continue;
+    for (int i = 0; i < m.instances.value_or(1); ++i) {
+      WorkerPlan w;
+      w.threads = m.threads.value_or(1);
+      w.cpus.assign(cpus.begin() + next, cpus.begin() + next + w.threads);
+      next += w.threads;
+      w.models = {m.name};
+      w.allow_spinning = spinning.value_or(w.threads > 1);
+      plan.workers.push_back(std::move(w));
+    }
+  }
+  if (shared.empty()) {
+    plan.reason = "every model has dedicated instances as configured";
+    return plan;
+  }
+
+  // 2. Shared workers over the remaining cores.
+  const std::vector<int> rest(cpus.begin() + next, cpus.end());
+  const int r = static_cast<int>(rest.size());
+  int threads = r;
+  if (hint == PlanHint::kLatency) {
+    plan.reason = absl::StrCat("latency hint: one worker with all ", r, " remaining cores");
+  } else {
+    double total_weight = 0;
+    for (const PlannerModel& m : models) {
+      if (!m.instances && !m.threads) {
+        plan.costs.push_back({m.name, m.weight, {}});
+        total_weight += m.weight;
+      }
+    }
+    for (int t : CandidateThreadCounts(r)) {
+      const std::vector<int> probe_cpus(rest.begin(), rest.begin() + t);
+      double mix_ms = 0;  // ms of one worker per unit of the weighted mix
+      for (ModelCost& c : plan.costs) {
+        LOOM_ASSIGN_OR_RETURN(double ms, cost(c.model, t, probe_cpus));
+        c.ms_by_threads.emplace_back(t, ms);
+        mix_ms += c.weight * ms;
+      }
+      const int workers = r / t;
+      plan.layouts.push_back({workers, t, mix_ms > 0 ? total_weight * workers * 1000.0 / mix_ms : 0});
+    }
+    // Most throughput; on a near-tie (within 3%) the layout with more threads per worker.
+    const LayoutEstimate* best = &plan.layouts.front();
+    for (const LayoutEstimate& l : plan.layouts) {
+      if (l.requests_per_s > best->requests_per_s) best = &l;
+    }
+    const LayoutEstimate* chosen = best;
+    for (const LayoutEstimate& l : plan.layouts) {
+      if (l.threads > chosen->threads && l.requests_per_s >= 0.97 * best->requests_per_s) chosen = &l;
+    }
+    threads = chosen->threads;
+    plan.reason = absl::StrFormat("%d x %d thread%s: est. %.1f requests/s, the most of %d layouts%s",
+                                  chosen->workers, chosen->threads, chosen->threads == 1 ? "" : "s",
+                                  chosen->requests_per_s, plan.layouts.size(),
+                                  chosen != best ? " within 3% (fewer, wider workers: lower latency)" : "");
+  }
+  for (std::vector<int>& group : SplitCpus(rest, r / threads)) {
+    WorkerPlan w;
+    w.threads = static_cast<int>(group.size());
+    w.cpus = std::move(group);
+    w.models = shared;
+    w.allow_spinning = spinning.value_or(w.threads > 1 && shared.size() == 1);
+    plan.workers.push_back(std::move(w));
+  }
+  return plan;
+}
+
+}  // namespace sched
+}  // namespace loom

@@ -1,0 +1,339 @@
+// The engine on real models and on synthetic graphs whose answers are known exactly.
+#include "loom/engine.h"
+
+#include <dirent.h>
+
+#include <atomic>
+#include <fstream>
+#include <random>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "core/cpu_set.h"
+#include "runtime/synthetic_models.h"
+#include "tests/test_util.h"
+#include "vision/blob.h"
+#include "vision/model_inputs.h"
+
+namespace loom {
+namespace {
+
+using std::chrono::milliseconds;
+using testing::ModelPath;
+using testing::ScratchDir;
+
+std::string AddModel(const ScratchDir& dir, int64_t width) {
+  const std::string path = dir.Path("add.onnx");
+  EXPECT_TRUE(WriteAddModel(path, width).ok());
+  return path;
+}
+
+std::string GatherModel(const ScratchDir& dir) {
+  const std::string path = dir.Path("gather.onnx");
+  EXPECT_TRUE(WriteGatherModel(path, 10).ok());
+  return path;
+}
+
+Tensor RandomRows(int64_t rows, int64_t width, std::mt19937& rng) {
+  Tensor t = Tensor::Allocate(DType::kFloat32, {rows, width});
+  std::uniform_real_distribution<float> dist(-100, 100);
+  for (int64_t i = 0; i < rows * width; ++i) t.data_as<float>()[i] = dist(rng);
+  return t;
+}
+
+Tensor Index(int64_t value) {
+  Tensor t = Tensor::Allocate(DType::kInt64, {1, 1});
+  t.data_as<int64_t>()[0] = value;
+  return t;
+}
+
+TEST(Engine, OutputsAreBitIdenticalToADirectSession) {
+  auto image = vision::ReadImage(testing::DataPath("messi5.jpg"));
+  ASSERT_TRUE(image.ok());
+  for (const char* file : {testing::kBlazeFaceBack, testing::kMlsdTiny320, testing::kOcrDet}) {
+    SCOPED_TRACE(file);
+    ModelConfig config{.name = "m", .path = ModelPath(file)};
+    EngineOptions options;
+    options.cores = 1;  // one worker, one thread: the direct session below runs the same way
+    auto engine = Engine::Create({config}, options);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    SessionOptions direct_options;
+    direct_options.intra_op_threads = 1;
+    auto direct = CreateSession(ModelPath(file), direct_options);
+    ASSERT_TRUE(direct.ok());
+    vision::InputSpec spec;
+    spec.image = *image;
+    spec.size = {320, 224};
+    auto inputs = vision::MakeInputs((*direct)->info(), spec);
+    ASSERT_TRUE(inputs.ok());
+    auto want = (*direct)->Run(*inputs);
+    auto got = (*engine)->Infer("m", *inputs);
+    ASSERT_TRUE(want.ok() && got.ok()) << got.status();
+    ASSERT_EQ(got->outputs.size(), want->size());
+    for (size_t i = 0; i < want->size(); ++i) {
+      const Tensor& a = got->outputs[i].tensor;
+      const Tensor& b = (*want)[i].tensor;
+      ASSERT_EQ(a.Describe(), b.Describe());
+      EXPECT_EQ(std::memcmp(a.data(), b.data(), a.byte_size()), 0) << got->outputs[i].name;
+    }
+  }
+}
+
+TEST(Engine, BatchingReturnsEachRequestExactlyItsOwnRows) {
+  ScratchDir dir;
+  ModelConfig config{.name = "add", .path = AddModel(dir, /*width=*/0)};  // [batch, width]
+  config.max_batch_size = 16;
+  config.max_queue_delay_us = 20000;  // long enough for the submitters below to fill batches
+  auto engine = Engine::Create({config});
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  constexpr int kThreads = 4, kPerThread = 50;
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(t);
+      std::vector<std::pair<Tensor, std::future<absl::StatusOr<InferResult>>>> pending;
+      for (int i = 0; i < kPerThread; ++i) {
+        // Sizes 1..5 rows, and two widths that must never share a batch.
+        Tensor x = RandomRows(1 + rng() % 5, rng() % 2 ? 3 : 7, rng);
+        pending.emplace_back(x, (*engine)->Submit("add", {{"x", x}}));
+      }
+      for (auto& [x, future] : pending) {
+        auto result = future.get();
+        if (!result.ok()) {
+          ++wrong;
+          continue;
+        }
+        const Tensor& y = result->outputs[0].tensor;
+        if (y.shape() != x.shape()) {
+          ++wrong;
+          continue;
+        }
+        for (int64_t i = 0; i < x.element_count(); ++i) {
+          if (y.data_as<float>()[i] != x.data_as<float>()[i] + 1.0f) {
+            ++wrong;
+            break;
+          }
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  auto stats = (*engine)->Stats("add");
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->requests, kThreads * kPerThread);
+  EXPECT_EQ(stats->successes, kThreads * kPerThread);
+  EXPECT_LT(stats->batches, stats->requests) << "requests were batched";
+  EXPECT_GT(stats->mean_batch_rows, 1.0);
+}
+
+TEST(Engine, AFailingRunFailsOnlyTheRequestsOfItsBatch) {
+  ScratchDir dir;
+  ModelConfig config{.name = "gather", .path = GatherModel(dir)};
+  config.max_batch_size = 4;
+  config.max_queue_delay_us = 200000;
+  config.preferred_batch_sizes = {4};
+  auto engine = Engine::Create({config}, EngineOptions{.cores = 1});
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  // Two full batches of 4: the second holds an index out of range.
+  std::vector<std::future<absl::StatusOr<InferResult>>> futures;
+  for (int64_t index : {1, 2, 3, 4, 5, 99, 6, 7}) {
+    futures.push_back((*engine)->Submit("gather", {{"index", Index(index)}}));
+  }
+  for (int i = 0; i < 4; ++i) {
+    auto r = futures[i].get();
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->outputs[0].tensor.data_as<float>()[0], 10.0f * (i + 1));
+    EXPECT_EQ(r->batch_rows, 4);
+  }
+  for (int i = 4; i < 8; ++i) {
+    auto r = futures[i].get();
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.status().message().find("model 'gather'"), std::string::npos) << r.status();
+    EXPECT_NE(r.status().message().find("99"), std::string::npos) << r.status();
+  }
+  // The engine goes on.
+  auto after = (*engine)->Infer("gather", {{"index", Index(9)}});
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->outputs[0].tensor.data_as<float>()[0], 90.0f);
+  auto stats = (*engine)->Stats("gather");
+  EXPECT_EQ(stats->failures, 4);
+  EXPECT_EQ(stats->successes, 5);
+}
+
+TEST(Engine, FullQueueFailsAtOnceOrBlocksWhenAsked) {
+  ScratchDir dir;
+  ModelConfig config{.name = "add", .path = AddModel(dir, 4)};
+  config.queue_capacity = 2;
+  config.max_batch_size = 64;
+  config.max_queue_delay_us = 60'000'000;  // requests wait for a batch that never fills
+  auto engine = Engine::Create({config}, EngineOptions{.cores = 1});
+  ASSERT_TRUE(engine.ok());
+  std::mt19937 rng(1);
+  auto a = (*engine)->Submit("add", {{"x", RandomRows(1, 4, rng)}});
+  auto b = (*engine)->Submit("add", {{"x", RandomRows(1, 4, rng)}});
+  auto full = (*engine)->Infer("add", {{"x", RandomRows(1, 4, rng)}});
+  ASSERT_FALSE(full.ok());
+  EXPECT_EQ(full.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(full.status().message(), "model 'add' queue is full (capacity 2 requests)");
+  // Blocking with a deadline: waits, then gives up with DEADLINE_EXCEEDED (not accepted).
+  SubmitOptions blocking{.deadline = std::chrono::steady_clock::now() + milliseconds(50),
+                         .block_when_full = true};
+  auto blocked = (*engine)->Infer("add", {{"x", RandomRows(1, 4, rng)}}, blocking);
+  EXPECT_EQ(blocked.status().code(), absl::StatusCode::kDeadlineExceeded) << blocked.status();
+  EXPECT_EQ((*engine)->Stats("add")->rejected, 2);
+  // Shutdown runs the two accepted requests.
+  (*engine)->Shutdown();
+  EXPECT_TRUE(a.get().ok());
+  EXPECT_TRUE(b.get().ok());
+}
+
+TEST(Engine, ExpiredRequestIsAnsweredWithoutRunning) {
+  ScratchDir dir;
+  ModelConfig config{.name = "add", .path = AddModel(dir, 4)};
+  config.max_batch_size = 64;
+  config.max_queue_delay_us = 60'000'000;
+  auto engine = Engine::Create({config}, EngineOptions{.cores = 1});
+  ASSERT_TRUE(engine.ok());
+  std::mt19937 rng(1);
+  const auto start = std::chrono::steady_clock::now();
+  auto r = (*engine)->Infer("add", {{"x", RandomRows(1, 4, rng)}},
+                            SubmitOptions{.deadline = start + milliseconds(30)});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10))
+      << "answered at its deadline, not at the end of the batch delay";
+  auto past = (*engine)->Infer("add", {{"x", RandomRows(1, 4, rng)}},
+                               SubmitOptions{.deadline = start - milliseconds(1)});
+  EXPECT_EQ(past.status().code(), absl::StatusCode::kDeadlineExceeded);
+  auto stats = (*engine)->Stats("add");
+  EXPECT_EQ(stats->batches, 0) << "nothing ran";
+  EXPECT_EQ(stats->failures, 2);
+}
+
+TEST(Engine, DefaultTimeoutAppliesWhenNoDeadlineIsGiven) {
+  ScratchDir dir;
+  ModelConfig config{.name = "add", .path = AddModel(dir, 4)};
+  config.max_batch_size = 64;
+  config.max_queue_delay_us = 60'000'000;
+  config.default_timeout_us = 20'000;
+  auto engine = Engine::Create({config}, EngineOptions{.cores = 1});
+  ASSERT_TRUE(engine.ok());
+  std::mt19937 rng(1);
+  EXPECT_EQ((*engine)->Infer("add", {{"x", RandomRows(1, 4, rng)}}).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST(Engine, ShutdownAnswersEveryAcceptedRequestThenRefuses) {
+  ModelConfig config{.name = "face", .path = ModelPath(testing::kBlazeFaceFront)};
+  auto engine = Engine::Create({config});
+  ASSERT_TRUE(engine.ok());
+  Tensor input = Tensor::Allocate(DType::kFloat32, {1, 128, 128, 3});
+  std::vector<std::future<absl::StatusOr<InferResult>>> futures;
+  for (int i = 0; i < 40; ++i) futures.push_back((*engine)->Submit("face", {{"input:0", input}}));
+  (*engine)->Shutdown();
+  for (auto& f : futures) EXPECT_TRUE(f.get().ok());
+  auto late = (*engine)->Infer("face", {{"input:0", input}});
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(late.status().message(), "engine is shut down: request for model 'face' not accepted");
+  auto stats = (*engine)->Stats("face");
+  EXPECT_EQ(stats->requests, 40);
+  EXPECT_EQ(stats->successes, 40);
+  EXPECT_EQ(stats->rejected, 1);
+}
+
+TEST(Engine, BadRequestsFailAtSubmitNamingTheCulprit) {
+  ScratchDir dir;
+  auto engine = Engine::Create({{.name = "face", .path = ModelPath(testing::kBlazeFaceFront)},
+                                {.name = "add", .path = AddModel(dir, 4)}});
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  auto unknown = (*engine)->Infer("faces", {});
+  EXPECT_EQ(unknown.status().message(), "no model 'faces' in the engine (models: 'face', 'add')");
+  auto shape = (*engine)->Infer("face", {{"input:0", Tensor::Allocate(DType::kFloat32, {1, 3, 128, 128})}});
+  EXPECT_EQ(shape.status().message(),
+            "model 'face_detection_front_128x128_barracuda' input 'input:0': expected [1,128,128,3] "
+            "f32, got [1,3,128,128] f32 (wrong shape)");
+  EXPECT_EQ((*engine)->Stats("face")->rejected, 1);
+}
+
+TEST(Engine, CreateErrorsNameTheModel) {
+  auto missing = Engine::Create({{.name = "x", .path = "/nonexistent.onnx"}});
+  EXPECT_EQ(missing.status().message(), "model 'x': model file '/nonexistent.onnx' does not exist");
+  ModelConfig fixed{.name = "face", .path = ModelPath(testing::kBlazeFaceFront)};
+  fixed.max_batch_size = 4;
+  auto batch = Engine::Create({fixed});
+  EXPECT_EQ(batch.status().message(),
+            "model 'face': max_batch_size 4 needs a dynamic dim 0, but input 'input:0' is "
+            "[1,128,128,3] f32: use instances for parallelism, or max_batch_size: 1");
+  auto twice = Engine::Create({{.name = "a", .path = ModelPath(testing::kBlazeFaceFront)},
+                               {.name = "a", .path = ModelPath(testing::kBlazeFaceBack)}});
+  EXPECT_EQ(twice.status().message(), "model name 'a' used twice");
+  const int usable = static_cast<int>(UsableCpus().size());
+  auto too_many = Engine::Create({{.name = "a", .path = ModelPath(testing::kBlazeFaceFront)}},
+                                 EngineOptions{.cores = usable + 1});
+  EXPECT_EQ(too_many.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Cpus_allowed_list of every thread of this process.
+std::multiset<std::string> ThreadAffinities() {
+  std::multiset<std::string> out;
+  DIR* dir = opendir("/proc/self/task");
+  while (dirent* e = readdir(dir)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream status(std::string("/proc/self/task/") + e->d_name + "/status");
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("Cpus_allowed_list:", 0) == 0) out.insert(line.substr(line.find_first_not_of(" \t", 18)));
+    }
+  }
+  closedir(dir);
+  return out;
+}
+
+// Holds under `taskset -c 0` too (CTest runs this suite that way as well).
+TEST(EnginePlan, NeverUsesMoreThreadsThanUsableCoresAndPinsThem) {
+  const std::vector<int> usable = UsableCpus();
+  for (PlanHint hint : {PlanHint::kThroughput, PlanHint::kLatency}) {
+    SCOPED_TRACE(PlanHintName(hint));
+    auto engine = Engine::Create({{.name = "face", .path = ModelPath(testing::kBlazeFaceFront)},
+                                  {.name = "lines", .path = ModelPath(testing::kMlsdTiny320)}},
+                                 EngineOptions{.hint = hint, .measure_runs = 1});
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    const EnginePlan& plan = (*engine)->plan();
+    EXPECT_EQ(plan.usable_cores, static_cast<int>(usable.size()));
+    int threads = 0;
+    std::set<int> cpus;
+    for (const WorkerPlan& w : plan.workers) {
+      threads += w.threads;
+      for (int c : w.cpus) EXPECT_TRUE(cpus.insert(c).second);
+      EXPECT_FALSE(w.allow_spinning) << "two models share each worker";
+    }
+    EXPECT_LE(threads, static_cast<int>(usable.size()));
+    // Every worker's thread is pinned to exactly its cores; intra-op threads to one core each.
+    const auto affinities = ThreadAffinities();
+    for (const WorkerPlan& w : plan.workers) {
+      EXPECT_GE(affinities.count(FormatCpuList(w.cpus)), 1u) << FormatCpuList(w.cpus);
+      for (size_t i = 1; i < w.cpus.size(); ++i) {
+        EXPECT_GE(affinities.count(std::to_string(w.cpus[i])), 1u);
+      }
+    }
+    EXPECT_NE(plan.Describe().find("models: face, lines"), std::string::npos) << plan.Describe();
+  }
+}
+
+TEST(EnginePlan, ExplicitInstancesBeyondTheCoresAreRefused) {
+  const int usable = static_cast<int>(UsableCpus().size());
+  ModelConfig config{.name = "face", .path = ModelPath(testing::kBlazeFaceFront)};
+  config.instances = usable + 1;
+  auto engine = Engine::Create({config});
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(engine.status().message().find("but only " + std::to_string(usable) + " are usable"),
+            std::string::npos)
+      << engine.status();
+}
+
+}  // namespace
+}  // namespace loom
