@@ -1,6 +1,7 @@
 #include "sched/scheduler.h"
 
 #include <algorithm>
+#include <latch>
 
 #include "absl/strings/str_cat.h"
 #include "core/cpu_set.h"
@@ -35,7 +36,17 @@ void Scheduler::Start() {
   std::lock_guard<std::mutex> lock(mu_);
   LOOM_CHECK(!started_);
   started_ = true;
-  for (size_t w = 0; w < workers_.size(); ++w) threads_.emplace_back([this, w] { WorkerLoop(w); });
+  // Returns once every worker is pinned, so that the plan holds from the first request on.
+  std::latch pinned(static_cast<std::ptrdiff_t>(workers_.size()));
+  for (size_t w = 0; w < workers_.size(); ++w) {
+    threads_.emplace_back([this, w, &pinned] {
+      // Pinning fails only for cpus outside our affinity, which the planner never hands out.
+      LOOM_CHECK(PinCurrentThread(workers_[w].plan.cpus).ok());
+      pinned.count_down();
+      WorkerLoop(w);
+    });
+  }
+  pinned.wait();
 }
 
 absl::Status Scheduler::Enqueue(int model, std::unique_ptr<Request>& request, bool block_when_full) {
@@ -189,8 +200,6 @@ Clock::time_point Scheduler::TakeWork(size_t worker, Clock::time_point now,
 }
 
 void Scheduler::WorkerLoop(size_t worker) {
-  // Pinning can only fail for cpus outside our affinity, which the planner never hands out.
-  LOOM_CHECK(PinCurrentThread(workers_[worker].plan.cpus).ok());
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
     std::vector<std::unique_ptr<Request>> expired;

@@ -57,6 +57,7 @@ class Scheduler {
   Scheduler(std::vector<QueueConfig> queues, std::vector<Worker> workers);
   ~Scheduler();  // Shutdown()
 
+  // Starts the workers; returns once each is pinned to its cores.
   void Start();
 
   // Queues `request` for model `model`. OK: the scheduler owns it (moved out). Otherwise the
