@@ -17,6 +17,8 @@ using CommandFn = std::function<int()>;
 
 CommandFn AddInfoCommand(CLI::App& app);
 CommandFn AddRunCommand(CLI::App& app);
+CommandFn AddBenchCommand(CLI::App& app);
+CommandFn AddBenchChildCommand(CLI::App& app);
 
 }  // namespace loom::cli
 

@@ -17,6 +17,9 @@ int main(int argc, char** argv) {
   };
   add("info", "Print a model's inputs, outputs, opset and batchability.", loom::cli::AddInfoCommand);
   add("run", "Run a model on an image (or random input) and time it.", loom::cli::AddRunCommand);
+  add("bench", "Naive strategies and Loom side by side on your models and machine.",
+      loom::cli::AddBenchCommand);
+  add("bench-child", "", loom::cli::AddBenchChildCommand);
 
   // CLI11 reports an unknown first word as a missing subcommand; name it instead.
   bool known = argc <= 1 || argv[1][0] == '-';

@@ -55,14 +55,17 @@ struct ModelConfig {
   std::optional<int> threads = std::nullopt;
 
   // Dynamic batching (models whose dim 0 is dynamic only; others always run batches of 1).
-  // max_batch_size: most rows in one run. Empty: 8 for batchable models, else 1.
+  // max_batch_size: most rows in one run. Empty (auto): measured at load — 8 if a batch of 4
+  // costs at most 0.8x per row what single rows do on the model's workers, else 1 (on CPU, many
+  // convolutional models gain nothing from batching and lose memory locality).
   std::optional<int> max_batch_size = std::nullopt;
   // Batch sizes worth waiting for: a batch that reaches one of them runs at once. Empty: run as
   // soon as max_batch_size rows are queued or the delay passes.
   std::vector<int> preferred_batch_sizes = {};
-  // How long the oldest queued request may wait for others to join its batch. Longer: bigger
-  // batches and throughput on light load, at the cost of latency. Empty: 500 µs for batchable
-  // models, 0 otherwise.
+  // How long the oldest queued request may wait for others to join its batch. 0 (the default, as
+  // Triton's): batch only what queued while the workers were busy — no added latency, and full
+  // batches whenever the load exceeds what the workers can run one by one. Longer: bigger batches
+  // on light load, at the cost of latency.
   std::optional<int64_t> max_queue_delay_us = std::nullopt;
 
   // Most requests waiting in the queue; a Submit beyond it fails with RESOURCE_EXHAUSTED (or
@@ -73,6 +76,11 @@ struct ModelConfig {
 
   // Share of the expected request mix, for the auto plan (default: equal).
   double weight = 1.0;
+
+  // A representative request (Triton's model warm-up): the auto plan measures the model's cost on
+  // it, and every worker session runs it once at load so that no real request pays a cold start.
+  // Empty: random values at batch 1, dynamic image dims 320x320.
+  NamedTensors warmup_inputs = {};
 };
 
 
@@ -83,6 +91,10 @@ struct EngineOptions {
   PlanHint hint = PlanHint::kThroughput;
   // Runs per thread count when measuring a model's cost for the auto plan (after one warm-up run).
   int measure_runs = 3;
+  // A fixed layout for the shared workers (both set): that many workers with that many threads
+  // each, instead of the hint's choice; nothing is measured.
+  std::optional<int> shared_workers = std::nullopt;
+  std::optional<int> shared_threads = std::nullopt;
   // Spinning of idle intra-op threads. Empty: on only for a worker with several threads serving
   // a single model (its cores are its own); off wherever threads could wait on a shared core.
   std::optional<bool> allow_spinning = std::nullopt;

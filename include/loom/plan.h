@@ -24,6 +24,16 @@ struct ModelCost {
   double MsAt(int threads) const;  // the measured value; LOOM_CHECKs it was measured
 };
 
+// Whether dynamic batching pays for a model, measured at load (models with a dynamic dim 0 whose
+// max_batch_size is auto): milliseconds per row at batch 1 and at batch `probe_rows`.
+struct BatchChoice {
+  std::string model;
+  int probe_rows = 0;
+  double ms_per_row_at_1 = 0;
+  double ms_per_row_at_probe = 0;
+  int max_batch_size = 1;  // what the engine uses
+};
+
 // One layout the throughput plan considered for the shared workers.
 struct LayoutEstimate {
   int workers = 0;
@@ -44,6 +54,7 @@ struct EnginePlan {
   std::vector<WorkerPlan> workers;
   std::vector<ModelCost> costs;           // shared models' measured costs (throughput hint)
   std::vector<LayoutEstimate> layouts;    // what the throughput plan compared
+  std::vector<BatchChoice> batching;      // auto max_batch_size decisions
   std::string reason;                     // why this layout (one line)
   // Human-readable table: which model got which cores, and the measured costs behind it.
   std::string Describe() const;

@@ -69,6 +69,11 @@ class Session {
   virtual absl::StatusOr<NamedTensors> Run(const NamedTensors& inputs) = 0;
 };
 
+// Sizes ONNX Runtime's process-wide intra-op pool, shared by every session made with
+// use_global_thread_pool. Must precede the first ONNX Runtime session (FAILED_PRECONDITION
+// otherwise): the runtime fixes its environment once per process.
+absl::Status ConfigureOrtGlobalThreadPool(int intra_op_threads, bool allow_spinning);
+
 // Loads `model_path` with the backend of `options`. Errors name the file and the cause.
 absl::StatusOr<std::unique_ptr<Session>> CreateSession(const std::string& model_path,
                                                        const SessionOptions& options = {});

@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "core/cpu_set.h"
 #include "core/stats.h"
+#include "sched/batcher.h"
 #include "sched/core_planner.h"
 #include "sched/scheduler.h"
 #include "vision/model_inputs.h"
@@ -18,7 +19,6 @@ namespace {
 using sched::Clock;
 
 constexpr int kDefaultMaxBatch = 8;
-constexpr int64_t kDefaultBatchDelayUs = 500;
 constexpr int kDefaultQueueCapacity = 1024;
 
 SessionOptions WorkerSessionOptions(const ModelConfig& config, const std::vector<int>& cpus,
@@ -32,18 +32,29 @@ SessionOptions WorkerSessionOptions(const ModelConfig& config, const std::vector
   return options;
 }
 
-// Median milliseconds per batch-1 request of `config` on `cpus`, measured on a thread pinned
-// there (the caller's own affinity is left alone).
+// The model's warm-up request: the configured one, or random values at batch 1.
+absl::StatusOr<NamedTensors> WarmupInputs(const ModelConfig& config, const ModelInfo& info) {
+  if (!config.warmup_inputs.empty()) {
+    LOOM_RETURN_IF_ERROR(ValidateInputs(info, config.warmup_inputs));
+    return config.warmup_inputs;
+  }
+  vision::InputSpec spec;  // batch 1; dynamic image dims 320x320
+  return vision::MakeInputs(info, spec);
+}
+
+// Median milliseconds per run of `config` at `rows` rows (the warm-up request repeated), on a
+// thread pinned to `cpus` with a session like a worker's (the caller's affinity is left alone).
 absl::StatusOr<double> MeasureCost(const ModelConfig& config, const std::vector<int>& cpus,
-                                   bool allow_spinning, int runs) {
+                                   bool allow_spinning, int runs, int rows = 1) {
   absl::StatusOr<double> result = absl::InternalError("not measured");
   std::thread probe([&] {
     result = [&]() -> absl::StatusOr<double> {
       LOOM_RETURN_IF_ERROR(PinCurrentThread(cpus));
       LOOM_ASSIGN_OR_RETURN(auto session,
                             CreateSession(config.path, WorkerSessionOptions(config, cpus, allow_spinning)));
-      vision::InputSpec spec;  // batch 1; dynamic image dims 320x320
-      LOOM_ASSIGN_OR_RETURN(NamedTensors inputs, vision::MakeInputs(session->info(), spec));
+      LOOM_ASSIGN_OR_RETURN(NamedTensors one, WarmupInputs(config, session->info()));
+      const std::vector<const NamedTensors*> parts(static_cast<size_t>(rows), &one);
+      const NamedTensors inputs = sched::ConcatRows(parts);
       LOOM_RETURN_IF_ERROR(session->Run(inputs).status());  // warm-up
       std::vector<double> ms;
       for (int i = 0; i < std::max(runs, 1); ++i) {
@@ -61,6 +72,9 @@ absl::StatusOr<double> MeasureCost(const ModelConfig& config, const std::vector<
   }
   return result;
 }
+
+constexpr int kBatchProbeRows = 4;
+constexpr double kBatchWorthIt = 0.8;  // per-row cost at the probe batch vs single rows
 
 }  // namespace
 
@@ -146,7 +160,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::vector<ModelConfig> 
     }
     q.batching.preferred_batch_sizes = config.preferred_batch_sizes;
     q.batching.max_queue_delay = std::chrono::microseconds(
-        config.max_queue_delay_us.value_or(batchable ? kDefaultBatchDelayUs : 0));
+        config.max_queue_delay_us.value_or(0));
     q.capacity = config.queue_capacity.value_or(kDefaultQueueCapacity);
     if (q.capacity < 1) {
       return absl::InvalidArgumentError(
@@ -177,8 +191,34 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::vector<ModelConfig> 
     const bool spin = options.allow_spinning.value_or(threads > 1 && shared == 1);
     return MeasureCost(config, probe_cpus, spin, options.measure_runs);
   };
+  std::optional<sched::FixedLayout> fixed;
+  if (options.shared_workers || options.shared_threads) {
+    fixed = sched::FixedLayout{options.shared_workers.value_or(1), options.shared_threads.value_or(1)};
+  }
   LOOM_ASSIGN_OR_RETURN(impl->plan, sched::PlanCores(cpus, options.hint, planner_models,
-                                                     options.allow_spinning, cost));
+                                                     options.allow_spinning, cost, fixed));
+
+  // Auto max_batch_size: measure one row against a batch on the first worker serving the model.
+  for (size_t m = 0; m < impl->configs.size(); ++m) {
+    const ModelConfig& config = impl->configs[m];
+    if (!impl->batchable[m] || config.max_batch_size) continue;
+    const WorkerPlan* server = nullptr;
+    for (const WorkerPlan& w : impl->plan.workers) {
+      if (std::find(w.models.begin(), w.models.end(), config.name) != w.models.end()) server = &w;
+      if (server) break;
+    }
+    LOOM_CHECK(server != nullptr);
+    BatchChoice choice{config.name, kBatchProbeRows};
+    LOOM_ASSIGN_OR_RETURN(choice.ms_per_row_at_1,
+                          MeasureCost(config, server->cpus, server->allow_spinning, options.measure_runs));
+    LOOM_ASSIGN_OR_RETURN(double batch_ms, MeasureCost(config, server->cpus, server->allow_spinning,
+                                                       options.measure_runs, kBatchProbeRows));
+    choice.ms_per_row_at_probe = batch_ms / kBatchProbeRows;
+    choice.max_batch_size =
+        choice.ms_per_row_at_probe <= kBatchWorthIt * choice.ms_per_row_at_1 ? kDefaultMaxBatch : 1;
+    queues[m].batching.max_batch_size = choice.max_batch_size;
+    impl->plan.batching.push_back(choice);
+  }
 
   std::vector<sched::Worker> workers;
   for (const WorkerPlan& plan : impl->plan.workers) {
@@ -192,6 +232,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::vector<ModelConfig> 
       if (!session.ok()) {
         return absl::Status(session.status().code(),
                             absl::StrCat("model '", config.name, "': ", session.status().message()));
+      }
+      // Warm-up: the first runs of a session allocate its memory arena and are several times
+      // slower than the rest; pay that here, not in a request.
+      absl::Status warm = [&]() -> absl::Status {
+        LOOM_ASSIGN_OR_RETURN(NamedTensors inputs, WarmupInputs(config, (*session)->info()));
+        return (*session)->Run(inputs).status();
+      }();
+      if (!warm.ok()) {
+        return absl::Status(warm.code(), absl::StrCat("model '", config.name, "': warm-up: ", warm.message()));
       }
       worker.sessions[static_cast<size_t>(m)] = std::move(*session);
     }

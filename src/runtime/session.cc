@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/opencv_session.h"
 #include "runtime/ort_session.h"
+#include "runtime/ort_utils.h"
 
 namespace loom {
 
@@ -15,6 +16,10 @@ absl::StatusOr<Backend> ParseBackend(const std::string& name) {
   if (name == "opencv" || name == "cv") return Backend::kOpenCv;
   return absl::InvalidArgumentError(
       absl::StrCat("unknown backend '", name, "' (expected 'ort' or 'opencv')"));
+}
+
+absl::Status ConfigureOrtGlobalThreadPool(int intra_op_threads, bool allow_spinning) {
+  return ort::ConfigureGlobalThreadPool(intra_op_threads, allow_spinning);
 }
 
 absl::StatusOr<std::unique_ptr<Session>> CreateSession(const std::string& model_path,

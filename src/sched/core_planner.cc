@@ -51,6 +51,11 @@ std::string EnginePlan::Describe() const {
     out << "\n";
   }
   if (!reason.empty()) out << "  why: " << reason << "\n";
+  for (const BatchChoice& b : batching) {
+    out << absl::StrFormat("  batching %s: %.2f ms/row at batch 1, %.2f at batch %d -> max_batch_size %d\n",
+                           b.model, b.ms_per_row_at_1, b.ms_per_row_at_probe, b.probe_rows,
+                           b.max_batch_size);
+  }
   return out.str();
 }
 
@@ -81,7 +86,8 @@ std::vector<std::vector<int>> SplitCpus(const std::vector<int>& cpus, int worker
 
 absl::StatusOr<EnginePlan> PlanCores(const std::vector<int>& cpus, PlanHint hint,
                                      const std::vector<PlannerModel>& models,
-                                     std::optional<bool> spinning, const CostFn& cost) {
+                                     std::optional<bool> spinning, const CostFn& cost,
+                                     std::optional<FixedLayout> fixed) {
   EnginePlan plan;
   plan.usable_cores = static_cast<int>(cpus.size());
   plan.hint = hint;
@@ -134,7 +140,18 @@ absl::StatusOr<EnginePlan> PlanCores(const std::vector<int>& cpus, PlanHint hint
   const std::vector<int> rest(cpus.begin() + next, cpus.end());
   const int r = static_cast<int>(rest.size());
   int threads = r;
-  if (hint == PlanHint::kLatency) {
+  int shared_workers = 0;  // 0: r / threads
+  if (fixed) {
+    if (fixed->workers < 1 || fixed->threads < 1 || fixed->workers * fixed->threads > r) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "shared layout ", fixed->workers, "x", fixed->threads, " needs ",
+          fixed->workers * fixed->threads, " cores, but ", r, " remain for shared models (",
+          FormatCpuList(rest), ")"));
+    }
+    threads = fixed->threads;
+    shared_workers = fixed->workers;
+    plan.reason = absl::StrCat("fixed layout: ", fixed->workers, " x ", fixed->threads, " as configured");
+  } else if (hint == PlanHint::kLatency) {
     plan.reason = absl::StrCat("latency hint: one worker with all ", r, " remaining cores");
   } else {
     double total_weight = 0;
@@ -170,7 +187,9 @@ absl::StatusOr<EnginePlan> PlanCores(const std::vector<int>& cpus, PlanHint hint
                                   chosen->requests_per_s, plan.layouts.size(),
                                   chosen != best ? " within 3% (fewer, wider workers: lower latency)" : "");
   }
-  for (std::vector<int>& group : SplitCpus(rest, r / threads)) {
+  const std::vector<int> used = shared_workers > 0
+      ? std::vector<int>(rest.begin(), rest.begin() + shared_workers * threads) : rest;
+  for (std::vector<int>& group : SplitCpus(used, shared_workers > 0 ? shared_workers : r / threads)) {
     WorkerPlan w;
     w.threads = static_cast<int>(group.size());
     w.cpus = std::move(group);

@@ -37,9 +37,15 @@ using CostFn = std::function<absl::StatusOr<double>(const std::string& model, in
 //        (Σ weight / Σ weight × ms(T) / W), the larger T on a near-tie (≤ 3%: lower latency).
 //        `cost` is called for every shared model and candidate T (not for the latency hint).
 //   Spinning: `spinning` if given; else on only for a multi-thread worker serving one model.
+//   `fixed`, if given, replaces step 2's choice: that many shared workers of that many threads.
+struct FixedLayout {
+  int workers = 1;
+  int threads = 1;
+};
 absl::StatusOr<EnginePlan> PlanCores(const std::vector<int>& cpus, PlanHint hint,
                                      const std::vector<PlannerModel>& models,
-                                     std::optional<bool> spinning, const CostFn& cost);
+                                     std::optional<bool> spinning, const CostFn& cost,
+                                     std::optional<FixedLayout> fixed = std::nullopt);
 
 }  // namespace loom::sched
 

@@ -1,0 +1,212 @@
+// `loom bench copies|fanout|overhead`: the naive strategies and Loom side by side on the user's own
+// models and machine (DESIGN.md §5), and `loom bench-child`, the child processes it starts.
+#include <sched.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "apps/loom/commands.h"
+#include "bench/bench.h"
+#include "core/cpu_set.h"
+
+namespace loom::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct BenchArgs {
+  std::vector<std::string> models;
+  int copies = 4;
+  int items = 0;  // 0: per workload default
+  std::vector<std::string> images;
+  std::string video = "data/vtest.avi";
+  std::string size = "640x480";
+  int reps = 5;
+  int warmup = 1;
+  int cores = 0;
+  bool sweep = false;
+  std::string strategies;
+  std::string json, csv;
+  int overhead_runs = 2000;
+};
+
+std::string SelfExe() {
+  std::error_code ec;
+  const fs::path p = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? "loom" : p.string();
+}
+
+// A fresh scratch directory for the workload spec the child processes read.
+std::string ScratchDir() {
+  const fs::path dir = fs::temp_directory_path() / ("loom-bench-" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+// --cores N: restrict the whole process (and its children) to the first N usable cores, so that
+// every strategy, naive ones included, sees the smaller machine.
+absl::Status RestrictCores(int cores) {
+  if (cores <= 0) return absl::OkStatus();
+  std::vector<int> cpus = UsableCpus();
+  if (cores > static_cast<int>(cpus.size())) {
+    return absl::InvalidArgumentError(absl::StrFormat("--cores %d: only %d usable (%s)", cores,
+                                                      cpus.size(), FormatCpuList(cpus)));
+  }
+  cpus.resize(static_cast<size_t>(cores));
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (int c : cpus) CPU_SET(c, &set);
+  if (sched_setaffinity(0, sizeof(set), &set) != 0) return absl::InternalError("sched_setaffinity failed");
+  return absl::OkStatus();
+}
+
+bool Emit(const std::string& target, const std::string& text) {
+  if (target.empty()) return true;
+  if (target == "-") {
+    std::cout << text;
+    return true;
+  }
+  std::ofstream out(target);
+  out << text;
+  return static_cast<bool>(out);
+}
+
+int RunWorkload(const BenchArgs& a, bench::WorkloadKind kind) {
+  auto fail = [](const absl::Status& s) {
+    std::cerr << "\nloom bench: " << s.message() << "\n";
+    return kExitRuntimeError;
+  };
+  if (absl::Status s = RestrictCores(a.cores); !s.ok()) return fail(s);
+  bench::WorkloadSpec spec;
+  spec.kind = kind;
+  std::vector<std::string> models = a.models;
+  if (models.empty()) {
+    models = kind == bench::WorkloadKind::kCopies
+        ? std::vector<std::string>{"models/face_detection_back_256x256_barracuda.onnx"}
+        : std::vector<std::string>{"models/face_detection_back_256x256_barracuda.onnx",
+                                   "models/mlsd_320x320_tiny.onnx",
+                                   "models/ch_PP-OCRv4_det_infer.onnx"};
+  }
+  if (kind == bench::WorkloadKind::kCopies && models.size() != 1) {
+    return fail(absl::InvalidArgumentError("copies takes exactly one --model"));
+  }
+  for (const std::string& m : models) spec.models.push_back({fs::path(m).stem().string(), m});
+  spec.copies = a.copies;
+  if (kind == bench::WorkloadKind::kCopies) {
+    spec.items = a.items > 0 ? a.items : 32;
+    spec.images = a.images;
+    if (spec.images.empty()) {
+      for (const char* f : {"messi5.jpg", "imageTextN.png", "imageTextR.png", "text_motion.jpg",
+                            "text_defocus.jpg", "licenseplate_motion.jpg"}) {
+        spec.images.push_back(std::string("data/") + f);
+      }
+    }
+  } else {
+    spec.items = a.items > 0 ? a.items : 48;
+    spec.video = a.video;
+  }
+  std::vector<std::string> wh = absl::StrSplit(a.size, 'x');
+  if (wh.size() != 2 || !absl::SimpleAtoi(wh[0], &spec.width) || !absl::SimpleAtoi(wh[1], &spec.height)) {
+    return fail(absl::InvalidArgumentError("--size must be WIDTHxHEIGHT"));
+  }
+
+  bench::BenchOptions options;
+  options.repetitions = a.reps;
+  options.warmup = a.warmup;
+  options.cores = a.cores;
+  options.sweep = a.sweep;
+  if (!a.strategies.empty()) options.only = absl::StrSplit(a.strategies, ',');
+  options.self_exe = SelfExe();
+  options.scratch_dir = ScratchDir();
+  const bool tty = isatty(STDERR_FILENO);
+  options.progress = [tty](int done, int total, const std::string& what) {
+    const int width = 30, filled = total > 0 ? width * done / total : width;
+    std::cerr << absl::StrFormat("%s[%s%s] %3d/%d %-32s%s", tty ? "\r" : "", std::string(filled, '#'),
+                                 std::string(width - filled, '.'), done, total, what, tty ? "" : "\n")
+              << std::flush;
+  };
+  auto report = bench::RunBench(spec, options);
+  std::error_code ec;
+  fs::remove_all(options.scratch_dir, ec);
+  if (tty) std::cerr << "\n";
+  if (!report.ok()) return fail(report.status());
+  if (a.json != "-" && a.csv != "-") std::cout << report->Table();
+  if (!Emit(a.json, report->ToJson().dump(2) + "\n") || !Emit(a.csv, report->Csv())) {
+    return fail(absl::InternalError("cannot write the --json/--csv file"));
+  }
+  return kExitOk;
+}
+
+void AddCommonOptions(CLI::App& app, BenchArgs& a) {
+  app.add_option("--reps", a.reps, "Timed repetitions of every strategy")->check(CLI::Range(1, 1000))->capture_default_str();
+  app.add_option("--warmup", a.warmup, "Untimed rounds first")->check(CLI::Range(0, 100))->capture_default_str();
+  app.add_option("--cores", a.cores, "Emulate a smaller machine: use only the first N usable cores")->check(CLI::Range(0, 4096));
+  app.add_flag("--sweep", a.sweep, "Also run every static workers x threads x spinning layout");
+  app.add_option("--strategies", a.strategies, "Comma-separated subset (serial,threads,processes,batch,shared-pool-serial,shared-pool-threads); loom always runs");
+  app.add_option("--json", a.json, "Write the report as JSON to FILE (- for stdout)");
+  app.add_option("--csv", a.csv, "Write the table as CSV to FILE (- for stdout)");
+  app.add_option("--size", a.size, "WIDTHxHEIGHT for models with dynamic image dims")->capture_default_str();
+}
+
+}  // namespace
+
+CommandFn AddBenchCommand(CLI::App& app) {
+  auto a = std::make_shared<BenchArgs>();
+  app.require_subcommand(1);
+  auto* copies = app.add_subcommand("copies", "N copies of one model over K images");
+  copies->add_option("--model", a->models, "ONNX model (default: BlazeFace back 256)");
+  copies->add_option("--copies", a->copies, "N")->check(CLI::Range(1, 256))->capture_default_str();
+  copies->add_option("--images", a->items, "K images per copy (cycled from --image files; default 32)")->check(CLI::Range(1, 100000));
+  copies->add_option("--image", a->images, "Image files (default: the photos in data/)");
+  AddCommonOptions(*copies, *a);
+  auto* fanout = app.add_subcommand("fanout", "Several different models on every frame of a video");
+  fanout->add_option("--model", a->models, "ONNX models (default: BlazeFace back 256, M-LSD tiny 320, PP-OCR det)");
+  fanout->add_option("--video", a->video, "Video file")->capture_default_str();
+  fanout->add_option("--frames", a->items, "Frames (default 48)")->check(CLI::Range(1, 100000));
+  AddCommonOptions(*fanout, *a);
+  auto* overhead = app.add_subcommand("overhead", "Engine::Infer() against a bare Session::Run");
+  overhead->add_option("--runs", a->overhead_runs, "Calls of each")->check(CLI::Range(100, 10000000))->capture_default_str();
+  overhead->add_option("--json", a->json, "Write the report as JSON to FILE (- for stdout)");
+  return [a, copies, fanout]() {
+    if (copies->parsed()) return RunWorkload(*a, bench::WorkloadKind::kCopies);
+    if (fanout->parsed()) return RunWorkload(*a, bench::WorkloadKind::kFanout);
+    const std::string scratch = ScratchDir();
+    auto report = bench::RunOverhead(a->overhead_runs, scratch);
+    std::error_code ec;
+    fs::remove_all(scratch, ec);
+    if (!report.ok()) {
+      std::cerr << "loom bench overhead: " << report.status().message() << "\n";
+      return kExitRuntimeError;
+    }
+    if (a->json != "-") std::cout << report->Table();
+    Emit(a->json, report->ToJson().dump(2) + "\n");
+    return kExitOk;
+  };
+}
+
+CommandFn AddBenchChildCommand(CLI::App& app) {
+  struct Args {
+    std::string spec, mode;
+    int part = 0, cores = 1;
+  };
+  auto a = std::make_shared<Args>();
+  app.group("");  // internal: started by `loom bench`
+  app.add_option("--spec", a->spec)->required();
+  app.add_option("--mode", a->mode)->required();
+  app.add_option("--part", a->part);
+  app.add_option("--cores", a->cores);
+  return [a]() {
+    auto mode = bench::ParseChildMode(a->mode);
+    if (!mode.ok()) {
+      std::cout << "error: " << mode.status().message() << std::endl;
+      return kExitUsage;
+    }
+    return bench::ChildMain(a->spec, *mode, a->part, a->cores);
+  };
+}
+
+}  // namespace loom::cli

@@ -1,0 +1,277 @@
+#include "bench/bench.h"
+
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "core/cpu_set.h"
+#include "core/stats.h"
+#include "loom/engine.h"
+#include "runtime/synthetic_models.h"
+
+namespace loom::bench {
+namespace {
+
+struct Entry {
+  std::string name;
+  std::function<absl::StatusOr<StrategyRun>()> run;
+  bool children = false;  // processes: also report with start-up
+};
+
+double Median(std::vector<double> v) { return Percentile(std::move(v), 50); }
+
+std::string Describe(const WorkloadSpec& spec, int64_t inferences) {
+  std::vector<std::string> names;
+  for (const BenchModel& m : spec.models) names.push_back(m.name);
+  const std::string source = spec.video.empty()
+      ? absl::StrCat(spec.items, " images (", spec.images.size(), " files, cycled)")
+      : absl::StrCat(spec.items, " frames of ", spec.video);
+  if (spec.kind == WorkloadKind::kCopies) {
+    return absl::StrCat("copies: ", spec.copies, " copies of ", names[0], " over ", source, " = ",
+                        inferences, " inferences per run");
+  }
+  return absl::StrCat("fanout: ", absl::StrJoin(names, " + "), " on every one of ", source, " = ",
+                      inferences, " inferences per run");
+}
+
+}  // namespace
+
+const StrategySummary* BenchReport::Find(const std::string& name) const {
+  for (const auto& s : strategies) {
+    if (s.name == name) return &s;
+  }
+  return nullptr;
+}
+
+std::string BenchReport::Table() const {
+  std::ostringstream out;
+  out << Describe(spec, inferences_per_run) << "\n"
+      << absl::StrFormat("%d usable cores; %d repetitions interleaved across strategies; medians\n\n",
+                         usable_cores, repetitions);
+  const StrategySummary* loom = Find("loom");
+  out << absl::StrFormat("%-24s %9s %8s %8s %8s %8s %7s %9s\n", "strategy", "infer/s", "loom is",
+                         "p50 ms", "p95 ms", "p99 ms", "CPU %", "peak MB");
+  for (const StrategySummary& s : strategies) {
+    const std::string ratio = loom && s.throughput > 0 && &s != loom
+        ? absl::StrFormat("%.2fx", loom->throughput / s.throughput) : "";
+    out << absl::StrFormat("%-24s %9.1f %8s %8.2f %8.2f %8.2f %7.0f %9.0f\n", s.name, s.throughput,
+                           ratio, s.p50_ms, s.p95_ms, s.p99_ms, s.cpu_percent, s.peak_rss_mb);
+  }
+  if (ideal_throughput > 0) {
+    out << absl::StrFormat("%-24s %9.1f %8s  (usable cores x single-thread rate)\n", "ideal",
+                           ideal_throughput, "");
+  }
+  out << "\n" << plan << "\n" << verdict << "\n";
+  return out.str();
+}
+
+nlohmann::json BenchReport::ToJson() const {
+  nlohmann::json rows = nlohmann::json::array();
+  for (const StrategySummary& s : strategies) {
+    rows.push_back({{"strategy", s.name}, {"throughput", s.throughput}, {"throughputs", s.throughputs},
+                    {"p50_ms", s.p50_ms}, {"p95_ms", s.p95_ms}, {"p99_ms", s.p99_ms},
+                    {"cpu_percent", s.cpu_percent}, {"peak_rss_mb", s.peak_rss_mb}});
+  }
+  return {{"workload", spec.ToJson()}, {"usable_cores", usable_cores},
+          {"repetitions", repetitions}, {"inferences_per_run", inferences_per_run},
+          {"strategies", rows}, {"ideal_throughput", ideal_throughput}, {"plan", plan},
+          {"verdict", verdict}};
+}
+
+std::string BenchReport::Csv() const {
+  std::ostringstream out;
+  out << "strategy,throughput,p50_ms,p95_ms,p99_ms,cpu_percent,peak_rss_mb\n";
+  for (const StrategySummary& s : strategies) {
+    out << absl::StrFormat("%s,%.3f,%.3f,%.3f,%.3f,%.1f,%.1f\n", s.name, s.throughput, s.p50_ms,
+                           s.p95_ms, s.p99_ms, s.cpu_percent, s.peak_rss_mb);
+  }
+  return out.str();
+}
+
+absl::StatusOr<BenchReport> RunBench(const WorkloadSpec& spec, const BenchOptions& options) {
+  LOOM_ASSIGN_OR_RETURN(Workload w, PrepareWorkload(spec));
+  const int cores = options.cores > 0 ? options.cores : static_cast<int>(UsableCpus().size());
+  const std::string spec_path = options.scratch_dir + "/workload.json";
+  std::ofstream(spec_path) << spec.ToJson().dump();
+
+  EngineOptions engine_options;
+  engine_options.cores = options.cores;
+  std::vector<Entry> entries;
+  auto wanted = [&](const std::string& name) {
+    return name == "loom" || options.only.empty() ||
+           std::find(options.only.begin(), options.only.end(), name) != options.only.end();
+  };
+  auto add = [&](std::string name, std::function<absl::StatusOr<StrategyRun>()> run, bool children = false) {
+    if (wanted(name)) entries.push_back({std::move(name), std::move(run), children});
+  };
+  add("serial", [&] { return RunSerial(w); });
+  add("threads", [&] { return RunThreads(w); });
+  add("threads-all-cores", [&] { return RunThreadsAllCores(w, cores); });
+  add("processes", [&] { return RunInChildren(w, ChildMode::kProcesses, options.self_exe, spec_path, cores); }, true);
+  if (w.batchable && spec.kind == WorkloadKind::kCopies) add("batch", [&] { return RunBatch(w); });
+  add("shared-pool-serial", [&] { return RunInChildren(w, ChildMode::kSharedPoolSerial, options.self_exe, spec_path, cores); });
+  add("shared-pool-threads", [&] { return RunInChildren(w, ChildMode::kSharedPoolThreads, options.self_exe, spec_path, cores); });
+  add("loom", [&] { return RunLoom(w, engine_options, std::nullopt); });
+  if (options.sweep) {
+    for (int threads = 1; threads <= cores; ++threads) {
+      for (int instances = 1; instances * threads <= cores; ++instances) {
+        for (bool spin : {false, true}) {
+          const StaticLayout layout{instances, threads, spin};
+          entries.push_back({layout.Name(), [&, layout] { return RunLoom(w, engine_options, layout); }, false});
+        }
+      }
+    }
+  }
+
+  std::map<std::string, std::vector<StrategyRun>> runs;
+  const int rounds = options.warmup + options.repetitions;
+  const int total = rounds * static_cast<int>(entries.size());
+  int done = 0;
+  for (int round = 0; round < rounds; ++round) {
+    for (const Entry& e : entries) {
+      if (options.progress) {
+        options.progress(done, total, absl::StrCat(round < options.warmup ? "warm-up " : "", e.name));
+      }
+      auto run = e.run();
+      if (!run.ok()) {
+        return absl::Status(run.status().code(), absl::StrCat("strategy '", e.name, "': ", run.status().message()));
+      }
+      if (static_cast<int64_t>(run->latencies_ms.size()) != w.total_inferences()) {
+        return absl::InternalError(absl::StrCat("strategy '", e.name, "' ran ", run->latencies_ms.size(),
+                                                " inferences, expected ", w.total_inferences()));
+      }
+      if (round >= options.warmup) runs[e.name].push_back(std::move(*run));
+      ++done;
+    }
+  }
+  if (options.progress) options.progress(total, total, "done");
+
+  BenchReport report;
+  report.spec = spec;
+  report.usable_cores = cores;
+  report.repetitions = options.repetitions;
+  report.inferences_per_run = w.total_inferences();
+  const double n = static_cast<double>(w.total_inferences());
+  auto summarize = [&](const std::string& name, const std::vector<StrategyRun>& rs, bool with_startup) {
+    StrategySummary s;
+    s.name = with_startup ? name + " (+start-up)" : name;
+    std::vector<double> p50, p95, p99, cpu;
+    for (const StrategyRun& r : rs) {
+      const double wall = with_startup ? r.wall_with_startup_s : r.wall_s;
+      s.throughputs.push_back(n / wall);
+      const LatencySummary l = Summarize(r.latencies_ms);
+      p50.push_back(l.p50);
+      p95.push_back(l.p95);
+      p99.push_back(l.p99);
+      const double cpu_wall = r.wall_with_startup_s > 0 ? r.wall_with_startup_s : r.wall_s;
+      cpu.push_back(100.0 * r.cpu_s / (cpu_wall * cores));
+      s.peak_rss_mb = std::max(s.peak_rss_mb, r.peak_rss_mb);
+    }
+    s.throughput = Median(s.throughputs);
+    s.p50_ms = Median(p50);
+    s.p95_ms = Median(p95);
+    s.p99_ms = Median(p99);
+    s.cpu_percent = Median(cpu);
+    return s;
+  };
+  for (const Entry& e : entries) {
+    report.strategies.push_back(summarize(e.name, runs[e.name], false));
+    if (e.children) report.strategies.push_back(summarize(e.name, runs[e.name], true));
+  }
+  const StrategyRun& last_loom = runs["loom"].back();
+  report.plan = last_loom.plan;
+  // Ideal: every usable core running single-thread inferences back to back.
+  double mean_ms = 0;
+  for (const Stream& s : w.streams) {
+    for (const ModelCost& c : last_loom.costs) {
+      if (c.model == spec.models[static_cast<size_t>(s.model)].name) mean_ms += c.MsAt(1);
+    }
+  }
+  mean_ms /= static_cast<double>(w.streams.size());
+  if (!last_loom.costs.empty() && mean_ms > 0) report.ideal_throughput = cores * 1000.0 / mean_ms;
+
+  const StrategySummary* loom = report.Find("loom");
+  std::vector<std::string> ratios;
+  const StrategySummary* best_static = nullptr;
+  for (const StrategySummary& s : report.strategies) {
+    if (&s == loom) continue;
+    if (s.name.rfind("static ", 0) == 0) {
+      if (!best_static || s.throughput > best_static->throughput) best_static = &s;
+      continue;
+    }
+    ratios.push_back(absl::StrFormat("%.2fx %s", loom->throughput / s.throughput, s.name));
+  }
+  report.verdict = absl::StrCat("verdict: loom = ", absl::StrJoin(ratios, ", "));
+  if (report.ideal_throughput > 0) {
+    absl::StrAppend(&report.verdict, absl::StrFormat("; %.2f of ideal", loom->throughput / report.ideal_throughput));
+  }
+  if (best_static) {
+    absl::StrAppend(&report.verdict, absl::StrFormat("; %.2fx the best static layout (%s, %.1f/s)",
+                                                     loom->throughput / best_static->throughput,
+                                                     best_static->name, best_static->throughput));
+  }
+  return report;
+}
+
+std::string OverheadReport::Table() const {
+  return absl::StrFormat(
+      "overhead: one Add over 1,000 floats, %d calls each, interleaved, one pinned core\n"
+      "%-26s %9s %9s\n%-26s %9.1f %9.1f\n%-26s %9.1f %9.1f\n"
+      "verdict: Infer() p50 - bare Run p50 = %.1f us\n",
+      runs, "path", "p50 us", "p99 us", "Session::Run (bare)", bare_p50_us, bare_p99_us,
+      "Engine::Infer()", engine_p50_us, engine_p99_us, overhead_p50_us());
+}
+
+nlohmann::json OverheadReport::ToJson() const {
+  return {{"runs", runs}, {"bare_p50_us", bare_p50_us}, {"bare_p99_us", bare_p99_us},
+          {"engine_p50_us", engine_p50_us}, {"engine_p99_us", engine_p99_us},
+          {"overhead_p50_us", overhead_p50_us()}};
+}
+
+absl::StatusOr<OverheadReport> RunOverhead(int runs, const std::string& scratch_dir) {
+  const std::string path = scratch_dir + "/add_1000.onnx";
+  LOOM_RETURN_IF_ERROR(WriteAddModel(path, 1000));
+  const std::vector<int> cpu = {UsableCpus().front()};
+  SessionOptions bare_options;
+  bare_options.intra_op_threads = 1;
+  bare_options.allow_spinning = false;
+  LOOM_ASSIGN_OR_RETURN(auto bare, CreateSession(path, bare_options));
+  LOOM_ASSIGN_OR_RETURN(auto engine, Engine::Create({{.name = "add", .path = path}},
+                                                    EngineOptions{.cores = 1}));
+  Tensor x = Tensor::Allocate(DType::kFloat32, {1, 1000});
+  const NamedTensors inputs = {{"x", x}};
+  std::vector<double> bare_us, engine_us;
+  absl::Status status;
+  constexpr int kBlock = 100;
+  for (int done = 0; done < runs && status.ok(); done += kBlock) {
+    // The bare runs happen on the core the engine's worker owns, as the worker's would.
+    std::thread pinned([&] {
+      status = PinCurrentThread(cpu);
+      for (int i = 0; i < kBlock && status.ok(); ++i) {
+        const auto start = Clock::now();
+        status = bare->Run(inputs).status();
+        bare_us.push_back(MillisecondsSince(start) * 1000);
+      }
+    });
+    pinned.join();
+    for (int i = 0; i < kBlock && status.ok(); ++i) {
+      const auto start = Clock::now();
+      status = engine->Infer("add", inputs).status();
+      engine_us.push_back(MillisecondsSince(start) * 1000);
+    }
+  }
+  LOOM_RETURN_IF_ERROR(status);
+  OverheadReport report;
+  report.runs = static_cast<int>(bare_us.size());
+  report.bare_p50_us = Percentile(bare_us, 50);
+  report.bare_p99_us = Percentile(bare_us, 99);
+  report.engine_p50_us = Percentile(engine_us, 50);
+  report.engine_p99_us = Percentile(engine_us, 99);
+  return report;
+}
+
+}  // namespace loom::bench

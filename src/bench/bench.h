@@ -1,0 +1,71 @@
+// `loom bench`: a workload run under every strategy, repetitions interleaved across strategies
+// (A B C A B C ...) so that the machine's drift hits all alike; medians; a table, Loom's plan and
+// a verdict with the ratios, all from one run.
+#ifndef LOOM_BENCH_BENCH_H_
+#define LOOM_BENCH_BENCH_H_
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "bench/strategies.h"
+#include "bench/workload.h"
+
+namespace loom::bench {
+
+struct BenchOptions {
+  int repetitions = 5;
+  int warmup = 1;      // untimed rounds of every strategy first
+  int cores = 0;       // 0: all usable
+  bool sweep = false;  // add every static workers × threads × spinning layout
+  std::vector<std::string> only;  // strategy names to run (empty: all that apply); loom always runs
+  std::string self_exe;           // this binary, for the child-process strategies
+  std::string scratch_dir;        // for the workload spec the children read
+  // Progress callback: (done, total, what).
+  std::function<void(int, int, const std::string&)> progress;
+};
+
+struct StrategySummary {
+  std::string name;
+  std::vector<double> throughputs;  // inferences/s, one per repetition
+  double throughput = 0;            // median
+  double p50_ms = 0, p95_ms = 0, p99_ms = 0;  // medians over repetitions
+  double cpu_percent = 0;           // of the usable cores, median
+  double peak_rss_mb = 0;           // max over repetitions
+};
+
+struct BenchReport {
+  WorkloadSpec spec;
+  int usable_cores = 0;
+  int repetitions = 0;
+  int64_t inferences_per_run = 0;
+  std::vector<StrategySummary> strategies;
+  std::string plan;                 // Loom's plan (last repetition)
+  double ideal_throughput = 0;      // usable cores × single-thread inferences/s
+  std::string verdict;
+
+  const StrategySummary* Find(const std::string& name) const;
+  std::string Table() const;
+  nlohmann::json ToJson() const;
+  std::string Csv() const;
+};
+
+absl::StatusOr<BenchReport> RunBench(const WorkloadSpec& spec, const BenchOptions& options);
+
+// Engine overhead: a one-Add model over 1,000 floats, Infer() against a bare Session::Run, both on
+// one pinned core, interleaved in blocks; p50s and their difference.
+struct OverheadReport {
+  int runs = 0;
+  double bare_p50_us = 0, bare_p99_us = 0;
+  double engine_p50_us = 0, engine_p99_us = 0;
+  double overhead_p50_us() const { return engine_p50_us - bare_p50_us; }
+  std::string Table() const;
+  nlohmann::json ToJson() const;
+};
+absl::StatusOr<OverheadReport> RunOverhead(int runs, const std::string& scratch_dir);
+
+}  // namespace loom::bench
+
+#endif  // LOOM_BENCH_BENCH_H_
