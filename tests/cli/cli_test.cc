@@ -128,3 +128,63 @@ TEST(Cli, RunResolvesDynamicDimsFromTheImage) {
 
 }  // namespace
 }  // namespace loom
+
+namespace loom {
+namespace {
+
+// `loom bench` end to end on a tiny workload: every strategy runs and is reported (speed itself
+// is judged by `loom bench` runs, never here).
+TEST(CliBench, CopiesRunsEveryStrategyAndWritesJson) {
+  Result r = Loom("bench copies --model " + ModelPath(testing::kBlazeFaceFront) + " --copies 2 --images 3 "
+                  "--image " + testing::DataPath("messi5.jpg") + " --reps 1 --warmup 0 --json -");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["inferences_per_run"], 6);
+  std::vector<std::string> names;
+  for (const auto& s : j["strategies"]) {
+    names.push_back(s["strategy"]);
+    EXPECT_GT(s["throughput"].get<double>(), 0) << s["strategy"];
+    EXPECT_GT(s["peak_rss_mb"].get<double>(), 0) << s["strategy"];
+  }
+  EXPECT_EQ(names, (std::vector<std::string>{"serial", "threads", "threads-all-cores", "processes",
+                                             "processes (+start-up)", "shared-pool-serial",
+                                             "shared-pool-threads", "loom"}));
+  EXPECT_NE(j["verdict"].get<std::string>().find("loom = "), std::string::npos);
+  EXPECT_NE(j["plan"].get<std::string>().find("plan: throughput hint"), std::string::npos);
+  EXPECT_GT(j["ideal_throughput"].get<double>(), 0);
+}
+
+TEST(CliBench, FanoutSweepAddsEveryStaticLayout) {
+  Result r = Loom("bench fanout --model " + ModelPath(testing::kBlazeFaceFront) + " --model " +
+                  ModelPath(testing::kOcrCls) + " --video " + testing::DataPath("Megamind.avi") +
+                  " --frames 2 --size 192x48 --reps 1 --warmup 0 --sweep --strategies serial --csv -");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(Contains(r.out, "strategy,throughput,")) << r.out;
+  EXPECT_TRUE(Contains(r.out, "\nserial,")) << r.out;
+  EXPECT_TRUE(Contains(r.out, "\nloom,")) << r.out;
+  EXPECT_TRUE(Contains(r.out, "\nstatic 1x1 nospin,")) << r.out;
+  EXPECT_TRUE(Contains(r.out, "\nstatic 1x1 spin,")) << r.out;
+  EXPECT_FALSE(Contains(r.out, "\nthreads,")) << "--strategies limits the naive ones";
+}
+
+TEST(CliBench, OverheadReportsBothPaths) {
+  Result r = Loom("bench overhead --runs 200 --json -");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["runs"], 200);
+  EXPECT_GT(j["bare_p50_us"].get<double>(), 0);
+  EXPECT_GT(j["engine_p50_us"].get<double>(), 0);
+}
+
+TEST(CliBench, BadModelFailsWithTheMessage) {
+  Result r = Loom("bench copies --model /nonexistent.onnx --image " + testing::DataPath("messi5.jpg") +
+                  " --reps 1 --warmup 0");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(Contains(r.err, "loom bench: model file '/nonexistent.onnx' does not exist")) << r.err;
+  r = Loom("bench fanout --video /nonexistent.avi --reps 1");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(Contains(r.err, "video '/nonexistent.avi' cannot be opened")) << r.err;
+}
+
+}  // namespace
+}  // namespace loom

@@ -337,3 +337,36 @@ TEST(EnginePlan, ExplicitInstancesBeyondTheCoresAreRefused) {
 
 }  // namespace
 }  // namespace loom
+
+namespace loom {
+namespace {
+
+TEST(EnginePlan, AutoBatchSizeFollowsTheMeasuredGain) {
+  testing::ScratchDir dir;
+  // One Add over 16 floats: per-run overhead dominates, so a batch of 4 is far cheaper per row.
+  ASSERT_TRUE(WriteAddModel(dir.Path("add.onnx"), 16).ok());
+  auto engine = Engine::Create({{.name = "add", .path = dir.Path("add.onnx")},
+                                {.name = "face", .path = ModelPath(testing::kBlazeFaceFront)}},
+                               EngineOptions{.measure_runs = 5});
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  const auto& batching = (*engine)->plan().batching;
+  ASSERT_EQ(batching.size(), 1u) << "only the dynamic-batch model is measured";
+  EXPECT_EQ(batching[0].model, "add");
+  EXPECT_EQ(batching[0].probe_rows, 4);
+  EXPECT_LT(batching[0].ms_per_row_at_probe, batching[0].ms_per_row_at_1);
+  EXPECT_EQ(batching[0].max_batch_size, 8);
+  EXPECT_NE((*engine)->DescribePlan().find("batching add:"), std::string::npos);
+}
+
+TEST(Engine, WarmupInputsAreValidatedAtLoad) {
+  ModelConfig config{.name = "face", .path = ModelPath(testing::kBlazeFaceFront)};
+  config.warmup_inputs = {{"input:0", Tensor::Allocate(DType::kFloat32, {1, 3, 128, 128})}};
+  auto engine = Engine::Create({config});
+  ASSERT_FALSE(engine.ok());
+  EXPECT_NE(engine.status().message().find("expected [1,128,128,3] f32, got [1,3,128,128] f32"),
+            std::string::npos)
+      << engine.status();
+}
+
+}  // namespace
+}  // namespace loom

@@ -127,3 +127,29 @@ TEST(CorePlanner, UnevenCoresGoToTheFirstWorkers) {
 
 }  // namespace
 }  // namespace loom::sched
+
+namespace loom::sched {
+namespace {
+
+TEST(CorePlanner, FixedSharedLayoutIsUsedAsGivenAndChecked) {
+  int calls = 0;
+  auto plan = PlanCores({0, 1, 2, 3}, PlanHint::kThroughput, {{"a", {}, {}, 1.0}}, true,
+                        [&](const std::string&, int, const std::vector<int>&) -> absl::StatusOr<double> {
+                          ++calls;
+                          return 1.0;
+                        },
+                        FixedLayout{1, 2});
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(calls, 0) << "a fixed layout measures nothing";
+  ASSERT_EQ(plan->workers.size(), 1u);
+  EXPECT_EQ(plan->workers[0].cpus, (std::vector<int>{0, 1}));
+  EXPECT_TRUE(plan->workers[0].allow_spinning);
+  auto too_big = PlanCores({0, 1}, PlanHint::kThroughput, {{"a", {}, {}, 1.0}}, std::nullopt,
+                           nullptr, FixedLayout{2, 2});
+  ASSERT_FALSE(too_big.ok());
+  EXPECT_EQ(too_big.status().message(),
+            "shared layout 2x2 needs 4 cores, but 2 remain for shared models (0-1)");
+}
+
+}  // namespace
+}  // namespace loom::sched
