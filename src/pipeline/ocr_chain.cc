@@ -28,6 +28,16 @@ absl::StatusOr<std::unique_ptr<OcrChain>> OcrChain::Create(Engine* engine, OcrOp
   return std::unique_ptr<OcrChain>(new OcrChain(engine, std::move(options), std::move(charset)));
 }
 
+absl::StatusOr<std::vector<vision::RecognizedText>> OcrChain::Recognize(
+    const std::vector<cv::Mat>& crops) const {
+  const ModelInfo* info = engine_->FindModel(options_.rec_model);
+  LOOM_ASSIGN_OR_RETURN(InferResult out,
+                        engine_->Infer(options_.rec_model,
+                                       {{info->inputs[0].name,
+                                         vision::TextBatch(crops, 48, options_.rec_max_width)}}));
+  return vision::DecodeCtc(out.outputs[0].tensor, charset_);
+}
+
 absl::StatusOr<std::vector<OcrLine>> OcrChain::Run(const cv::Mat& image) const {
   // 1. Detection at a multiple of 32, ImageNet normalisation on BGR (PaddleOCR's convention).
   const double shrink = std::min(1.0, static_cast<double>(options_.det_max_side) /
@@ -68,12 +78,7 @@ absl::StatusOr<std::vector<OcrLine>> OcrChain::Run(const cv::Mat& image) const {
   }
 
   // 3. Recognition: every crop at height 48, padded to the widest, one request.
-  const ModelInfo* rec_info = engine_->FindModel(options_.rec_model);
-  LOOM_ASSIGN_OR_RETURN(InferResult rec_out,
-                        engine_->Infer(options_.rec_model, {{rec_info->inputs[0].name,
-                                                             vision::TextBatch(crops, 48, options_.rec_max_width)}}));
-  LOOM_ASSIGN_OR_RETURN(std::vector<vision::RecognizedText> texts,
-                        vision::DecodeCtc(rec_out.outputs[0].tensor, charset_));
+  LOOM_ASSIGN_OR_RETURN(std::vector<vision::RecognizedText> texts, Recognize(crops));
   for (size_t i = 0; i < lines.size(); ++i) {
     lines[i].text = texts[i].text;
     lines[i].score = texts[i].score;
@@ -92,11 +97,7 @@ absl::StatusOr<std::vector<OcrLine>> OcrChain::Run(const cv::Mat& image) const {
     }
   }
   if (doubtful.empty()) return lines;
-  LOOM_ASSIGN_OR_RETURN(InferResult again,
-                        engine_->Infer(options_.rec_model, {{rec_info->inputs[0].name,
-                                                             vision::TextBatch(upright, 48, options_.rec_max_width)}}));
-  LOOM_ASSIGN_OR_RETURN(std::vector<vision::RecognizedText> reread,
-                        vision::DecodeCtc(again.outputs[0].tensor, charset_));
+  LOOM_ASSIGN_OR_RETURN(std::vector<vision::RecognizedText> reread, Recognize(upright));
   for (size_t k = 0; k < doubtful.size(); ++k) {
     OcrLine& line = lines[doubtful[k]];
     if (reread[k].score > line.score) {

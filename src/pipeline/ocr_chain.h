@@ -52,6 +52,9 @@ class OcrChain {
   OcrChain(Engine* engine, OcrOptions options, std::vector<std::string> charset)
       : engine_(engine), options_(std::move(options)), charset_(std::move(charset)) {}
 
+  // One recogniser request for all `crops` (height 48, padded to the widest), CTC-decoded.
+  absl::StatusOr<std::vector<vision::RecognizedText>> Recognize(const std::vector<cv::Mat>& crops) const;
+
   Engine* engine_;
   OcrOptions options_;
   std::vector<std::string> charset_;
