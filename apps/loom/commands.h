@@ -19,6 +19,7 @@ CommandFn AddInfoCommand(CLI::App& app);
 CommandFn AddRunCommand(CLI::App& app);
 CommandFn AddBenchCommand(CLI::App& app);
 CommandFn AddBenchChildCommand(CLI::App& app);
+CommandFn AddPipelineCommand(CLI::App& app);
 
 }  // namespace loom::cli
 

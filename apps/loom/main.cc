@@ -19,6 +19,8 @@ int main(int argc, char** argv) {
   add("run", "Run a model on an image (or random input) and time it.", loom::cli::AddRunCommand);
   add("bench", "Naive strategies and Loom side by side on your models and machine.",
       loom::cli::AddBenchCommand);
+  add("pipeline", "Run a YAML pipeline of several models per frame, or benchmark it.",
+      loom::cli::AddPipelineCommand);
   add("bench-child", "", loom::cli::AddBenchChildCommand);
 
   // CLI11 reports an unknown first word as a missing subcommand; name it instead.

@@ -16,7 +16,11 @@ vision::InputSpec InputSpecFor(const ModelInfo& info, const cv::Mat& image, cons
   in.image = image;
   in.size = {spec.width, spec.height};
   const ImageLayout layout = info.inputs.empty() ? ImageLayout::kNone : info.inputs[0].image_layout();
-  if (layout == ImageLayout::kNHWC) {  // MediaPipe BlazeFace, M-LSD (TF exports): [-1, 1]
+  const bool rgba = layout == ImageLayout::kNHWC && info.inputs[0].shape[3].value == 4;
+  if (rgba) {  // M-LSD: RGB in 0..255, alpha 1
+    in.scale = 1.0;
+    in.std = std::array<double, 4>{1, 1, 1, 255};
+  } else if (layout == ImageLayout::kNHWC) {  // MediaPipe BlazeFace: [-1, 1]
     in.scale = 1.0 / 127.5;
     in.mean = std::array<double, 4>{127.5, 127.5, 127.5, 127.5};
   } else if (info.dynamic_batch && layout == ImageLayout::kNCHW) {  // PaddleOCR: ImageNet, BGR

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/config.h"
 #include "loom/engine.h"
 
 namespace loom {
@@ -134,9 +135,13 @@ class ConfigReader {
       return absl::InvalidArgumentError(absl::StrCat(path_, ":", e.mark.line + 1, ":",
                                                      e.mark.column + 1, ": ", e.msg));
     }
+    return Parse(root, {});
+  }
+
+  absl::StatusOr<EngineConfig> Parse(const YAML::Node& root, std::set<std::string> known) const {
     EngineConfig config;
-    LOOM_RETURN_IF_ERROR(
-        CheckKeys(root, {"models", "cores", "hint", "measure_runs", "allow_spinning"}, "the config"));
+    for (const char* key : {"models", "cores", "hint", "measure_runs", "allow_spinning"}) known.insert(key);
+    LOOM_RETURN_IF_ERROR(CheckKeys(root, known, "the config"));
     std::optional<int64_t> v;
     LOOM_RETURN_IF_ERROR(Int(root, "cores", 0, v));
     config.options.cores = static_cast<int>(v.value_or(0));
@@ -178,6 +183,11 @@ class ConfigReader {
 
 absl::StatusOr<EngineConfig> LoadEngineConfig(const std::string& path) {
   return ConfigReader(path).Read();
+}
+
+absl::StatusOr<EngineConfig> ParseEngineConfig(const YAML::Node& root, const std::string& file,
+                                               const std::set<std::string>& known_extra_keys) {
+  return ConfigReader(file).Parse(root, known_extra_keys);
 }
 
 }  // namespace loom

@@ -1,0 +1,128 @@
+// `loom pipeline run FILE.yaml` and `loom pipeline bench FILE.yaml`.
+#include <unistd.h>
+
+#include <iostream>
+
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "apps/loom/commands.h"
+#include "core/stats.h"
+#include "pipeline/pipeline.h"
+
+namespace loom::cli {
+namespace {
+
+struct PipelineArgs {
+  std::string file, input, output = "out";
+  int in_flight = 0, cores = 0, reps = 3;
+  int64_t limit = 0;
+};
+
+pipeline::PipelineOptions Options(const PipelineArgs& a) {
+  pipeline::PipelineOptions o;
+  o.input = a.input;
+  o.output_dir = a.output;
+  if (a.in_flight > 0) o.in_flight = a.in_flight;
+  if (a.limit > 0) o.limit = a.limit;
+  o.cores = a.cores;
+  return o;
+}
+
+int Fail(const char* what, const absl::Status& s) {
+  std::cerr << "\nloom pipeline " << what << ": " << s.message() << "\n";
+  return kExitRuntimeError;
+}
+
+int Run(const PipelineArgs& a) {
+  auto p = pipeline::Pipeline::Load(a.file, Options(a));
+  if (!p.ok()) return Fail("run", p.status());
+  const bool tty = isatty(STDERR_FILENO);
+  const auto start = Clock::now();
+  auto summary = (*p)->Run([&](int64_t done, int64_t total) {
+    const double s = MillisecondsSince(start) / 1000.0, fps = s > 0 ? done / s : 0;
+    if (!tty && done % 25 != 0 && done != total) return;
+    std::cerr << absl::StrFormat("%sframes %d%s  %.1f frames/s%s%s", tty ? "\r" : "", done,
+                                 total > 0 ? absl::StrFormat("/%d", total) : "", fps,
+                                 total > 0 && fps > 0 ? absl::StrFormat("  ETA %.0fs", (total - done) / fps) : "",
+                                 tty ? "   " : "\n")
+              << std::flush;
+  });
+  if (tty) std::cerr << "\n";
+  if (!summary.ok()) return Fail("run", summary.status());
+  std::cerr << absl::StrFormat("%d frames in %.2f s (%.1f frames/s), %d failed; output in %s/\n",
+                               summary->frames, summary->wall_s, summary->frames / std::max(summary->wall_s, 1e-9),
+                               summary->failed, a.output);
+  for (const auto& [node, ms] : summary->node_mean_ms) std::cerr << absl::StrFormat("  %-12s %8.2f ms/frame\n", node, ms);
+  std::cerr << (*p)->DescribePlan();
+  for (const std::string& e : summary->errors) std::cerr << "error: " << e << "\n";
+  return summary->failed > 0 ? kExitRuntimeError : kExitOk;
+}
+
+int Bench(const PipelineArgs& a) {
+  struct Strategy {
+    const char* name;
+    pipeline::Backend backend;
+    int in_flight;  // 0: the file's
+  };
+  // The sequential loop is one frame at a time on plain sessions; thread-per-model keeps one
+  // frame per model in flight on plain sessions, each model on its own thread; loom is the engine.
+  std::vector<Strategy> strategies = {{"sequential", pipeline::Backend::kSequential, 1},
+                                      {"thread-per-model", pipeline::Backend::kThreadPerModel, 0},
+                                      {"loom", pipeline::Backend::kEngine, 0}};
+  std::vector<std::unique_ptr<pipeline::Pipeline>> loaded;
+  for (const Strategy& s : strategies) {
+    pipeline::PipelineOptions o = Options(a);
+    o.backend = s.backend;
+    o.sinks = false;
+    if (s.in_flight > 0) o.in_flight = s.in_flight;
+    auto p = pipeline::Pipeline::Load(a.file, o);
+    if (!p.ok()) return Fail("bench", p.status());
+    loaded.push_back(std::move(*p));
+  }
+  std::vector<std::vector<double>> fps(strategies.size());
+  int64_t frames = 0;
+  for (int rep = 0; rep <= a.reps; ++rep) {  // round 0 warms every strategy up
+    for (size_t i = 0; i < strategies.size(); ++i) {
+      std::cerr << absl::StrFormat("\rround %d/%d  %-18s", rep, a.reps, strategies[i].name) << std::flush;
+      auto summary = loaded[i]->Run();
+      if (!summary.ok()) return Fail("bench", summary.status());
+      frames = summary->frames;
+      if (rep > 0) fps[i].push_back(summary->frames / summary->wall_s);
+    }
+  }
+  std::cerr << "\n";
+  std::cout << absl::StrFormat("pipeline %s: %d frames per run, %d repetitions interleaved, medians\n\n", a.file, frames, a.reps);
+  std::cout << absl::StrFormat("%-18s %10s %9s\n", "strategy", "frames/s", "loom is");
+  const double loom = Percentile(fps.back(), 50);
+  std::vector<std::string> verdict;
+  for (size_t i = 0; i < strategies.size(); ++i) {
+    const double f = Percentile(fps[i], 50);
+    const bool is_loom = i + 1 == strategies.size();
+    std::cout << absl::StrFormat("%-18s %10.2f %9s\n", strategies[i].name, f,
+                                 is_loom ? "" : absl::StrFormat("%.2fx", loom / f));
+    if (!is_loom) verdict.push_back(absl::StrFormat("%.2fx %s", loom / f, strategies[i].name));
+  }
+  std::cout << "\n" << loaded.back()->DescribePlan() << "\nverdict: loom = " << absl::StrJoin(verdict, ", ") << "\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+CommandFn AddPipelineCommand(CLI::App& app) {
+  auto a = std::make_shared<PipelineArgs>();
+  app.require_subcommand(1);
+  auto* run = app.add_subcommand("run", "Run a pipeline over its source (or --input)");
+  auto* bench = app.add_subcommand("bench", "The pipeline as a sequential loop, a thread per model, and with Loom");
+  for (CLI::App* sub : {run, bench}) {
+    sub->add_option("FILE", a->file, "Pipeline YAML")->required();
+    sub->add_option("--input", a->input, "Image, folder, glob or video (overrides the file's source)");
+    sub->add_option("--limit", a->limit, "At most this many frames")->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+    sub->add_option("--in-flight", a->in_flight, "Frames in flight (overrides the file's)")->check(CLI::Range(1, 1024));
+    sub->add_option("--cores", a->cores, "Cores for the engine (0: all usable)")->check(CLI::Range(0, 4096));
+  }
+  run->add_option("--output", a->output, "Folder for the sinks' files")->capture_default_str();
+  bench->add_option("--reps", a->reps, "Timed repetitions")->check(CLI::Range(1, 100))->capture_default_str();
+  return [a, run]() { return run->parsed() ? Run(*a) : Bench(*a); };
+}
+
+}  // namespace loom::cli

@@ -1,0 +1,107 @@
+// A pipeline node: one step of the per-frame graph (preprocess, infer, postprocess, crop fan-out).
+//
+// Lifecycle: built once from its YAML entry by its factory (which checks parameters and the types
+// and shapes of its inputs against what earlier nodes produce, and declares its own output), then
+// Process is called once per frame. Threading: Process is const and may run on several frames at
+// once from different threads; a node keeps no per-frame state of its own.
+//
+// Adding a node type: a .cc with the class and its factory, a test, and one line in registry.cc.
+#ifndef LOOM_PIPELINE_NODE_H_
+#define LOOM_PIPELINE_NODE_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <yaml-cpp/yaml.h>
+
+#include "loom/engine.h"
+#include "pipeline/value.h"
+
+namespace loom::pipeline {
+
+// Runs models for the nodes: the Engine, or the naive strategies of `pipeline bench`.
+class InferenceService {
+ public:
+  virtual ~InferenceService() = default;
+  virtual const ModelInfo* FindModel(const std::string& model) const = 0;
+  // Starts a run; the future holds the outputs (model order) or the error.
+  virtual PendingOutputs Submit(const std::string& model, NamedTensors inputs) = 0;
+};
+
+class Node {
+ public:
+  virtual ~Node() = default;
+  // Reads its inputs from `frame.values`, writes its output under name(). An error fails this
+  // frame only (the executor records it).
+  virtual absl::Status Process(Frame& frame, InferenceService& inference) const = 0;
+  const std::string& name() const { return name_; }
+
+ protected:
+  explicit Node(std::string name) : name_(std::move(name)) {}
+
+ private:
+  std::string name_;
+};
+
+// What the graph knows about a value at build time.
+struct ValueSpec {
+  ValueType type = ValueType::kImage;
+  std::optional<Shape> shape;  // tensors: the exact shape, when it does not vary per frame
+  std::string producer;        // node name ("image" for the source)
+};
+
+// Everything a factory may consult, and where errors point.
+class BuildContext {
+ public:
+  BuildContext(std::string file, std::string base_dir, const InferenceService* models)
+      : file_(std::move(file)), base_dir_(std::move(base_dir)), models_(models) {}
+
+  // "FILE:LINE:COL: node 'NAME': MESSAGE" for the YAML node `at`.
+  absl::Status Error(const YAML::Node& at, const std::string& node, const std::string& message) const;
+  // The value named by `params[port]`, which must exist and be of `type`.
+  absl::StatusOr<ValueSpec> Input(const YAML::Node& params, const std::string& node,
+                                  const std::string& port, ValueType type) const;
+  // A required / optional parameter of a node.
+  template <typename T>
+  absl::StatusOr<T> Param(const YAML::Node& params, const std::string& node, const std::string& key,
+                          std::optional<T> fallback = std::nullopt) const;
+  std::string Path(const std::string& relative) const;  // resolved against the YAML's folder
+  const ModelInfo* Model(const std::string& name) const { return models_->FindModel(name); }
+
+  void Declare(const std::string& name, ValueSpec spec) { values_[name] = std::move(spec); }
+  bool Has(const std::string& name) const { return values_.count(name) > 0; }
+
+ private:
+  std::string file_, base_dir_;
+  const InferenceService* models_;
+  std::map<std::string, ValueSpec> values_;
+};
+
+using NodeFactory = std::function<absl::StatusOr<std::unique_ptr<Node>>(
+    const std::string& name, const YAML::Node& params, BuildContext& context)>;
+
+// Node types by name (registry.cc). Unknown: nullptr.
+const NodeFactory* FindNodeType(const std::string& type);
+std::vector<std::string> NodeTypeNames();
+
+template <typename T>
+absl::StatusOr<T> BuildContext::Param(const YAML::Node& params, const std::string& node,
+                                      const std::string& key, std::optional<T> fallback) const {
+  const YAML::Node value = params[key];
+  if (!value) {
+    if (fallback) return *fallback;
+    return Error(params, node, "missing parameter '" + key + "'");
+  }
+  try {
+    return value.as<T>();
+  } catch (const YAML::Exception&) {
+    return Error(value, node, "parameter '" + key + "' has the wrong type");
+  }
+}
+
+}  // namespace loom::pipeline
+
+#endif  // LOOM_PIPELINE_NODE_H_

@@ -1,0 +1,99 @@
+// infer: runs a model of the engine on tensors produced by earlier nodes. Submits and returns at
+// once; nodes reading the outputs wait for them, so a frame's independent branches run together.
+//   model: face
+//   input: face_in                  (single-input models), or
+//   inputs: {input:0: face_in}      (model input name -> value)
+#include "pipeline/nodes/nodes.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace loom::pipeline {
+namespace {
+
+class InferNode final : public Node {
+ public:
+  InferNode(std::string name, std::string model, std::vector<std::pair<std::string, std::string>> inputs)
+      : Node(std::move(name)), model_(std::move(model)), inputs_(std::move(inputs)) {}
+
+  absl::Status Process(Frame& frame, InferenceService& inference) const override {
+    NamedTensors tensors;
+    bool empty = false;
+    for (const auto& [model_input, value] : inputs_) {
+      tensors.push_back({model_input, frame.values.at(value).tensor});
+      empty |= tensors.back().tensor.rank() > 0 && tensors.back().tensor.dim(0) == 0;
+    }
+    Value v;
+    v.type = ValueType::kOutputs;
+    if (empty) {  // a fan-out with nothing to fan out (no detections): no run, no outputs
+      std::promise<absl::StatusOr<NamedTensors>> none;
+      none.set_value(NamedTensors{});
+      v.outputs = none.get_future().share();
+    } else {
+      v.outputs = inference.Submit(model_, std::move(tensors));
+    }
+    frame.values[name()] = std::move(v);
+    return absl::OkStatus();
+  }
+
+ private:
+  std::string model_;
+  std::vector<std::pair<std::string, std::string>> inputs_;
+};
+
+}  // namespace
+
+LOOM_NODE_FACTORY_IMPL(MakeInferNode) {
+  LOOM_ASSIGN_OR_RETURN(std::string model, context.Param<std::string>(params, name, "model"));
+  const ModelInfo* info = context.Model(model);
+  if (!info) return context.Error(params["model"], name, "unknown model '" + model + "'");
+  std::vector<std::pair<std::string, std::string>> inputs;
+  if (params["input"]) {
+    if (info->inputs.size() != 1) {
+      return context.Error(params["input"], name, absl::StrCat("model '", model, "' has ", info->inputs.size(),
+                                                               " inputs: map them with 'inputs'"));
+    }
+    inputs.emplace_back(info->inputs[0].name, params["input"].as<std::string>());
+  } else if (params["inputs"] && params["inputs"].IsMap()) {
+    for (const auto& kv : params["inputs"]) inputs.emplace_back(kv.first.as<std::string>(), kv.second.as<std::string>());
+  } else {
+    return context.Error(params, name, "needs 'input' or 'inputs'");
+  }
+  for (const auto& [model_input, value] : inputs) {
+    const int index = info->FindInput(model_input);
+    if (index < 0) return context.Error(params, name, absl::StrCat("model '", model, "' has no input '", model_input, "'"));
+    YAML::Node port;
+    port["value"] = value;
+    LOOM_ASSIGN_OR_RETURN(ValueSpec spec, context.Input(port, name, "value", ValueType::kTensor));
+    const TensorInfo& want = info->inputs[static_cast<size_t>(index)];
+    if (spec.shape) {  // a fixed shape: check it against the model now, not on the first frame
+      bool ok = spec.shape->size() == want.shape.size();
+      for (size_t d = 0; ok && d < want.shape.size(); ++d) {
+        ok = want.shape[d].is_dynamic() || want.shape[d].value == (*spec.shape)[d];
+      }
+      if (!ok) {
+        return context.Error(params, name, absl::StrCat("node '", value, "' produces ", ShapeToString(*spec.shape),
+                                                        " f32 but model '", model, "' input '", model_input,
+                                                        "' expects ", want.Describe()));
+      }
+    }
+  }
+  if (inputs.size() != info->inputs.size()) {
+    return context.Error(params, name, absl::StrCat("model '", model, "' needs ", info->inputs.size(), " inputs, ",
+                                                    inputs.size(), " given"));
+  }
+  context.Declare(name, {ValueType::kOutputs, std::nullopt, name});
+  return std::unique_ptr<Node>(new InferNode(name, model, std::move(inputs)));
+}
+
+absl::StatusOr<NamedTensors> AwaitOutputs(const Frame& frame, const std::string& input) {
+  return frame.values.at(input).outputs.get();
+}
+
+double Round(double v, int digits) {
+  const double f = std::pow(10.0, digits);
+  return std::round(v * f) / f;
+}
+
+}  // namespace loom::pipeline

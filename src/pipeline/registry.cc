@@ -1,0 +1,91 @@
+// Node types by name: one line each.
+#include <filesystem>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+
+#include "pipeline/nodes/nodes.h"
+
+namespace loom::pipeline {
+namespace {
+
+const std::map<std::string, NodeFactory>& Registry() {
+  static const auto* registry = new std::map<std::string, NodeFactory>{
+      {"preprocess", MakePreprocessNode},
+      {"infer", MakeInferNode},
+      {"blazeface", MakeBlazeFaceNode},
+      {"mlsd", MakeMlsdNode},
+      {"db", MakeDbNode},
+      {"crop", MakeCropNode},
+      {"text_batch", MakeTextBatchNode},
+      {"angle", MakeAngleNode},
+      {"ctc", MakeCtcNode},
+      {"topk", MakeTopKNode},
+  };
+  return *registry;
+}
+
+}  // namespace
+
+const NodeFactory* FindNodeType(const std::string& type) {
+  auto it = Registry().find(type);
+  return it == Registry().end() ? nullptr : &it->second;
+}
+
+std::vector<std::string> NodeTypeNames() {
+  std::vector<std::string> names;
+  for (const auto& [name, factory] : Registry()) names.push_back(name);
+  return names;
+}
+
+const char* ValueTypeName(ValueType type) {
+  switch (type) {
+    case ValueType::kImage: return "image";
+    case ValueType::kTensor: return "tensor";
+    case ValueType::kOutputs: return "model outputs";
+    case ValueType::kDetections: return "detections";
+    case ValueType::kTextBoxes: return "text boxes";
+    case ValueType::kCrops: return "crops";
+    case ValueType::kTexts: return "texts";
+    case ValueType::kLines: return "line segments";
+  }
+  return "?";
+}
+
+absl::Status BuildContext::Error(const YAML::Node& at, const std::string& node,
+                                 const std::string& message) const {
+  const YAML::Mark mark = at.Mark();
+  const std::string where = mark.is_null() ? file_ : absl::StrCat(file_, ":", mark.line + 1, ":", mark.column + 1);
+  return absl::InvalidArgumentError(absl::StrCat(where, ": node '", node, "': ", message));
+}
+
+absl::StatusOr<ValueSpec> BuildContext::Input(const YAML::Node& params, const std::string& node,
+                                              const std::string& port, ValueType type) const {
+  std::string value;
+  if (params[port]) {
+    if (!params[port].IsScalar()) return Error(params[port], node, "'" + port + "' must name a node");
+    value = params[port].Scalar();
+  } else if (type == ValueType::kImage) {
+    value = "image";  // the frame itself
+  } else {
+    return Error(params, node, "missing input '" + port + "'");
+  }
+  auto it = values_.find(value);
+  if (it == values_.end()) {
+    return Error(params[port] ? params[port] : params, node,
+                 absl::StrCat("input '", port, "' names '", value, "', which is not an earlier node"));
+  }
+  if (it->second.type != type) {
+    return Error(params[port] ? params[port] : params, node,
+                 absl::StrCat("input '", port, "' expects ", ValueTypeName(type), ", but node '", value,
+                              "' produces ", ValueTypeName(it->second.type)));
+  }
+  return it->second;
+}
+
+std::string BuildContext::Path(const std::string& relative) const {
+  if (relative.empty() || relative[0] == '/') return relative;
+  return (std::filesystem::path(base_dir_) / relative).lexically_normal().string();
+}
+
+}  // namespace loom::pipeline

@@ -1,0 +1,133 @@
+#include "pipeline/services.h"
+
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+
+namespace loom::pipeline {
+namespace {
+
+class EngineService final : public InferenceService {
+ public:
+  explicit EngineService(std::unique_ptr<Engine> engine) : engine_(std::move(engine)) {}
+  const ModelInfo* FindModel(const std::string& model) const override { return engine_->FindModel(model); }
+  PendingOutputs Submit(const std::string& model, NamedTensors inputs) override {
+    auto promise = std::make_shared<std::promise<absl::StatusOr<NamedTensors>>>();
+    PendingOutputs future = promise->get_future().share();
+    engine_->Submit(model, std::move(inputs), {}, [promise](absl::StatusOr<InferResult> r) {
+      promise->set_value(r.ok() ? absl::StatusOr<NamedTensors>(std::move(r->outputs))
+                                : absl::StatusOr<NamedTensors>(r.status()));
+    });
+    return future;
+  }
+  Engine* engine() { return engine_.get(); }
+
+ private:
+  std::unique_ptr<Engine> engine_;
+};
+
+// One default session per model; inline, or a thread per model draining its own queue.
+class NaiveService final : public InferenceService {
+ public:
+  NaiveService(std::map<std::string, std::unique_ptr<Session>> sessions, NaiveMode mode)
+      : sessions_(std::move(sessions)) {
+    if (mode == NaiveMode::kThreadPerModel) {
+      for (auto& [name, session] : sessions_) {
+        auto& lane = lanes_[name];
+        lane.thread = std::thread([this, &lane, s = session.get()] { Drain(lane, *s); });
+      }
+    }
+  }
+  ~NaiveService() override {
+    for (auto& [name, lane] : lanes_) {
+      {
+        std::lock_guard<std::mutex> lock(lane.mu);
+        lane.stop = true;
+      }
+      lane.cv.notify_all();
+      lane.thread.join();
+    }
+  }
+  const ModelInfo* FindModel(const std::string& model) const override {
+    auto it = sessions_.find(model);
+    return it == sessions_.end() ? nullptr : &it->second->info();
+  }
+  PendingOutputs Submit(const std::string& model, NamedTensors inputs) override {
+    std::promise<absl::StatusOr<NamedTensors>> promise;
+    PendingOutputs future = promise.get_future().share();
+    auto it = sessions_.find(model);
+    if (it == sessions_.end()) {
+      promise.set_value(absl::NotFoundError(absl::StrCat("no model '", model, "'")));
+    } else if (lanes_.empty()) {
+      promise.set_value(it->second->Run(inputs));
+    } else {
+      Lane& lane = lanes_.at(model);
+      {
+        std::lock_guard<std::mutex> lock(lane.mu);
+        lane.jobs.push_back({std::move(inputs), std::move(promise)});
+      }
+      lane.cv.notify_one();
+    }
+    return future;
+  }
+
+ private:
+  struct Job {
+    NamedTensors inputs;
+    std::promise<absl::StatusOr<NamedTensors>> promise;
+  };
+  struct Lane {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<Job> jobs;
+    bool stop = false;
+    std::thread thread;
+  };
+  static void Drain(Lane& lane, Session& session) {
+    std::unique_lock<std::mutex> lock(lane.mu);
+    while (true) {
+      lane.cv.wait(lock, [&] { return lane.stop || !lane.jobs.empty(); });
+      if (lane.jobs.empty()) return;
+      Job job = std::move(lane.jobs.front());
+      lane.jobs.pop_front();
+      lock.unlock();
+      job.promise.set_value(session.Run(job.inputs));
+      lock.lock();
+    }
+  }
+
+  std::map<std::string, std::unique_ptr<Session>> sessions_;
+  std::map<std::string, Lane> lanes_;
+};
+
+}  // namespace
+
+std::unique_ptr<InferenceService> MakeEngineService(std::unique_ptr<Engine> engine) {
+  return std::make_unique<EngineService>(std::move(engine));
+}
+
+Engine* EngineOf(InferenceService& service) {
+  auto* e = dynamic_cast<EngineService*>(&service);
+  return e ? e->engine() : nullptr;
+}
+
+absl::StatusOr<std::unique_ptr<InferenceService>> MakeNaiveService(const std::vector<ModelConfig>& models,
+                                                                   NaiveMode mode) {
+  std::map<std::string, std::unique_ptr<Session>> sessions;
+  for (const ModelConfig& m : models) {
+    SessionOptions options;  // ONNX Runtime's defaults, as a first attempt would have them
+    options.backend = m.backend;
+    auto session = CreateSession(m.path, options);
+    if (!session.ok()) {
+      return absl::Status(session.status().code(), absl::StrCat("model '", m.name, "': ", session.status().message()));
+    }
+    sessions[m.name] = std::move(*session);
+  }
+  return std::unique_ptr<InferenceService>(new NaiveService(std::move(sessions), mode));
+}
+
+}  // namespace loom::pipeline

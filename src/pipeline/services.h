@@ -1,0 +1,24 @@
+// InferenceService implementations: the Engine (Loom), and the naive ways `pipeline bench`
+// compares it with — plain ONNX Runtime sessions with default options, run inline on the calling
+// thread (a sequential loop) or on one thread per model.
+#ifndef LOOM_PIPELINE_SERVICES_H_
+#define LOOM_PIPELINE_SERVICES_H_
+
+#include <memory>
+#include <vector>
+
+#include "loom/engine.h"
+#include "pipeline/node.h"
+
+namespace loom::pipeline {
+
+std::unique_ptr<InferenceService> MakeEngineService(std::unique_ptr<Engine> engine);
+Engine* EngineOf(InferenceService& service);  // null for the naive ones
+
+enum class NaiveMode { kInline, kThreadPerModel };
+absl::StatusOr<std::unique_ptr<InferenceService>> MakeNaiveService(const std::vector<ModelConfig>& models,
+                                                                   NaiveMode mode);
+
+}  // namespace loom::pipeline
+
+#endif  // LOOM_PIPELINE_SERVICES_H_

@@ -1,0 +1,48 @@
+// Where frames come from: an image file, a directory or glob of images (sorted by name), or a
+// video (OpenCV VideoCapture), with a stride (every n-th frame) and a limit.
+#ifndef LOOM_PIPELINE_SOURCE_H_
+#define LOOM_PIPELINE_SOURCE_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <opencv2/videoio.hpp>
+
+#include "pipeline/value.h"
+
+namespace loom::pipeline {
+
+struct SourceSpec {
+  std::string path;
+  int stride = 1;
+  int64_t limit = 0;  // 0: all
+};
+
+class FrameSource {
+ public:
+  // Lists the images or opens the video. NOT_FOUND / INVALID_ARGUMENT naming the path when it
+  // is missing, matches nothing, or is a video OpenCV cannot open.
+  static absl::StatusOr<std::unique_ptr<FrameSource>> Open(const SourceSpec& spec);
+
+  // The next frame: index, source name and the decoded "image" value. An image that cannot be
+  // decoded still yields its frame, with `decode_error` set (its record will say why). False at
+  // the end.
+  bool Next(Frame& frame, absl::Status& decode_error);
+  std::optional<int64_t> total() const { return total_; }  // frames to come, when known
+  double fps() const { return fps_; }                       // the video's, else 0
+
+ private:
+  SourceSpec spec_;
+  std::vector<std::string> files_;  // image mode
+  std::unique_ptr<cv::VideoCapture> video_;
+  std::string video_name_;
+  size_t next_file_ = 0;
+  int64_t produced_ = 0, video_frame_ = 0;
+  std::optional<int64_t> total_;
+  double fps_ = 0;
+};
+
+}  // namespace loom::pipeline
+
+#endif  // LOOM_PIPELINE_SOURCE_H_

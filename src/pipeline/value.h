@@ -1,0 +1,52 @@
+// What flows between pipeline nodes within one frame: each node produces one Value, named after
+// the node. Types are checked when the pipeline is built, so a node never meets a value it cannot
+// read.
+#ifndef LOOM_PIPELINE_VALUE_H_
+#define LOOM_PIPELINE_VALUE_H_
+
+#include <future>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
+
+#include "loom/tensor.h"
+#include "vision/detection.h"
+#include "vision/mlsd.h"
+#include "vision/ocr.h"
+
+namespace loom::pipeline {
+
+enum class ValueType { kImage, kTensor, kOutputs, kDetections, kTextBoxes, kCrops, kTexts, kLines };
+const char* ValueTypeName(ValueType type);  // "image", "tensor", "model outputs", ...
+
+// A model's answer, possibly still being computed (infer nodes submit and move on).
+using PendingOutputs = std::shared_future<absl::StatusOr<NamedTensors>>;
+
+struct Value {
+  ValueType type = ValueType::kImage;
+  cv::Mat image;                               // kImage (8-bit BGR)
+  Tensor tensor;                               // kTensor
+  PendingOutputs outputs;                      // kOutputs
+  std::vector<vision::Detection> detections;   // kDetections
+  std::vector<vision::TextBox> boxes;          // kTextBoxes
+  std::vector<cv::Mat> crops;                  // kCrops
+  std::vector<bool> rotated;                   // kCrops: turned 180° by an angle node
+  std::vector<vision::RecognizedText> texts;   // kTexts (one per crop)
+  std::vector<vision::LineSegment> lines;      // kLines
+};
+
+// One frame on its way through the graph.
+struct Frame {
+  int64_t index = 0;         // position in the source, from 0
+  std::string source;        // file name, or video name and frame number
+  std::map<std::string, Value> values;  // "image" is the decoded frame
+  nlohmann::json record = nlohmann::json::object();  // what sinks write for this frame
+  std::map<std::string, double> timings_ms;          // per node
+};
+
+}  // namespace loom::pipeline
+
+#endif  // LOOM_PIPELINE_VALUE_H_

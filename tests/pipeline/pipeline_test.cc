@@ -1,0 +1,269 @@
+// The shipped pipelines (pipelines/*.yaml) on real images and video: what they find, that their
+// output does not depend on the in-flight window or the plan, and how they fail.
+#include "pipeline/pipeline.h"
+
+#include <filesystem>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include <gtest/gtest.h>
+#include <opencv2/freetype.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "tests/test_util.h"
+
+namespace loom::pipeline {
+namespace {
+
+using testing::ScratchDir;
+
+std::string PipelinePath(const std::string& file) { return testing::SourcePath("pipelines/" + file); }
+
+absl::StatusOr<std::vector<nlohmann::json>> Records(const std::string& file, PipelineOptions options) {
+  std::vector<nlohmann::json> records;
+  options.sinks = false;
+  options.on_record = [&](const nlohmann::json& r) { records.push_back(r); };
+  LOOM_ASSIGN_OR_RETURN(auto p, Pipeline::Load(file, options));
+  LOOM_RETURN_IF_ERROR(p->Run().status());
+  return records;
+}
+
+std::vector<std::string> Texts(const nlohmann::json& record) {
+  std::vector<std::string> out;
+  for (const auto& t : record["text"]) out.push_back(t["text"]);
+  return out;
+}
+
+TEST(OcrPipeline, ReadsThePrintedParagraphExactly) {
+  auto records = Records(PipelinePath("ocr.yaml"), {});
+  ASSERT_TRUE(records.ok()) << records.status();
+  ASSERT_EQ(records->size(), 1u);
+  // What PP-OCR v4 reads in opencv-doc's imageTextN.png (checked by eye against the image).
+  EXPECT_EQ(Texts((*records)[0]), (std::vector<std::string>{
+      "technical details are too complex to cover in the book itself.",
+      "In teaching our courses, we have found it useful for the students to attempt a number of",
+      "small implementation projects, which often build on one another, in order to get them used to",
+      "working with real-world images and the challenges that these present. The students are then",
+      "asked to choose an individual topic for each of their small-group, final projects. (Sometimes",
+      "these projects even turn into conference papers!) The exercises at the end of each chapter",
+      "contain numerous suggestions for smaller mid-term projects, as well as more open-ended",
+      "problems whose solutions are still active research topics. Wherever possible, I encourage",
+      "students to try their algorithms on their own personal photographs, since this better motivates",
+      "them, often leads to creative variants on the problems, and better acquaints them with the",
+      "variety and complexity of real-world imagery.",
+      "In formulating and solving computer vision problems, I have often found it useful to draw",
+      "inspiration from three high-level approaches:"}));
+}
+
+TEST(OcrPipeline, ReadsTheRotatedParagraph) {
+  auto records = Records(PipelinePath("ocr.yaml"), {.input = testing::DataPath("imageTextR.png")});
+  ASSERT_TRUE(records.ok()) << records.status();
+  const std::vector<std::string> lines = Texts((*records)[0]);
+  ASSERT_EQ(lines.size(), 13u);
+  EXPECT_EQ(lines[0], "technical details are too complex to cover in the book itself.");
+  EXPECT_EQ(lines[1], "In teaching our courses, we have found it useful for the students to attempt a number of");
+  EXPECT_EQ(lines[10], "variety and complexity of real-world imagery.");
+}
+
+// Words and short lines rendered with TrueType fonts (Debian's fonts-dejavu-core) at several
+// sizes; at least 90% of the words come back exactly.
+TEST(OcrPipeline, ReadsRenderedTextInSeveralFontsAndSizes) {
+  const std::vector<std::string> phrases = {
+      "Loom runs many models", "invoice 2026", "hello world", "Debian bookworm",
+      "ONNX Runtime", "throughput", "latency", "batch size 8", "four cores", "video frame 42",
+      "parallel threads", "shared pool", "Deadline exceeded", "quick brown fox", "jumps over",
+      "the lazy dog", "Monday morning", "street 17", "green light", "open source",
+      "river bank", "coffee", "November 22", "last line"};
+  const char* fonts[] = {"DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf",
+                         "DejaVuSans-Bold.ttf", "DejaVuSerif-Bold.ttf"};
+  const int sizes[] = {22, 28, 34, 40};
+  const int line_height = 64;
+  cv::Mat page(static_cast<int>(phrases.size()) * line_height + 40, 760, CV_8UC3, cv::Scalar(255, 255, 255));
+  std::map<std::string, cv::Ptr<cv::freetype::FreeType2>> loaded;
+  for (size_t i = 0; i < phrases.size(); ++i) {
+    const std::string font = std::string("/usr/share/fonts/truetype/dejavu/") + fonts[i % 5];
+    if (!loaded.count(font)) {
+      loaded[font] = cv::freetype::createFreeType2();
+      loaded[font]->loadFontData(font, 0);
+    }
+    loaded[font]->putText(page, phrases[i],
+                          cv::Point(30 + static_cast<int>(i % 3) * 40, 20 + static_cast<int>(i) * line_height),
+                          sizes[i % 4], cv::Scalar(0, 0, 0), -1, cv::LINE_AA, false);
+  }
+  ScratchDir dir;
+  ASSERT_TRUE(cv::imwrite(dir.Path("page.png"), page));
+  auto records = Records(PipelinePath("ocr.yaml"), {.input = dir.Path("page.png")});
+  ASSERT_TRUE(records.ok()) << records.status();
+  std::multiset<std::string> read;
+  std::string all;
+  for (const std::string& line : Texts((*records)[0])) {
+    all += line + "\n";
+    std::istringstream words(line);
+    for (std::string w; words >> w;) read.insert(w);
+  }
+  int total = 0, found = 0;
+  std::string missed;
+  for (const std::string& phrase : phrases) {
+    std::istringstream words(phrase);
+    for (std::string w; words >> w; ++total) {
+      auto it = read.find(w);
+      if (it != read.end()) {
+        read.erase(it);
+        ++found;
+      } else {
+        missed += " " + w;
+      }
+    }
+  }
+  EXPECT_GE(found * 10, total * 9) << found << "/" << total << " words; missed:" << missed
+                                   << "\n--- read:\n" << all;
+  std::cerr << "rendered text: " << found << "/" << total << " words read exactly\n";
+}
+
+TEST(FacesPipeline, FindsTheFaceInMessi5InsideItsRegion) {
+  auto records = Records(PipelinePath("faces.yaml"), {});
+  ASSERT_TRUE(records.ok()) << records.status();
+  const auto& faces = (*records)[0]["faces"];
+  ASSERT_EQ(faces.size(), 1u) << faces.dump();
+  // The face in messi5.jpg (548x342) lies within x 205..275, y 85..140 (determined by eye on the
+  // annotated image).
+  const auto box = faces[0]["box"].get<std::vector<double>>();
+  EXPECT_GE(box[0], 205);
+  EXPECT_GE(box[1], 85);
+  EXPECT_LE(box[2], 275);
+  EXPECT_LE(box[3], 140);
+  EXPECT_GT(faces[0]["score"].get<double>(), 0.8);
+  ASSERT_EQ(faces[0]["keypoints"].size(), 6u);
+  for (const auto& k : faces[0]["keypoints"]) {
+    EXPECT_GE(k[0].get<double>(), 205);
+    EXPECT_LE(k[0].get<double>(), 275);
+  }
+}
+
+TEST(FacesPipeline, FindsNoFaceInAPageOfText) {
+  auto records = Records(PipelinePath("faces.yaml"), {.input = testing::DataPath("imageTextN.png")});
+  ASSERT_TRUE(records.ok()) << records.status();
+  EXPECT_EQ((*records)[0]["faces"].size(), 0u) << (*records)[0].dump();
+}
+
+TEST(FacesPipeline, FindsTheFaceInMostFramesOfMegamindInOrder) {
+  auto records = Records(PipelinePath("faces.yaml"), {.input = testing::DataPath("Megamind.avi"), .limit = 30});
+  ASSERT_TRUE(records.ok()) << records.status();
+  ASSERT_EQ(records->size(), 30u);
+  int with_face = 0;
+  for (size_t i = 0; i < records->size(); ++i) {
+    EXPECT_EQ((*records)[i]["frame"], i) << "in frame order";
+    EXPECT_EQ((*records)[i]["source"], "Megamind.avi#" + std::to_string(i));
+    with_face += (*records)[i]["faces"].empty() ? 0 : 1;
+  }
+  EXPECT_GE(with_face, 27);
+}
+
+// The same records whatever the in-flight window and the engine's plan (timings aside).
+TEST(VideoMultiPipeline, OutputDoesNotDependOnInFlightOrInstances) {
+  auto strip = [](std::vector<nlohmann::json> records) {
+    for (auto& r : records) r.erase("timings_ms");
+    return records;
+  };
+  auto one = Records(PipelinePath("video-multi.yaml"), {.in_flight = 1, .limit = 6, .cores = 1});
+  auto eight = Records(PipelinePath("video-multi.yaml"), {.in_flight = 8, .limit = 6});
+  ASSERT_TRUE(one.ok()) << one.status();
+  ASSERT_TRUE(eight.ok()) << eight.status();
+  ASSERT_EQ(one->size(), 6u);
+  EXPECT_EQ(strip(*one), strip(*eight));
+  const auto& first = (*one)[0];
+  EXPECT_TRUE(first.contains("faces") && first.contains("lines") && first.contains("text_boxes")) << first.dump();
+  EXPECT_GT(first["lines"].size(), 5u) << "vtest.avi's first frame has plenty of straight edges";
+  EXPECT_TRUE(first["timings_ms"].contains("lines"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input: errors at load name the file, line, column and the culprit.
+
+absl::Status LoadError(const std::string& yaml) {
+  ScratchDir dir;
+  const std::string path = dir.Write("p.yaml", yaml);
+  auto p = Pipeline::Load(path, {.sinks = false});
+  return p.ok() ? absl::OkStatus() : p.status();
+}
+
+std::string Models() {
+  return "models:\n  - {name: face, path: " + testing::ModelPath(testing::kBlazeFaceBack) +
+         "}\nsource: {path: " + testing::DataPath("messi5.jpg") + "}\n";
+}
+
+TEST(PipelineErrors, YamlSyntaxGivesLineAndColumn) {
+  const absl::Status s = LoadError(Models() + "nodes:\n  - {name: a, type: [preprocess\n");
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("p.yaml:6:"), std::string::npos) << s;
+}
+
+TEST(PipelineErrors, UnknownNodeTypeListsTheKnownOnes) {
+  const absl::Status s = LoadError(Models() + "nodes:\n  - {name: a, type: resize}\n");
+  EXPECT_NE(s.message().find("p.yaml:5:21: node 'a': unknown node type 'resize' (known: angle, blazeface, "
+                             "crop, ctc, db, infer, mlsd, preprocess, text_batch, topk)"),
+            std::string::npos) << s;
+}
+
+TEST(PipelineErrors, UnknownModelPortAndTypeAreNamed) {
+  absl::Status s = LoadError(Models() + "nodes:\n  - {name: f, type: preprocess, model: faces}\n");
+  EXPECT_NE(s.message().find("node 'f': unknown model 'faces'"), std::string::npos) << s;
+  s = LoadError(Models() + "nodes:\n  - {name: f, type: infer, model: face, input: face_in}\n");
+  EXPECT_NE(s.message().find("node 'f': input 'value' names 'face_in', which is not an earlier node"),
+            std::string::npos) << s;
+  s = LoadError(Models() + "nodes:\n  - {name: f, type: preprocess, model: face}\n"
+                           "  - {name: d, type: blazeface, input: f, model: face}\n");
+  EXPECT_NE(s.message().find("node 'd': input 'input' expects model outputs, but node 'f' produces tensor"),
+            std::string::npos) << s;
+}
+
+TEST(PipelineErrors, ShapeMismatchIsFoundAtLoadNamingBothShapes) {
+  const absl::Status s = LoadError(Models() +
+                                   "nodes:\n  - {name: small, type: preprocess, size: [128, 128], layout: NHWC}\n"
+                                   "  - {name: f, type: infer, model: face, input: small}\n");
+  EXPECT_NE(s.message().find("node 'f': node 'small' produces [1,128,128,3] f32 but model 'face' input "
+                             "'input:0' expects [1,256,256,3] f32"),
+            std::string::npos) << s;
+}
+
+TEST(PipelineErrors, UnknownKeysAndBadSourcesAreNamed) {
+  absl::Status s = LoadError("modles: []\n");
+  EXPECT_NE(s.message().find("unknown key 'modles'"), std::string::npos) << s;
+  ScratchDir dir;
+  const std::string fake = dir.Write("clip.avi", "not a video");
+  auto p = Pipeline::Load(PipelinePath("faces.yaml"), {.input = fake, .sinks = false});
+  ASSERT_TRUE(p.ok()) << p.status();
+  auto run = (*p)->Run();
+  ASSERT_FALSE(run.ok());
+  EXPECT_EQ(run.status().message(), "video '" + fake + "' cannot be opened (not a video OpenCV reads, or corrupt)");
+  p = Pipeline::Load(PipelinePath("faces.yaml"), {.input = dir.Path("none/*.jpg"), .sinks = false});
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ((*p)->Run().status().message(), "source '" + dir.Path("none/*.jpg") + "' matches no image");
+}
+
+TEST(PipelineErrors, AnUnreadableImageGetsItsErrorRecordAndTheOthersComplete) {
+  ScratchDir dir;
+  std::filesystem::copy_file(testing::DataPath("messi5.jpg"), dir.Path("a.jpg"));
+  dir.Write("b.jpg", "this is not a JPEG");
+  std::filesystem::copy_file(testing::DataPath("messi5.jpg"), dir.Path("c.jpg"));
+  std::vector<nlohmann::json> records;
+  PipelineOptions options{.input = dir.Path(""), .sinks = false};
+  options.on_record = [&](const nlohmann::json& r) { records.push_back(r); };
+  auto p = Pipeline::Load(PipelinePath("faces.yaml"), options);
+  ASSERT_TRUE(p.ok()) << p.status();
+  auto summary = (*p)->Run();
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->frames, 3);
+  EXPECT_EQ(summary->failed, 1);
+  ASSERT_EQ(records.size(), 3u);
+  EXPECT_EQ(records[0]["faces"].size(), 1u);
+  EXPECT_EQ(records[1]["error"], "image file '" + dir.Path("b.jpg") +
+                                     "' cannot be decoded (not an image OpenCV reads, or corrupt)");
+  EXPECT_FALSE(records[1].contains("faces"));
+  EXPECT_EQ(records[2]["faces"].size(), 1u);
+}
+
+}  // namespace
+}  // namespace loom::pipeline
