@@ -3,19 +3,24 @@
 //   model: face
 //   input: face_in                  (single-input models), or
 //   inputs: {input:0: face_in}      (model input name -> value)
+//   max_rows: 4                     (optional) a fan-out batch of more rows goes out as several
+//                                   requests, so that every worker of the model takes a share;
+//                                   their outputs are joined back in row order
 #include "pipeline/nodes/nodes.h"
 
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "sched/batcher.h"
 
 namespace loom::pipeline {
 namespace {
 
 class InferNode final : public Node {
  public:
-  InferNode(std::string name, std::string model, std::vector<std::pair<std::string, std::string>> inputs)
-      : Node(std::move(name)), model_(std::move(model)), inputs_(std::move(inputs)) {}
+  InferNode(std::string name, std::string model, std::vector<std::pair<std::string, std::string>> inputs,
+            int max_rows)
+      : Node(std::move(name)), model_(std::move(model)), inputs_(std::move(inputs)), max_rows_(max_rows) {}
 
   absl::Status Process(Frame& frame, InferenceService& inference) const override {
     NamedTensors tensors;
@@ -30,6 +35,8 @@ class InferNode final : public Node {
       std::promise<absl::StatusOr<NamedTensors>> none;
       none.set_value(NamedTensors{});
       v.outputs = none.get_future().share();
+    } else if (max_rows_ > 0 && tensors[0].tensor.rank() > 0 && tensors[0].tensor.dim(0) > max_rows_) {
+      v.outputs = SubmitInParts(inference, tensors);
     } else {
       v.outputs = inference.Submit(model_, std::move(tensors));
     }
@@ -38,8 +45,31 @@ class InferNode final : public Node {
   }
 
  private:
+  // Row slices of at most max_rows_, submitted at once; a future that joins their outputs.
+  PendingOutputs SubmitInParts(InferenceService& inference, const NamedTensors& tensors) const {
+    const int64_t rows = tensors[0].tensor.dim(0);
+    std::vector<PendingOutputs> parts;
+    for (int64_t begin = 0; begin < rows; begin += max_rows_) {
+      const int64_t end = std::min<int64_t>(rows, begin + max_rows_);
+      NamedTensors slice;
+      for (const NamedTensor& t : tensors) slice.push_back({t.name, t.tensor.SliceRows(begin, end)});
+      parts.push_back(inference.Submit(model_, std::move(slice)));
+    }
+    return std::async(std::launch::deferred, [parts]() -> absl::StatusOr<NamedTensors> {
+             std::vector<NamedTensors> outputs;
+             for (const PendingOutputs& part : parts) {
+               LOOM_ASSIGN_OR_RETURN(NamedTensors out, part.get());
+               outputs.push_back(std::move(out));
+             }
+             std::vector<const NamedTensors*> pointers;
+             for (const NamedTensors& out : outputs) pointers.push_back(&out);
+             return sched::ConcatRows(pointers);
+           }).share();
+  }
+
   std::string model_;
   std::vector<std::pair<std::string, std::string>> inputs_;
+  int max_rows_;
 };
 
 }  // namespace
@@ -83,8 +113,10 @@ LOOM_NODE_FACTORY_IMPL(MakeInferNode) {
     return context.Error(params, name, absl::StrCat("model '", model, "' needs ", info->inputs.size(), " inputs, ",
                                                     inputs.size(), " given"));
   }
+  LOOM_ASSIGN_OR_RETURN(int max_rows, context.Param<int>(params, name, "max_rows", 0));
+  if (max_rows < 0) return context.Error(params["max_rows"], name, "'max_rows' must be >= 0");
   context.Declare(name, {ValueType::kOutputs, std::nullopt, name});
-  return std::unique_ptr<Node>(new InferNode(name, model, std::move(inputs)));
+  return std::unique_ptr<Node>(new InferNode(name, model, std::move(inputs), max_rows));
 }
 
 absl::StatusOr<NamedTensors> AwaitOutputs(const Frame& frame, const std::string& input) {
