@@ -13,6 +13,7 @@
 #include <opencv2/core.hpp>
 
 #include "loom/tensor.h"
+#include "vision/blob.h"
 #include "vision/detection.h"
 #include "vision/mlsd.h"
 #include "vision/ocr.h"
@@ -29,6 +30,7 @@ struct Value {
   ValueType type = ValueType::kImage;
   cv::Mat image;                               // kImage (8-bit BGR)
   Tensor tensor;                               // kTensor
+  vision::ImageTransform to_image;             // kTensor from preprocess: input pixel -> image pixel
   PendingOutputs outputs;                      // kOutputs
   std::vector<vision::Detection> detections;   // kDetections
   std::vector<vision::TextBox> boxes;          // kTextBoxes

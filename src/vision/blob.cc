@@ -1,5 +1,6 @@
 #include "vision/blob.h"
 
+#include <cmath>
 #include <filesystem>
 
 #include <opencv2/imgcodecs.hpp>
@@ -76,7 +77,16 @@ absl::StatusOr<Tensor> BlobFromImage(const cv::Mat& image, const BlobOptions& op
   }
   cv::Mat resized;
   const cv::Size target(options.width, options.height);
-  if (options.center_crop) {
+  if (options.letterbox) {
+    const ImageTransform t = TransformFor(image.size(), options);
+    const cv::Size inner(std::max(1, static_cast<int>(std::lround(image.cols * t.scale_x))),
+                         std::max(1, static_cast<int>(std::lround(image.rows * t.scale_y))));
+    cv::Mat scaled;
+    cv::resize(image, scaled, inner, 0, 0, cv::INTER_LINEAR);
+    const int left = static_cast<int>(t.offset_x), top = static_cast<int>(t.offset_y);
+    cv::copyMakeBorder(scaled, resized, top, target.height - inner.height - top, left,
+                       target.width - inner.width - left, cv::BORDER_CONSTANT, cv::Scalar::all(options.pad_value));
+  } else if (options.center_crop) {
     const double f = std::max(static_cast<double>(target.width) / image.cols,
                               static_cast<double>(target.height) / image.rows);
     cv::Mat scaled;
@@ -133,6 +143,25 @@ absl::StatusOr<Tensor> BlobFromImage(const cv::Mat& image, const BlobOptions& op
     planes[ch].copyTo(dst);
   }
   return out;
+}
+
+ImageTransform TransformFor(cv::Size image, const BlobOptions& options) {
+  ImageTransform t;
+  const double fx = static_cast<double>(options.width) / std::max(image.width, 1);
+  const double fy = static_cast<double>(options.height) / std::max(image.height, 1);
+  if (options.letterbox) {
+    t.scale_x = t.scale_y = std::min(fx, fy);
+    t.offset_x = std::floor((options.width - std::lround(image.width * t.scale_x)) / 2.0);
+    t.offset_y = std::floor((options.height - std::lround(image.height * t.scale_y)) / 2.0);
+  } else if (options.center_crop) {
+    t.scale_x = t.scale_y = std::max(fx, fy);
+    t.offset_x = -std::floor((image.width * t.scale_x - options.width) / 2.0);
+    t.offset_y = -std::floor((image.height * t.scale_y - options.height) / 2.0);
+  } else {
+    t.scale_x = fx;
+    t.scale_y = fy;
+  }
+  return t;
 }
 
 absl::StatusOr<cv::Mat> ReadImage(const std::string& path) {

@@ -29,7 +29,22 @@ struct BlobOptions {
   std::array<double, 4> std = {1, 1, 1, 1};
   // Resize keeping the aspect ratio, then crop the centre (blobFromImage's crop=true).
   bool center_crop = false;
+  // Resize keeping the aspect ratio to fit inside, centred, the rest filled with pad_value
+  // (in pixel units, before normalisation). Exclusive with center_crop.
+  bool letterbox = false;
+  double pad_value = 0;
 };
+
+// Where a pixel of the model's input came from in the image: image = (input - offset) / scale.
+struct ImageTransform {
+  double scale_x = 1, scale_y = 1;    // input pixels per image pixel
+  double offset_x = 0, offset_y = 0;  // input pixels of padding (letterbox) or crop (negative)
+  cv::Point2f ToImage(cv::Point2f input) const {
+    return {static_cast<float>((input.x - offset_x) / scale_x), static_cast<float>((input.y - offset_y) / scale_y)};
+  }
+};
+// The transform BlobFromImage applies to an image of `image` size under `options`.
+ImageTransform TransformFor(cv::Size image, const BlobOptions& options);
 
 // Defaults for a model input: layout and channel order from its shape (3 → RGB, 4 → RGBA,
 // 1 → gray), size from its fixed H and W, else from `fallback_size` (width, height).

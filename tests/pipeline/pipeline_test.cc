@@ -267,3 +267,29 @@ TEST(PipelineErrors, AnUnreadableImageGetsItsErrorRecordAndTheOthersComplete) {
 
 }  // namespace
 }  // namespace loom::pipeline
+
+namespace loom::pipeline {
+namespace {
+
+TEST(FacesPipeline, LetterboxedInputMapsFacesBackToTheImage) {
+  ScratchDir dir;
+  const std::string yaml = dir.Write("letterbox.yaml",
+      "models:\n  - {name: face, path: " + testing::ModelPath(testing::kBlazeFaceBack) + "}\n"
+      "source: {path: " + testing::DataPath("messi5.jpg") + "}\n"
+      "nodes:\n"
+      "  - {name: face_in, type: preprocess, model: face, letterbox: true, pad: 127.5, scale: 0.0078431, mean: 127.5}\n"
+      "  - {name: face, type: infer, model: face, input: face_in}\n"
+      "  - {name: faces, type: blazeface, input: face, model: face, preprocess: face_in}\n");
+  auto records = Records(yaml, {});
+  ASSERT_TRUE(records.ok()) << records.status();
+  const auto& faces = (*records)[0]["faces"];
+  ASSERT_EQ(faces.size(), 1u) << faces.dump();
+  const auto box = faces[0]["box"].get<std::vector<double>>();  // the same region as unpadded
+  EXPECT_GE(box[0], 205);
+  EXPECT_GE(box[1], 85);
+  EXPECT_LE(box[2], 275);
+  EXPECT_LE(box[3], 140);
+}
+
+}  // namespace
+}  // namespace loom::pipeline

@@ -111,3 +111,35 @@ TEST(BlobOptionsFor, DynamicSizeNeedsAFallback) {
 
 }  // namespace
 }  // namespace loom::vision
+
+namespace loom::vision {
+namespace {
+
+TEST(BlobFromImage, LetterboxKeepsTheAspectPadsAndMapsBack) {
+  cv::Mat image(100, 200, CV_8UC3, cv::Scalar(200, 200, 200));  // 2:1
+  BlobOptions options;
+  options.width = 64;
+  options.height = 64;
+  options.channels = ChannelOrder::kBGR;
+  options.scale = 1.0;
+  options.letterbox = true;
+  options.pad_value = 10;
+  const ImageTransform t = TransformFor(image.size(), options);
+  EXPECT_DOUBLE_EQ(t.scale_x, 0.32);  // 64 / 200
+  EXPECT_DOUBLE_EQ(t.offset_y, 16);   // (64 - 32) / 2
+  auto blob = BlobFromImage(image, options);
+  ASSERT_TRUE(blob.ok());
+  const float* p = blob->data_as<float>();
+  EXPECT_FLOAT_EQ(p[0], 10);             // row 0: padding
+  EXPECT_FLOAT_EQ(p[16 * 64], 200);      // row 16: the image
+  EXPECT_FLOAT_EQ(p[47 * 64 + 63], 200);
+  EXPECT_FLOAT_EQ(p[48 * 64], 10);       // row 48: padding again
+  const cv::Point2f corner = t.ToImage({64, 48});
+  EXPECT_NEAR(corner.x, 200, 1e-3);
+  EXPECT_NEAR(corner.y, 100, 1e-3);
+  const ImageTransform crop = TransformFor(image.size(), {.width = 64, .height = 64, .center_crop = true});
+  EXPECT_NEAR(crop.ToImage({0, 0}).x, 50, 1e-3);  // the centre 100x100 of the image
+}
+
+}  // namespace
+}  // namespace loom::vision

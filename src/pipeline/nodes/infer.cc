@@ -123,6 +123,27 @@ absl::StatusOr<NamedTensors> AwaitOutputs(const Frame& frame, const std::string&
   return frame.values.at(input).outputs.get();
 }
 
+vision::ImageTransform CoordinateMap::For(const Frame& frame, int input_w, int input_h) const {
+  if (!preprocess.empty()) return frame.values.at(preprocess).to_image;
+  const cv::Mat& m = frame.values.at(image).image;
+  vision::ImageTransform t;
+  t.scale_x = static_cast<double>(input_w) / std::max(m.cols, 1);
+  t.scale_y = static_cast<double>(input_h) / std::max(m.rows, 1);
+  return t;
+}
+
+absl::StatusOr<CoordinateMap> ReadCoordinateMap(const YAML::Node& params, const std::string& node,
+                                                BuildContext& context) {
+  CoordinateMap map;
+  LOOM_RETURN_IF_ERROR(context.Input(params, node, "image", ValueType::kImage).status());
+  map.image = params["image"] ? params["image"].as<std::string>() : "image";
+  if (params["preprocess"]) {
+    LOOM_ASSIGN_OR_RETURN(ValueSpec spec, context.Input(params, node, "preprocess", ValueType::kTensor));
+    map.preprocess = spec.producer;
+  }
+  return map;
+}
+
 double Round(double v, int digits) {
   const double f = std::pow(10.0, digits);
   return std::round(v * f) / f;

@@ -1,5 +1,6 @@
 // mlsd: M-LSD outputs ("scores", "offsets") → line segments in the frame's pixels.
-//   input: lines_out   image: image   threshold: 0.1   min_length: 20 (model-input pixels)
+//   input: lines_out   threshold: 0.1   min_length: 20 (model-input pixels)
+//   preprocess: lines_in  (optional: map back through its letterbox/crop)
 // Record: "lines": [[x1, y1, x2, y2, score], ...]
 #include "pipeline/nodes/nodes.h"
 
@@ -8,8 +9,8 @@ namespace {
 
 class MlsdNode final : public Node {
  public:
-  MlsdNode(std::string name, std::string input, std::string image, vision::MlsdOptions options)
-      : Node(std::move(name)), input_(std::move(input)), image_(std::move(image)), options_(options) {}
+  MlsdNode(std::string name, std::string input, CoordinateMap map, vision::MlsdOptions options)
+      : Node(std::move(name)), input_(std::move(input)), map_(std::move(map)), options_(options) {}
 
   absl::Status Process(Frame& frame, InferenceService&) const override {
     LOOM_ASSIGN_OR_RETURN(NamedTensors outputs, AwaitOutputs(frame, input_));
@@ -20,13 +21,15 @@ class MlsdNode final : public Node {
       if (t.name == "offsets") offsets = &t.tensor;
     }
     if (!scores || !offsets) return absl::InvalidArgumentError("M-LSD outputs 'scores' and 'offsets' not found");
-    const cv::Mat& image = frame.values.at(image_).image;
-    vision::MlsdOptions options = options_;
-    options.image_width = static_cast<float>(image.cols);
-    options.image_height = static_cast<float>(image.rows);
     Value v;
     v.type = ValueType::kLines;
-    LOOM_ASSIGN_OR_RETURN(v.lines, vision::DecodeMlsd(*scores, *offsets, options));
+    LOOM_ASSIGN_OR_RETURN(v.lines, vision::DecodeMlsd(*scores, *offsets, options_));  // input pixels
+    const int side = static_cast<int>(scores->dim(1) * 2);
+    const vision::ImageTransform t = map_.For(frame, side, side);
+    for (vision::LineSegment& l : v.lines) {
+      const cv::Point2f a = t.ToImage({l.x1, l.y1}), b = t.ToImage({l.x2, l.y2});
+      l.x1 = a.x, l.y1 = a.y, l.x2 = b.x, l.y2 = b.y;
+    }
     nlohmann::json lines = nlohmann::json::array();
     for (const vision::LineSegment& l : v.lines) {
       lines.push_back({Round(l.x1, 1), Round(l.y1, 1), Round(l.x2, 1), Round(l.y2, 1), Round(l.score, 4)});
@@ -37,7 +40,8 @@ class MlsdNode final : public Node {
   }
 
  private:
-  std::string input_, image_;
+  std::string input_;
+  CoordinateMap map_;
   vision::MlsdOptions options_;
 };
 
@@ -45,13 +49,12 @@ class MlsdNode final : public Node {
 
 LOOM_NODE_FACTORY_IMPL(MakeMlsdNode) {
   LOOM_ASSIGN_OR_RETURN(ValueSpec input, context.Input(params, name, "input", ValueType::kOutputs));
-  LOOM_RETURN_IF_ERROR(context.Input(params, name, "image", ValueType::kImage).status());
+  LOOM_ASSIGN_OR_RETURN(CoordinateMap map, ReadCoordinateMap(params, name, context));
   vision::MlsdOptions options;
   LOOM_ASSIGN_OR_RETURN(options.score_threshold, context.Param<float>(params, name, "threshold", 0.1f));
   LOOM_ASSIGN_OR_RETURN(options.min_length, context.Param<float>(params, name, "min_length", 20.0f));
   context.Declare(name, {ValueType::kLines, std::nullopt, name});
-  return std::unique_ptr<Node>(new MlsdNode(name, input.producer,
-                                            params["image"] ? params["image"].as<std::string>() : "image", options));
+  return std::unique_ptr<Node>(new MlsdNode(name, input.producer, std::move(map), options));
 }
 
 }  // namespace loom::pipeline

@@ -3,7 +3,9 @@
 //   model: face             (optional: take size, layout and channel count from this model's input)
 //   size: [W, H]            (or max_side + multiple_of for models with dynamic H/W)
 //   layout: NCHW | NHWC     channels: BGR | RGB | RGBA | BGRA | GRAY
-//   scale: 0.0078431        mean: [127.5, 127.5, 127.5]   std: [1, 1, 1]   crop: false
+//   scale: 0.0078431        mean: [127.5, 127.5, 127.5]   std: [1, 1, 1]
+//   crop: false | letterbox: false (+ pad: 0)   keep the aspect: crop the centre, or pad around
+// Decoders given `preprocess: <this node>` map their coordinates back through the resize.
 #include "pipeline/nodes/nodes.h"
 
 #include "vision/blob.h"
@@ -28,6 +30,7 @@ class PreprocessNode final : public Node {
     Value v;
     v.type = ValueType::kTensor;
     v.tensor = std::move(t);
+    v.to_image = vision::TransformFor(image.size(), blob);
     frame.values[name()] = std::move(v);
     return absl::OkStatus();
   }
@@ -103,6 +106,9 @@ LOOM_NODE_FACTORY_IMPL(MakePreprocessNode) {
   LOOM_ASSIGN_OR_RETURN(blob.mean, FourValues(params, name, "mean", 0, c));
   LOOM_ASSIGN_OR_RETURN(blob.std, FourValues(params, name, "std", 1, c));
   LOOM_ASSIGN_OR_RETURN(blob.center_crop, c.Param<bool>(params, name, "crop", false));
+  LOOM_ASSIGN_OR_RETURN(blob.letterbox, c.Param<bool>(params, name, "letterbox", false));
+  LOOM_ASSIGN_OR_RETURN(blob.pad_value, c.Param<double>(params, name, "pad", 0.0));
+  if (blob.letterbox && blob.center_crop) return c.Error(params, name, "'crop' and 'letterbox' exclude each other");
 
   ValueSpec out{ValueType::kTensor, std::nullopt, name};
   const int64_t ch = vision::ChannelCount(blob.channels);
