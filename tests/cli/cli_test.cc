@@ -2,7 +2,10 @@
 // and what `info` and `run` print for real models.
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <filesystem>
+#include <sstream>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -184,6 +187,58 @@ TEST(CliBench, BadModelFailsWithTheMessage) {
   r = Loom("bench fanout --video /nonexistent.avi --reps 1");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(Contains(r.err, "video '/nonexistent.avi' cannot be opened")) << r.err;
+}
+
+}  // namespace
+}  // namespace loom
+
+namespace loom {
+namespace {
+
+TEST(CliPipeline, RunWritesRecordsInOrderAndPrintsASummary) {
+  ScratchDir out;
+  Result r = Loom("pipeline run " + testing::SourcePath("pipelines/faces.yaml") + " --input " +
+                  testing::DataPath("Megamind.avi") + " --limit 5 --output " + out.Path("o"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(Contains(r.err, "5 frames in")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "frames 5/5")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "plan: throughput hint")) << r.err;
+  std::istringstream lines(testing::ReadFile(out.Path("o/faces.jsonl")));
+  int n = 0;
+  for (std::string line; std::getline(lines, line); ++n) {
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["frame"], n);
+    EXPECT_TRUE(j.contains("faces") && j.contains("timings_ms")) << line;
+  }
+  EXPECT_EQ(n, 5);
+  EXPECT_TRUE(std::filesystem::exists(out.Path("o/faces.avi")));
+  EXPECT_TRUE(std::filesystem::exists(out.Path("o/faces/frame_000004.jpg")));
+}
+
+TEST(CliPipeline, FailingFramesMakeTheRunExitOneAfterWritingEverything) {
+  ScratchDir in, out;
+  std::filesystem::copy_file(testing::DataPath("messi5.jpg"), in.Path("a.jpg"));
+  in.Write("b.jpg", "broken");
+  Result r = Loom("pipeline run " + testing::SourcePath("pipelines/faces.yaml") + " --input " + in.Path("") +
+                  " --output " + out.Path("o"));
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(Contains(r.err, "2 frames in")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "1 failed")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "b.jpg' cannot be decoded")) << r.err;
+  const std::string records = testing::ReadFile(out.Path("o/faces.jsonl"));
+  EXPECT_EQ(std::count(records.begin(), records.end(), '\n'), 2);
+}
+
+TEST(CliPipeline, UsageAndLoadErrors) {
+  Result r = Loom("pipeline");
+  EXPECT_EQ(r.exit_code, 2);
+  r = Loom("pipeline run");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(Contains(r.err, "FILE is required")) << r.err;
+  r = Loom("pipeline run /nonexistent.yaml");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(Contains(r.err, "pipeline file '/nonexistent.yaml' cannot be read")) << r.err;
+  EXPECT_EQ(Loom("pipeline bench --help").exit_code, 0);
 }
 
 }  // namespace
