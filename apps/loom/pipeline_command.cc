@@ -53,6 +53,13 @@ int Run(const PipelineArgs& a) {
                                summary->frames, summary->wall_s, summary->frames / std::max(summary->wall_s, 1e-9),
                                summary->failed, a.output);
   for (const auto& [node, ms] : summary->node_mean_ms) std::cerr << absl::StrFormat("  %-12s %8.2f ms/frame\n", node, ms);
+  const double budget = summary->wall_s * summary->usable_cores;
+  std::cerr << absl::StrFormat(
+      "Loom's own threads: pre/post-processing %.2f s CPU, decoding %.2f s CPU = %.1f%% of the "
+      "%d cores over the run (the rest is the engine's workers)\n",
+      summary->pipeline_cpu_s, summary->reader_cpu_s,
+      budget > 0 ? 100.0 * (summary->pipeline_cpu_s + summary->reader_cpu_s) / budget : 0.0,
+      summary->usable_cores);
   std::cerr << (*p)->DescribePlan();
   for (const std::string& e : summary->errors) std::cerr << "error: " << e << "\n";
   return summary->failed > 0 ? kExitRuntimeError : kExitOk;

@@ -1,5 +1,7 @@
 #include "pipeline/pipeline.h"
 
+#include <sys/resource.h>
+
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
@@ -15,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "core/cpu_set.h"
 #include "core/stats.h"
 #include "engine/config.h"
 #include "pipeline/services.h"
@@ -139,6 +142,14 @@ class VideoSink final : public Pipeline::Sink {
   cv::Size size_;
   cv::VideoWriter writer_;
 };
+
+// CPU seconds of the calling thread so far.
+double ThreadCpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_THREAD, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
 
 absl::Status YamlError(const std::string& file, const YAML::Node& at, const std::string& message) {
   const YAML::Mark mark = at.Mark();
@@ -287,12 +298,16 @@ absl::StatusOr<RunSummary> Pipeline::Run(const std::function<void(int64_t, int64
   int64_t in_flight = 0;
   bool finished_reading = false;
   std::vector<std::thread> threads;
+  double pipeline_cpu_s = 0;  // requires mu
   for (int t = 0; t < in_flight_; ++t) {
     threads.emplace_back([&] {
       std::unique_lock<std::mutex> lock(mu);
       while (true) {
         cv.wait(lock, [&] { return !todo.empty() || finished_reading; });
-        if (todo.empty()) return;
+        if (todo.empty()) {
+          pipeline_cpu_s += ThreadCpuSeconds();
+          return;
+        }
         std::unique_ptr<Frame> frame = std::move(todo.front());
         todo.pop_front();
         lock.unlock();
@@ -309,6 +324,7 @@ absl::StatusOr<RunSummary> Pipeline::Run(const std::function<void(int64_t, int64
   int64_t next = 0;
   const int64_t total = source->total().value_or(-1);
   const auto start = Clock::now();
+  const double reader_cpu0 = ThreadCpuSeconds();
   // Emits finished frames in order. Requires `lock`; releases it around the sinks.
   auto emit = [&](std::unique_lock<std::mutex>& lock) {
     while (true) {
@@ -367,7 +383,10 @@ absl::StatusOr<RunSummary> Pipeline::Run(const std::function<void(int64_t, int64
       emit(lock);
     }
   }
+  summary.reader_cpu_s = ThreadCpuSeconds() - reader_cpu0;
   for (std::thread& t : threads) t.join();
+  summary.pipeline_cpu_s = pipeline_cpu_s;
+  summary.usable_cores = static_cast<int>(UsableCpus().size());
   for (auto& sink : sinks_) {
     absl::Status s = sink->Close();
     if (sink_status.ok() && !s.ok()) sink_status = s;

@@ -49,6 +49,11 @@ struct RunSummary {
   int64_t failed = 0;
   double wall_s = 0;
   std::map<std::string, double> node_mean_ms;
+  // CPU time of Loom's own pipeline threads (pre/post-processing) and of the reading thread
+  // (decoding): their share of the core budget the engine's workers use for the models.
+  double pipeline_cpu_s = 0;
+  double reader_cpu_s = 0;
+  int usable_cores = 1;
   std::vector<std::string> errors;  // first few error records
 };
 

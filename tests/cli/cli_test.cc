@@ -203,6 +203,7 @@ TEST(CliPipeline, RunWritesRecordsInOrderAndPrintsASummary) {
   EXPECT_TRUE(Contains(r.err, "5 frames in")) << r.err;
   EXPECT_TRUE(Contains(r.err, "frames 5/5")) << r.err;
   EXPECT_TRUE(Contains(r.err, "plan: throughput hint")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "Loom's own threads: pre/post-processing")) << r.err;
   std::istringstream lines(testing::ReadFile(out.Path("o/faces.jsonl")));
   int n = 0;
   for (std::string line; std::getline(lines, line); ++n) {
