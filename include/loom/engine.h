@@ -150,7 +150,7 @@ class Engine {
   std::future<absl::StatusOr<InferResult>> Submit(const std::string& model, NamedTensors inputs,
                                                   const SubmitOptions& options = {});
   // Callback form: `done` is called exactly once, on a worker thread, or inline when Submit
-  // fails. It must not block for long.
+  // fails. It must not block for long, nor throw (an exception is dropped at the worker).
   void Submit(const std::string& model, NamedTensors inputs, const SubmitOptions& options,
               InferCallback done);
   // Synchronous form.

@@ -72,12 +72,16 @@ class BuildContext {
   const ModelInfo* Model(const std::string& name) const { return models_->FindModel(name); }
 
   void Declare(const std::string& name, ValueSpec spec) { values_[name] = std::move(spec); }
+  // A request of the shapes the graph will send `model`, for the engine's plan and warm-up.
+  void AddWarmup(const std::string& model, NamedTensors inputs) { warmups_[model] = std::move(inputs); }
+  const std::map<std::string, NamedTensors>& warmups() const { return warmups_; }
   bool Has(const std::string& name) const { return values_.count(name) > 0; }
 
  private:
   std::string file_, base_dir_;
   const InferenceService* models_;
   std::map<std::string, ValueSpec> values_;
+  std::map<std::string, NamedTensors> warmups_;
 };
 
 using NodeFactory = std::function<absl::StatusOr<std::unique_ptr<Node>>(

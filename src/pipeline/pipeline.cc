@@ -213,24 +213,10 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Load(const std::string& yaml
   if (options.in_flight) p->in_flight_ = *options.in_flight;
   if (p->in_flight_ < 1) return absl::InvalidArgumentError("in_flight must be >= 1");
 
-  // Models.
-  switch (options.backend) {
-    case Backend::kEngine: {
-      LOOM_ASSIGN_OR_RETURN(auto engine, Engine::Create(config.models, config.options));
-      p->inference_ = MakeEngineService(std::move(engine));
-      break;
-    }
-    case Backend::kSequential:
-    case Backend::kThreadPerModel: {
-      LOOM_ASSIGN_OR_RETURN(p->inference_, MakeNaiveService(config.models, options.backend == Backend::kSequential
-                                                                               ? NaiveMode::kInline
-                                                                               : NaiveMode::kThreadPerModel));
-      break;
-    }
-  }
-
-  // Nodes, in order: each may use the frame ("image") and the nodes before it.
-  BuildContext context(yaml_path, base, p->inference_.get());
+  // Nodes, in order: each may use the frame ("image") and the nodes before it. They are checked
+  // against the models' metadata before any model loads.
+  LOOM_ASSIGN_OR_RETURN(auto metadata, MakeModelInfoService(config.models));
+  BuildContext context(yaml_path, base, metadata.get());
   context.Declare("image", {ValueType::kImage, std::nullopt, "image"});
   const YAML::Node nodes = root["nodes"];
   if (!nodes || !nodes.IsSequence() || nodes.size() == 0) {
@@ -247,6 +233,26 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Load(const std::string& yaml
     }
     LOOM_ASSIGN_OR_RETURN(auto node, (*factory)(name, n, context));
     p->nodes_.push_back(std::move(node));
+  }
+
+  // Models, warmed up (and, by the engine, measured) on the shapes the graph sends them.
+  for (ModelConfig& m : config.models) {
+    auto it = context.warmups().find(m.name);
+    if (it != context.warmups().end() && m.warmup_inputs.empty()) m.warmup_inputs = it->second;
+  }
+  switch (options.backend) {
+    case Backend::kEngine: {
+      LOOM_ASSIGN_OR_RETURN(auto engine, Engine::Create(config.models, config.options));
+      p->inference_ = MakeEngineService(std::move(engine));
+      break;
+    }
+    case Backend::kSequential:
+    case Backend::kThreadPerModel: {
+      LOOM_ASSIGN_OR_RETURN(p->inference_, MakeNaiveService(config.models, options.backend == Backend::kSequential
+                                                                               ? NaiveMode::kInline
+                                                                               : NaiveMode::kThreadPerModel));
+      break;
+    }
   }
 
   // Sinks.

@@ -104,7 +104,36 @@ class NaiveService final : public InferenceService {
   std::map<std::string, Lane> lanes_;
 };
 
+class ModelInfoService final : public InferenceService {
+ public:
+  explicit ModelInfoService(std::map<std::string, ModelInfo> infos) : infos_(std::move(infos)) {}
+  const ModelInfo* FindModel(const std::string& model) const override {
+    auto it = infos_.find(model);
+    return it == infos_.end() ? nullptr : &it->second;
+  }
+  PendingOutputs Submit(const std::string& model, NamedTensors) override {
+    std::promise<absl::StatusOr<NamedTensors>> p;
+    p.set_value(absl::FailedPreconditionError(absl::StrCat("model '", model, "' is not loaded")));
+    return p.get_future().share();
+  }
+
+ private:
+  std::map<std::string, ModelInfo> infos_;
+};
+
 }  // namespace
+
+absl::StatusOr<std::unique_ptr<InferenceService>> MakeModelInfoService(const std::vector<ModelConfig>& models) {
+  std::map<std::string, ModelInfo> infos;
+  for (const ModelConfig& m : models) {
+    auto info = ReadModelInfo(m.path);
+    if (!info.ok()) {
+      return absl::Status(info.status().code(), absl::StrCat("model '", m.name, "': ", info.status().message()));
+    }
+    infos[m.name] = std::move(*info);
+  }
+  return std::unique_ptr<InferenceService>(new ModelInfoService(std::move(infos)));
+}
 
 std::unique_ptr<InferenceService> MakeEngineService(std::unique_ptr<Engine> engine) {
   return std::make_unique<EngineService>(std::move(engine));

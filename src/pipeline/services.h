@@ -15,6 +15,9 @@ namespace loom::pipeline {
 std::unique_ptr<InferenceService> MakeEngineService(std::unique_ptr<Engine> engine);
 Engine* EngineOf(InferenceService& service);  // null for the naive ones
 
+// Model metadata only (Submit fails): what the graph is checked against before any model loads.
+absl::StatusOr<std::unique_ptr<InferenceService>> MakeModelInfoService(const std::vector<ModelConfig>& models);
+
 enum class NaiveMode { kInline, kThreadPerModel };
 absl::StatusOr<std::unique_ptr<InferenceService>> MakeNaiveService(const std::vector<ModelConfig>& models,
                                                                    NaiveMode mode);

@@ -1,6 +1,7 @@
 #include "sched/scheduler.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <latch>
 
 #include "absl/strings/str_cat.h"
@@ -18,6 +19,16 @@ int64_t MicrosBetween(Clock::time_point a, Clock::time_point b) {
 
 void AddSample(std::vector<double>& samples, double value) {
   if (samples.size() < kMaxSamples) samples.push_back(value);
+}
+
+// Calls the request's callback. A callback that throws is a caller bug; it must not take the
+// worker (and every later request) down with it, so the exception stops here.
+void Answer(Request& request, absl::StatusOr<InferResult> result) {
+  try {
+    request.done(std::move(result));
+  } catch (...) {
+    std::fprintf(stderr, "loom: an inference callback threw; the exception was dropped\n");
+  }
 }
 
 }  // namespace
@@ -110,7 +121,7 @@ void Scheduler::Shutdown() {
       q.requests.clear();
     }
   }
-  for (auto& r : left) r->done(absl::UnavailableError("engine shut down before the request ran"));
+  for (auto& r : left) Answer(*r, absl::UnavailableError("engine shut down before the request ran"));
 }
 
 ModelStats Scheduler::Stats(int model) const {
@@ -209,7 +220,7 @@ void Scheduler::WorkerLoop(size_t worker) {
       lock.unlock();
       room_cv_.notify_all();
       for (auto& r : expired) {
-        r->done(absl::DeadlineExceededError("request deadline passed while it waited in the queue"));
+        Answer(*r, absl::DeadlineExceededError("request deadline passed while it waited in the queue"));
       }
       if (batch.model >= 0) RunBatch(worker, std::move(batch));
       lock.lock();
@@ -256,7 +267,7 @@ void Scheduler::RunBatch(size_t worker, Batch batch) {
   for (size_t i = 0; i < n; ++i) {
     Request& r = *batch.requests[i];
     if (!split.ok()) {
-      r.done(split.status());
+      Answer(r, split.status());
       continue;
     }
     InferResult result;
@@ -264,7 +275,7 @@ void Scheduler::RunBatch(size_t worker, Batch batch) {
     result.queue_us = MicrosBetween(r.enqueued, start);
     result.compute_us = compute_us;
     result.batch_rows = static_cast<int>(total_rows);
-    r.done(std::move(result));
+    Answer(r, std::move(result));
   }
 }
 

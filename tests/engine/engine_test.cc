@@ -370,3 +370,26 @@ TEST(Engine, WarmupInputsAreValidatedAtLoad) {
 
 }  // namespace
 }  // namespace loom
+
+namespace loom {
+namespace {
+
+TEST(Engine, AThrowingCallbackDoesNotStopTheWorkers) {
+  testing::ScratchDir dir;
+  ASSERT_TRUE(WriteAddModel(dir.Path("add.onnx"), 4).ok());
+  auto engine = Engine::Create({{.name = "add", .path = dir.Path("add.onnx")}}, EngineOptions{.cores = 1});
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  std::promise<void> called;
+  (*engine)->Submit("add", {{"x", Tensor::Allocate(DType::kFloat32, {1, 4})}}, {},
+                    [&](absl::StatusOr<InferResult>) {
+                      called.set_value();
+                      throw std::runtime_error("careless caller");
+                    });
+  called.get_future().wait();
+  auto after = (*engine)->Infer("add", {{"x", Tensor::Allocate(DType::kFloat32, {1, 4})}});
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->outputs[0].tensor.data_as<float>()[0], 1.0f);
+}
+
+}  // namespace
+}  // namespace loom

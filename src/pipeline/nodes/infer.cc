@@ -11,6 +11,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "core/tensor_util.h"
 #include "sched/batcher.h"
 
 namespace loom::pipeline {
@@ -109,6 +110,18 @@ LOOM_NODE_FACTORY_IMPL(MakeInferNode) {
       }
     }
   }
+  // Fixed shapes feeding every input: the engine measures and warms the model up on exactly them.
+  NamedTensors warmup;
+  for (const auto& [model_input, value] : inputs) {
+    YAML::Node port;
+    port["value"] = value;
+    auto spec = context.Input(port, name, "value", ValueType::kTensor);
+    if (!spec.ok() || !spec->shape) break;
+    Tensor t = Tensor::Allocate(DType::kFloat32, *spec->shape);
+    FillRandom(t, 1);
+    warmup.push_back({model_input, t});
+  }
+  if (warmup.size() == info->inputs.size()) context.AddWarmup(model, std::move(warmup));
   if (inputs.size() != info->inputs.size()) {
     return context.Error(params, name, absl::StrCat("model '", model, "' needs ", info->inputs.size(), " inputs, ",
                                                     inputs.size(), " given"));
