@@ -11,7 +11,6 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
-#include "core/tensor_util.h"
 #include "sched/batcher.h"
 
 namespace loom::pipeline {
@@ -117,9 +116,8 @@ LOOM_NODE_FACTORY_IMPL(MakeInferNode) {
     port["value"] = value;
     auto spec = context.Input(port, name, "value", ValueType::kTensor);
     if (!spec.ok() || !spec->shape) break;
-    Tensor t = Tensor::Allocate(DType::kFloat32, *spec->shape);
-    FillRandom(t, 1);
-    warmup.push_back({model_input, t});
+    // Zeros: a convolutional model's cost does not depend on the values.
+    warmup.push_back({model_input, Tensor::Allocate(DType::kFloat32, *spec->shape)});
   }
   if (warmup.size() == info->inputs.size()) context.AddWarmup(model, std::move(warmup));
   if (inputs.size() != info->inputs.size()) {
