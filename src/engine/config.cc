@@ -18,10 +18,7 @@ class ConfigReader {
   explicit ConfigReader(std::string path) : path_(std::move(path)) {}
 
   absl::Status Error(const YAML::Node& node, const std::string& message) const {
-    const YAML::Mark mark = node.Mark();
-    return absl::InvalidArgumentError(
-        mark.is_null() ? absl::StrCat(path_, ": ", message)
-                       : absl::StrCat(path_, ":", mark.line + 1, ":", mark.column + 1, ": ", message));
+    return YamlError(path_, node.Mark(), message);
   }
 
   absl::Status CheckKeys(const YAML::Node& map, const std::set<std::string>& known,
@@ -126,15 +123,7 @@ class ConfigReader {
   }
 
   absl::StatusOr<EngineConfig> Read() const {
-    YAML::Node root;
-    try {
-      root = YAML::LoadFile(path_);
-    } catch (const YAML::BadFile&) {
-      return absl::NotFoundError(absl::StrCat("config file '", path_, "' cannot be read"));
-    } catch (const YAML::ParserException& e) {
-      return absl::InvalidArgumentError(absl::StrCat(path_, ":", e.mark.line + 1, ":",
-                                                     e.mark.column + 1, ": ", e.msg));
-    }
+    LOOM_ASSIGN_OR_RETURN(YAML::Node root, LoadYamlFile(path_, "config"));
     return Parse(root, {});
   }
 
@@ -180,6 +169,22 @@ class ConfigReader {
 };
 
 }  // namespace
+
+absl::Status YamlError(const std::string& file, const YAML::Mark& mark, const std::string& message) {
+  return absl::InvalidArgumentError(
+      mark.is_null() ? absl::StrCat(file, ": ", message)
+                     : absl::StrCat(file, ":", mark.line + 1, ":", mark.column + 1, ": ", message));
+}
+
+absl::StatusOr<YAML::Node> LoadYamlFile(const std::string& path, const std::string& what) {
+  try {
+    return YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    return absl::NotFoundError(absl::StrCat(what, " file '", path, "' cannot be read"));
+  } catch (const YAML::ParserException& e) {
+    return YamlError(path, e.mark, e.msg);
+  }
+}
 
 absl::StatusOr<EngineConfig> LoadEngineConfig(const std::string& path) {
   return ConfigReader(path).Read();

@@ -152,9 +152,7 @@ double ThreadCpuSeconds() {
 }
 
 absl::Status YamlError(const std::string& file, const YAML::Node& at, const std::string& message) {
-  const YAML::Mark mark = at.Mark();
-  return absl::InvalidArgumentError(mark.is_null() ? absl::StrCat(file, ": ", message)
-                                                   : absl::StrCat(file, ":", mark.line + 1, ":", mark.column + 1, ": ", message));
+  return loom::YamlError(file, at.Mark(), message);
 }
 
 }  // namespace
@@ -163,14 +161,7 @@ Pipeline::~Pipeline() = default;
 
 absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Load(const std::string& yaml_path,
                                                          const PipelineOptions& options) {
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(yaml_path);
-  } catch (const YAML::BadFile&) {
-    return absl::NotFoundError(absl::StrCat("pipeline file '", yaml_path, "' cannot be read"));
-  } catch (const YAML::ParserException& e) {
-    return absl::InvalidArgumentError(absl::StrCat(yaml_path, ":", e.mark.line + 1, ":", e.mark.column + 1, ": ", e.msg));
-  }
+  LOOM_ASSIGN_OR_RETURN(YAML::Node root, LoadYamlFile(yaml_path, "pipeline"));
   auto p = std::unique_ptr<Pipeline>(new Pipeline());
   p->file_ = yaml_path;
   p->options_ = options;

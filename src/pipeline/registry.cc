@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 
+#include "engine/config.h"
 #include "pipeline/nodes/nodes.h"
 
 namespace loom::pipeline {
@@ -54,9 +55,7 @@ const char* ValueTypeName(ValueType type) {
 
 absl::Status BuildContext::Error(const YAML::Node& at, const std::string& node,
                                  const std::string& message) const {
-  const YAML::Mark mark = at.Mark();
-  const std::string where = mark.is_null() ? file_ : absl::StrCat(file_, ":", mark.line + 1, ":", mark.column + 1);
-  return absl::InvalidArgumentError(absl::StrCat(where, ": node '", node, "': ", message));
+  return YamlError(file_, at.Mark(), absl::StrCat("node '", node, "': ", message));
 }
 
 absl::StatusOr<ValueSpec> BuildContext::Input(const YAML::Node& params, const std::string& node,
