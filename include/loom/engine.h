@@ -17,13 +17,19 @@
 // the threads busy at any moment never outnumber the usable cores. A model with explicit
 // `instances`/`threads` gets that many dedicated workers; every other model is served by the
 // shared workers, which get the remaining cores. Each worker holds its own session per model it
-// serves: a session is never run by two threads at once.
+// serves: a session is never run by two threads at once. With the adaptive hint (the default),
+// shared workers also form wide groups, and each batch runs on one worker ("narrow") or on a
+// whole group ("wide"), whichever the moment calls for (see PlanHint::kAdaptive).
 //
 // Guarantees: every accepted request is answered exactly once — its outputs, or a status saying
-// why (DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, INVALID_ARGUMENT, UNAVAILABLE after Shutdown, or the
-// backend's error for the batch it ran in). A request that cannot be accepted fails at Submit.
+// why (DEADLINE_EXCEEDED, CANCELLED, RESOURCE_EXHAUSTED, INVALID_ARGUMENT, UNAVAILABLE after
+// Shutdown or while its model is removed, or the backend's error for the batch it ran in). A
+// request that cannot be accepted fails at Submit. No exception leaves the engine: a backend or
+// callback that throws fails only its own batch or is dropped.
 //
-// Thread safety: all methods may be called from any number of threads at once.
+// Thread safety: all methods may be called from any number of threads at once, and from inside a
+// completion callback (Submit, Infer — which then runs on that worker —, Stats, Shutdown — which
+// then only stops accepting and returns). The Engine must not be destroyed from its own callback.
 #ifndef LOOM_ENGINE_H_
 #define LOOM_ENGINE_H_
 
@@ -35,12 +41,18 @@
 #include <string>
 #include <vector>
 
+#include "loom/infer.h"
 #include "loom/plan.h"
 #include "loom/session.h"
 #include "loom/status.h"
 #include "loom/tensor.h"
 
 namespace loom {
+
+// Makes a model's sessions instead of the backend named by ModelConfig::backend: a custom backend,
+// or a test double. Called once per worker and wide group with the options the plan chose.
+using SessionFactory =
+    std::function<absl::StatusOr<std::unique_ptr<Session>>(const SessionOptions& options)>;
 
 // Per-model configuration. Optional fields left empty mean `auto`.
 struct ModelConfig {
@@ -55,7 +67,8 @@ struct ModelConfig {
   std::optional<int> threads = std::nullopt;
 
   // Dynamic batching (models whose dim 0 is dynamic only; others always run batches of 1).
-  // max_batch_size: most rows in one run. Empty (auto): measured at load — 8 if a batch of 4
+  // max_batch_size: most rows in one run, and in one request (a request with more rows is refused
+  // with INVALID_ARGUMENT). Empty (auto): measured at load — 8 if a batch of 4
   // costs at most 0.8x per row what single rows do on the model's workers, else 1 (on CPU, many
   // convolutional models gain nothing from batching and lose memory locality).
   std::optional<int> max_batch_size = std::nullopt;
@@ -81,6 +94,9 @@ struct ModelConfig {
   // it, and every worker session runs it once at load so that no real request pays a cold start.
   // Empty: random values at batch 1, dynamic image dims 320x320.
   NamedTensors warmup_inputs = {};
+
+  // Custom sessions (see SessionFactory); empty: the backend above.
+  SessionFactory session_factory = nullptr;
 };
 
 
@@ -88,7 +104,7 @@ struct EngineOptions {
   // Cores to use, from those sched_getaffinity allows (taskset / container limits). 0 = all of
   // them; more than allowed is an error.
   int cores = 0;
-  PlanHint hint = PlanHint::kThroughput;
+  PlanHint hint = PlanHint::kAdaptive;
   // Runs per thread count when measuring a model's cost for the auto plan (after one warm-up run).
   int measure_runs = 3;
   // A fixed layout for the shared workers (both set): that many workers with that many threads
@@ -98,36 +114,46 @@ struct EngineOptions {
   // Spinning of idle intra-op threads. Empty: on only for a worker with several threads serving
   // a single model (its cores are its own); off wherever threads could wait on a shared core.
   std::optional<bool> allow_spinning = std::nullopt;
+  // Sizes every request input is checked against before anything is computed from it.
+  TensorLimits limits = {};
+  // Most bytes of input one request may carry (all its tensors together).
+  int64_t max_request_bytes = int64_t{2} << 30;
+  // Adaptive plan: every n-th narrow/wide decision tries the other width, to keep its measurement
+  // current when the machine changes (another process, thermal limits). 0: never.
+  int explore_every = 50;
 };
 
-struct SubmitOptions {
-  // Absolute deadline; a request still queued past it is answered DEADLINE_EXCEEDED without
-  // running. Empty: the model's default timeout, if any.
-  std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt;
-  // When the model's queue is full: wait for room (until the deadline) instead of failing with
-  // RESOURCE_EXHAUSTED.
-  bool block_when_full = false;
+// One worker of the plan as it runs: its cores, and how busy it has been.
+struct WorkerStats {
+  std::vector<int> cpus;
+  int group = -1;            // wide group, or -1
+  double busy_seconds = 0;   // running batches (narrow, or leading a wide run)
+  int64_t runs = 0;
 };
 
-struct InferResult {
-  NamedTensors outputs;     // the request's own rows of each output, in model output order
-  int64_t queue_us = 0;     // time from Submit to the start of its run
-  int64_t compute_us = 0;   // the run it was part of
-  int batch_rows = 0;       // rows in that run (this request's and others')
-};
+class Engine;
 
-using InferCallback = std::function<void(absl::StatusOr<InferResult>)>;
+// A lease of one idle worker's cores for the caller's own CPU work (a pipeline's decoding and
+// pre/post-processing, a user's preprocessing): while it is held, the worker takes no model work,
+// the calling thread is pinned to those cores and the engine counts them busy, so Loom's own
+// threads stay inside the core plan. Release (or destruction) restores the thread's affinity.
+// Held by one thread; movable, not copyable.
+class CoreLease {
+ public:
+  CoreLease() = default;
+  CoreLease(CoreLease&& other) noexcept;
+  CoreLease& operator=(CoreLease&& other) noexcept;
+  ~CoreLease();
+  void Release();
+  bool held() const { return worker_ >= 0; }
+  const std::vector<int>& cpus() const { return cpus_; }
 
-struct ModelStats {
-  int64_t requests = 0;    // accepted by Submit
-  int64_t successes = 0;
-  int64_t failures = 0;    // answered with an error (deadline, run failure, shutdown)
-  int64_t rejected = 0;    // refused by Submit (queue full, bad input): not accepted
-  int64_t batches = 0;     // runs
-  double mean_batch_rows = 0;
-  // Microseconds, over answered requests (queue) and runs (compute).
-  double queue_p50_us = 0, queue_p95_us = 0, queue_p99_us = 0;
-  double compute_p50_us = 0, compute_p95_us = 0, compute_p99_us = 0;
+ private:
+  friend class Engine;
+  std::shared_ptr<void> scheduler_;  // keeps the scheduler alive while held
+  int worker_ = -1;
+  std::vector<int> cpus_;
+  std::vector<int> previous_;  // the thread's affinity before
 };
 
 class Engine {
@@ -153,14 +179,47 @@ class Engine {
   // fails. It must not block for long, nor throw (an exception is dropped at the worker).
   void Submit(const std::string& model, NamedTensors inputs, const SubmitOptions& options,
               InferCallback done);
-  // Synchronous form.
+  // Synchronous form. When a worker serving the model is idle and nothing is queued for it, the
+  // request runs on the calling thread with that worker's session (its cores are claimed for the
+  // run): no hand-off, the same work the worker would have done.
   absl::StatusOr<InferResult> Infer(const std::string& model, NamedTensors inputs,
                                     const SubmitOptions& options = {});
 
+  // Loads a model while the engine runs. A shared model (no instances/threads) gets a session on
+  // every shared worker (and wide group), made and measured on each worker's cores in turn, which
+  // pauses that worker alone; a model with dedicated instances re-plans the cores (dedicated
+  // workers take cores from the shared pool), which pauses every worker while the new sessions
+  // are made. No request for another model is failed or lost; queued ones wait.
+  absl::Status AddModel(ModelConfig config);
+  // Refuses new requests for the model (UNAVAILABLE while it drains, NOT_FOUND after), runs every
+  // accepted one, then unloads it; a dedicated model's cores return to the shared pool.
+  absl::Status RemoveModel(const std::string& model);
+  std::vector<std::string> ModelNames() const;
+
   absl::StatusOr<ModelStats> Stats(const std::string& model) const;
+  std::vector<WorkerStats> Workers() const;
+  // The engine's own accounting of the threads running its work now, and the most ever at once:
+  // never more than the usable cores.
+  int BusyThreads() const;
+  int MaxBusyThreads() const;
+  // Most rows one request (and one run) of the model may carry: its max_batch_size, as configured
+  // or measured; 1 for a model without a dynamic batch dim.
+  absl::StatusOr<int> MaxBatchSize(const std::string& model) const;
+  // The model's metadata; null for an unknown model. Valid until the model is removed.
   const ModelInfo* FindModel(const std::string& model) const;
-  const EnginePlan& plan() const;
+  // The plan as it is now (a copy: it changes with AddModel/RemoveModel and adaptation).
+  EnginePlan plan() const;
   std::string DescribePlan() const { return plan().Describe(); }
+
+  // Leases one idle worker's cores for the calling thread (see CoreLease); waits until one is
+  // free. UNAVAILABLE after Shutdown, DEADLINE_EXCEEDED at the deadline.
+  absl::StatusOr<CoreLease> LeaseCores(std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt);
+
+  // Tracing: StartTrace begins recording every run (worker, model, rows, threads) and every
+  // request's queue wait; StopTrace returns them as Chrome trace-event JSON (Perfetto,
+  // chrome://tracing) and stops.
+  void StartTrace();
+  std::string StopTrace();
 
   // Stops accepting requests (later Submits fail with UNAVAILABLE), runs or answers every request
   // already accepted, then stops the workers. Idempotent; returns when all are answered.
@@ -174,7 +233,7 @@ class Engine {
 
 // Reads models and engine options from a YAML or JSON file:
 //   cores: 0                 # optional
-//   hint: throughput         # or latency
+//   hint: adaptive           # or throughput, latency
 //   models:
 //     - name: face
 //       path: models/face_detection_back_256x256_barracuda.onnx
@@ -184,7 +243,9 @@ class Engine {
 //       max_queue_delay_us: 500
 //       queue_capacity: 256
 //       default_timeout_us: 100000
-// Relative model paths are resolved against the file's directory. Errors give the line and key.
+// Relative model paths are resolved against the file's directory. Every value is checked (type,
+// range); an unknown key is an error that suggests the nearest known one. Errors give the file,
+// line, column and key.
 struct EngineConfig {
   std::vector<ModelConfig> models;
   EngineOptions options;

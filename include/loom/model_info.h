@@ -62,7 +62,8 @@ struct ModelInfo {
 };
 
 // Reads the model's metadata. Errors (NOT_FOUND, INVALID_ARGUMENT) name the file and say what is
-// wrong with it: missing, empty, an image rather than a model, truncated or not ONNX.
+// wrong with it: missing, empty, too large (over protobuf's 2 GiB), an image rather than a model,
+// truncated or not ONNX.
 absl::StatusOr<ModelInfo> ReadModelInfo(const std::string& path);
 
 // Human-readable multi-line description, as `loom info` prints it.
@@ -72,7 +73,9 @@ std::string FormatModelInfo(const ModelInfo& info);
 // name, dtype, rank and every fixed dim equal. The message names the model and input:
 //   model 'mlsd_320x320_tiny' input 'input_image_with_alpha:0': expected [1,320,320,4] f32,
 //   got [1,3,320,320] f32
-absl::Status ValidateInputs(const ModelInfo& info, const NamedTensors& inputs);
+// Every shape is first checked against `limits` (CheckShape), before any size is computed.
+absl::Status ValidateInputs(const ModelInfo& info, const NamedTensors& inputs,
+                            const TensorLimits& limits = {});
 
 }  // namespace loom
 

@@ -10,6 +10,10 @@
 namespace loom {
 
 enum class PlanHint {
+  // Measure each model; narrow workers sized for the most throughput (as kThroughput) plus wide
+  // groups whose sessions span several workers' cores: each batch runs narrow or wide, whichever
+  // the moment calls for (a request alone: the lower latency; a full queue: the higher throughput).
+  kAdaptive,
   kThroughput,  // measure each model, size workers × threads for the most total throughput
   kLatency,     // few workers with many threads each: lowest latency per request
 };
@@ -46,16 +50,35 @@ struct WorkerPlan {
   int threads = 1;                  // intra-op threads (== cpus.size())
   std::vector<std::string> models;  // models this worker serves
   bool allow_spinning = false;
+  int group = -1;                   // its wide group (adaptive plan), or -1
+};
+
+// Adaptive plan: shared workers whose cores one wide session spans. A wide run borrows every
+// worker of the group; its threads spin only while it runs.
+struct WideGroupPlan {
+  std::vector<int> workers;  // indices into EnginePlan::workers
+  std::vector<int> cpus;     // their cores
+  int threads = 0;           // == cpus.size()
+};
+
+// A change of the plan at run time, for its history.
+struct PlanEvent {
+  double at_s = 0;   // seconds since the engine started
+  std::string what;  // "model 'det' added: ...", "model 'face' under load: now narrow (...)"
 };
 
 struct EnginePlan {
   int usable_cores = 0;
   PlanHint hint = PlanHint::kThroughput;
   std::vector<WorkerPlan> workers;
-  std::vector<ModelCost> costs;           // shared models' measured costs (throughput hint)
+  std::vector<WideGroupPlan> groups;      // adaptive hint: wide groups of shared workers
+  std::vector<ModelCost> costs;           // shared models' measured costs
   std::vector<LayoutEstimate> layouts;    // what the throughput plan compared
   std::vector<BatchChoice> batching;      // auto max_batch_size decisions
   std::string reason;                     // why this layout (one line)
+  // Filled by the engine: each model's current narrow/wide choice (adaptive), and what changed.
+  std::string modes;
+  std::vector<PlanEvent> history;
   // Human-readable table: which model got which cores, and the measured costs behind it.
   std::string Describe() const;
 };

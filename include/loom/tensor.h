@@ -50,7 +50,26 @@ constexpr DType DTypeOf();
 using Shape = std::vector<int64_t>;
 // "[1,3,320,320]".
 std::string ShapeToString(const Shape& shape);
-// Product of the dims (1 for a scalar). Negative dims are a caller bug.
+
+// Limits on the sizes that come from outside Loom (model files, requests, configs, images). Every
+// such shape is checked against them before anything is multiplied or allocated, so that a hostile
+// or mistaken size is an error naming the limit, not an overflow or an out-of-memory crash.
+struct TensorLimits {
+  int64_t max_rank = 8;                          // dims per tensor
+  int64_t max_elements = int64_t{1} << 31;       // elements per tensor
+  int64_t max_bytes = int64_t{2} << 30;          // bytes per tensor (2 GiB)
+};
+
+// Checks `shape` (of `dtype`, which may be kUnknown to skip the byte limit) against `limits`:
+// rank, no negative dim, element count and byte size computed without overflow and within the
+// limits. INVALID_ARGUMENT naming the shape and the limit otherwise, e.g.
+//   "tensor [1,3,99999,99999] f32 needs 120.0 GB, over the limit of 2.1 GB per tensor (max_bytes)".
+absl::Status CheckShape(DType dtype, const Shape& shape, const TensorLimits& limits = {});
+// The element count of a checked shape (CheckShape's checks), or its error.
+absl::StatusOr<int64_t> CheckedElementCount(DType dtype, const Shape& shape,
+                                            const TensorLimits& limits = {});
+// Product of the dims (1 for a scalar). Only for shapes already checked (every Tensor's shape is):
+// a negative dim or an overflow is an internal invariant failure.
 int64_t ElementCount(const Shape& shape);
 
 class Tensor {
@@ -58,8 +77,12 @@ class Tensor {
   // An empty tensor: kUnknown dtype, no data. Use the factories below.
   Tensor() = default;
 
-  // A new owned tensor, zero-filled, 64-byte aligned.
+  // A new owned tensor, zero-filled, 64-byte aligned. For shapes Loom computed itself; a shape
+  // that came from outside goes through TryAllocate.
   static Tensor Allocate(DType dtype, Shape shape);
+  // Allocate for a shape from outside: CheckShape first (INVALID_ARGUMENT), and
+  // RESOURCE_EXHAUSTED, naming the size, when the memory cannot be had.
+  static absl::StatusOr<Tensor> TryAllocate(DType dtype, Shape shape, const TensorLimits& limits = {});
   // A tensor over caller memory (not copied; see the class comment for lifetime).
   static Tensor Borrow(DType dtype, Shape shape, void* data);
   // A tensor over memory kept alive by `owner` (e.g. a backend's output value).

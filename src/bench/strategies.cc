@@ -15,7 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/stats.h"
-#include "sched/batcher.h"
+#include "core/tensor_rows.h"
 
 extern char** environ;
 
@@ -187,7 +187,8 @@ absl::StatusOr<StrategyRun> RunBatch(const Workload& w) {
   std::vector<NamedTensors> batches;
   for (int k = 0; k < w.items(); ++k) {
     std::vector<const NamedTensors*> parts(w.streams.size(), &w.inputs[0][static_cast<size_t>(k)]);
-    batches.push_back(sched::ConcatRows(parts));
+    LOOM_ASSIGN_OR_RETURN(NamedTensors batch, ConcatRows(parts));
+    batches.push_back(std::move(batch));
   }
   LOOM_RETURN_IF_ERROR(session->Run(batches[0]).status());  // warm-up at the batch's shape
   return MeasureInProcess([&](std::vector<double>& latencies) -> absl::Status {

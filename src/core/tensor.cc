@@ -6,6 +6,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 
 namespace loom {
@@ -64,11 +65,67 @@ std::string ShapeToString(const Shape& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
 }
 
+namespace {
+
+// "120.0 GB", "3.0 MB", "512 bytes".
+std::string FormatBytes(double bytes) {
+  if (bytes >= 1e9) return absl::StrFormat("%.1f GB", bytes / 1e9);
+  if (bytes >= 1e6) return absl::StrFormat("%.1f MB", bytes / 1e6);
+  if (bytes >= 1e3) return absl::StrFormat("%.1f kB", bytes / 1e3);
+  return absl::StrFormat("%.0f bytes", bytes);
+}
+
+std::string DescribeShape(DType dtype, const Shape& shape) {
+  return dtype == DType::kUnknown ? ShapeToString(shape)
+                                  : absl::StrCat(ShapeToString(shape), " ", DTypeName(dtype));
+}
+
+}  // namespace
+
+absl::StatusOr<int64_t> CheckedElementCount(DType dtype, const Shape& shape,
+                                            const TensorLimits& limits) {
+  if (static_cast<int64_t>(shape.size()) > limits.max_rank) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", DescribeShape(dtype, shape), " has rank ",
+                                                   shape.size(), ", over the limit of ",
+                                                   limits.max_rank, " (max_rank)"));
+  }
+  int64_t n = 1;
+  bool overflow = false;
+  double exact = 1;  // for the message only
+  for (int64_t d : shape) {
+    if (d < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor ", DescribeShape(dtype, shape), " has a negative dim"));
+    }
+    exact *= static_cast<double>(d);
+    overflow |= __builtin_mul_overflow(n, d, &n);
+  }
+  if (overflow || n > limits.max_elements) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "tensor %s has %.4g elements, over the limit of %d per tensor (max_elements)",
+        DescribeShape(dtype, shape), exact, limits.max_elements));
+  }
+  const int64_t width = static_cast<int64_t>(DTypeSize(dtype));
+  int64_t bytes = 0;
+  if (dtype != DType::kUnknown &&
+      (__builtin_mul_overflow(n, width, &bytes) || bytes > limits.max_bytes)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor ", DescribeShape(dtype, shape), " needs ", FormatBytes(exact * static_cast<double>(width)),
+        ", over the limit of ", FormatBytes(static_cast<double>(limits.max_bytes)),
+        " per tensor (max_bytes)"));
+  }
+  return n;
+}
+
+absl::Status CheckShape(DType dtype, const Shape& shape, const TensorLimits& limits) {
+  return CheckedElementCount(dtype, shape, limits).status();
+}
+
 int64_t ElementCount(const Shape& shape) {
   int64_t n = 1;
   for (int64_t d : shape) {
     LOOM_CHECK(d >= 0);
-    n *= d;
+    LOOM_CHECK(!__builtin_mul_overflow(n, d, &n));
   }
   return n;
 }
@@ -82,12 +139,25 @@ struct AlignedDelete {
 
 Tensor Tensor::Allocate(DType dtype, Shape shape) {
   LOOM_CHECK(dtype != DType::kUnknown);
-  const size_t bytes = static_cast<size_t>(ElementCount(shape)) * DTypeSize(dtype);
+  size_t bytes = 0;
+  LOOM_CHECK(!__builtin_mul_overflow(static_cast<size_t>(ElementCount(shape)), DTypeSize(dtype), &bytes));
   // Always allocate at least one byte so that data() of an empty-shaped tensor is non-null.
   void* p = ::operator new[](std::max<size_t>(bytes, 1), kAlignment);
   std::memset(p, 0, bytes);
   std::shared_ptr<void> owner(p, AlignedDelete());
   return Tensor(dtype, std::move(shape), p, std::move(owner));
+}
+
+absl::StatusOr<Tensor> Tensor::TryAllocate(DType dtype, Shape shape, const TensorLimits& limits) {
+  if (dtype == DType::kUnknown) return absl::InvalidArgumentError("cannot allocate a tensor of unknown dtype");
+  LOOM_RETURN_IF_ERROR(CheckShape(dtype, shape, limits));
+  try {
+    return Allocate(dtype, shape);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "out of memory allocating tensor ", DescribeShape(dtype, shape), " (",
+        FormatBytes(static_cast<double>(ElementCount(shape)) * static_cast<double>(DTypeSize(dtype))), ")"));
+  }
 }
 
 Tensor Tensor::Borrow(DType dtype, Shape shape, void* data) {

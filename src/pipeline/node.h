@@ -29,6 +29,11 @@ class InferenceService {
   virtual const ModelInfo* FindModel(const std::string& model) const = 0;
   // Starts a run; the future holds the outputs (model order) or the error.
   virtual PendingOutputs Submit(const std::string& model, NamedTensors inputs) = 0;
+  // Most rows one request may carry (0: no limit).
+  virtual int MaxRows(const std::string& model) const {
+    (void)model;
+    return 0;
+  }
 };
 
 class Node {

@@ -24,6 +24,10 @@ class EngineService final : public InferenceService {
     });
     return future;
   }
+  int MaxRows(const std::string& model) const override {
+    auto rows = engine_->MaxBatchSize(model);
+    return rows.ok() ? *rows : 0;
+  }
   Engine* engine() { return engine_.get(); }
 
  private:

@@ -128,6 +128,12 @@ absl::StatusOr<ModelInfo> ReadModelInfo(const std::string& path) {
   if (fs::is_directory(path, ec)) {
     return absl::InvalidArgumentError(absl::StrCat("model file '", path, "' is a directory"));
   }
+  const auto file_size = fs::file_size(path, ec);
+  constexpr uintmax_t kMaxModelBytes = uintmax_t{2} << 30;  // protobuf's own limit
+  if (!ec && file_size > kMaxModelBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("model file '", path, "' is ", file_size,
+                                                   " bytes, over the 2 GiB a protobuf model can hold"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::PermissionDeniedError(absl::StrCat("model file '", path, "' cannot be read"));
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -202,9 +208,14 @@ std::string FormatModelInfo(const ModelInfo& info) {
   return out.str();
 }
 
-absl::Status ValidateInputs(const ModelInfo& info, const NamedTensors& inputs) {
+absl::Status ValidateInputs(const ModelInfo& info, const NamedTensors& inputs,
+                            const TensorLimits& limits) {
   std::vector<bool> seen(info.inputs.size(), false);
   for (const NamedTensor& in : inputs) {
+    if (absl::Status s = CheckShape(in.tensor.dtype(), in.tensor.shape(), limits); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model '", info.name, "' input '", in.name, "': ", s.message()));
+    }
     const int index = info.FindInput(in.name);
     if (index < 0) {
       std::vector<std::string> names;

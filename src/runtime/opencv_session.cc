@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "runtime/onnx_check.h"
 
 namespace loom {
 namespace {
@@ -89,6 +90,12 @@ class OpenCvSession final : public Session {
       net_.forward(outs, output_names_);
     } catch (const cv::Exception& e) {
       return absl::InternalError(absl::StrCat(context_, CvReason(e)));
+    } catch (const std::bad_alloc&) {
+      return absl::ResourceExhaustedError(absl::StrCat(context_, "out of memory"));
+    } catch (const std::exception& e) {
+      return absl::InternalError(absl::StrCat(context_, e.what()));
+    } catch (...) {
+      return absl::InternalError(absl::StrCat(context_, "unknown exception"));
     }
     if (outs.size() != info_.outputs.size()) {
       return absl::InternalError(absl::StrCat(context_, "returned ", outs.size(),
@@ -125,11 +132,26 @@ absl::StatusOr<std::unique_ptr<Session>> CreateOpenCvSession(ModelInfo info,
   SilenceOpenCvLogging();
   if (options.intra_op_threads > 0) cv::setNumThreads(options.intra_op_threads);
   cv::dnn::Net net;
+  std::string reason;
   try {
     net = cv::dnn::readNetFromONNX(info.path);
   } catch (const cv::Exception& e) {
+    reason = CvReason(e);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("model '", info.name, "': OpenCV DNN ran out of memory loading it"));
+  } catch (const std::exception& e) {
+    reason = e.what();
+  }
+  if (!reason.empty()) {
+    // A model that ONNX itself finds valid is one OpenCV does not support (UNIMPLEMENTED); one
+    // that fails ONNX's checker is a broken file (INVALID_ARGUMENT).
+    if (absl::Status valid = CheckOnnxModel(info.path); !valid.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("model '", info.name, "': ", valid.message(),
+                                                     " (OpenCV DNN: ", reason, ")"));
+    }
     return absl::UnimplementedError(absl::StrCat("model '", info.name,
-                                                 "': OpenCV DNN cannot load it: ", CvReason(e)));
+                                                 "': OpenCV DNN cannot load it: ", reason));
   }
   if (net.empty()) {
     return absl::UnimplementedError(

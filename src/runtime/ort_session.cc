@@ -114,6 +114,9 @@ absl::StatusOr<std::unique_ptr<Session>> CreateOrtSession(ModelInfo info,
     } else {
       if (options.intra_op_threads > 0) so.SetIntraOpNumThreads(options.intra_op_threads);
       so.AddConfigEntry("session.intra_op.allow_spinning", options.allow_spinning ? "1" : "0");
+      if (options.allow_spinning && options.stop_spinning_after_run) {
+        so.AddConfigEntry("session.force_spinning_stop", "1");
+      }
       if (!options.thread_affinities.empty()) {
         so.AddConfigEntry("session.intra_op_thread_affinities",
                           OrtAffinityString(options.thread_affinities).c_str());

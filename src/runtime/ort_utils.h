@@ -37,8 +37,12 @@ absl::Status Call(const std::string& context, Fn&& fn) {
     return absl::OkStatus();
   } catch (const Ort::Exception& e) {
     return ToStatus(e, context);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(std::string(context) + "out of memory");
   } catch (const std::exception& e) {
     return absl::InternalError(std::string(context) + e.what());
+  } catch (...) {
+    return absl::InternalError(std::string(context) + "unknown exception");
   }
 }
 

@@ -1,7 +1,6 @@
 #include "sched/batcher.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "absl/strings/str_cat.h"
 
@@ -19,64 +18,105 @@ std::string BatchKey(const NamedTensors& inputs) {
   return key;
 }
 
-bool ShouldRunNow(const BatchingConfig& config, int rows, bool more_rows_would_not_fit,
-                  std::chrono::steady_clock::time_point oldest,
-                  std::chrono::steady_clock::time_point now, bool flush) {
+bool ShouldRunNow(const BatchingConfig& config, int64_t rows, bool more_rows_would_not_fit,
+                  TimePoint oldest, TimePoint now, bool flush) {
   if (flush || config.max_batch_size <= 1) return true;
   if (rows >= config.max_batch_size || more_rows_would_not_fit) return true;
   const auto& preferred = config.preferred_batch_sizes;
   if (std::find(preferred.begin(), preferred.end(), rows) != preferred.end()) return true;
-  return now >= oldest + config.max_queue_delay;
+  return now >= SaturatingAdd(oldest, config.max_queue_delay);
 }
 
-NamedTensors ConcatRows(const std::vector<const NamedTensors*>& parts) {
-  LOOM_CHECK(!parts.empty());
-  if (parts.size() == 1) return *parts[0];
-  const NamedTensors& first = *parts[0];
-  NamedTensors batch;
-  batch.reserve(first.size());
-  for (size_t i = 0; i < first.size(); ++i) {
+void RequestQueue::Push(std::unique_ptr<Request> request) {
+  earliest_deadline_ = std::min(earliest_deadline_, request->deadline);
+  if (request->cancelled) ++withdrawable_;
+  ++size_;
+  for (Group& g : groups_) {
+    if (g.key == request->batch_key) {
+      g.requests.push_back(std::move(request));
+      return;
+    }
+  }
+  groups_.push_back(Group{request->batch_key, {}});
+  groups_.back().requests.push_back(std::move(request));
+}
+
+void RequestQueue::TakeExpired(TimePoint now, std::vector<std::unique_ptr<Request>>& expired) {
+  if (size_ == 0 || (now < earliest_deadline_ && withdrawable_ == 0)) return;
+  TimePoint earliest = TimePoint::max();
+  for (Group& g : groups_) {
+    auto keep = g.requests.begin();
+    for (auto it = g.requests.begin(); it != g.requests.end(); ++it) {
+      if ((*it)->deadline <= now || (*it)->Withdrawn()) {
+        if ((*it)->cancelled) --withdrawable_;
+        expired.push_back(std::move(*it));
+        --size_;
+      } else {
+        earliest = std::min(earliest, (*it)->deadline);
+        if (keep != it) *keep = std::move(*it);
+        ++keep;
+      }
+    }
+    g.requests.erase(keep, g.requests.end());
+  }
+  std::erase_if(groups_, [](const Group& g) { return g.requests.empty(); });
+  earliest_deadline_ = earliest;
+}
+
+void RequestQueue::TakeAll(std::vector<std::unique_ptr<Request>>& out) {
+  for (Group& g : groups_) {
+    for (auto& r : g.requests) out.push_back(std::move(r));
+  }
+  groups_.clear();
+  size_ = 0;
+  withdrawable_ = 0;
+  earliest_deadline_ = TimePoint::max();
+}
+
+void RequestQueue::Take(const Pick& pick, std::vector<std::unique_ptr<Request>>& batch) {
+  Group& g = groups_[pick.group];
+  for (size_t i = 0; i < pick.count; ++i) {
+    if (g.requests.front()->cancelled) --withdrawable_;
+    batch.push_back(std::move(g.requests.front()));
+    g.requests.pop_front();
+  }
+  size_ -= pick.count;
+  if (g.requests.empty()) groups_.erase(groups_.begin() + static_cast<std::ptrdiff_t>(pick.group));
+}
+
+RequestQueue::Pick GatherBatch(const RequestQueue& queue, const BatchingConfig& config,
+                               TimePoint now, bool flush) {
+  RequestQueue::Pick best;
+  TimePoint wake = queue.earliest_deadline_;
+  for (size_t g = 0; g < queue.groups_.size(); ++g) {
+    const auto& requests = queue.groups_[g].requests;
+    if (requests.empty()) continue;
+    // Rows from the front, oldest first, within max_batch_size (every request fits alone: the
+    // engine refuses larger ones at Submit).
     int64_t rows = 0;
-    for (const NamedTensors* p : parts) rows += (*p)[i].tensor.dim(0);
-    Shape shape = first[i].tensor.shape();
-    shape[0] = rows;
-    Tensor t = Tensor::Allocate(first[i].tensor.dtype(), shape);
-    auto* out = static_cast<std::byte*>(t.data());
-    for (const NamedTensors* p : parts) {
-      const Tensor& src = (*p)[i].tensor;
-      LOOM_CHECK(src.dtype() == t.dtype());
-      std::memcpy(out, src.data(), src.byte_size());
-      out += src.byte_size();
+    size_t count = 0;
+    const int64_t max_rows = std::max(config.max_batch_size, 1);
+    while (count < requests.size() && rows + requests[count]->rows <= max_rows) {
+      rows += requests[count]->rows;
+      ++count;
     }
-    batch.push_back({first[i].name, std::move(t)});
-  }
-  return batch;
-}
-
-absl::StatusOr<std::vector<NamedTensors>> SplitRows(const std::string& model,
-                                                    const NamedTensors& outputs,
-                                                    const std::vector<int64_t>& rows) {
-  int64_t total = 0;
-  for (int64_t r : rows) total += r;
-  std::vector<NamedTensors> parts(rows.size());
-  if (rows.size() == 1) {
-    parts[0] = outputs;
-    return parts;
-  }
-  for (const NamedTensor& out : outputs) {
-    if (out.tensor.rank() < 1 || out.tensor.dim(0) != total) {
-      return absl::InternalError(absl::StrCat(
-          "model '", model, "' output '", out.name, "' is ", out.tensor.Describe(),
-          " for a batch of ", total, " rows: its dim 0 does not follow the batch, so the batch "
-          "cannot be split (set max_batch_size: 1 for this model)"));
+    if (count == 0) count = 1, rows = requests.front()->rows;  // an oversized request runs alone
+    const bool would_not_fit = count < requests.size();
+    const TimePoint oldest = requests.front()->enqueued;
+    if (!ShouldRunNow(config, rows, would_not_fit, oldest, now, flush)) {
+      wake = std::min(wake, SaturatingAdd(oldest, config.max_queue_delay));
+      continue;
     }
-    int64_t begin = 0;
-    for (size_t p = 0; p < rows.size(); ++p) {
-      parts[p].push_back({out.name, out.tensor.SliceRows(begin, begin + rows[p])});
-      begin += rows[p];
+    if (!best.ready || oldest < best.oldest) {
+      best.ready = true;
+      best.group = g;
+      best.count = count;
+      best.rows = rows;
+      best.oldest = oldest;
     }
   }
-  return parts;
+  best.wake = best.ready ? TimePoint::max() : wake;
+  return best;
 }
 
 }  // namespace loom::sched

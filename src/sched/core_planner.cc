@@ -11,7 +11,12 @@
 namespace loom {
 
 const char* PlanHintName(PlanHint hint) {
-  return hint == PlanHint::kLatency ? "latency" : "throughput";
+  switch (hint) {
+    case PlanHint::kAdaptive: return "adaptive";
+    case PlanHint::kThroughput: return "throughput";
+    case PlanHint::kLatency: return "latency";
+  }
+  return "?";
 }
 
 double ModelCost::MsAt(int threads) const {
@@ -34,6 +39,11 @@ std::string EnginePlan::Describe() const {
                            FormatCpuList(w.cpus), w.threads, w.threads == 1 ? " " : "s",
                            w.allow_spinning ? "on" : "off", absl::StrJoin(w.models, ", "));
   }
+  for (size_t g = 0; g < groups.size(); ++g) {
+    out << absl::StrFormat("  wide group %d: workers %s, cpus %s, %d threads (spin only while running)\n", g,
+                           absl::StrJoin(groups[g].workers, ","), FormatCpuList(groups[g].cpus),
+                           groups[g].threads);
+  }
   if (!costs.empty()) {
     out << "  measured ms per request (batch 1) by intra-op threads:\n";
     for (const ModelCost& c : costs) {
@@ -51,6 +61,8 @@ std::string EnginePlan::Describe() const {
     out << "\n";
   }
   if (!reason.empty()) out << "  why: " << reason << "\n";
+  if (!modes.empty()) out << "  narrow or wide, per batch (measured on the runs so far):\n" << modes;
+  for (const PlanEvent& e : history) out << absl::StrFormat("  at %.1f s: %s\n", e.at_s, e.what);
   for (const BatchChoice& b : batching) {
     out << absl::StrFormat("  batching %s: %.2f ms/row at batch 1, %.2f at batch %d -> max_batch_size %d\n",
                            b.model, b.ms_per_row_at_1, b.ms_per_row_at_probe, b.probe_rows,
@@ -93,20 +105,21 @@ absl::StatusOr<EnginePlan> PlanCores(const std::vector<int>& cpus, PlanHint hint
   plan.hint = hint;
   if (cpus.empty()) return absl::FailedPreconditionError("no usable cores");
 
-  // 1. Dedicated workers.
-  size_t next = 0;
+  // 1. Dedicated workers. Each request is bounded, and the sum is taken in 64 bits: no product
+  // of configured numbers can wrap past the budget check.
   std::vector<std::string> shared;
   std::vector<std::string> demands;
-  int dedicated_cores = 0;
+  int64_t dedicated_cores = 0;
   for (const PlannerModel& m : models) {
     if (!m.instances && !m.threads) {
       shared.push_back(m.name);
       continue;
     }
-    const int instances = m.instances.value_or(1), threads = m.threads.value_or(1);
-    if (instances < 1 || threads < 1) {
+    const int64_t instances = m.instances.value_or(1), threads = m.threads.value_or(1);
+    if (instances < 1 || threads < 1 || instances > kMaxPlannedCount || threads > kMaxPlannedCount) {
       return absl::InvalidArgumentError(absl::StrCat("model '", m.name, "': instances (", instances,
-                                                     ") and threads (", threads, ") must be >= 1"));
+                                                     ") and threads (", threads, ") must be in [1, ",
+                                                     kMaxPlannedCount, "]"));
     }
     dedicated_cores += instances * threads;
     demands.push_back(absl::StrCat("'", m.name, "' ", instances, "x", threads));
@@ -119,13 +132,15 @@ absl::StatusOr<EnginePlan> PlanCores(const std::vector<int>& cpus, PlanHint hint
         "models", ", but only ", plan.usable_cores, " are usable (", FormatCpuList(cpus),
         "): lower instances or threads"));
   }
+  size_t next = 0;
   for (const PlannerModel& m : models) {
     if (!m.instances && !m.threads) continue;
     for (int i = 0; i < m.instances.value_or(1); ++i) {
       WorkerPlan w;
       w.threads = m.threads.value_or(1);
-      w.cpus.assign(cpus.begin() + next, cpus.begin() + next + w.threads);
-      next += w.threads;
+      w.cpus.assign(cpus.begin() + static_cast<std::ptrdiff_t>(next),
+                    cpus.begin() + static_cast<std::ptrdiff_t>(next) + w.threads);
+      next += static_cast<size_t>(w.threads);
       w.models = {m.name};
       w.allow_spinning = spinning.value_or(w.threads > 1);
       plan.workers.push_back(std::move(w));
@@ -137,16 +152,19 @@ absl::StatusOr<EnginePlan> PlanCores(const std::vector<int>& cpus, PlanHint hint
   }
 
   // 2. Shared workers over the remaining cores.
-  const std::vector<int> rest(cpus.begin() + next, cpus.end());
+  const std::vector<int> rest(cpus.begin() + static_cast<std::ptrdiff_t>(next), cpus.end());
   const int r = static_cast<int>(rest.size());
   int threads = r;
   int shared_workers = 0;  // 0: r / threads
+  int wide_threads = 0;    // adaptive: threads of a wide run (0: none)
   if (fixed) {
-    if (fixed->workers < 1 || fixed->threads < 1 || fixed->workers * fixed->threads > r) {
+    if (fixed->workers < 1 || fixed->threads < 1 || fixed->workers > kMaxPlannedCount ||
+        fixed->threads > kMaxPlannedCount ||
+        static_cast<int64_t>(fixed->workers) * fixed->threads > r) {
       return absl::FailedPreconditionError(absl::StrCat(
           "shared layout ", fixed->workers, "x", fixed->threads, " needs ",
-          fixed->workers * fixed->threads, " cores, but ", r, " remain for shared models (",
-          FormatCpuList(rest), ")"));
+          static_cast<int64_t>(fixed->workers) * fixed->threads, " cores, but ", r,
+          " remain for shared models (", FormatCpuList(rest), ")"));
     }
     threads = fixed->threads;
     shared_workers = fixed->workers;
@@ -186,9 +204,28 @@ absl::StatusOr<EnginePlan> PlanCores(const std::vector<int>& cpus, PlanHint hint
                                   chosen->workers, chosen->threads, chosen->threads == 1 ? "" : "s",
                                   chosen->requests_per_s, plan.layouts.size(),
                                   chosen != best ? " within 3% (fewer, wider workers: lower latency)" : "");
+    if (hint == PlanHint::kAdaptive) {
+      // Wide runs: the thread count with the lowest weighted latency, if wider than narrow.
+      double best_ms = 0;
+      for (size_t i = 0; i < plan.layouts.size(); ++i) {
+        double ms = 0;
+        for (const ModelCost& c : plan.costs) ms += c.weight * c.ms_by_threads[i].second;
+        if (wide_threads == 0 || ms < best_ms * 0.97) {
+          wide_threads = plan.layouts[i].threads;
+          best_ms = ms;
+        }
+      }
+      if (wide_threads <= threads || wide_threads % threads != 0) {
+        wide_threads = 0;
+      } else {
+        absl::StrAppend(&plan.reason, absl::StrFormat(
+            "; a request alone may run wide on %d threads (lowest measured latency)", wide_threads));
+      }
+    }
   }
   const std::vector<int> used = shared_workers > 0
       ? std::vector<int>(rest.begin(), rest.begin() + shared_workers * threads) : rest;
+  const size_t first_shared = plan.workers.size();
   for (std::vector<int>& group : SplitCpus(used, shared_workers > 0 ? shared_workers : r / threads)) {
     WorkerPlan w;
     w.threads = static_cast<int>(group.size());
@@ -196,6 +233,20 @@ absl::StatusOr<EnginePlan> PlanCores(const std::vector<int>& cpus, PlanHint hint
     w.models = shared;
     w.allow_spinning = spinning.value_or(w.threads > 1 && shared.size() == 1);
     plan.workers.push_back(std::move(w));
+  }
+  if (wide_threads > 0) {
+    const int per_group = wide_threads / threads;
+    for (size_t first = first_shared; first + static_cast<size_t>(per_group) <= plan.workers.size();
+         first += static_cast<size_t>(per_group)) {
+      WideGroupPlan g;
+      for (size_t w = first; w < first + static_cast<size_t>(per_group); ++w) {
+        g.workers.push_back(static_cast<int>(w));
+        plan.workers[w].group = static_cast<int>(plan.groups.size());
+        g.cpus.insert(g.cpus.end(), plan.workers[w].cpus.begin(), plan.workers[w].cpus.end());
+      }
+      g.threads = static_cast<int>(g.cpus.size());
+      plan.groups.push_back(std::move(g));
+    }
   }
   return plan;
 }

@@ -14,6 +14,10 @@
 
 namespace loom::sched {
 
+// The most instances, threads or workers one configuration may ask for (machines have fewer cores;
+// a larger number is a mistake, and bounding it keeps every product of them far from overflow).
+inline constexpr int kMaxPlannedCount = 4096;
+
 struct PlannerModel {
   std::string name;
   // Both empty: served by the shared workers. Otherwise `instances` dedicated workers of
@@ -36,6 +40,9 @@ using CostFn = std::function<absl::StatusOr<double>(const std::string& model, in
 //        the layout with the most estimated throughput for the weighted mix wins
 //        (Σ weight / Σ weight × ms(T) / W), the larger T on a near-tie (≤ 3%: lower latency).
 //        `cost` is called for every shared model and candidate T (not for the latency hint).
+//   - adaptive hint: as throughput, plus wide groups: consecutive shared workers whose cores
+//     together make the thread count with the lowest measured (weighted) latency, when that is
+//     wider than a narrow worker.
 //   Spinning: `spinning` if given; else on only for a multi-thread worker serving one model.
 //   `fixed`, if given, replaces step 2's choice: that many shared workers of that many threads.
 struct FixedLayout {

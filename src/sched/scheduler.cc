@@ -1,71 +1,222 @@
 #include "sched/scheduler.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <latch>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "core/cpu_set.h"
-#include "core/stats.h"
+#include "core/log.h"
+#include "core/tensor_rows.h"
 
 namespace loom::sched {
 namespace {
 
-constexpr size_t kMaxSamples = 1 << 20;
+// The scheduler and worker index of the calling thread, when it is a worker.
+thread_local const void* tls_scheduler = nullptr;
+thread_local int tls_worker = -1;
 
-int64_t MicrosBetween(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration_cast<std::chrono::microseconds>(b - a).count();
+int64_t MicrosBetween(TimePoint a, TimePoint b) {
+  return std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::microseconds>(b - a).count());
 }
 
-void AddSample(std::vector<double>& samples, double value) {
-  if (samples.size() < kMaxSamples) samples.push_back(value);
+constexpr double kEwmaWeight = 0.2;  // of the newest run
+constexpr size_t kMaxHistory = 100;
+
+void Ewma(double& average, double sample) {
+  average = average <= 0 ? sample : average + kEwmaWeight * (sample - average);
 }
 
-// Calls the request's callback. A callback that throws is a caller bug; it must not take the
-// worker (and every later request) down with it, so the exception stops here.
-void Answer(Request& request, absl::StatusOr<InferResult> result) {
-  try {
-    request.done(std::move(result));
-  } catch (...) {
-    std::fprintf(stderr, "loom: an inference callback threw; the exception was dropped\n");
+// Prometheus-style cumulative buckets from a histogram snapshot.
+Distribution ToDistribution(const Histogram::Snapshot& s, const std::vector<uint64_t>& bounds,
+                            double scale) {
+  Distribution d;
+  for (uint64_t b : bounds) {
+    d.upper_bounds.push_back(static_cast<double>(b) * scale);
+    d.cumulative_counts.push_back(s.CountAtMost(b));
+  }
+  d.count = s.count;
+  d.sum = static_cast<double>(s.sum) * scale;
+  return d;
+}
+
+const std::vector<uint64_t>& MicrosecondBounds() {
+  static const auto* bounds = [] {
+    auto* b = new std::vector<uint64_t>();
+    for (int k = 4; k <= 25; ++k) b->push_back((uint64_t{1} << k) - 1);  // ~16 us .. 33 s
+    return b;
+  }();
+  return *bounds;
+}
+
+const std::vector<uint64_t>& RowBounds() {
+  static const auto* bounds = new std::vector<uint64_t>{1, 2, 3, 4, 6, 8, 12, 16, 32, 64, 128, 256};
+  return *bounds;
+}
+
+}  // namespace
+
+// The narrow/wide choice of one model (see the header). Requires mu_.
+struct Scheduler::ModeState {
+  double narrow_alone_ms = 0, narrow_loaded_ms = 0, wide_ms = 0;  // EWMA, ms per row
+  bool wide_alone = false, wide_loaded = false;
+  TimePoint switched_alone{}, switched_loaded{};
+  int64_t decisions = 0, narrow_runs = 0, wide_runs = 0;
+  int group_workers = 1;  // k: narrow runs a wide run replaces
+};
+
+Scheduler::Scheduler(std::vector<WorkerConfig> workers, std::vector<GroupConfig> groups,
+                     SchedulerOptions options)
+    : options_(options), clock_(options.clock ? options.clock : SystemClock::Get()) {
+  for (WorkerConfig& c : workers) {
+    auto w = std::make_unique<Worker>();
+    w->config = std::move(c);
+    workers_.push_back(std::move(w));
+  }
+  for (GroupConfig& g : groups) {
+    Group group;
+    for (int w : g.workers) group.cpu_count += static_cast<int>(workers_[static_cast<size_t>(w)]->config.cpus.size());
+    group.config = std::move(g);
+    groups_.push_back(std::move(group));
+  }
+  clock_->Register(&mu_, &room_cv_);
+  clock_->Register(&mu_, &state_cv_);
+  for (auto& w : workers_) clock_->Register(&mu_, &w->cv);
+}
+
+Scheduler::~Scheduler() {
+  Shutdown();
+  JoinWorkers(/*exclude_self=*/true);
+  for (auto& w : workers_) {
+    if (w->thread.joinable()) w->thread.detach();  // only the calling worker can be left
+    clock_->Unregister(&mu_, &w->cv);
+  }
+  clock_->Unregister(&mu_, &room_cv_);
+  clock_->Unregister(&mu_, &state_cv_);
+}
+
+namespace {
+
+void SeedMode(double narrow_ms, double wide_ms, double margin, int group_workers, double& narrow_alone,
+              double& narrow_loaded, double& wide, bool& wide_alone, bool& wide_loaded) {
+  narrow_alone = narrow_loaded = narrow_ms;
+  wide = wide_ms;
+  wide_alone = wide_loaded = false;
+  if (narrow_ms > 0 && wide_ms > 0) {
+    wide_alone = wide_ms < narrow_ms * (1 - margin);
+    wide_loaded = 1.0 / wide_ms > group_workers / narrow_ms * (1 + margin);
   }
 }
 
 }  // namespace
 
-Scheduler::Scheduler(std::vector<QueueConfig> queues, std::vector<Worker> workers)
-    : workers_(std::move(workers)) {
-  for (QueueConfig& q : queues) {
-    queues_.emplace_back();
-    queues_.back().config = std::move(q);
-  }
+int Scheduler::AddModel(ModelSpec spec) {
+  auto slot = std::make_shared<Slot>();
+  slot->mode = std::make_unique<ModeState>();
+  std::lock_guard<std::mutex> lock(mu_);
+  ModeState& m = *slot->mode;
+  m.group_workers = groups_.empty() ? 1 : static_cast<int>(groups_[0].config.workers.size());
+  SeedMode(spec.narrow_ms, spec.wide_ms, options_.switch_margin, m.group_workers, m.narrow_alone_ms,
+           m.narrow_loaded_ms, m.wide_ms, m.wide_alone, m.wide_loaded);
+  spec.narrow.resize(workers_.size());
+  spec.wide.resize(groups_.size());
+  slot->spec = std::move(spec);
+  slots_.push_back(std::move(slot));
+  // Idle workers that now serve the model look at its queue from now on.
+  for (auto& w : workers_) w->cv.notify_all();
+  return static_cast<int>(slots_.size()) - 1;
 }
 
-Scheduler::~Scheduler() { Shutdown(); }
-
-void Scheduler::Start() {
+void Scheduler::ConfigureModel(int model, const BatchingConfig& batching, double narrow_ms, double wide_ms) {
   std::lock_guard<std::mutex> lock(mu_);
-  LOOM_CHECK(!started_);
-  started_ = true;
+  Slot* slot = FindSlot(model);
+  if (!slot) return;
+  slot->spec.batching = batching;
+  ModeState& m = *slot->mode;
+  SeedMode(narrow_ms, wide_ms, options_.switch_margin, m.group_workers, m.narrow_alone_ms,
+           m.narrow_loaded_ms, m.wide_ms, m.wide_alone, m.wide_loaded);
+}
+
+Scheduler::Slot* Scheduler::FindSlot(int model) const {
+  if (model < 0 || model >= static_cast<int>(slots_.size())) return nullptr;
+  return slots_[static_cast<size_t>(model)].get();
+}
+
+absl::Status Scheduler::RemoveModel(int model) {
+  if (tls_scheduler == this) {
+    return absl::FailedPreconditionError("a model cannot be removed from inside a completion callback");
+  }
+  std::shared_ptr<Slot> removed;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    Slot* slot = FindSlot(model);
+    if (!slot || slot->removing) return absl::NotFoundError(absl::StrCat("no model with id ", model));
+    slot->removing = true;  // Enqueue refuses it from now on; workers flush its queue
+    for (auto& w : workers_) w->cv.notify_all();
+    room_cv_.notify_all();
+    while (!slot->queue.empty() || slot->running > 0) {
+      if (!started_) break;
+      clock_->WaitUntil(state_cv_, lock, TimePoint::max());
+    }
+    // Anything still queued had no worker to run it.
+    std::vector<std::unique_ptr<Request>> left;
+    slot->queue.TakeAll(left);
+    slot->failures += static_cast<int64_t>(left.size());
+    removed = std::move(slots_[static_cast<size_t>(model)]);
+    lock.unlock();
+    for (auto& r : left) Answer(r, absl::UnavailableError(absl::StrCat("model '", removed->spec.name, "' was removed before the request ran")));
+  }
+  return absl::OkStatus();  // `removed` and its sessions go here, outside the lock
+}
+
+std::vector<std::string> Scheduler::ModelNames() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> names;
+  for (const auto& s : slots_) names.push_back(s && !s->removing ? s->spec.name : "");
+  return names;
+}
+
+void Scheduler::StartWorkers() {
   // Returns once every worker is pinned, so that the plan holds from the first request on.
   std::latch pinned(static_cast<std::ptrdiff_t>(workers_.size()));
   for (size_t w = 0; w < workers_.size(); ++w) {
-    threads_.emplace_back([this, w, &pinned] {
+    workers_[w]->thread = std::thread([this, w, &pinned] {
+      tls_scheduler = this;
+      tls_worker = static_cast<int>(w);
       // Pinning fails only for cpus outside our affinity, which the planner never hands out.
-      LOOM_CHECK(PinCurrentThread(workers_[w].plan.cpus).ok());
+      if (options_.pin_workers) LOOM_CHECK(PinCurrentThread(workers_[w]->config.cpus).ok());
       pinned.count_down();
-      WorkerLoop(w);
+      WorkerLoop(static_cast<int>(w));
     });
   }
   pinned.wait();
 }
 
+void Scheduler::Start() {
+  std::lock_guard<std::mutex> lock(mu_);
+  LOOM_CHECK(!started_);
+  started_ = true;
+  StartWorkers();
+}
+
+void Scheduler::JoinWorkers(bool exclude_self) {
+  for (auto& w : workers_) {
+    if (!w->thread.joinable()) continue;
+    if (w->thread.get_id() == std::this_thread::get_id()) {
+      if (!exclude_self) LOOM_CHECK(false && "a worker cannot join itself");
+      continue;
+    }
+    w->thread.join();
+  }
+}
+
 absl::Status Scheduler::Enqueue(int model, std::unique_ptr<Request>& request, bool block_when_full) {
   std::unique_lock<std::mutex> lock(mu_);
-  Queue& q = queues_[static_cast<size_t>(model)];
-  const std::string& name = q.config.model;
+  Slot* slot = FindSlot(model);
+  if (!slot) return absl::NotFoundError(absl::StrCat("no model with id ", model, " (it was removed)"));
+  const std::string& name = slot->spec.name;
   auto refuse = [&](absl::Status status) {
-    ++q.counters.rejected;
+    ++slot->rejected;
     return status;
   };
   while (true) {
@@ -73,210 +224,767 @@ absl::Status Scheduler::Enqueue(int model, std::unique_ptr<Request>& request, bo
       return refuse(absl::UnavailableError(
           absl::StrCat("engine is shut down: request for model '", name, "' not accepted")));
     }
-    if (static_cast<int>(q.requests.size()) < q.config.capacity) break;
+    if (slot->removing) {
+      return refuse(absl::UnavailableError(
+          absl::StrCat("model '", name, "' is being unloaded: request not accepted")));
+    }
+    if (static_cast<int>(slot->queue.size()) < slot->spec.capacity) break;
     if (!block_when_full) {
       return refuse(absl::ResourceExhaustedError(absl::StrCat(
-          "model '", name, "' queue is full (capacity ", q.config.capacity, " requests)")));
+          "model '", name, "' queue is full (capacity ", slot->spec.capacity, " requests)")));
     }
-    if (request->deadline == Clock::time_point::max()) {
-      room_cv_.wait(lock);
-    } else if (room_cv_.wait_until(lock, request->deadline) == std::cv_status::timeout &&
-               static_cast<int>(q.requests.size()) >= q.config.capacity && !stopping_) {
+    if (clock_->Now() >= request->deadline) {
       return refuse(absl::DeadlineExceededError(absl::StrCat(
-          "model '", name, "' queue stayed full (capacity ", q.config.capacity,
+          "model '", name, "' queue stayed full (capacity ", slot->spec.capacity,
           " requests) until the request's deadline")));
     }
+    clock_->WaitUntil(room_cv_, lock, request->deadline);
   }
-  request->enqueued = Clock::now();
-  q.requests.push_back(std::move(request));
-  ++q.counters.requests;
-  lock.unlock();
-  work_cv_.notify_all();  // workers serve different model sets: wake all, the right one takes it
+  request->model = model;
+  request->enqueued = clock_->Now();
+  slot->queue.Push(std::move(request));
+  ++slot->requests;
+  // Wake one idle worker that serves the model (a busy one looks at the queues when it is done).
+  for (size_t w = 0; w < workers_.size(); ++w) {
+    Worker& worker = *workers_[w];
+    if (worker.state == WorkerState::kIdle && ServesModel(static_cast<int>(w), *slot)) {
+      worker.cv.notify_one();
+      break;
+    }
+  }
   return absl::OkStatus();
 }
 
 void Scheduler::CountRejected(int model) {
   std::lock_guard<std::mutex> lock(mu_);
-  ++queues_[static_cast<size_t>(model)].counters.rejected;
+  if (Slot* slot = FindSlot(model)) ++slot->rejected;
 }
 
-void Scheduler::Shutdown() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
+bool Scheduler::ServesModel(int w, const Slot& slot) const {
+  return static_cast<size_t>(w) < slot.spec.narrow.size() && slot.spec.narrow[static_cast<size_t>(w)];
+}
+
+int64_t Scheduler::QueuedFor(int w) const {
+  int64_t n = 0;
+  for (const auto& s : slots_) {
+    if (s && ServesModel(w, *s)) n += static_cast<int64_t>(s->queue.size());
   }
-  work_cv_.notify_all();
-  room_cv_.notify_all();
-  std::call_once(joined_, [this] {
-    for (std::thread& t : threads_) t.join();
-  });
-  // Without workers (never started), nothing can have been accepted... unless Start was skipped
-  // after Enqueue; answer anything left so that no request is lost.
-  std::vector<std::unique_ptr<Request>> left;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (Queue& q : queues_) {
-      q.counters.failures += static_cast<int64_t>(q.requests.size());
-      for (auto& r : q.requests) left.push_back(std::move(r));
-      q.requests.clear();
-    }
-  }
-  for (auto& r : left) Answer(*r, absl::UnavailableError("engine shut down before the request ran"));
+  return n;
 }
 
-ModelStats Scheduler::Stats(int model) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  const Counters& c = queues_[static_cast<size_t>(model)].counters;
-  ModelStats s;
-  s.requests = c.requests;
-  s.successes = c.successes;
-  s.failures = c.failures;
-  s.rejected = c.rejected;
-  s.batches = c.batches;
-  s.mean_batch_rows = c.batches > 0 ? static_cast<double>(c.batch_rows) / c.batches : 0;
-  const LatencySummary queue = Summarize(c.queue_us), compute = Summarize(c.compute_us);
-  s.queue_p50_us = queue.p50;
-  s.queue_p95_us = queue.p95;
-  s.queue_p99_us = queue.p99;
-  s.compute_p50_us = compute.p50;
-  s.compute_p95_us = compute.p95;
-  s.compute_p99_us = compute.p99;
-  return s;
-}
+bool Scheduler::QueuesEmptyFor(int w) const { return QueuedFor(w) == 0; }
 
-bool Scheduler::ServedQueuesEmpty(size_t worker) const {
-  for (size_t m = 0; m < queues_.size(); ++m) {
-    if (workers_[worker].sessions[m] && !queues_[m].requests.empty()) return false;
+bool Scheduler::PartnersIdle(int w) const {
+  const int g = workers_[static_cast<size_t>(w)]->config.group;
+  if (g < 0) return true;
+  for (int p : groups_[static_cast<size_t>(g)].config.workers) {
+    if (p != w && workers_[static_cast<size_t>(p)]->state != WorkerState::kIdle) return false;
   }
   return true;
 }
 
-Clock::time_point Scheduler::TakeWork(size_t worker, Clock::time_point now,
-                                      std::vector<std::unique_ptr<Request>>& expired,
-                                      Batch& batch) {
-  Clock::time_point wake = Clock::time_point::max();
-  int best_model = -1;
-  Clock::time_point best_age = Clock::time_point::max();
-  std::vector<size_t> best_picks;
-  for (size_t m = 0; m < queues_.size(); ++m) {
-    if (!workers_[worker].sessions[m]) continue;
-    Queue& q = queues_[m];
-    // Requests past their deadline at the front are answered without running.
-    while (!q.requests.empty() && q.requests.front()->deadline <= now) {
-      expired.push_back(std::move(q.requests.front()));
-      q.requests.pop_front();
-      ++q.counters.failures;
-    }
-    if (q.requests.empty()) continue;
-    // Gather the head's batch: same key, oldest first, within max_batch_size rows.
-    const Request& head = *q.requests.front();
-    const int max_rows = q.config.batching.max_batch_size;
-    std::vector<size_t> picks = {0};
-    int64_t rows = head.rows;
-    bool more_would_not_fit = false;
-    const size_t scan = std::min(q.requests.size(), static_cast<size_t>(4 * max_rows + 1));
-    for (size_t i = 1; i < scan && rows < max_rows; ++i) {
-      const Request& r = *q.requests[i];
-      if (r.batch_key != head.batch_key || r.deadline <= now) continue;
-      if (rows + r.rows > max_rows) {
-        more_would_not_fit = true;
-        continue;
-      }
-      picks.push_back(i);
-      rows += r.rows;
-    }
-    if (!ShouldRunNow(q.config.batching, static_cast<int>(rows), more_would_not_fit, head.enqueued,
-                      now, stopping_)) {
-      // Wake when the delay ends, or earlier when a waiting request's deadline passes.
-      wake = std::min(wake, head.enqueued + q.config.batching.max_queue_delay);
-      for (size_t i : picks) wake = std::min(wake, q.requests[i]->deadline);
-      continue;
-    }
-    if (head.enqueued < best_age) {
-      best_age = head.enqueued;
-      best_model = static_cast<int>(m);
-      best_picks = std::move(picks);
-    }
+void Scheduler::Occupy(int threads) {
+  busy_threads_ += threads;
+  busy_now_.store(busy_threads_, std::memory_order_relaxed);
+  int seen = max_busy_threads_.load(std::memory_order_relaxed);
+  while (busy_threads_ > seen && !max_busy_threads_.compare_exchange_weak(seen, busy_threads_)) {
   }
-  if (best_model >= 0) {
-    Queue& q = queues_[static_cast<size_t>(best_model)];
-    batch.model = best_model;
-    for (size_t i : best_picks) batch.requests.push_back(std::move(q.requests[i]));
-    // Erase the picked slots, highest index first so the others stay valid.
-    for (auto it = best_picks.rbegin(); it != best_picks.rend(); ++it) {
-      q.requests.erase(q.requests.begin() + static_cast<std::ptrdiff_t>(*it));
-    }
-  }
-  return wake;
 }
 
-void Scheduler::WorkerLoop(size_t worker) {
+bool Scheduler::JoinPending(int w) {
+  Worker& me = *workers_[static_cast<size_t>(w)];
+  const int g = me.config.group;
+  if (g >= 0 && groups_[static_cast<size_t>(g)].assembling >= 0 &&
+      groups_[static_cast<size_t>(g)].assembling != w) {
+    const int leader = groups_[static_cast<size_t>(g)].assembling;
+    me.state = WorkerState::kLent;
+    me.lent_to = leader;
+    workers_[static_cast<size_t>(leader)]->cv.notify_all();
+    return true;
+  }
+  for (LeaseRequest* lease : leases_) {
+    if (lease->done || lease->wanted.empty()) continue;
+    if (std::find(lease->wanted.begin(), lease->wanted.end(), w) == lease->wanted.end()) continue;
+    if (std::find(lease->granted.begin(), lease->granted.end(), w) != lease->granted.end()) continue;
+    me.state = WorkerState::kLent;
+    me.lent_to = -2;
+    lease->granted.push_back(w);
+    if (lease->granted.size() == lease->wanted.size()) {
+      lease->done = true;
+      int threads = 0;
+      for (int x : lease->wanted) threads += static_cast<int>(workers_[static_cast<size_t>(x)]->config.cpus.size());
+      Occupy(threads);
+      state_cv_.notify_all();
+    }
+    if (g >= 0 && groups_[static_cast<size_t>(g)].assembling >= 0) {
+      workers_[static_cast<size_t>(groups_[static_cast<size_t>(g)].assembling)]->cv.notify_all();
+    }
+    return true;
+  }
+  return false;
+}
+
+void Scheduler::GrantLeases() {
+  for (LeaseRequest* lease : leases_) {
+    if (lease->done || !lease->wanted.empty()) continue;
+    int chosen = -1;
+    for (size_t w = 0; w < workers_.size() && chosen < 0; ++w) {
+      const Worker& worker = *workers_[w];
+      const int g = worker.config.group;
+      if (worker.state != WorkerState::kIdle || worker.retire) continue;
+      if (g >= 0 && groups_[static_cast<size_t>(g)].assembling >= 0) continue;
+      chosen = static_cast<int>(w);
+    }
+    if (chosen < 0) return;
+    Worker& worker = *workers_[static_cast<size_t>(chosen)];
+    worker.state = WorkerState::kLent;
+    worker.lent_to = -2;
+    Occupy(static_cast<int>(worker.config.cpus.size()));
+    lease->granted = {chosen};
+    lease->done = true;
+    state_cv_.notify_all();
+  }
+}
+
+void Scheduler::CollectExpired(int w, TimePoint now, std::vector<std::unique_ptr<Request>>& expired,
+                               std::vector<absl::Status>& answers) {
+  for (const auto& s : slots_) {
+    if (!s || !ServesModel(w, *s)) continue;
+    const size_t before = expired.size();
+    s->queue.TakeExpired(now, expired);
+    for (size_t i = before; i < expired.size(); ++i) {
+      ++s->failures;
+      if (expired[i]->Withdrawn()) {
+        ++s->cancelled;
+        answers.push_back(absl::CancelledError(
+            absl::StrCat("request for model '", s->spec.name, "' was cancelled before it ran")));
+      } else {
+        ++s->deadline_exceeded;
+        answers.push_back(absl::DeadlineExceededError(absl::StrCat(
+            "request for model '", s->spec.name, "': deadline passed while it waited in the queue (",
+            MicrosBetween(expired[i]->enqueued, now), " us)")));
+      }
+    }
+  }
+}
+
+void Scheduler::Answer(std::unique_ptr<Request>& request, absl::StatusOr<InferResult> result) {
+  // A callback that throws is a caller bug; it must not take the worker (and every later request)
+  // down with it, so the exception stops here.
+  try {
+    if (request->done) request->done(std::move(result));
+  } catch (...) {
+    Log().error("an inference callback threw; the exception was dropped");
+  }
+  request.reset();
+}
+
+void Scheduler::WorkerLoop(int w) {
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
+    Worker& me = *workers_[static_cast<size_t>(w)];
+    if (me.state != WorkerState::kIdle) {
+      clock_->WaitUntil(me.cv, lock, TimePoint::max());
+      continue;
+    }
+    if (JoinPending(w)) continue;
+    if (me.retire) break;
+    const TimePoint now = clock_->Now();
     std::vector<std::unique_ptr<Request>> expired;
-    Batch batch;
-    const Clock::time_point wake = TakeWork(worker, Clock::now(), expired, batch);
-    if (!expired.empty() || batch.model >= 0) {
-      lock.unlock();
+    std::vector<absl::Status> expired_answers;
+    CollectExpired(w, now, expired, expired_answers);
+    if (!expired.empty()) {
       room_cv_.notify_all();
-      for (auto& r : expired) {
-        Answer(*r, absl::DeadlineExceededError("request deadline passed while it waited in the queue"));
-      }
-      if (batch.model >= 0) RunBatch(worker, std::move(batch));
+      state_cv_.notify_all();
+      lock.unlock();
+      for (size_t i = 0; i < expired.size(); ++i) Answer(expired[i], std::move(expired_answers[i]));
       lock.lock();
       continue;
     }
-    if (stopping_ && ServedQueuesEmpty(worker)) break;
-    if (wake == Clock::time_point::max()) {
-      work_cv_.wait(lock);
-    } else {
-      work_cv_.wait_until(lock, wake);
+    // The oldest ready batch among the models this worker serves...
+    Slot* best = nullptr;
+    int best_model = -1;
+    RequestQueue::Pick pick;
+    TimePoint wake = TimePoint::max();
+    for (size_t m = 0; m < slots_.size(); ++m) {
+      Slot* s = slots_[m].get();
+      if (!s || s->queue.empty() || !ServesModel(w, *s)) continue;
+      const RequestQueue::Pick p = GatherBatch(s->queue, s->spec.batching, now, stopping_ || s->removing);
+      if (!p.ready) {
+        wake = std::min(wake, p.wake);
+      } else if (!pick.ready || p.oldest < pick.oldest) {
+        pick = p;
+        best = s;
+        best_model = static_cast<int>(m);
+      }
+    }
+    // ...or the oldest waiting lease, whichever came first.
+    LeaseRequest* lease = nullptr;
+    for (LeaseRequest* l : leases_) {
+      if (!l->done && l->wanted.empty()) {
+        lease = l;
+        break;
+      }
+    }
+    if (lease && (!pick.ready || lease->since <= pick.oldest)) {
+      me.state = WorkerState::kLent;
+      me.lent_to = -2;
+      Occupy(static_cast<int>(me.config.cpus.size()));
+      lease->granted = {w};
+      lease->done = true;
+      state_cv_.notify_all();
+      continue;
+    }
+    if (pick.ready) {
+      Batch batch;
+      batch.model = best_model;
+      best->queue.Take(pick, batch.requests);
+      room_cv_.notify_all();
+      RunBatch(w, std::move(batch), lock);
+      continue;
+    }
+    if (stopping_ && QueuesEmptyFor(w)) break;
+    clock_->WaitUntil(me.cv, lock, wake);
+  }
+  // Gone: no lease, inline run or wide assembly may count on this worker any more.
+  Worker& me = *workers_[static_cast<size_t>(w)];
+  me.state = WorkerState::kParked;
+  if (me.config.group >= 0) {
+    for (int p : groups_[static_cast<size_t>(me.config.group)].config.workers) {
+      workers_[static_cast<size_t>(p)]->cv.notify_all();
+    }
+  }
+  state_cv_.notify_all();
+}
+
+bool Scheduler::ChooseWide(Slot& slot, int group, bool alone) {
+  if (!options_.adaptive || group < 0 || static_cast<size_t>(group) >= slot.spec.wide.size() ||
+      !slot.spec.wide[static_cast<size_t>(group)]) {
+    return false;
+  }
+  ModeState& m = *slot.mode;
+  const bool preferred = alone ? m.wide_alone : m.wide_loaded;
+  ++m.decisions;
+  if (options_.explore_every > 0 && m.decisions % options_.explore_every == 0) return !preferred;
+  return preferred;
+}
+
+void Scheduler::RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, int64_t rows, int group) {
+  ModeState& m = *slot.mode;
+  const double ms = static_cast<double>(compute_us) / 1000.0 / static_cast<double>(std::max<int64_t>(rows, 1));
+  if (plan.wide) {
+    Ewma(m.wide_ms, ms);
+    ++m.wide_runs;
+  } else {
+    Ewma(plan.alone ? m.narrow_alone_ms : m.narrow_loaded_ms, ms);
+    ++m.narrow_runs;
+  }
+  if (group < 0 || !options_.adaptive || m.wide_ms <= 0) return;
+  const TimePoint now = clock_->Now();
+  const double margin = options_.switch_margin;
+  auto note = [&](const std::string& text) {
+    history_.push_back({now, slot.spec.name, text});
+    if (history_.size() > kMaxHistory) history_.erase(history_.begin());
+    Log().info("plan: model '{}' {}", slot.spec.name, text);
+  };
+  if (m.narrow_alone_ms > 0 && now - m.switched_alone >= options_.min_switch_interval) {
+    const bool want = m.wide_alone ? m.wide_ms < m.narrow_alone_ms * (1 + margin)
+                                   : m.wide_ms < m.narrow_alone_ms * (1 - margin);
+    if (want != m.wide_alone) {
+      m.wide_alone = want;
+      m.switched_alone = now;
+      note(absl::StrFormat("alone: now %s (wide %.2f ms vs narrow %.2f ms per request, measured)",
+                           want ? "wide" : "narrow", m.wide_ms, m.narrow_alone_ms));
+    }
+  }
+  const double narrow_ms = m.narrow_loaded_ms > 0 ? m.narrow_loaded_ms : m.narrow_alone_ms;
+  if (narrow_ms > 0 && now - m.switched_loaded >= options_.min_switch_interval) {
+    const double wide_rate = 1000.0 / m.wide_ms, narrow_rate = 1000.0 * m.group_workers / narrow_ms;
+    const bool want = m.wide_loaded ? wide_rate > narrow_rate * (1 - margin)
+                                    : wide_rate > narrow_rate * (1 + margin);
+    if (want != m.wide_loaded) {
+      m.wide_loaded = want;
+      m.switched_loaded = now;
+      note(absl::StrFormat("under load: now %s (wide %.1f/s vs narrow %.1f/s per group, measured)",
+                           want ? "wide" : "narrow", wide_rate, narrow_rate));
     }
   }
 }
 
-void Scheduler::RunBatch(size_t worker, Batch batch) {
-  const size_t n = batch.requests.size();
-  std::vector<const NamedTensors*> parts;
-  std::vector<int64_t> rows;
-  int64_t total_rows = 0;
-  for (const auto& r : batch.requests) {
-    parts.push_back(&r->inputs);
-    rows.push_back(r->rows);
-    total_rows += r->rows;
+void Scheduler::RunBatch(int w, Batch batch, std::unique_lock<std::mutex>& lock) {
+  Worker& me = *workers_[static_cast<size_t>(w)];
+  Slot& slot = *slots_[static_cast<size_t>(batch.model)];
+  int64_t rows = 0;
+  for (const auto& r : batch.requests) rows += r->rows;
+  const int g = me.config.group;
+  slot.running += rows;  // keeps the slot (RemoveModel waits) through the assembly and the run
+  RunPlan plan;
+  plan.alone = QueuedFor(w) == 0 && PartnersIdle(w);
+  bool wide = ChooseWide(slot, g, plan.alone) && groups_[static_cast<size_t>(g)].assembling < 0;
+  if (wide) {
+    // Wait for the partners to lend their cores (each joins when its current work ends).
+    Group& group = groups_[static_cast<size_t>(g)];
+    group.assembling = w;
+    me.state = WorkerState::kAssembling;
+    for (int p : group.config.workers) {
+      if (p != w) workers_[static_cast<size_t>(p)]->cv.notify_all();
+    }
+    while (true) {
+      bool all = true, blocked = false;
+      for (int p : group.config.workers) {
+        if (p == w) continue;
+        const Worker& partner = *workers_[static_cast<size_t>(p)];
+        const bool mine = partner.state == WorkerState::kLent && partner.lent_to == w;
+        all &= mine;
+        // A partner lent elsewhere (an admin lease) or leaving will not come: run narrow.
+        blocked |= (partner.state == WorkerState::kLent && !mine) || partner.retire ||
+                   partner.state == WorkerState::kParked;
+      }
+      if (all) break;
+      if (blocked || me.retire) {
+        wide = false;
+        break;
+      }
+      clock_->WaitUntil(me.cv, lock, TimePoint::max());
+    }
+    if (!wide) {
+      group.assembling = -1;
+      for (int p : group.config.workers) {
+        Worker& partner = *workers_[static_cast<size_t>(p)];
+        if (p != w && partner.state == WorkerState::kLent && partner.lent_to == w) {
+          partner.state = WorkerState::kIdle;
+          partner.lent_to = -1;
+          partner.cv.notify_all();
+        }
+      }
+    }
   }
-  Session& session = *workers_[worker].sessions[static_cast<size_t>(batch.model)];
-  const Clock::time_point start = Clock::now();
-  absl::StatusOr<NamedTensors> outputs = session.Run(ConcatRows(parts));
-  absl::StatusOr<std::vector<NamedTensors>> split =
-      outputs.ok() ? SplitRows(queues_[static_cast<size_t>(batch.model)].config.model, *outputs, rows)
-                   : absl::StatusOr<std::vector<NamedTensors>>(outputs.status());
-  const Clock::time_point end = Clock::now();
-  const int64_t compute_us = MicrosBetween(start, end);
+  if (wide) {
+    plan.wide = true;
+    plan.session = slot.spec.wide[static_cast<size_t>(g)];
+    plan.threads = groups_[static_cast<size_t>(g)].cpu_count;
+  } else {
+    plan.session = slot.spec.narrow[static_cast<size_t>(w)];
+    plan.threads = static_cast<int>(me.config.cpus.size());
+  }
+  me.state = WorkerState::kBusy;
+  Occupy(plan.threads);
+
+  lock.unlock();
+  std::vector<Request*> requests;
+  for (auto& r : batch.requests) requests.push_back(r.get());
+  const TimePoint start = clock_->Now();
+  std::vector<absl::StatusOr<InferResult>> answers = Execute(w, slot, requests, plan, start);
+  const int64_t compute_us = answers.empty() || !answers[0].ok() ? MicrosBetween(start, clock_->Now())
+                                                                 : answers[0]->compute_us;
+  lock.lock();
+
+  Occupy(-plan.threads);
+  me.busy_us += compute_us;
+  ++me.runs;
+  RecordRun(slot, plan, compute_us, rows, g);
+  if (wide) {
+    Group& group = groups_[static_cast<size_t>(g)];
+    group.assembling = -1;
+    for (int p : group.config.workers) {
+      Worker& partner = *workers_[static_cast<size_t>(p)];
+      if (p != w && partner.state == WorkerState::kLent && partner.lent_to == w) {
+        partner.state = WorkerState::kIdle;
+        partner.lent_to = -1;
+        partner.cv.notify_all();
+      }
+    }
+  }
+  slot.running -= rows;  // after this the slot may be removed: no access below
+  state_cv_.notify_all();
+  lock.unlock();
+  // The worker stays busy while its callbacks run, so that Infer() from a callback can use its
+  // session (TryRunInline) and no one else can.
+  for (size_t i = 0; i < batch.requests.size(); ++i) Answer(batch.requests[i], std::move(answers[i]));
+  lock.lock();
+  me.state = WorkerState::kIdle;
+  GrantLeases();
+}
+
+std::vector<absl::StatusOr<InferResult>> Scheduler::Execute(
+    int worker, Slot& slot, const std::vector<Request*>& requests, const RunPlan& plan,
+    TimePoint start) {
+  const std::string& model = slot.spec.name;
+  const size_t n = requests.size();
+  std::vector<absl::StatusOr<InferResult>> answers;
+  answers.reserve(n);
+  int64_t total_rows = 0;
+  absl::Status failure;
+  int64_t compute_us = 0;
+  try {
+    std::vector<const NamedTensors*> parts;
+    std::vector<int64_t> rows;
+    parts.reserve(n);
+    rows.reserve(n);
+    for (const auto& r : requests) {
+      parts.push_back(&r->inputs);
+      rows.push_back(r->rows);
+      total_rows += r->rows;
+    }
+    absl::StatusOr<NamedTensors> joined = ConcatRows(parts);
+    absl::StatusOr<NamedTensors> outputs =
+        joined.ok() ? plan.session->Run(*joined) : absl::StatusOr<NamedTensors>(joined.status());
+    compute_us = MicrosBetween(start, clock_->Now());
+    absl::StatusOr<std::vector<NamedTensors>> split =
+        outputs.ok() ? SplitRows(model, *outputs, rows)
+                     : absl::StatusOr<std::vector<NamedTensors>>(outputs.status());
+    if (split.ok()) {
+      for (size_t i = 0; i < n; ++i) {
+        InferResult result;
+        result.outputs = std::move((*split)[i]);
+        result.queue_us = MicrosBetween(requests[i]->enqueued, start);
+        result.compute_us = compute_us;
+        result.batch_rows = static_cast<int>(total_rows);
+        result.threads = plan.threads;
+        answers.push_back(std::move(result));
+      }
+    } else {
+      failure = split.status();
+    }
+  } catch (const std::bad_alloc&) {
+    failure = absl::ResourceExhaustedError(absl::StrCat("model '", model, "': out of memory running a batch of ", total_rows, " rows"));
+  } catch (const std::exception& e) {
+    failure = absl::InternalError(absl::StrCat("model '", model, "': ", e.what()));
+  } catch (...) {
+    failure = absl::InternalError(absl::StrCat("model '", model, "': unknown exception in the backend"));
+  }
+  if (!failure.ok()) {
+    answers.clear();
+    for (size_t i = 0; i < n; ++i) answers.push_back(failure);
+    if (compute_us == 0) compute_us = MicrosBetween(start, clock_->Now());
+  }
+  // Statistics (atomics: the slot is alive while `running` counts this batch).
+  Slot& s = slot;
+  ++s.batches;
+  s.batch_rows += total_rows;
+  s.compute_us.Record(static_cast<uint64_t>(compute_us));
+  s.rows.Record(static_cast<uint64_t>(total_rows));
+  for (const auto& r : requests) s.queue_us.Record(static_cast<uint64_t>(MicrosBetween(r->enqueued, start)));
+  (failure.ok() ? s.successes : s.failures) += static_cast<int64_t>(n);
+  if (tracing_.load(std::memory_order_relaxed)) {
+    const TimePoint end = start + std::chrono::microseconds(compute_us);
+    std::lock_guard<std::mutex> lock(trace_mu_);
+    trace_.push_back({TraceSpan::kRun, worker, model, start, end, static_cast<int>(total_rows), plan.threads});
+    for (const auto& r : requests) {
+      trace_.push_back({TraceSpan::kQueue, worker, model, r->enqueued, start, static_cast<int>(r->rows), 0});
+    }
+  }
+  return answers;
+}
+
+std::optional<absl::StatusOr<InferResult>> Scheduler::TryRunInline(int model, Request& request) {
+  std::unique_lock<std::mutex> lock(mu_);
+  Slot* slot = FindSlot(model);
+  if (!slot || slot->removing || stopping_ || pausing_ || !started_) return std::nullopt;
+  request.model = model;
+  request.enqueued = clock_->Now();
+  std::vector<int> claimed;
+  RunPlan plan;
+  int worker = -1;
+  if (tls_scheduler == this) {
+    // Inside a completion callback on worker `tls_worker`, which is busy with it: its own session
+    // is free, and waiting on another worker could deadlock.
+    worker = tls_worker;
+    if (!ServesModel(worker, *slot)) {
+      return absl::StatusOr<InferResult>(absl::FailedPreconditionError(absl::StrCat(
+          "Infer() for model '", slot->spec.name, "' from a completion callback on a worker that "
+          "does not serve it: waiting for another worker there could deadlock; use Submit()")));
+    }
+    plan.session = slot->spec.narrow[static_cast<size_t>(worker)];
+    plan.threads = static_cast<int>(workers_[static_cast<size_t>(worker)]->config.cpus.size());
+  } else {
+    if (!slot->queue.empty()) return std::nullopt;  // never overtake queued requests
+    // A worker would run it at once only if a batch of this request alone is ready (no batching
+    // delay to wait for other requests).
+    const TimePoint now = request.enqueued;
+    if (!ShouldRunNow(slot->spec.batching, request.rows, false, now, now, false)) return std::nullopt;
+    for (size_t w = 0; w < workers_.size() && worker < 0; ++w) {
+      const Worker& candidate = *workers_[w];
+      const int g = candidate.config.group;
+      if (candidate.state != WorkerState::kIdle || candidate.retire || !ServesModel(static_cast<int>(w), *slot)) continue;
+      if (g >= 0 && groups_[static_cast<size_t>(g)].assembling >= 0) continue;
+      worker = static_cast<int>(w);
+    }
+    if (worker < 0) return std::nullopt;
+    const int g = workers_[static_cast<size_t>(worker)]->config.group;
+    plan.alone = QueuedFor(worker) == 0 && PartnersIdle(worker);
+    if (plan.alone && ChooseWide(*slot, g, /*alone=*/true)) {
+      plan.wide = true;
+      plan.session = slot->spec.wide[static_cast<size_t>(g)];
+      plan.threads = groups_[static_cast<size_t>(g)].cpu_count;
+      claimed = groups_[static_cast<size_t>(g)].config.workers;
+    } else {
+      plan.session = slot->spec.narrow[static_cast<size_t>(worker)];
+      plan.threads = static_cast<int>(workers_[static_cast<size_t>(worker)]->config.cpus.size());
+      claimed = {worker};
+    }
+    for (int w : claimed) workers_[static_cast<size_t>(w)]->state = WorkerState::kClaimed;
+  }
+  ++inline_runs_;
+  ++slot->requests;
+  slot->running += request.rows;
+  Occupy(plan.threads);
+  lock.unlock();
+
+  const TimePoint start = clock_->Now();
+  std::vector<absl::StatusOr<InferResult>> answers = Execute(-1, *slot, {&request}, plan, start);
+  const int64_t compute_us = answers[0].ok() ? answers[0]->compute_us : MicrosBetween(start, clock_->Now());
+
+  lock.lock();
+  Occupy(-plan.threads);
+  RecordRun(*slot, plan, compute_us, request.rows, workers_[static_cast<size_t>(worker)]->config.group);
+  for (int w : claimed) {
+    Worker& c = *workers_[static_cast<size_t>(w)];
+    c.state = WorkerState::kIdle;
+    c.busy_us += w == worker ? compute_us : 0;
+    c.cv.notify_all();
+  }
+  if (!claimed.empty()) ++workers_[static_cast<size_t>(worker)]->runs;
+  slot->running -= request.rows;
+  --inline_runs_;
+  GrantLeases();
+  state_cv_.notify_all();
+  return std::move(answers[0]);
+}
+
+absl::StatusOr<int> Scheduler::AcquireLease(TimePoint deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  LeaseRequest lease;
+  lease.since = clock_->Now();
+  leases_.push_back(&lease);
+  GrantLeases();
+  while (!lease.done) {
+    if (stopping_ || clock_->Now() >= deadline) {
+      std::erase(leases_, &lease);
+      return stopping_ ? absl::UnavailableError("engine is shut down: no cores to lease")
+                       : absl::DeadlineExceededError("no core could be leased before the deadline");
+    }
+    // Wake an idle worker to consider it (it serves leases and batches in arrival order).
+    for (auto& w : workers_) {
+      if (w->state == WorkerState::kIdle) w->cv.notify_one();
+    }
+    clock_->WaitUntil(state_cv_, lock, deadline);
+  }
+  std::erase(leases_, &lease);
+  return lease.granted[0];
+}
+
+absl::Status Scheduler::AcquireWorkers(const std::vector<int>& wanted) {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (int w : wanted) {
+    if (w < 0 || w >= static_cast<int>(workers_.size())) return absl::InvalidArgumentError("no such worker");
+  }
+  if (!started_) {  // nothing runs yet: the cores are free
+    int threads = 0;
+    for (int w : wanted) {
+      workers_[static_cast<size_t>(w)]->state = WorkerState::kLent;
+      workers_[static_cast<size_t>(w)]->lent_to = -2;
+      threads += static_cast<int>(workers_[static_cast<size_t>(w)]->config.cpus.size());
+    }
+    Occupy(threads);
+    return absl::OkStatus();
+  }
+  LeaseRequest lease;
+  lease.since = clock_->Now();
+  lease.wanted = wanted;
+  leases_.push_back(&lease);
+  for (int w : wanted) workers_[static_cast<size_t>(w)]->cv.notify_all();
+  while (!lease.done) {
+    if (stopping_) {
+      for (int w : lease.granted) {
+        workers_[static_cast<size_t>(w)]->state = WorkerState::kIdle;
+        workers_[static_cast<size_t>(w)]->cv.notify_all();
+      }
+      std::erase(leases_, &lease);
+      return absl::UnavailableError("engine is shut down: no cores to lease");
+    }
+    clock_->WaitUntil(state_cv_, lock, TimePoint::max());
+  }
+  std::erase(leases_, &lease);
+  return absl::OkStatus();
+}
+
+void Scheduler::ReleaseLease(int worker) { ReleaseWorkers({worker}); }
+
+void Scheduler::ReleaseWorkers(const std::vector<int>& released) {
+  std::lock_guard<std::mutex> lock(mu_);
+  int threads = 0;
+  for (int w : released) {
+    Worker& worker = *workers_[static_cast<size_t>(w)];
+    LOOM_CHECK(worker.state == WorkerState::kLent && worker.lent_to == -2);
+    worker.state = WorkerState::kIdle;
+    worker.lent_to = -1;
+    threads += static_cast<int>(worker.config.cpus.size());
+    worker.cv.notify_all();
+  }
+  Occupy(-threads);
+  GrantLeases();
+  state_cv_.notify_all();
+}
+
+std::vector<int> Scheduler::WorkerCpus(int worker) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return workers_.at(static_cast<size_t>(worker))->config.cpus;
+}
+
+absl::Status Scheduler::Reconfigure(Layout layout) {
+  if (tls_scheduler == this) return absl::FailedPreconditionError("Reconfigure from a worker thread");
+  std::unique_lock<std::mutex> lock(mu_);
+  if (stopping_) return absl::UnavailableError("engine is shut down");
+  pausing_ = true;
+  for (auto& w : workers_) {
+    w->retire = true;
+    w->cv.notify_all();
+  }
+  while (inline_runs_ > 0) clock_->WaitUntil(state_cv_, lock, TimePoint::max());
+  lock.unlock();
+  JoinWorkers(/*exclude_self=*/false);
+  lock.lock();
+  for (auto& w : workers_) clock_->Unregister(&mu_, &w->cv);
+  workers_.clear();
+  groups_.clear();
+  for (WorkerConfig& c : layout.workers) {
+    auto w = std::make_unique<Worker>();
+    w->config = std::move(c);
+    clock_->Register(&mu_, &w->cv);
+    workers_.push_back(std::move(w));
+  }
+  for (GroupConfig& g : layout.groups) {
+    Group group;
+    for (int w : g.workers) group.cpu_count += static_cast<int>(workers_[static_cast<size_t>(w)]->config.cpus.size());
+    group.config = std::move(g);
+    groups_.push_back(std::move(group));
+  }
+  std::vector<std::shared_ptr<Session>> dropped;  // released outside the lock
+  for (size_t m = 0; m < slots_.size(); ++m) {
+    Slot* s = slots_[m].get();
+    if (!s) continue;
+    for (auto& p : s->spec.narrow) dropped.push_back(std::move(p));
+    for (auto& p : s->spec.wide) dropped.push_back(std::move(p));
+    s->spec.narrow = m < layout.narrow.size() ? std::move(layout.narrow[m]) : std::vector<std::shared_ptr<Session>>{};
+    s->spec.wide = m < layout.wide.size() ? std::move(layout.wide[m]) : std::vector<std::shared_ptr<Session>>{};
+    s->spec.narrow.resize(workers_.size());
+    s->spec.wide.resize(groups_.size());
+    s->mode->group_workers = groups_.empty() ? 1 : static_cast<int>(groups_[0].config.workers.size());
+  }
+  pausing_ = false;
+  if (started_) StartWorkers();
+  lock.unlock();
+  dropped.clear();
+  return absl::OkStatus();
+}
+
+void Scheduler::Shutdown() {
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    stopping_ = true;
+    for (auto& w : workers_) w->cv.notify_all();
+    room_cv_.notify_all();
+    state_cv_.notify_all();
+    if (tls_scheduler == this) return;  // inside a callback: the workers drain and stop by themselves
+    while (inline_runs_ > 0) clock_->WaitUntil(state_cv_, lock, TimePoint::max());
+  }
+  std::call_once(joined_, [this] { JoinWorkers(/*exclude_self=*/true); });
+  // Requests no worker could take (never started, or a model served by no worker).
+  std::vector<std::unique_ptr<Request>> left;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    Counters& c = queues_[static_cast<size_t>(batch.model)].counters;
-    ++c.batches;
-    c.batch_rows += total_rows;
-    AddSample(c.compute_us, static_cast<double>(compute_us));
-    for (const auto& r : batch.requests) {
-      AddSample(c.queue_us, static_cast<double>(MicrosBetween(r->enqueued, start)));
+    for (auto& s : slots_) {
+      if (!s) continue;
+      s->failures += static_cast<int64_t>(s->queue.size());
+      s->queue.TakeAll(left);
     }
-    (split.ok() ? c.successes : c.failures) += static_cast<int64_t>(n);
   }
-  for (size_t i = 0; i < n; ++i) {
-    Request& r = *batch.requests[i];
-    if (!split.ok()) {
-      Answer(r, split.status());
-      continue;
-    }
-    InferResult result;
-    result.outputs = std::move((*split)[i]);
-    result.queue_us = MicrosBetween(r.enqueued, start);
-    result.compute_us = compute_us;
-    result.batch_rows = static_cast<int>(total_rows);
-    Answer(r, std::move(result));
+  for (auto& r : left) Answer(r, absl::UnavailableError("engine shut down before the request ran"));
+}
+
+ModelStats Scheduler::Stats(int model) const {
+  ModelStats s;
+  std::shared_ptr<const Slot> slot;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!FindSlot(model)) return s;
+    slot = slots_[static_cast<size_t>(model)];
+    s.queued = static_cast<int64_t>(slot->queue.size());
+    s.running = slot->running;
   }
+  // Counters and histograms are atomics: read without the scheduler's lock.
+  s.requests = slot->requests;
+  s.successes = slot->successes;
+  s.failures = slot->failures;
+  s.deadline_exceeded = slot->deadline_exceeded;
+  s.cancelled = slot->cancelled;
+  s.rejected = slot->rejected;
+  s.batches = slot->batches;
+  s.mean_batch_rows = s.batches > 0 ? static_cast<double>(slot->batch_rows) / static_cast<double>(s.batches) : 0;
+  const Histogram::Snapshot queue = slot->queue_us.Take(), compute = slot->compute_us.Take(),
+                            rows = slot->rows.Take();
+  s.queue_p50_us = queue.Quantile(50);
+  s.queue_p95_us = queue.Quantile(95);
+  s.queue_p99_us = queue.Quantile(99);
+  s.compute_p50_us = compute.Quantile(50);
+  s.compute_p95_us = compute.Quantile(95);
+  s.compute_p99_us = compute.Quantile(99);
+  s.queue_seconds = ToDistribution(queue, MicrosecondBounds(), 1e-6);
+  s.compute_seconds = ToDistribution(compute, MicrosecondBounds(), 1e-6);
+  s.batch_rows = ToDistribution(rows, RowBounds(), 1);
+  return s;
+}
+
+std::vector<WorkerStats> Scheduler::Workers() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<WorkerStats> out;
+  for (const auto& w : workers_) {
+    out.push_back({w->config.cpus, w->config.group, static_cast<double>(w->busy_us.load()) / 1e6, w->runs.load()});
+  }
+  return out;
+}
+
+int Scheduler::busy_threads() const { return busy_now_.load(std::memory_order_relaxed); }
+int Scheduler::max_busy_threads() const { return max_busy_threads_.load(std::memory_order_relaxed); }
+
+int Scheduler::total_cpus() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  int n = 0;
+  for (const auto& w : workers_) n += static_cast<int>(w->config.cpus.size());
+  return n;
+}
+
+std::vector<ModeEvent> Scheduler::ModeHistory() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return history_;
+}
+
+std::string Scheduler::DescribeModes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string out;
+  if (groups_.empty() || !options_.adaptive) return out;
+  for (const auto& s : slots_) {
+    if (!s || s->removing) continue;
+    bool wide_any = false;
+    for (const auto& p : s->spec.wide) wide_any |= p != nullptr;
+    if (!wide_any) continue;
+    const ModeState& m = *s->mode;
+    const double narrow_loaded = m.narrow_loaded_ms > 0 ? m.narrow_loaded_ms : m.narrow_alone_ms;
+    absl::StrAppend(&out, absl::StrFormat(
+        "    %-24s alone: %-6s (wide %.2f ms, narrow %.2f ms)  under load: %-6s (wide %.1f/s, narrow %.1f/s)  runs: %d narrow, %d wide\n",
+        s->spec.name, m.wide_alone ? "wide" : "narrow", m.wide_ms, m.narrow_alone_ms,
+        m.wide_loaded ? "wide" : "narrow", m.wide_ms > 0 ? 1000.0 / m.wide_ms : 0.0,
+        narrow_loaded > 0 ? 1000.0 * m.group_workers / narrow_loaded : 0.0, m.narrow_runs, m.wide_runs));
+  }
+  return out;
+}
+
+void Scheduler::SetTracing(bool on) { tracing_.store(on); }
+
+std::vector<TraceSpan> Scheduler::TakeTrace() {
+  std::lock_guard<std::mutex> lock(trace_mu_);
+  return std::exchange(trace_, {});
 }
 
 }  // namespace loom::sched

@@ -1,110 +1,282 @@
-// The scheduler: per-model bounded request queues and the workers that drain them.
+// The scheduler: per-model bounded request queues and the workers that drain them, sharing the
+// machine's cores by lease so that busy threads never outnumber the cores.
 //
-// Each worker is a thread pinned to its own cores (from the plan) holding one session per model
-// it serves. It repeatedly takes the ready batch whose oldest request waited longest, among the
-// models it serves, runs it and answers every request of it. A batch is "ready" when the batcher
-// says so (full, preferred size, delay passed); a worker never idles while another of its models
-// has a ready batch.
+// Workers. Each worker is a thread pinned to its own cores (from the plan) that runs one batch at a
+// time, on its own ("narrow") session for the batch's model. Workers of the shared pool are grouped
+// into wide groups: a group's "wide" session for a model spans every core of the group, and one
+// worker runs it while the others lend it their cores. Whether a batch runs narrow or wide is
+// decided per batch from what the scheduler sees at that moment (ModeChooser below):
+//   - alone (nothing else queued, the rest of the group idle): the lower-latency width;
+//   - under load: the width with the higher measured throughput (usually narrow: independent
+//     single-thread runs scale better than one run over several threads).
+// The measurements behind both choices are the runs themselves (EWMA per model), seeded with the
+// plan's costs, so a core taken by another process (contention) shows up as slower wide runs and
+// moves the choice back to narrow. A preference switches only past a margin and at most once per
+// `min_switch_interval`, so the choice does not thrash; each switch is recorded with its reason.
 //
-// Ownership: Enqueue either takes the request (OK: the scheduler will answer it exactly once) or
-// returns an error and leaves it with the caller, who must answer it.
-// Locking: one mutex `mu_` guards all queues, counters and the stopping flag; sessions are used
-// by their worker only, outside the lock. Callbacks run on worker threads, outside the lock.
-// Lifecycle: construct → Start → Enqueue* → Shutdown (drains every queue) → destroy.
+// Leases. Any idle worker's cores can be lent: to a wide run of a group partner, to a caller that
+// runs a request on its own thread (TryRunInline: what the worker would have done at once, without
+// the hand-off), or to Loom's own host work (pipeline pre/post-processing, decoding, cost
+// measurement; AcquireLease). Every lease is counted in busy_threads(), the scheduler's own
+// accounting of the core budget.
+//
+// Ownership: Enqueue either takes the request (OK: it will be answered exactly once) or returns an
+// error and leaves it with the caller, who must answer it.
+// Locking: one mutex `mu_` guards queues, worker states, leases and mode state; sessions are run
+// outside it by the one thread that holds the worker (or group) at that moment; counters and
+// histograms are atomics read without it. Callbacks run outside the lock; an exception from one is
+// caught and counted.
+// Lifecycle: construct → AddModel* → Start → (Enqueue | TryRunInline | AcquireLease | AddModel |
+// RemoveModel | Reconfigure)* → Shutdown (drains every queue) → destroy.
 #ifndef LOOM_SCHED_SCHEDULER_H_
 #define LOOM_SCHED_SCHEDULER_H_
 
-#include <chrono>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "loom/engine.h"
-#include "loom/plan.h"
+#include "core/clock.h"
+#include "core/histogram.h"
+#include "loom/infer.h"
 #include "loom/session.h"
 #include "sched/batcher.h"
 
 namespace loom::sched {
 
-using Clock = std::chrono::steady_clock;
-
-struct Request {
-  NamedTensors inputs;  // in the model's input order, validated
-  int64_t rows = 1;     // dim 0 of the inputs (1 for fixed-batch models)
-  std::string batch_key;
-  Clock::time_point enqueued;
-  Clock::time_point deadline = Clock::time_point::max();
-  InferCallback done;  // called exactly once
+struct WorkerConfig {
+  std::vector<int> cpus;  // OS cpu ids, owned by this worker alone; its narrow sessions' threads
+  int group = -1;         // index of its wide group, or -1
 };
 
-struct QueueConfig {
-  std::string model;
+struct GroupConfig {
+  std::vector<int> workers;  // worker indices; a wide session spans all their cpus
+};
+
+// A model as the scheduler serves it: its queue's configuration and its sessions.
+struct ModelSpec {
+  std::string name;
   BatchingConfig batching;
   int capacity = 1024;
+  std::vector<std::shared_ptr<Session>> narrow;  // by worker index; null: not served there
+  std::vector<std::shared_ptr<Session>> wide;    // by group index; null: no wide runs there
+  // Measured ms per batch-1 request, to seed the narrow/wide choice (0: unknown).
+  double narrow_ms = 0, wide_ms = 0;
 };
 
-struct Worker {
-  WorkerPlan plan;
-  std::vector<std::unique_ptr<Session>> sessions;  // by model index; null = not served
+struct SchedulerOptions {
+  SchedClock* clock = nullptr;  // null: the system clock
+  // Choose narrow or wide per batch (ModeChooser). Off: always narrow.
+  bool adaptive = true;
+  // A preference switches only when the other mode is better by this fraction...
+  double switch_margin = 0.05;
+  // ...and at most this often per model and situation (alone / under load).
+  std::chrono::milliseconds min_switch_interval{1000};
+  // Every n-th decision tries the other mode, to keep its measurement current (0: never).
+  int explore_every = 50;
+  // Pin worker threads to their cpus (tests with fake sessions may run anywhere).
+  bool pin_workers = true;
+};
+
+// A change of a model's narrow/wide preference, for the plan's history.
+struct ModeEvent {
+  TimePoint when;
+  std::string model;
+  std::string text;  // "under load: wide (2 threads), 41.2/s vs 38.4/s narrow"
+};
+
+// One span for a trace (Chrome trace-event JSON is written by the engine).
+struct TraceSpan {
+  enum Kind { kRun, kQueue, kLease } kind = kRun;
+  int worker = -1;        // -1: a caller's thread
+  std::string model;      // empty for leases
+  TimePoint start, end;
+  int rows = 0;
+  int threads = 0;
+};
+
+struct WorkerStats {
+  std::vector<int> cpus;
+  int group = -1;
+  double busy_seconds = 0;  // running batches (narrow, or leading a wide run), or lent
+  int64_t runs = 0;
 };
 
 class Scheduler {
  public:
-  Scheduler(std::vector<QueueConfig> queues, std::vector<Worker> workers);
-  ~Scheduler();  // Shutdown()
+  Scheduler(std::vector<WorkerConfig> workers, std::vector<GroupConfig> groups,
+            SchedulerOptions options = {});
+  ~Scheduler();  // Shutdown(); joins every worker (detaches the calling worker, if it is one)
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Registers a model; returns its id (ids are never reused). May be called before or after Start.
+  int AddModel(ModelSpec spec);
+  // Replaces a model's batching and the measured priors of its narrow/wide choice.
+  void ConfigureModel(int model, const BatchingConfig& batching, double narrow_ms, double wide_ms);
+  // Refuses new requests for `model` (UNAVAILABLE), runs every accepted one, then drops the model
+  // and releases its sessions. Blocks until then. FAILED_PRECONDITION from a worker thread.
+  absl::Status RemoveModel(int model);
+  // The models' names by id (empty for removed ones).
+  std::vector<std::string> ModelNames() const;
 
   // Starts the workers; returns once each is pinned to its cores.
   void Start();
 
-  // Queues `request` for model `model`. OK: the scheduler owns it (moved out). Otherwise the
-  // request is left with the caller: UNAVAILABLE after Shutdown, RESOURCE_EXHAUSTED when full
-  // (unless block_when_full), DEADLINE_EXCEEDED if its deadline passed while blocked.
+  // Queues `request` for `model`. OK: the scheduler owns it (moved out). Otherwise the request is
+  // left with the caller: UNAVAILABLE after Shutdown or while the model is removed,
+  // RESOURCE_EXHAUSTED when full (unless block_when_full), DEADLINE_EXCEEDED if its deadline
+  // passed while blocked, NOT_FOUND for an unknown id.
   absl::Status Enqueue(int model, std::unique_ptr<Request>& request, bool block_when_full);
+
+  // Runs `request` on the calling thread when that is what the scheduler would do at once: the
+  // model's queue is empty and a worker serving it is idle (its cores are claimed for the run,
+  // narrow or wide as the ModeChooser says). Returns nothing, and leaves the request untouched,
+  // otherwise. On a worker thread (inside a completion callback) it runs the request on that
+  // worker's own session, or fails with FAILED_PRECONDITION if the worker does not serve the
+  // model (waiting for another worker there could deadlock).
+  std::optional<absl::StatusOr<InferResult>> TryRunInline(int model, Request& request);
+
+  // Leases one idle worker's cores for host work on the calling thread (it is not pinned here);
+  // waits until one is free, serving leases and batches in arrival order. Returns the worker
+  // index. UNAVAILABLE after Shutdown, DEADLINE_EXCEEDED at `deadline`.
+  absl::StatusOr<int> AcquireLease(TimePoint deadline = TimePoint::max());
+  // Leases exactly these workers (cost measurement on their cores); waits for each to finish its
+  // current run. Admin use: workers join it before taking new work.
+  absl::Status AcquireWorkers(const std::vector<int>& workers);
+  void ReleaseLease(int worker);
+  void ReleaseWorkers(const std::vector<int>& workers);
+  std::vector<int> WorkerCpus(int worker) const;
+
+  // Stops every worker after its current run, replaces the worker layout and every model's
+  // sessions (`narrow[id]`, `wide[id]` by model id; models absent keep none), and restarts.
+  // Queued requests wait meanwhile; none is lost. Not from a worker thread.
+  struct Layout {
+    std::vector<WorkerConfig> workers;
+    std::vector<GroupConfig> groups;
+    std::vector<std::vector<std::shared_ptr<Session>>> narrow;  // [model id][worker]
+    std::vector<std::vector<std::shared_ptr<Session>>> wide;    // [model id][group]
+  };
+  absl::Status Reconfigure(Layout layout);
 
   // Counts a request refused before Enqueue (bad input) in the model's stats.
   void CountRejected(int model);
 
-  // Refuses new requests, answers every queued one (running it, or DEADLINE_EXCEEDED), joins the
-  // workers. Idempotent.
+  // Refuses new requests, answers every queued one (running it, or DEADLINE_EXCEEDED), waits for
+  // leases and inline runs to end, joins the workers. Idempotent. From a worker thread (inside a
+  // callback) it only refuses new requests and returns; the workers drain and stop by themselves.
   void Shutdown();
 
   ModelStats Stats(int model) const;
+  std::vector<WorkerStats> Workers() const;
+  int busy_threads() const;      // threads running Loom work right now, by its own accounting
+  int max_busy_threads() const;  // the most ever at once
+  int total_cpus() const;        // cores of all workers
+  std::vector<ModeEvent> ModeHistory() const;
+  // One line per model with its current narrow/wide preferences and the measurements behind them.
+  std::string DescribeModes() const;
+
+  void SetTracing(bool on);
+  std::vector<TraceSpan> TakeTrace();
 
  private:
-  struct Counters {
-    int64_t requests = 0, successes = 0, failures = 0, rejected = 0, batches = 0, batch_rows = 0;
-    std::vector<double> queue_us, compute_us;  // capped at kMaxSamples
+  enum class WorkerState { kIdle, kBusy, kAssembling, kLent, kClaimed, kParked };
+  struct Worker {
+    WorkerConfig config;
+    WorkerState state = WorkerState::kIdle;
+    int lent_to = -1;  // kLent: leader worker (wide), or -2 (a lease)
+    bool retire = false;
+    std::condition_variable cv;
+    std::thread thread;
+    std::atomic<int64_t> busy_us{0};
+    std::atomic<int64_t> runs{0};
   };
-  struct Queue {
-    QueueConfig config;
-    std::deque<std::unique_ptr<Request>> requests;
-    Counters counters;
+  struct Group {
+    GroupConfig config;
+    int cpu_count = 0;
+    int assembling = -1;  // a worker waiting for its partners to run wide
+  };
+  struct ModeState;  // scheduler.cc
+  struct Slot {
+    ModelSpec spec;
+    RequestQueue queue;
+    bool removing = false;
+    int64_t running = 0;  // requests in runs now
+    std::unique_ptr<ModeState> mode;
+    // Counters and histograms, read without mu_.
+    std::atomic<int64_t> requests{0}, successes{0}, failures{0}, deadline_exceeded{0},
+        cancelled{0}, rejected{0}, batches{0}, batch_rows{0};
+    Histogram queue_us, compute_us, rows;
+  };
+  struct LeaseRequest {
+    TimePoint since;
+    std::vector<int> wanted;  // empty: any one worker
+    std::vector<int> granted;
+    bool done = false;
   };
   struct Batch {
     int model = -1;
     std::vector<std::unique_ptr<Request>> requests;
   };
+  struct RunPlan {
+    std::shared_ptr<Session> session;
+    int threads = 0;
+    bool wide = false;
+    bool alone = false;
+  };
 
-  void WorkerLoop(size_t worker);
-  // Moves expired requests into `expired` and the next ready batch for `worker` into `batch`.
-  // Returns the time at which a not-yet-ready batch becomes ready (max if none). Requires mu_.
-  Clock::time_point TakeWork(size_t worker, Clock::time_point now,
-                             std::vector<std::unique_ptr<Request>>& expired, Batch& batch);
-  bool ServedQueuesEmpty(size_t worker) const;  // requires mu_
-  void RunBatch(size_t worker, Batch batch);
+  void WorkerLoop(int w);
+  // Requires mu_. Joins a wide assembly or a specific lease that wants worker `w`.
+  bool JoinPending(int w);
+  // Requires mu_. Moves expired or withdrawn requests of the models `w` serves into `expired`,
+  // with the answer each gets (answered by the caller, outside the lock).
+  void CollectExpired(int w, TimePoint now, std::vector<std::unique_ptr<Request>>& expired,
+                      std::vector<absl::Status>& answers);
+  // Requires mu_ (held on entry and exit; released while running).
+  void RunBatch(int w, Batch batch, std::unique_lock<std::mutex>& lock);
+  // Runs a batch on the calling thread, outside mu_; returns one answer per request.
+  std::vector<absl::StatusOr<InferResult>> Execute(int worker, Slot& slot,
+                                                   const std::vector<Request*>& requests,
+                                                   const RunPlan& plan, TimePoint start);
+  void Answer(std::unique_ptr<Request>& request, absl::StatusOr<InferResult> result);
+  // Requires mu_.
+  bool ServesModel(int w, const Slot& slot) const;
+  int64_t QueuedFor(int w) const;
+  bool PartnersIdle(int w) const;
+  bool QueuesEmptyFor(int w) const;
+  bool ChooseWide(Slot& slot, int group, bool alone);
+  void RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, int64_t rows, int group);
+  void GrantLeases();
+  void Occupy(int threads);
+  Slot* FindSlot(int model) const;
+  void JoinWorkers(bool exclude_self);
+  void StartWorkers();
 
+  SchedulerOptions options_;
+  SchedClock* clock_;
   mutable std::mutex mu_;
-  std::condition_variable work_cv_;  // workers: new requests, or stopping
-  std::condition_variable room_cv_;  // blocked submitters: room in a queue, or stopping
+  std::condition_variable room_cv_;   // blocked submitters: room in a queue, or stopping
+  std::condition_variable state_cv_;  // removal drains, leases, inline runs, reconfiguration
   bool started_ = false;
-  bool stopping_ = false;  // requires mu_
-  std::deque<Queue> queues_;  // a deque: Queue is not movable without throwing
-  std::vector<Worker> workers_;
-  std::vector<std::thread> threads_;
+  bool stopping_ = false;
+  bool pausing_ = false;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<Group> groups_;
+  std::vector<std::shared_ptr<Slot>> slots_;  // by model id; null once removed
+  std::deque<LeaseRequest*> leases_;          // waiting, oldest first
+  int inline_runs_ = 0;                       // callers running on claimed workers
+  int busy_threads_ = 0;
+  std::atomic<int> max_busy_threads_{0};
+  std::atomic<int> busy_now_{0};
+  std::vector<ModeEvent> history_;
+  std::atomic<bool> tracing_{false};
+  std::mutex trace_mu_;
+  std::vector<TraceSpan> trace_;
   std::once_flag joined_;
 };
 

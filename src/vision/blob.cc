@@ -8,6 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace loom::vision {
 
@@ -66,7 +67,39 @@ absl::StatusOr<BlobOptions> BlobOptionsFor(const TensorInfo& input, cv::Size fal
   return options;
 }
 
+namespace {
+
+absl::StatusOr<Tensor> BlobFromImageImpl(const cv::Mat& image, const BlobOptions& options);
+
+}  // namespace
+
 absl::StatusOr<Tensor> BlobFromImage(const cv::Mat& image, const BlobOptions& options) {
+  // The output, and the largest intermediate (the centre crop's scaled image), are checked
+  // before OpenCV allocates them; OpenCV's own failures become statuses here.
+  LOOM_RETURN_IF_ERROR(CheckShape(DType::kFloat32, {1, 4, options.height, options.width}));
+  if (options.center_crop && !image.empty()) {
+    const double f = std::max(static_cast<double>(options.width) / image.cols,
+                              static_cast<double>(options.height) / image.rows);
+    const double pixels = f * image.cols * f * image.rows;
+    if (pixels > static_cast<double>(TensorLimits().max_elements) / 4) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "a centre crop of a %dx%d image to %dx%d scales it to %.4g pixels, over the limit",
+          image.cols, image.rows, options.width, options.height, pixels));
+    }
+  }
+  try {
+    return BlobFromImageImpl(image, options);
+  } catch (const cv::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("image to tensor: OpenCV: ", e.err));
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "image to tensor: out of memory for %dx%d", options.width, options.height));
+  }
+}
+
+namespace {
+
+absl::StatusOr<Tensor> BlobFromImageImpl(const cv::Mat& image, const BlobOptions& options) {
   if (image.empty() || image.depth() != CV_8U ||
       (image.channels() != 1 && image.channels() != 3 && image.channels() != 4)) {
     return absl::InvalidArgumentError("BlobFromImage needs a non-empty 8-bit 1/3/4-channel image");
@@ -145,6 +178,8 @@ absl::StatusOr<Tensor> BlobFromImage(const cv::Mat& image, const BlobOptions& op
   return out;
 }
 
+}  // namespace
+
 ImageTransform TransformFor(cv::Size image, const BlobOptions& options) {
   ImageTransform t;
   const double fx = static_cast<double>(options.width) / std::max(image.width, 1);
@@ -174,6 +209,8 @@ absl::StatusOr<cv::Mat> ReadImage(const std::string& path) {
     image = cv::imread(path, cv::IMREAD_COLOR);
   } catch (const cv::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("image file '", path, "' cannot be decoded: ", e.err));
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat("image file '", path, "': out of memory decoding it"));
   }
   if (image.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/tensor_util.h"
+#include "runtime/warmup_inputs.h"
 
 namespace loom::vision {
 namespace {
@@ -48,25 +49,14 @@ absl::StatusOr<BlobOptions> OptionsFor(const TensorInfo& input, const InputSpec&
 
 }  // namespace
 
-Shape ResolveShape(const TensorInfo& input, const InputSpec& spec) {
-  Shape shape;
-  const ImageLayout layout = input.image_layout();
+ShapeSpec ShapeSpecOf(const InputSpec& spec) {
   const cv::Size spatial = SpatialSize(spec);
-  for (size_t d = 0; d < input.shape.size(); ++d) {
-    const Dim& dim = input.shape[d];
-    if (!dim.is_dynamic()) {
-      shape.push_back(dim.value);
-    } else if (d == 0) {
-      shape.push_back(spec.batch);
-    } else if (layout == ImageLayout::kNCHW && (d == 2 || d == 3)) {
-      shape.push_back(d == 2 ? spatial.height : spatial.width);
-    } else if (layout == ImageLayout::kNHWC && (d == 1 || d == 2)) {
-      shape.push_back(d == 1 ? spatial.height : spatial.width);
-    } else {
-      shape.push_back(spec.other_dynamic_dims);
-    }
-  }
-  return shape;
+  return ShapeSpec{.batch = spec.batch, .height = spatial.height, .width = spatial.width,
+                   .other_dynamic_dims = spec.other_dynamic_dims};
+}
+
+Shape ResolveShape(const TensorInfo& input, const InputSpec& spec) {
+  return loom::ResolveShape(input, ShapeSpecOf(spec));
 }
 
 absl::StatusOr<NamedTensors> MakeInputs(const ModelInfo& info, const InputSpec& spec) {
@@ -85,9 +75,13 @@ absl::StatusOr<NamedTensors> MakeInputs(const ModelInfo& info, const InputSpec& 
     }
     const Shape shape = ResolveShape(input, spec);
     if (static_cast<int>(i) != image_input) {
-      Tensor t = Tensor::Allocate(input.dtype, shape);
-      FillRandom(t, spec.seed + i);
-      inputs.push_back({input.name, std::move(t)});
+      auto t = Tensor::TryAllocate(input.dtype, shape);
+      if (!t.ok()) {
+        return absl::Status(t.status().code(), absl::StrCat("model '", info.name, "' input '",
+                                                            input.name, "': ", t.status().message()));
+      }
+      FillRandom(*t, spec.seed + i);
+      inputs.push_back({input.name, std::move(*t)});
       continue;
     }
     LOOM_ASSIGN_OR_RETURN(BlobOptions options, OptionsFor(input, spec));
@@ -99,7 +93,7 @@ absl::StatusOr<NamedTensors> MakeInputs(const ModelInfo& info, const InputSpec& 
     // Batch > 1: the same image in every row.
     Shape batched = one.shape();
     batched[0] = shape[0];
-    Tensor t = Tensor::Allocate(DType::kFloat32, batched);
+    LOOM_ASSIGN_OR_RETURN(Tensor t, Tensor::TryAllocate(DType::kFloat32, batched));
     for (int64_t row = 0; row < shape[0]; ++row) {
       std::memcpy(static_cast<std::byte*>(t.data()) + row * one.byte_size(), one.data(),
                   one.byte_size());

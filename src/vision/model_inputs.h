@@ -11,6 +11,7 @@
 
 #include "loom/model_info.h"
 #include "loom/tensor.h"
+#include "runtime/warmup_inputs.h"
 #include "vision/blob.h"
 
 namespace loom::vision {
@@ -36,6 +37,7 @@ struct InputSpec {
 
 // The concrete shape of `input` under `spec` (dynamic dims resolved as InputSpec says).
 Shape ResolveShape(const TensorInfo& input, const InputSpec& spec);
+ShapeSpec ShapeSpecOf(const InputSpec& spec);
 
 // The inputs for one run of the model. With an image, the first image-like input takes it; it is
 // an error (naming the model) to give an image to a model with no image-like input.

@@ -153,7 +153,7 @@ TEST(CliBench, CopiesRunsEveryStrategyAndWritesJson) {
                                              "processes (+start-up)", "shared-pool-serial",
                                              "shared-pool-threads", "loom"}));
   EXPECT_NE(j["verdict"].get<std::string>().find("loom = "), std::string::npos);
-  EXPECT_NE(j["plan"].get<std::string>().find("plan: throughput hint"), std::string::npos);
+  EXPECT_NE(j["plan"].get<std::string>().find("plan: adaptive hint"), std::string::npos);
   EXPECT_GT(j["ideal_throughput"].get<double>(), 0);
 }
 
@@ -202,7 +202,7 @@ TEST(CliPipeline, RunWritesRecordsInOrderAndPrintsASummary) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(Contains(r.err, "5 frames in")) << r.err;
   EXPECT_TRUE(Contains(r.err, "frames 5/5")) << r.err;
-  EXPECT_TRUE(Contains(r.err, "plan: throughput hint")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "plan: adaptive hint")) << r.err;
   EXPECT_TRUE(Contains(r.err, "Loom's own threads: pre/post-processing")) << r.err;
   std::istringstream lines(testing::ReadFile(out.Path("o/faces.jsonl")));
   int n = 0;

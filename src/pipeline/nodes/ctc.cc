@@ -58,12 +58,16 @@ class CtcNode final : public Node {
     }
     if (doubtful.empty()) return absl::OkStatus();
     const ModelInfo* info = inference.FindModel(p_.recheck_model);
-    LOOM_ASSIGN_OR_RETURN(NamedTensors again,
-                          inference.Submit(p_.recheck_model, {{info->inputs[0].name,
-                                                               vision::TextBatch(upright, p_.height, p_.max_width)}}).get());
-    LOOM_ASSIGN_OR_RETURN(std::vector<vision::RecognizedText> reread, vision::DecodeCtc(again[0].tensor, charset_));
+    // One request per line: each is read at its own width, and the workers share them.
+    std::vector<PendingOutputs> pending;
+    for (const cv::Mat& crop : upright) {
+      pending.push_back(inference.Submit(p_.recheck_model, {{info->inputs[0].name,
+                                                             vision::TextBatch({crop}, p_.height, p_.max_width)}}));
+    }
     for (size_t k = 0; k < doubtful.size(); ++k) {
-      if (reread[k].score > texts[doubtful[k]].score) texts[doubtful[k]] = reread[k];
+      LOOM_ASSIGN_OR_RETURN(NamedTensors again, pending[k].get());
+      LOOM_ASSIGN_OR_RETURN(std::vector<vision::RecognizedText> reread, vision::DecodeCtc(again[0].tensor, charset_));
+      if (reread[0].score > texts[doubtful[k]].score) texts[doubtful[k]] = reread[0];
     }
     return absl::OkStatus();
   }

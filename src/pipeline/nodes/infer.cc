@@ -11,7 +11,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
-#include "sched/batcher.h"
+#include "core/tensor_rows.h"
 
 namespace loom::pipeline {
 namespace {
@@ -35,8 +35,9 @@ class InferNode final : public Node {
       std::promise<absl::StatusOr<NamedTensors>> none;
       none.set_value(NamedTensors{});
       v.outputs = none.get_future().share();
-    } else if (max_rows_ > 0 && tensors[0].tensor.rank() > 0 && tensors[0].tensor.dim(0) > max_rows_) {
-      v.outputs = SubmitInParts(inference, tensors);
+    } else if (const int rows = RowsPerRequest(inference);
+               rows > 0 && tensors[0].tensor.rank() > 0 && tensors[0].tensor.dim(0) > rows) {
+      v.outputs = SubmitInParts(inference, tensors, rows);
     } else {
       v.outputs = inference.Submit(model_, std::move(tensors));
     }
@@ -46,11 +47,18 @@ class InferNode final : public Node {
 
  private:
   // Row slices of at most max_rows_, submitted at once; a future that joins their outputs.
-  PendingOutputs SubmitInParts(InferenceService& inference, const NamedTensors& tensors) const {
+  // The most rows per request: the node's max_rows and the model's limit, whichever is lower.
+  int RowsPerRequest(const InferenceService& inference) const {
+    const int model_rows = inference.MaxRows(model_);
+    if (max_rows_ > 0 && model_rows > 0) return std::min(max_rows_, model_rows);
+    return std::max(max_rows_, model_rows);
+  }
+
+  PendingOutputs SubmitInParts(InferenceService& inference, const NamedTensors& tensors, int per_request) const {
     const int64_t rows = tensors[0].tensor.dim(0);
     std::vector<PendingOutputs> parts;
-    for (int64_t begin = 0; begin < rows; begin += max_rows_) {
-      const int64_t end = std::min<int64_t>(rows, begin + max_rows_);
+    for (int64_t begin = 0; begin < rows; begin += per_request) {
+      const int64_t end = std::min<int64_t>(rows, begin + per_request);
       NamedTensors slice;
       for (const NamedTensor& t : tensors) slice.push_back({t.name, t.tensor.SliceRows(begin, end)});
       parts.push_back(inference.Submit(model_, std::move(slice)));
@@ -63,7 +71,7 @@ class InferNode final : public Node {
              }
              std::vector<const NamedTensors*> pointers;
              for (const NamedTensors& out : outputs) pointers.push_back(&out);
-             return sched::ConcatRows(pointers);
+             return ConcatRows(pointers);
            }).share();
   }
 
