@@ -129,6 +129,7 @@ struct WorkerStats {
   int group = -1;            // wide group, or -1
   double busy_seconds = 0;   // running batches (narrow, or leading a wide run)
   int64_t runs = 0;
+  int thread_id = 0;         // the worker thread's Linux thread id (/proc/self/task/ID)
 };
 
 class Engine;

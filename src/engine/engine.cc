@@ -848,7 +848,7 @@ absl::StatusOr<int> Engine::MaxBatchSize(const std::string& model) const {
 std::vector<WorkerStats> Engine::Workers() const {
   std::vector<WorkerStats> out;
   for (const sched::WorkerStats& w : impl_->scheduler->Workers()) {
-    out.push_back({w.cpus, w.group, w.busy_seconds, w.runs});
+    out.push_back({w.cpus, w.group, w.busy_seconds, w.runs, w.tid});
   }
   return out;
 }

@@ -1,6 +1,8 @@
 #include "sched/scheduler.h"
 
 #include <algorithm>
+#include <unistd.h>
+
 #include <latch>
 
 #include "absl/strings/str_cat.h"
@@ -183,6 +185,7 @@ void Scheduler::StartWorkers() {
     workers_[w]->thread = std::thread([this, w, &pinned] {
       tls_scheduler = this;
       tls_worker = static_cast<int>(w);
+      workers_[w]->tid = static_cast<int>(gettid());
       // Pinning fails only for cpus outside our affinity, which the planner never hands out.
       if (options_.pin_workers) LOOM_CHECK(PinCurrentThread(workers_[w]->config.cpus).ok());
       pinned.count_down();
@@ -479,7 +482,8 @@ void Scheduler::RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, i
     Ewma(plan.alone ? m.narrow_alone_ms : m.narrow_loaded_ms, ms);
     ++m.narrow_runs;
   }
-  if (group < 0 || !options_.adaptive || m.wide_ms <= 0) return;
+  // A preference changes only on measurements of both widths (a few runs each), never on one.
+  if (group < 0 || !options_.adaptive || m.wide_ms <= 0 || m.wide_runs < 2 || m.narrow_runs < 2) return;
   const TimePoint now = clock_->Now();
   const double margin = options_.switch_margin;
   auto note = [&](const std::string& text) {
@@ -940,7 +944,8 @@ std::vector<WorkerStats> Scheduler::Workers() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<WorkerStats> out;
   for (const auto& w : workers_) {
-    out.push_back({w->config.cpus, w->config.group, static_cast<double>(w->busy_us.load()) / 1e6, w->runs.load()});
+    out.push_back({w->config.cpus, w->config.group, static_cast<double>(w->busy_us.load()) / 1e6,
+                   w->runs.load(), w->tid.load()});
   }
   return out;
 }

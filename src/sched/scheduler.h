@@ -105,6 +105,7 @@ struct WorkerStats {
   int group = -1;
   double busy_seconds = 0;  // running batches (narrow, or leading a wide run), or lent
   int64_t runs = 0;
+  int tid = 0;              // the worker thread's Linux thread id (0 before Start)
 };
 
 class Scheduler {
@@ -195,6 +196,7 @@ class Scheduler {
     std::thread thread;
     std::atomic<int64_t> busy_us{0};
     std::atomic<int64_t> runs{0};
+    std::atomic<int> tid{0};  // the thread's Linux id, once started
   };
   struct Group {
     GroupConfig config;

@@ -54,6 +54,36 @@ TEST(Tensor, ReshapeChecksElementCount) {
   EXPECT_EQ(bad.status().message(), "cannot reshape [2,6] u8 to [5,2]: element counts differ");
 }
 
+TEST(TensorLimits, HostileShapesAreRefusedBeforeAnyProductIsFormed) {
+  EXPECT_TRUE(CheckShape(DType::kFloat32, {1, 3, 224, 224}).ok());
+  EXPECT_EQ(CheckShape(DType::kFloat32, {1, 3, 99999, 99999}).message(),
+            "tensor [1,3,99999,99999] f32 has 3e+10 elements, over the limit of 2147483648 per tensor (max_elements)");
+  EXPECT_EQ(CheckShape(DType::kFloat32, {1, 3, 16384, 16384}).message(),
+            "tensor [1,3,16384,16384] f32 needs 3.2 GB, over the limit of 2.1 GB per tensor (max_bytes)");
+  // Products that wrap int64 (2^32 * 2^32 * 4): refused, not wrapped past the check.
+  EXPECT_EQ(CheckShape(DType::kFloat32, {int64_t{1} << 32, int64_t{1} << 32, 4}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CheckShape(DType::kFloat32, {INT64_MAX, 2}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CheckShape(DType::kFloat32, {2, -1}).message(), "tensor [2,-1] f32 has a negative dim");
+  EXPECT_EQ(CheckShape(DType::kUInt8, Shape(9, 1)).message(),
+            "tensor [1,1,1,1,1,1,1,1,1] u8 has rank 9, over the limit of 8 (max_rank)");
+  // A dim of 0 makes an empty tensor, whatever the others are.
+  EXPECT_EQ(*CheckedElementCount(DType::kFloat64, {0, INT64_MAX}), 0);
+  TensorLimits tight{.max_rank = 2, .max_elements = 10, .max_bytes = 16};
+  EXPECT_EQ(CheckShape(DType::kFloat32, {2, 3}, tight).message(),
+            "tensor [2,3] f32 needs 24 bytes, over the limit of 16 bytes per tensor (max_bytes)");
+}
+
+TEST(TensorLimits, TryAllocateChecksFirstAndReportsMemoryItCannotHave) {
+  auto huge = Tensor::TryAllocate(DType::kFloat32, {1, 3, 99999, 99999});
+  ASSERT_FALSE(huge.ok());
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kInvalidArgument);
+  auto fine = Tensor::TryAllocate(DType::kInt64, {2, 2});
+  ASSERT_TRUE(fine.ok());
+  EXPECT_EQ(fine->byte_size(), 32u);
+  EXPECT_FALSE(Tensor::TryAllocate(DType::kUnknown, {2}).ok());
+}
+
 TEST(DType, ParsesNamesAndAliases) {
   EXPECT_EQ(*ParseDType("f32"), DType::kFloat32);
   EXPECT_EQ(*ParseDType("FLOAT32"), DType::kFloat32);

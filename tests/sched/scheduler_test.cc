@@ -1,0 +1,564 @@
+// The scheduler on its own: fake sessions whose cost is fake time, and a FakeClock that moves only
+// when a test says so. Every outcome here is decided by the order of events the test creates,
+// never by how long something took: a test waits on futures (which the scheduler must resolve) and
+// asserts on what cannot have happened yet (a batch waiting for time that has not passed).
+#include "sched/scheduler.h"
+
+#include <atomic>
+#include <future>
+#include <random>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+namespace loom::sched {
+namespace {
+
+using std::chrono::microseconds;
+using std::chrono::milliseconds;
+
+ModelInfo AddInfo() {
+  ModelInfo info;
+  info.name = "fake";
+  TensorInfo x{"x", DType::kFloat32, {Dim{-1, "batch"}, Dim{-1, "width"}}};
+  TensorInfo y{"y", DType::kFloat32, {Dim{-1, "batch"}, Dim{-1, "width"}}};
+  info.inputs = {x};
+  info.outputs = {y};
+  info.dynamic_batch = true;
+  return info;
+}
+
+// y = x + 1. Each run advances the fake clock by `cost` (its "compute time"), records the rows,
+// and can block on a gate or throw when told to.
+class FakeSession final : public Session {
+ public:
+  FakeSession(FakeClock* clock, microseconds cost, std::string tag = "narrow")
+      : info_(AddInfo()), clock_(clock), cost_(cost), tag_(std::move(tag)) {}
+
+  const ModelInfo& info() const override { return info_; }
+  Backend backend() const override { return Backend::kOnnxRuntime; }
+
+  absl::StatusOr<NamedTensors> Run(const NamedTensors& inputs) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      runs_.push_back(inputs[0].tensor.dim(0));
+      if (entered_) {
+        entered_->set_value();
+        entered_.reset();
+      }
+    }
+    if (gate_) gate_->wait();
+    const float first = inputs[0].tensor.data_as<float>()[0];
+    if (first == kThrow) throw std::runtime_error("backend exploded");
+    if (first == kFail) return absl::InternalError("model 'fake': run failed on purpose");
+    if (const microseconds cost = cost_.load(); cost.count() > 0) clock_->Advance(cost);
+    Tensor y = inputs[0].tensor.Clone();
+    for (int64_t i = 0; i < y.element_count(); ++i) y.data_as<float>()[i] += 1;
+    return NamedTensors{{"y", y}};
+  }
+
+  std::vector<int64_t> runs() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return runs_;
+  }
+  // The next run signals `entered` and then waits for the gate to open.
+  std::future<void> BlockNextRun(std::shared_future<void> gate) {
+    std::lock_guard<std::mutex> lock(mu_);
+    entered_.emplace();
+    gate_ = std::move(gate);
+    return entered_->get_future();
+  }
+  void Unblock() { gate_.reset(); }
+  void set_cost(microseconds cost) { cost_ = cost; }
+  const std::string& tag() const { return tag_; }
+
+  static constexpr float kThrow = -1000, kFail = -2000;
+
+ private:
+  ModelInfo info_;
+  FakeClock* clock_;
+  std::atomic<microseconds> cost_;
+  std::string tag_;
+  mutable std::mutex mu_;
+  std::vector<int64_t> runs_;
+  std::optional<std::promise<void>> entered_;
+  std::optional<std::shared_future<void>> gate_;
+};
+
+Tensor Rows(int64_t rows, int64_t width, float value) {
+  Tensor t = Tensor::Allocate(DType::kFloat32, {rows, width});
+  for (int64_t i = 0; i < rows * width; ++i) t.data_as<float>()[i] = value;
+  return t;
+}
+
+using Answer = std::future<absl::StatusOr<InferResult>>;
+
+// A scheduler of `workers` single-core workers (one wide group if `group`), a FakeClock, and the
+// helpers the tests share.
+struct Harness {
+  explicit Harness(int workers = 1, bool group = false, SchedulerOptions options = {}) {
+    std::vector<WorkerConfig> configs;
+    std::vector<GroupConfig> groups;
+    GroupConfig g;
+    for (int w = 0; w < workers; ++w) {
+      configs.push_back({{w}, group ? 0 : -1});
+      g.workers.push_back(w);
+    }
+    if (group) groups.push_back(g);
+    options.clock = &clock;
+    options.pin_workers = false;
+    scheduler = std::make_shared<Scheduler>(std::move(configs), std::move(groups), options);
+  }
+
+  // A model served by every worker with fake narrow sessions (and a wide one per group).
+  int Model(const std::string& name, BatchingConfig batching, int capacity = 1024,
+            microseconds narrow_cost = microseconds(0), microseconds wide_cost = microseconds(0),
+            bool wide = false) {
+    ModelSpec spec;
+    spec.name = name;
+    spec.batching = batching;
+    spec.capacity = capacity;
+    for (size_t w = 0; w < scheduler->Workers().size(); ++w) {
+      auto s = std::make_shared<FakeSession>(&clock, narrow_cost, "narrow");
+      narrow.push_back(s);
+      spec.narrow.push_back(s);
+    }
+    if (wide) {
+      wide_session = std::make_shared<FakeSession>(&clock, wide_cost, "wide");
+      spec.wide.push_back(wide_session);
+      spec.narrow_ms = static_cast<double>(narrow_cost.count()) / 1000;
+      spec.wide_ms = static_cast<double>(wide_cost.count()) / 1000;
+    }
+    return scheduler->AddModel(std::move(spec));
+  }
+
+  // Enqueues rows of `width` filled with `value`; the answer arrives in the future.
+  Answer Submit(int model, int64_t rows, int64_t width, float value = 1,
+                TimePoint deadline = TimePoint::max(), bool block = false,
+                std::shared_ptr<const std::atomic<bool>> cancelled = nullptr,
+                absl::Status* refused = nullptr) {
+    auto promise = std::make_shared<std::promise<absl::StatusOr<InferResult>>>();
+    Answer answer = promise->get_future();
+    auto request = std::make_unique<Request>();
+    request->inputs = {{"x", Rows(rows, width, value)}};
+    request->rows = rows;
+    request->batch_key = BatchKey(request->inputs);
+    request->deadline = deadline;
+    request->cancelled = std::move(cancelled);
+    request->done = [promise](absl::StatusOr<InferResult> r) { promise->set_value(std::move(r)); };
+    absl::Status s = scheduler->Enqueue(model, request, block);
+    if (!s.ok()) {
+      if (refused) *refused = s;
+      promise->set_value(s);
+    }
+    return answer;
+  }
+
+  int64_t TotalRuns() const {
+    int64_t n = 0;
+    for (const auto& s : narrow) n += static_cast<int64_t>(s->runs().size());
+    if (wide_session) n += static_cast<int64_t>(wide_session->runs().size());
+    return n;
+  }
+
+  FakeClock clock;
+  std::shared_ptr<Scheduler> scheduler;
+  std::vector<std::shared_ptr<FakeSession>> narrow;
+  std::shared_ptr<FakeSession> wide_session;
+};
+
+bool Ready(Answer& a) { return a.wait_for(std::chrono::seconds(0)) == std::future_status::ready; }
+
+BatchingConfig Batching(int max, microseconds delay, std::vector<int> preferred = {}) {
+  return BatchingConfig{max, std::move(preferred), delay};
+}
+
+// ---- GatherBatch: pure ------------------------------------------------------------------------
+
+std::unique_ptr<Request> Queued(int64_t rows, int64_t width, TimePoint enqueued,
+                                TimePoint deadline = TimePoint::max()) {
+  auto r = std::make_unique<Request>();
+  r->inputs = {{"x", Rows(rows, width, 0)}};
+  r->rows = rows;
+  r->batch_key = BatchKey(r->inputs);
+  r->enqueued = enqueued;
+  r->deadline = deadline;
+  return r;
+}
+
+TEST(GatherBatch, ADelayedGroupDoesNotHoldBackAReadyOne) {
+  const TimePoint t0 = TimePoint() + std::chrono::hours(1);
+  RequestQueue q;
+  q.Push(Queued(1, 3, t0));                     // width 3: waits for more rows
+  q.Push(Queued(2, 5, t0 + microseconds(1)));  // width 5: 2 + 2 rows = full
+  q.Push(Queued(2, 5, t0 + microseconds(2)));
+  const auto pick = GatherBatch(q, Batching(4, milliseconds(100)), t0 + microseconds(3), false);
+  ASSERT_TRUE(pick.ready);
+  EXPECT_EQ(pick.rows, 4);
+  EXPECT_EQ(pick.count, 2u);
+  std::vector<std::unique_ptr<Request>> batch;
+  q.Take(pick, batch);
+  EXPECT_EQ(batch[0]->inputs[0].tensor.dim(1), 5);
+  EXPECT_EQ(q.size(), 1u);
+  const auto later = GatherBatch(q, Batching(4, milliseconds(100)), t0 + microseconds(3), false);
+  EXPECT_FALSE(later.ready);
+  EXPECT_EQ(later.wake, t0 + milliseconds(100));
+}
+
+TEST(GatherBatch, ADeadlineBehindTheHeadBringsTheWakeUpForward) {
+  const TimePoint t0 = TimePoint() + std::chrono::hours(1);
+  RequestQueue q;
+  q.Push(Queued(1, 3, t0));
+  q.Push(Queued(1, 3, t0, t0 + milliseconds(10)));
+  const auto pick = GatherBatch(q, Batching(8, milliseconds(100)), t0, false);
+  EXPECT_FALSE(pick.ready);
+  EXPECT_EQ(pick.wake, t0 + milliseconds(10));
+  std::vector<std::unique_ptr<Request>> expired;
+  q.TakeExpired(t0 + milliseconds(10), expired);
+  ASSERT_EQ(expired.size(), 1u);
+  EXPECT_EQ(expired[0]->deadline, t0 + milliseconds(10));
+  EXPECT_EQ(q.size(), 1u);
+}
+
+TEST(GatherBatch, RunsAtAPreferredSizeAndWhenTheNextRequestWouldNotFit) {
+  const TimePoint t0 = TimePoint() + std::chrono::hours(1);
+  RequestQueue q;
+  q.Push(Queued(2, 3, t0));
+  EXPECT_TRUE(GatherBatch(q, Batching(8, milliseconds(100), {2}), t0, false).ready);
+  EXPECT_FALSE(GatherBatch(q, Batching(8, milliseconds(100), {4}), t0, false).ready);
+  q.Push(Queued(3, 3, t0));  // 2 + 3 > 4: the first runs alone, now
+  const auto pick = GatherBatch(q, Batching(4, milliseconds(100)), t0, false);
+  ASSERT_TRUE(pick.ready);
+  EXPECT_EQ(pick.rows, 2);
+  EXPECT_TRUE(GatherBatch(q, Batching(8, milliseconds(100)), t0, /*flush=*/true).ready);
+}
+
+TEST(GatherBatch, WithdrawnRequestsLeaveFromAnywhereInTheQueue) {
+  const TimePoint t0 = TimePoint() + std::chrono::hours(1);
+  RequestQueue q;
+  auto flag = std::make_shared<std::atomic<bool>>(false);
+  q.Push(Queued(1, 3, t0));
+  auto r = Queued(1, 3, t0);
+  r->cancelled = flag;
+  q.Push(std::move(r));
+  std::vector<std::unique_ptr<Request>> gone;
+  q.TakeExpired(t0, gone);
+  EXPECT_TRUE(gone.empty());
+  flag->store(true);
+  q.TakeExpired(t0, gone);
+  ASSERT_EQ(gone.size(), 1u);
+  EXPECT_TRUE(gone[0]->Withdrawn());
+  EXPECT_EQ(q.size(), 1u);
+}
+
+// ---- The scheduler, threads real, time fake ---------------------------------------------------
+
+TEST(Scheduler, BatchesUpToMaxAndRunsWhenTheDelayPasses) {
+  Harness h;
+  const int m = h.Model("add", Batching(4, milliseconds(50)));
+  h.scheduler->Start();
+  std::vector<Answer> answers;
+  for (int i = 0; i < 3; ++i) answers.push_back(h.Submit(m, 1, 2));
+  EXPECT_EQ(h.TotalRuns(), 0) << "3 of 4 rows: the batch waits for its delay, and time stands still";
+  h.clock.Advance(milliseconds(50));
+  for (auto& a : answers) {
+    auto r = a.get();
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->batch_rows, 3);
+    EXPECT_EQ(r->queue_us, 50'000);
+    EXPECT_EQ(r->outputs[0].tensor.data_as<float>()[0], 2.0f);
+  }
+  EXPECT_EQ(h.narrow[0]->runs(), (std::vector<int64_t>{3}));
+}
+
+TEST(Scheduler, AFullBatchRunsWithoutWaitingForTheDelay) {
+  Harness h;
+  const int m = h.Model("add", Batching(4, std::chrono::hours(1)));
+  h.scheduler->Start();
+  std::vector<Answer> answers;
+  for (int i = 0; i < 4; ++i) answers.push_back(h.Submit(m, 1, 2));
+  for (auto& a : answers) EXPECT_EQ(a.get()->batch_rows, 4);
+}
+
+TEST(Scheduler, ADelayedBatchDoesNotHoldBackAnotherShapeThatIsReady) {
+  Harness h;
+  const int m = h.Model("add", Batching(4, milliseconds(100)));
+  h.scheduler->Start();
+  Answer waiting = h.Submit(m, 1, 3);  // alone: waits 100 ms for company
+  Answer full = h.Submit(m, 4, 5);     // another width, a full batch
+  auto r = full.get();                 // resolves with the clock standing still
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->batch_rows, 4);
+  EXPECT_FALSE(Ready(waiting));
+  h.clock.Advance(milliseconds(100));
+  EXPECT_EQ(waiting.get()->batch_rows, 1);
+}
+
+TEST(Scheduler, ADeadlineBehindAWaitingRequestIsAnsweredAtItsDeadline) {
+  Harness h;
+  const int m = h.Model("add", Batching(8, milliseconds(100)));
+  h.scheduler->Start();
+  Answer head = h.Submit(m, 1, 3);
+  Answer urgent = h.Submit(m, 1, 3, 1, h.clock.Now() + milliseconds(10));
+  h.clock.Advance(milliseconds(10));
+  auto r = urgent.get();
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
+  EXPECT_EQ(r.status().message(), "request for model 'add': deadline passed while it waited in the queue (10000 us)");
+  EXPECT_FALSE(Ready(head));
+  h.clock.Advance(milliseconds(90));
+  EXPECT_TRUE(head.get().ok());
+  const ModelStats stats = h.scheduler->Stats(m);
+  EXPECT_EQ(stats.deadline_exceeded, 1);
+  EXPECT_EQ(stats.successes, 1);
+  EXPECT_EQ(h.TotalRuns(), 1);
+}
+
+TEST(Scheduler, ACancelledRequestIsAnsweredWithoutRunning) {
+  Harness h;
+  const int m = h.Model("add", Batching(8, milliseconds(100)));
+  h.scheduler->Start();
+  auto cancel = std::make_shared<std::atomic<bool>>(false);
+  Answer a = h.Submit(m, 1, 3, 1, TimePoint::max(), false, cancel);
+  cancel->store(true);
+  h.clock.Advance(milliseconds(100));
+  auto r = a.get();
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(h.TotalRuns(), 0);
+  EXPECT_EQ(h.scheduler->Stats(m).cancelled, 1);
+}
+
+TEST(Scheduler, BlockedSubmittersGetRoomOrTheirDeadline) {
+  Harness h;
+  const int m = h.Model("add", Batching(1, microseconds(0)), /*capacity=*/1);
+  h.scheduler->Start();
+  std::promise<void> open;
+  std::future<void> entered = h.narrow[0]->BlockNextRun(open.get_future().share());
+  Answer running = h.Submit(m, 1, 2);
+  entered.get();                      // the worker holds the first request
+  Answer queued = h.Submit(m, 1, 2);  // fills the queue (capacity 1)
+  absl::Status refused;
+  Answer full = h.Submit(m, 1, 2, 1, TimePoint::max(), false, nullptr, &refused);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(refused.message(), "model 'add' queue is full (capacity 1 requests)");
+  // A blocking submitter with a deadline gives up at it; one without waits for room.
+  std::promise<absl::Status> late_refusal;
+  const TimePoint late_deadline = h.clock.Now() + milliseconds(5);
+  std::thread late([&] {
+    absl::Status s;
+    h.Submit(m, 1, 2, 1, late_deadline, true, nullptr, &s);
+    late_refusal.set_value(s);
+  });
+  std::promise<Answer> patient_answer;
+  std::thread patient([&] { patient_answer.set_value(h.Submit(m, 1, 2, 1, TimePoint::max(), true)); });
+  h.clock.Advance(milliseconds(5));
+  EXPECT_EQ(late_refusal.get_future().get().code(), absl::StatusCode::kDeadlineExceeded);
+  h.narrow[0]->Unblock();
+  open.set_value();
+  EXPECT_TRUE(running.get().ok());
+  EXPECT_TRUE(queued.get().ok());
+  Answer later = patient_answer.get_future().get();
+  EXPECT_TRUE(later.get().ok());
+  late.join();
+  patient.join();
+  const ModelStats stats = h.scheduler->Stats(m);
+  EXPECT_EQ(stats.requests, 3);
+  EXPECT_EQ(stats.rejected, 2);
+}
+
+TEST(Scheduler, AThrowingOrFailingBackendFailsOnlyItsOwnBatch) {
+  Harness h;
+  const int m = h.Model("add", Batching(1, microseconds(0)));
+  h.scheduler->Start();
+  auto thrown = h.Submit(m, 1, 2, FakeSession::kThrow).get();
+  EXPECT_EQ(thrown.status().code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(thrown.status().message(), "model 'add': backend exploded");
+  auto failed = h.Submit(m, 1, 2, FakeSession::kFail).get();
+  EXPECT_EQ(failed.status().message(), "model 'fake': run failed on purpose");
+  auto fine = h.Submit(m, 1, 2).get();
+  ASSERT_TRUE(fine.ok());
+  const ModelStats stats = h.scheduler->Stats(m);
+  EXPECT_EQ(stats.failures, 2);
+  EXPECT_EQ(stats.successes, 1);
+}
+
+TEST(Scheduler, AThrowingCallbackIsDroppedAndTheWorkerGoesOn) {
+  Harness h;
+  const int m = h.Model("add", Batching(1, microseconds(0)));
+  h.scheduler->Start();
+  auto request = std::make_unique<Request>();
+  request->inputs = {{"x", Rows(1, 2, 1)}};
+  request->batch_key = BatchKey(request->inputs);
+  std::promise<void> called;
+  request->done = [&](absl::StatusOr<InferResult>) {
+    called.set_value();
+    throw std::runtime_error("careless caller");
+  };
+  ASSERT_TRUE(h.scheduler->Enqueue(m, request, false).ok());
+  called.get_future().get();
+  EXPECT_TRUE(h.Submit(m, 1, 2).get().ok());
+}
+
+TEST(Scheduler, ACallbackMayRunInlineAndShutDown) {
+  Harness h;
+  const int m = h.Model("add", Batching(1, microseconds(0)));
+  h.scheduler->Start();
+  std::promise<absl::StatusOr<InferResult>> nested;
+  auto request = std::make_unique<Request>();
+  request->inputs = {{"x", Rows(1, 2, 1)}};
+  request->batch_key = BatchKey(request->inputs);
+  request->done = [&](absl::StatusOr<InferResult>) {
+    Request again;
+    again.inputs = {{"x", Rows(1, 2, 5)}};
+    again.batch_key = BatchKey(again.inputs);
+    auto r = h.scheduler->TryRunInline(m, again);  // on this worker's own session: no deadlock
+    nested.set_value(r ? *r : absl::StatusOr<InferResult>(absl::InternalError("not run inline")));
+    h.scheduler->Shutdown();  // from a callback: stops accepting, returns without joining itself
+  };
+  ASSERT_TRUE(h.scheduler->Enqueue(m, request, false).ok());
+  auto r = nested.get_future().get();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->outputs[0].tensor.data_as<float>()[0], 6.0f);
+  absl::Status refused;
+  h.Submit(m, 1, 2, 1, TimePoint::max(), false, nullptr, &refused);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable);
+  h.scheduler->Shutdown();  // from here: joins the workers
+}
+
+TEST(Scheduler, ShutdownRacingSubmittersAnswersEveryAcceptedRequestExactlyOnce) {
+  for (int workers : {1, 2, 3}) {
+    SCOPED_TRACE(workers);
+    Harness h(workers);
+    const int m = h.Model("add", Batching(4, microseconds(0)));
+    h.scheduler->Start();
+    constexpr int kThreads = 4, kEach = 200;
+    std::atomic<int> accepted{0}, answered{0}, twice{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&] {
+        for (int i = 0; i < kEach; ++i) {
+          auto request = std::make_unique<Request>();
+          request->inputs = {{"x", Rows(1, 2, 1)}};
+          request->batch_key = BatchKey(request->inputs);
+          auto seen = std::make_shared<std::atomic<int>>(0);
+          request->done = [&, seen](absl::StatusOr<InferResult>) {
+            if (seen->fetch_add(1) > 0) ++twice;
+            ++answered;
+          };
+          if (h.scheduler->Enqueue(m, request, false).ok()) ++accepted;
+        }
+      });
+    }
+    h.scheduler->Shutdown();
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(answered.load(), accepted.load());
+    EXPECT_EQ(twice.load(), 0);
+    const ModelStats stats = h.scheduler->Stats(m);
+    EXPECT_EQ(stats.requests, accepted.load());
+    EXPECT_EQ(stats.successes + stats.failures, accepted.load());
+    EXPECT_EQ(stats.rejected, kThreads * kEach - accepted.load());
+  }
+}
+
+TEST(Scheduler, ALeasedWorkerTakesNoWorkUntilReleased) {
+  Harness h;
+  const int m = h.Model("add", Batching(1, microseconds(0)));
+  h.scheduler->Start();
+  auto lease = h.scheduler->AcquireLease();
+  ASSERT_TRUE(lease.ok());
+  EXPECT_EQ(h.scheduler->busy_threads(), 1);
+  Answer a = h.Submit(m, 1, 2);
+  EXPECT_FALSE(Ready(a)) << "the only worker's core is lent";
+  EXPECT_EQ(h.TotalRuns(), 0);
+  h.scheduler->ReleaseLease(*lease);
+  EXPECT_TRUE(a.get().ok());
+  EXPECT_LE(h.scheduler->max_busy_threads(), 1);
+}
+
+TEST(Scheduler, ALoneRequestRunsWideAndAFullQueueNarrow) {
+  // Wide: 5 ms on 2 cores; narrow: 8 ms on 1. Alone, wide is faster; under load two narrow runs
+  // (250/s) beat one wide (200/s).
+  Harness h(2, /*group=*/true);
+  const int m = h.Model("add", Batching(1, microseconds(0)), 1024, milliseconds(8), milliseconds(5), true);
+  h.scheduler->Start();
+  auto alone = h.Submit(m, 1, 2).get();
+  ASSERT_TRUE(alone.ok());
+  EXPECT_EQ(alone->threads, 2);
+  EXPECT_EQ(h.wide_session->runs().size(), 1u);
+  // Under load: the queue fills while both workers are lent, then they find 8 requests waiting.
+  ASSERT_TRUE(h.scheduler->AcquireWorkers({0, 1}).ok());
+  std::vector<Answer> answers;
+  for (int i = 0; i < 8; ++i) answers.push_back(h.Submit(m, 1, 2));
+  h.scheduler->ReleaseWorkers({0, 1});
+  int narrow_runs = 0;
+  for (auto& a : answers) {
+    auto r = a.get();
+    ASSERT_TRUE(r.ok());
+    narrow_runs += r->threads == 1;
+  }
+  EXPECT_GE(narrow_runs, 6) << "a full queue runs narrow (at most the last few find the group idle)";
+  EXPECT_LE(h.scheduler->max_busy_threads(), 2);
+}
+
+TEST(Scheduler, AChoiceFollowsTheMeasuredRunsWithoutThrashing) {
+  SchedulerOptions options;
+  options.explore_every = 4;  // every 4th decision tries the other width
+  options.min_switch_interval = milliseconds(100);
+  Harness h(2, /*group=*/true, options);
+  const int m = h.Model("add", Batching(1, microseconds(0)), 1024, milliseconds(8), milliseconds(5), true);
+  h.scheduler->Start();
+  // One client: alone every time. Wide is preferred until wide runs become slow (a core taken
+  // by something else): then narrow, after the measurements say so and the interval has passed.
+  for (int i = 0; i < 8; ++i) ASSERT_TRUE(h.Submit(m, 1, 2).get().ok());
+  EXPECT_TRUE(h.scheduler->ModeHistory().empty()) << "no change while wide stays faster";
+  h.wide_session->set_cost(milliseconds(20));
+  int wide_after = 0;
+  for (int i = 0; i < 40; ++i) {
+    auto r = h.Submit(m, 1, 2).get();
+    ASSERT_TRUE(r.ok());
+    if (i >= 30) wide_after += r->threads == 2;
+  }
+  const auto history = h.scheduler->ModeHistory();
+  ASSERT_EQ(history.size(), 1u) << "one switch, no thrash";
+  EXPECT_NE(history[0].text.find("alone: now narrow"), std::string::npos) << history[0].text;
+  EXPECT_LE(wide_after, 3) << "only exploration still tries wide";
+  EXPECT_NE(h.scheduler->DescribeModes().find("alone: narrow"), std::string::npos) << h.scheduler->DescribeModes();
+}
+
+TEST(Scheduler, RemovingAModelDrainsItsAcceptedRequests) {
+  Harness h;
+  const int a = h.Model("a", Batching(8, milliseconds(100)));
+  const int b = h.Model("b", Batching(1, microseconds(0)));
+  h.scheduler->Start();
+  std::vector<Answer> answers;
+  for (int i = 0; i < 3; ++i) answers.push_back(h.Submit(a, 1, 2));
+  std::thread remover([&] { EXPECT_TRUE(h.scheduler->RemoveModel(a).ok()); });
+  for (auto& x : answers) EXPECT_TRUE(x.get().ok()) << "drained (flushed), not dropped";
+  remover.join();
+  absl::Status refused;
+  h.Submit(a, 1, 2, 1, TimePoint::max(), false, nullptr, &refused);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(h.Submit(b, 1, 2).get().ok()) << "the other model goes on";
+}
+
+TEST(Scheduler, ReconfiguringKeepsEveryQueuedRequest) {
+  Harness h;
+  const int m = h.Model("add", Batching(8, milliseconds(100)));
+  h.scheduler->Start();
+  std::vector<Answer> answers;
+  for (int i = 0; i < 3; ++i) answers.push_back(h.Submit(m, 1, 2));
+  Scheduler::Layout layout;
+  layout.workers = {{{0}, -1}, {{1}, -1}};
+  auto s0 = std::make_shared<FakeSession>(&h.clock, microseconds(0));
+  auto s1 = std::make_shared<FakeSession>(&h.clock, microseconds(0));
+  layout.narrow = {{s0, s1}};
+  ASSERT_TRUE(h.scheduler->Reconfigure(std::move(layout)).ok());
+  EXPECT_EQ(h.scheduler->Workers().size(), 2u);
+  h.clock.Advance(milliseconds(100));
+  for (auto& a : answers) EXPECT_TRUE(a.get().ok());
+  EXPECT_EQ(s0->runs().size() + s1->runs().size(), 1u);
+  EXPECT_TRUE(h.narrow[0]->runs().empty());
+}
+
+}  // namespace
+}  // namespace loom::sched
