@@ -7,7 +7,8 @@
 #include "absl/strings/str_join.h"
 #include "apps/loom/commands.h"
 #include "core/stats.h"
-#include "pipeline/pipeline.h"
+#include "loom/engine.h"
+#include "loom/pipeline.h"
 
 namespace loom::cli {
 namespace {
@@ -18,8 +19,8 @@ struct PipelineArgs {
   int64_t limit = 0;
 };
 
-pipeline::PipelineOptions Options(const PipelineArgs& a) {
-  pipeline::PipelineOptions o;
+PipelineOptions Options(const PipelineArgs& a) {
+  PipelineOptions o;
   o.input = a.input;
   o.output_dir = a.output;
   if (a.in_flight > 0) o.in_flight = a.in_flight;
@@ -34,7 +35,7 @@ int Fail(const char* what, const absl::Status& s) {
 }
 
 int Run(const PipelineArgs& a) {
-  auto p = pipeline::Pipeline::Load(a.file, Options(a));
+  auto p = Pipeline::Load(a.file, Options(a));
   if (!p.ok()) return Fail("run", p.status());
   const bool tty = isatty(STDERR_FILENO);
   const auto start = Clock::now();
@@ -52,7 +53,10 @@ int Run(const PipelineArgs& a) {
   std::cerr << absl::StrFormat("%d frames in %.2f s (%.1f frames/s), %d failed; output in %s/\n",
                                summary->frames, summary->wall_s, summary->frames / std::max(summary->wall_s, 1e-9),
                                summary->failed, a.output);
-  for (const auto& [node, ms] : summary->node_mean_ms) std::cerr << absl::StrFormat("  %-12s %8.2f ms/frame\n", node, ms);
+  std::cerr << absl::StrFormat("  %-14s %10s %10s %10s  (ms per frame)\n", "node", "compute", "model wait", "core wait");
+  for (const auto& [node, t] : summary->node_mean) {
+    std::cerr << absl::StrFormat("  %-14s %10.2f %10.2f %10.2f\n", node, t.compute_ms, t.model_wait_ms, t.core_wait_ms);
+  }
   const double budget = summary->wall_s * summary->usable_cores;
   std::cerr << absl::StrFormat(
       "Loom's own threads: pre/post-processing %.2f s CPU, decoding %.2f s CPU = %.1f%% of the "
@@ -62,27 +66,28 @@ int Run(const PipelineArgs& a) {
       summary->usable_cores);
   std::cerr << (*p)->DescribePlan();
   for (const std::string& e : summary->errors) std::cerr << "error: " << e << "\n";
-  return summary->failed > 0 ? kExitRuntimeError : kExitOk;
+  if (!summary->source_error.empty()) std::cerr << "error: " << summary->source_error << "\n";
+  return summary->failed > 0 || !summary->source_error.empty() ? kExitRuntimeError : kExitOk;
 }
 
 int Bench(const PipelineArgs& a) {
   struct Strategy {
     const char* name;
-    pipeline::Backend backend;
+    PipelineStrategy strategy;
     int in_flight;  // 0: the file's
   };
   // The sequential loop is one frame at a time on plain sessions; thread-per-model keeps one
   // frame per model in flight on plain sessions, each model on its own thread; loom is the engine.
-  std::vector<Strategy> strategies = {{"sequential", pipeline::Backend::kSequential, 1},
-                                      {"thread-per-model", pipeline::Backend::kThreadPerModel, 0},
-                                      {"loom", pipeline::Backend::kEngine, 0}};
-  std::vector<std::unique_ptr<pipeline::Pipeline>> loaded;
+  std::vector<Strategy> strategies = {{"sequential", PipelineStrategy::kSequential, 1},
+                                      {"thread-per-model", PipelineStrategy::kThreadPerModel, 0},
+                                      {"loom", PipelineStrategy::kLoom, 0}};
+  std::vector<std::unique_ptr<Pipeline>> loaded;
   for (const Strategy& s : strategies) {
-    pipeline::PipelineOptions o = Options(a);
-    o.backend = s.backend;
+    PipelineOptions o = Options(a);
+    o.strategy = s.strategy;
     o.sinks = false;
     if (s.in_flight > 0) o.in_flight = s.in_flight;
-    auto p = pipeline::Pipeline::Load(a.file, o);
+    auto p = Pipeline::Load(a.file, o);
     if (!p.ok()) return Fail("bench", p.status());
     loaded.push_back(std::move(*p));
   }
@@ -93,6 +98,9 @@ int Bench(const PipelineArgs& a) {
       std::cerr << absl::StrFormat("\rround %d/%d  %-18s", rep, a.reps, strategies[i].name) << std::flush;
       auto summary = loaded[i]->Run();
       if (!summary.ok()) return Fail("bench", summary.status());
+      if (summary->frames == 0 || summary->wall_s <= 0) {
+        return Fail("bench", absl::FailedPreconditionError("the source gave no frame to time"));
+      }
       frames = summary->frames;
       if (rep > 0) fps[i].push_back(summary->frames / summary->wall_s);
     }

@@ -1,198 +1,91 @@
-// LoadEngineConfig: the engine's YAML/JSON configuration (JSON is YAML), with errors that give the
-// file, line, column and key.
-#include <yaml-cpp/yaml.h>
+// LoadEngineConfig: the engine's YAML/JSON configuration (JSON is YAML). Every value is read
+// through YamlReader: typed, bounded, unknown keys refused, errors at file:line:column.
+#include "engine/config.h"
 
 #include <filesystem>
-#include <set>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "engine/config.h"
-#include "loom/engine.h"
+#include "sched/core_planner.h"
 
 namespace loom {
 namespace {
 
-class ConfigReader {
- public:
-  explicit ConfigReader(std::string path) : path_(std::move(path)) {}
+constexpr int64_t kMaxHourUs = int64_t{3600} * 1'000'000;
 
-  absl::Status Error(const YAML::Node& node, const std::string& message) const {
-    return YamlError(path_, node.Mark(), message);
-  }
-
-  absl::Status CheckKeys(const YAML::Node& map, const std::set<std::string>& known,
-                         const std::string& where) const {
-    if (!map.IsMap()) return Error(map, absl::StrCat(where, " must be a mapping"));
-    for (const auto& kv : map) {
-      const std::string key = kv.first.as<std::string>();
-      if (!known.count(key)) {
-        return Error(kv.first, absl::StrCat("unknown key '", key, "' in ", where, " (known: ",
-                                            absl::StrJoin(known, ", "), ")"));
-      }
-    }
-    return absl::OkStatus();
-  }
-
-  // An integer >= `min`, or "auto" (→ nullopt).
-  absl::Status Int(const YAML::Node& map, const char* key, int64_t min,
-                   std::optional<int64_t>& out) const {
-    const YAML::Node node = map[key];
-    if (!node) return absl::OkStatus();
-    return IntValue(node, key, min, out);
-  }
-
-  absl::Status IntValue(const YAML::Node& node, const std::string& key, int64_t min,
-                        std::optional<int64_t>& out) const {
-    if (node.IsScalar() && node.Scalar() == "auto") {
-      out.reset();
-      return absl::OkStatus();
-    }
-    try {
-      const int64_t v = node.as<int64_t>();
-      if (v < min) return Error(node, absl::StrCat("'", key, "' must be >= ", min, ", got ", v));
-      out = v;
-      return absl::OkStatus();
-    } catch (const YAML::Exception&) {
-      return Error(node, absl::StrCat("'", key, "' must be an integer or 'auto', got '",
-                                      node.IsScalar() ? node.Scalar() : "a non-scalar", "'"));
-    }
-  }
-
-  absl::Status String(const YAML::Node& map, const char* key, std::string& out) const {
-    const YAML::Node node = map[key];
-    if (!node) return absl::OkStatus();
-    if (!node.IsScalar()) return Error(node, absl::StrCat("'", key, "' must be a string"));
-    out = node.Scalar();
-    return absl::OkStatus();
-  }
-
-  absl::StatusOr<ModelConfig> Model(const YAML::Node& node) const {
-    ModelConfig config;
-    LOOM_RETURN_IF_ERROR(CheckKeys(node,
-                                   {"name", "path", "backend", "instances", "threads",
-                                    "max_batch_size", "preferred_batch_sizes", "max_queue_delay_us",
-                                    "queue_capacity", "default_timeout_us", "weight"},
-                                   "a model"));
-    LOOM_RETURN_IF_ERROR(String(node, "name", config.name));
-    LOOM_RETURN_IF_ERROR(String(node, "path", config.path));
-    if (config.path.empty()) return Error(node, "a model needs 'path'");
-    if (std::filesystem::path(config.path).is_relative()) {
-      config.path = (std::filesystem::path(path_).parent_path() / config.path).lexically_normal().string();
-    }
-    std::string backend = "ort";
-    LOOM_RETURN_IF_ERROR(String(node, "backend", backend));
-    auto parsed = ParseBackend(backend);
-    if (!parsed.ok()) return Error(node["backend"], std::string(parsed.status().message()));
-    config.backend = *parsed;
-    std::optional<int64_t> v;
-    auto as_int = [](const std::optional<int64_t>& x) {
-      return x ? std::optional<int>(static_cast<int>(*x)) : std::nullopt;
-    };
-    LOOM_RETURN_IF_ERROR(Int(node, "instances", 1, v));
-    config.instances = as_int(v);
-    v.reset();
-    LOOM_RETURN_IF_ERROR(Int(node, "threads", 1, v));
-    config.threads = as_int(v);
-    v.reset();
-    LOOM_RETURN_IF_ERROR(Int(node, "max_batch_size", 1, v));
-    config.max_batch_size = as_int(v);
-    v.reset();
-    LOOM_RETURN_IF_ERROR(Int(node, "max_queue_delay_us", 0, config.max_queue_delay_us));
-    LOOM_RETURN_IF_ERROR(Int(node, "queue_capacity", 1, v));
-    config.queue_capacity = as_int(v);
-    LOOM_RETURN_IF_ERROR(Int(node, "default_timeout_us", 1, config.default_timeout_us));
-    if (const YAML::Node sizes = node["preferred_batch_sizes"]) {
-      if (!sizes.IsSequence()) return Error(sizes, "'preferred_batch_sizes' must be a list");
-      for (const YAML::Node& s : sizes) {
-        std::optional<int64_t> size;
-        LOOM_RETURN_IF_ERROR(IntValue(s, "preferred_batch_sizes", 1, size));
-        if (!size) return Error(s, "'preferred_batch_sizes' entries must be integers");
-        config.preferred_batch_sizes.push_back(static_cast<int>(*size));
-      }
-    }
-    if (const YAML::Node weight = node["weight"]) {
-      try {
-        config.weight = weight.as<double>();
-      } catch (const YAML::Exception&) {
-        return Error(weight, "'weight' must be a number");
-      }
-      if (!(config.weight > 0)) return Error(weight, "'weight' must be > 0");
-    }
-    return config;
-  }
-
-  absl::StatusOr<EngineConfig> Read() const {
-    LOOM_ASSIGN_OR_RETURN(YAML::Node root, LoadYamlFile(path_, "config"));
-    return Parse(root, {});
-  }
-
-  absl::StatusOr<EngineConfig> Parse(const YAML::Node& root, std::set<std::string> known) const {
-    EngineConfig config;
-    for (const char* key : {"models", "cores", "hint", "measure_runs", "allow_spinning"}) known.insert(key);
-    LOOM_RETURN_IF_ERROR(CheckKeys(root, known, "the config"));
-    std::optional<int64_t> v;
-    LOOM_RETURN_IF_ERROR(Int(root, "cores", 0, v));
-    config.options.cores = static_cast<int>(v.value_or(0));
-    v.reset();
-    LOOM_RETURN_IF_ERROR(Int(root, "measure_runs", 1, v));
-    config.options.measure_runs = static_cast<int>(v.value_or(config.options.measure_runs));
-    std::string hint = "throughput";
-    LOOM_RETURN_IF_ERROR(String(root, "hint", hint));
-    if (hint == "latency") {
-      config.options.hint = PlanHint::kLatency;
-    } else if (hint != "throughput") {
-      return Error(root["hint"], absl::StrCat("'hint' must be 'throughput' or 'latency', got '", hint, "'"));
-    }
-    if (const YAML::Node spin = root["allow_spinning"]) {
-      if (spin.Scalar() != "auto") {
-        try {
-          config.options.allow_spinning = spin.as<bool>();
-        } catch (const YAML::Exception&) {
-          return Error(spin, "'allow_spinning' must be true, false or auto");
-        }
-      }
-    }
-    const YAML::Node models = root["models"];
-    if (!models || !models.IsSequence() || models.size() == 0) {
-      return Error(models ? models : root, "'models' must be a non-empty list");
-    }
-    for (const auto& node : models) {
-      LOOM_ASSIGN_OR_RETURN(ModelConfig model, Model(node));
-      config.models.push_back(std::move(model));
-    }
-    return config;
-  }
-
- private:
-  std::string path_;
-};
+absl::StatusOr<std::optional<int>> OptionalInt(const YamlReader& r, const YAML::Node& node,
+                                               const std::string& key, int64_t min, int64_t max) {
+  LOOM_ASSIGN_OR_RETURN(std::optional<int64_t> v, r.IntOrAuto(node, key, min, max));
+  return v ? std::optional<int>(static_cast<int>(*v)) : std::nullopt;
+}
 
 }  // namespace
 
-absl::Status YamlError(const std::string& file, const YAML::Mark& mark, const std::string& message) {
-  return absl::InvalidArgumentError(
-      mark.is_null() ? absl::StrCat(file, ": ", message)
-                     : absl::StrCat(file, ":", mark.line + 1, ":", mark.column + 1, ": ", message));
+const std::vector<std::string>& ModelConfigKeys() {
+  static const auto* keys = new std::vector<std::string>{
+      "name", "path", "backend", "instances", "threads", "max_batch_size", "preferred_batch_sizes",
+      "max_queue_delay_us", "queue_capacity", "default_timeout_us", "weight"};
+  return *keys;
 }
 
-absl::StatusOr<YAML::Node> LoadYamlFile(const std::string& path, const std::string& what) {
-  try {
-    return YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    return absl::NotFoundError(absl::StrCat(what, " file '", path, "' cannot be read"));
-  } catch (const YAML::ParserException& e) {
-    return YamlError(path, e.mark, e.msg);
+absl::StatusOr<ModelConfig> ParseModelConfig(const YAML::Node& node, const YamlReader& r,
+                                             const std::string& base_dir) {
+  ModelConfig config;
+  LOOM_RETURN_IF_ERROR(r.Keys(node, ModelConfigKeys(), "a model"));
+  LOOM_ASSIGN_OR_RETURN(config.name, r.String(node, "name", ""));
+  LOOM_ASSIGN_OR_RETURN(config.path, r.String(node, "path", ""));
+  if (config.path.empty()) return r.Error(node, "a model needs 'path'");
+  if (std::filesystem::path(config.path).is_relative()) {
+    config.path = (std::filesystem::path(base_dir) / config.path).lexically_normal().string();
   }
-}
-
-absl::StatusOr<EngineConfig> LoadEngineConfig(const std::string& path) {
-  return ConfigReader(path).Read();
+  LOOM_ASSIGN_OR_RETURN(std::string backend, r.Choice(node, "backend", {"ort", "onnxruntime", "opencv", "cv"}, "ort"));
+  config.backend = *ParseBackend(backend);
+  const int64_t kMaxCount = sched::kMaxPlannedCount;
+  LOOM_ASSIGN_OR_RETURN(config.instances, OptionalInt(r, node, "instances", 1, kMaxCount));
+  LOOM_ASSIGN_OR_RETURN(config.threads, OptionalInt(r, node, "threads", 1, kMaxCount));
+  LOOM_ASSIGN_OR_RETURN(config.max_batch_size, OptionalInt(r, node, "max_batch_size", 1, 1 << 16));
+  LOOM_ASSIGN_OR_RETURN(config.max_queue_delay_us, r.IntOrAuto(node, "max_queue_delay_us", 0, kMaxHourUs));
+  LOOM_ASSIGN_OR_RETURN(config.queue_capacity, OptionalInt(r, node, "queue_capacity", 1, 1 << 20));
+  LOOM_ASSIGN_OR_RETURN(config.default_timeout_us, r.IntOrAuto(node, "default_timeout_us", 1, kMaxHourUs));
+  if (node["preferred_batch_sizes"]) {
+    LOOM_ASSIGN_OR_RETURN(std::vector<int64_t> sizes, r.Ints(node, "preferred_batch_sizes", 1, 1 << 16, 0, 64));
+    for (int64_t s : sizes) config.preferred_batch_sizes.push_back(static_cast<int>(s));
+  }
+  LOOM_ASSIGN_OR_RETURN(config.weight, r.Double(node, "weight", 1e-6, 1e6, 1.0));
+  return config;
 }
 
 absl::StatusOr<EngineConfig> ParseEngineConfig(const YAML::Node& root, const std::string& file,
-                                               const std::set<std::string>& known_extra_keys) {
-  return ConfigReader(file).Parse(root, known_extra_keys);
+                                               const std::vector<std::string>& extra_keys) {
+  const YamlReader r(file);
+  EngineConfig config;
+  std::vector<std::string> known = {"models", "cores", "hint", "measure_runs", "allow_spinning"};
+  known.insert(known.end(), extra_keys.begin(), extra_keys.end());
+  LOOM_RETURN_IF_ERROR(r.Keys(root, known, "the file"));
+  LOOM_ASSIGN_OR_RETURN(int64_t cores, r.Int(root, "cores", 0, sched::kMaxPlannedCount, 0));
+  config.options.cores = static_cast<int>(cores);
+  LOOM_ASSIGN_OR_RETURN(int64_t runs, r.Int(root, "measure_runs", 1, 1000, config.options.measure_runs));
+  config.options.measure_runs = static_cast<int>(runs);
+  LOOM_ASSIGN_OR_RETURN(std::string hint, r.Choice(root, "hint", {"adaptive", "throughput", "latency"}, "adaptive"));
+  config.options.hint = hint == "latency"      ? PlanHint::kLatency
+                        : hint == "throughput" ? PlanHint::kThroughput
+                                               : PlanHint::kAdaptive;
+  if (root["allow_spinning"] && !(root["allow_spinning"].IsScalar() && root["allow_spinning"].Scalar() == "auto")) {
+    LOOM_ASSIGN_OR_RETURN(config.options.allow_spinning, r.Bool(root, "allow_spinning"));
+  }
+  const YAML::Node models = root["models"];
+  if (!models) return r.Error(root, "'models' must be a non-empty list, got nothing");
+  LOOM_RETURN_IF_ERROR(r.List(models, "'models'"));
+  const std::string base = std::filesystem::path(file).parent_path().string();
+  for (const YAML::Node& node : models) {
+    LOOM_ASSIGN_OR_RETURN(ModelConfig model, ParseModelConfig(node, r, base));
+    config.models.push_back(std::move(model));
+  }
+  return config;
+}
+
+absl::StatusOr<EngineConfig> LoadEngineConfig(const std::string& path) {
+  LOOM_ASSIGN_OR_RETURN(YAML::Node root, LoadYamlFile(path, "config"));
+  return ParseEngineConfig(root, path);
 }
 
 }  // namespace loom

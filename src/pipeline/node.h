@@ -1,9 +1,12 @@
 // A pipeline node: one step of the per-frame graph (preprocess, infer, postprocess, crop fan-out).
 //
-// Lifecycle: built once from its YAML entry by its factory (which checks parameters and the types
-// and shapes of its inputs against what earlier nodes produce, and declares its own output), then
-// Process is called once per frame. Threading: Process is const and may run on several frames at
-// once from different threads; a node keeps no per-frame state of its own.
+// Lifecycle: built once from its YAML entry by its factory (which checks its parameters — every
+// key known, every value typed and bounded — and the types and shapes of its inputs against what
+// earlier nodes produce, and declares its own output), then Process is called once per frame.
+// Threading: Process is const and may run on several frames at once from different threads; a
+// node keeps no per-frame state of its own. It runs on a core leased from the engine's plan, and
+// waits for models only through NodeContext::Await, which gives the core back while it waits.
+// An exception from Process fails that frame only (the executor records it).
 //
 // Adding a node type: a .cc with the class and its factory, a test, and one line in registry.cc.
 #ifndef LOOM_PIPELINE_NODE_H_
@@ -14,9 +17,11 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <yaml-cpp/yaml.h>
 
+#include "engine/yaml_reader.h"
 #include "loom/engine.h"
 #include "pipeline/value.h"
 
@@ -34,14 +39,29 @@ class InferenceService {
     (void)model;
     return 0;
   }
+  // A core for the calling thread's own work (the engine's lease; the naive strategies run
+  // unplanned and lease nothing: an empty lease).
+  virtual absl::StatusOr<CoreLease> Lease() { return CoreLease(); }
+  virtual Engine* engine() { return nullptr; }
+};
+
+// What a node sees of the frame's run besides the frame: the models, and the one way to wait for
+// them (the frame's core is given up while it waits, and the time is counted as model wait).
+class NodeContext {
+ public:
+  virtual ~NodeContext() = default;
+  virtual PendingOutputs Submit(const std::string& model, NamedTensors inputs) = 0;
+  virtual const ModelInfo* FindModel(const std::string& model) const = 0;
+  virtual int MaxRows(const std::string& model) const = 0;
+  virtual absl::StatusOr<NamedTensors> Await(const PendingOutputs& outputs) = 0;
 };
 
 class Node {
  public:
   virtual ~Node() = default;
   // Reads its inputs from `frame.values`, writes its output under name(). An error fails this
-  // frame only (the executor records it).
-  virtual absl::Status Process(Frame& frame, InferenceService& inference) const = 0;
+  // frame only.
+  virtual absl::Status Process(Frame& frame, NodeContext& context) const = 0;
   const std::string& name() const { return name_; }
 
  protected:
@@ -64,15 +84,20 @@ class BuildContext {
   BuildContext(std::string file, std::string base_dir, const InferenceService* models)
       : file_(std::move(file)), base_dir_(std::move(base_dir)), models_(models) {}
 
+  // Reads the node's parameters: errors say "FILE:LINE:COL: node 'NAME': ...".
+  YamlReader Reader(const std::string& node) const { return YamlReader(file_, "node '" + node + "': "); }
+  // The node's keys must all be known (`name` and `type` always are).
+  absl::Status Keys(const YAML::Node& params, const std::string& node,
+                    std::vector<std::string> known) const;
   // "FILE:LINE:COL: node 'NAME': MESSAGE" for the YAML node `at`.
   absl::Status Error(const YAML::Node& at, const std::string& node, const std::string& message) const;
-  // The value named by `params[port]`, which must exist and be of `type`.
+  // The value named by `params[port]` (default: the frame, for images), which must exist and be
+  // of `type`.
   absl::StatusOr<ValueSpec> Input(const YAML::Node& params, const std::string& node,
                                   const std::string& port, ValueType type) const;
-  // A required / optional parameter of a node.
-  template <typename T>
-  absl::StatusOr<T> Param(const YAML::Node& params, const std::string& node, const std::string& key,
-                          std::optional<T> fallback = std::nullopt) const;
+  // The value named `value` (a node's name), which must exist and be of `type`; `at` for errors.
+  absl::StatusOr<ValueSpec> Value(const YAML::Node& at, const std::string& node,
+                                  const std::string& value, ValueType type) const;
   std::string Path(const std::string& relative) const;  // resolved against the YAML's folder
   const ModelInfo* Model(const std::string& name) const { return models_->FindModel(name); }
 
@@ -95,21 +120,6 @@ using NodeFactory = std::function<absl::StatusOr<std::unique_ptr<Node>>(
 // Node types by name (registry.cc). Unknown: nullptr.
 const NodeFactory* FindNodeType(const std::string& type);
 std::vector<std::string> NodeTypeNames();
-
-template <typename T>
-absl::StatusOr<T> BuildContext::Param(const YAML::Node& params, const std::string& node,
-                                      const std::string& key, std::optional<T> fallback) const {
-  const YAML::Node value = params[key];
-  if (!value) {
-    if (fallback) return *fallback;
-    return Error(params, node, "missing parameter '" + key + "'");
-  }
-  try {
-    return value.as<T>();
-  } catch (const YAML::Exception&) {
-    return Error(value, node, "parameter '" + key + "' has the wrong type");
-  }
-}
 
 }  // namespace loom::pipeline
 

@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 
-#include "engine/config.h"
+#include "engine/yaml_reader.h"
 #include "pipeline/nodes/nodes.h"
 
 namespace loom::pipeline {
@@ -58,12 +58,33 @@ absl::Status BuildContext::Error(const YAML::Node& at, const std::string& node,
   return YamlError(file_, at.Mark(), absl::StrCat("node '", node, "': ", message));
 }
 
+absl::Status BuildContext::Keys(const YAML::Node& params, const std::string& node,
+                                std::vector<std::string> known) const {
+  known.push_back("name");
+  known.push_back("type");
+  return Reader(node).Keys(params, known, "the node");
+}
+
+absl::StatusOr<ValueSpec> BuildContext::Value(const YAML::Node& at, const std::string& node,
+                                              const std::string& value, ValueType type) const {
+  auto it = values_.find(value);
+  if (it == values_.end()) {
+    return Error(at, node, absl::StrCat("'", value, "' is not an earlier node"));
+  }
+  if (it->second.type != type) {
+    return Error(at, node, absl::StrCat("expects ", ValueTypeName(type), ", but node '", value,
+                                        "' produces ", ValueTypeName(it->second.type)));
+  }
+  return it->second;
+}
+
 absl::StatusOr<ValueSpec> BuildContext::Input(const YAML::Node& params, const std::string& node,
                                               const std::string& port, ValueType type) const {
   std::string value;
-  if (params[port]) {
-    if (!params[port].IsScalar()) return Error(params[port], node, "'" + port + "' must name a node");
-    value = params[port].Scalar();
+  const YAML::Node named = params.IsMap() ? params[port] : YAML::Node();
+  if (named) {
+    if (!named.IsScalar()) return Error(named, node, "'" + port + "' must name a node");
+    value = named.Scalar();
   } else if (type == ValueType::kImage) {
     value = "image";  // the frame itself
   } else {
@@ -71,11 +92,11 @@ absl::StatusOr<ValueSpec> BuildContext::Input(const YAML::Node& params, const st
   }
   auto it = values_.find(value);
   if (it == values_.end()) {
-    return Error(params[port] ? params[port] : params, node,
+    return Error(named ? named : params, node,
                  absl::StrCat("input '", port, "' names '", value, "', which is not an earlier node"));
   }
   if (it->second.type != type) {
-    return Error(params[port] ? params[port] : params, node,
+    return Error(named ? named : params, node,
                  absl::StrCat("input '", port, "' expects ", ValueTypeName(type), ", but node '", value,
                               "' produces ", ValueTypeName(it->second.type)));
   }

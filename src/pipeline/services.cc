@@ -28,7 +28,8 @@ class EngineService final : public InferenceService {
     auto rows = engine_->MaxBatchSize(model);
     return rows.ok() ? *rows : 0;
   }
-  Engine* engine() { return engine_.get(); }
+  absl::StatusOr<CoreLease> Lease() override { return engine_->LeaseCores(); }
+  Engine* engine() override { return engine_.get(); }
 
  private:
   std::unique_ptr<Engine> engine_;
@@ -67,7 +68,7 @@ class NaiveService final : public InferenceService {
     if (it == sessions_.end()) {
       promise.set_value(absl::NotFoundError(absl::StrCat("no model '", model, "'")));
     } else if (lanes_.empty()) {
-      promise.set_value(it->second->Run(inputs));
+      promise.set_value(RunCaught(*it->second, inputs));
     } else {
       Lane& lane = lanes_.at(model);
       {
@@ -91,6 +92,17 @@ class NaiveService final : public InferenceService {
     bool stop = false;
     std::thread thread;
   };
+  // A session that throws fails its request, never the thread.
+  static absl::StatusOr<NamedTensors> RunCaught(Session& session, const NamedTensors& inputs) {
+    try {
+      return session.Run(inputs);
+    } catch (const std::exception& e) {
+      return absl::InternalError(absl::StrCat("model '", session.info().name, "': ", e.what()));
+    } catch (...) {
+      return absl::InternalError(absl::StrCat("model '", session.info().name, "': unknown exception"));
+    }
+  }
+
   static void Drain(Lane& lane, Session& session) {
     std::unique_lock<std::mutex> lock(lane.mu);
     while (true) {
@@ -99,7 +111,7 @@ class NaiveService final : public InferenceService {
       Job job = std::move(lane.jobs.front());
       lane.jobs.pop_front();
       lock.unlock();
-      job.promise.set_value(session.Run(job.inputs));
+      job.promise.set_value(RunCaught(session, job.inputs));
       lock.lock();
     }
   }
@@ -143,10 +155,6 @@ std::unique_ptr<InferenceService> MakeEngineService(std::unique_ptr<Engine> engi
   return std::make_unique<EngineService>(std::move(engine));
 }
 
-Engine* EngineOf(InferenceService& service) {
-  auto* e = dynamic_cast<EngineService*>(&service);
-  return e ? e->engine() : nullptr;
-}
 
 absl::StatusOr<std::unique_ptr<InferenceService>> MakeNaiveService(const std::vector<ModelConfig>& models,
                                                                    NaiveMode mode) {

@@ -12,8 +12,8 @@
 
 namespace loom::pipeline {
 
+// The engine runs the models; Lease() leases one of its workers' cores.
 std::unique_ptr<InferenceService> MakeEngineService(std::unique_ptr<Engine> engine);
-Engine* EngineOf(InferenceService& service);  // null for the naive ones
 
 // Model metadata only (Submit fails): what the graph is checked against before any model loads.
 absl::StatusOr<std::unique_ptr<InferenceService>> MakeModelInfoService(const std::vector<ModelConfig>& models);

@@ -63,7 +63,19 @@ absl::StatusOr<std::unique_ptr<FrameSource>> FrameSource::Open(const SourceSpec&
     source->video_name_ = fs::path(spec.path).filename().string();
     source->fps_ = source->video_->get(cv::CAP_PROP_FPS);
     const double count = source->video_->get(cv::CAP_PROP_FRAME_COUNT);
-    if (count > 0) source->total_ = (static_cast<int64_t>(count) + spec.stride - 1) / spec.stride;
+    if (count > 0 && count < 1e12) {
+      source->declared_frames_ = static_cast<int64_t>(count);
+      source->total_ = (source->declared_frames_ + spec.stride - 1) / spec.stride;
+    }
+    bool read = false;
+    try {
+      read = source->video_->read(source->first_);
+    } catch (const cv::Exception& e) {
+      return absl::InvalidArgumentError(absl::StrCat("video '", spec.path, "' cannot be decoded: ", e.err));
+    }
+    if (!read || source->first_.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("video '", spec.path, "' has no frame OpenCV can decode"));
+    }
   } else {
     source->files_.push_back(spec.path);
   }
@@ -82,7 +94,17 @@ bool FrameSource::Next(Frame& frame, absl::Status& decode_error) {
   if (video_) {
     cv::Mat m;
     while (true) {
-      if (!video_->read(m)) return false;
+      if (video_frame_ == 0 && !first_.empty()) {
+        m = std::move(first_);
+        first_.release();
+      } else if (!video_->read(m) || m.empty()) {
+        // A video ends when read fails; before its declared frame count that is a decode failure.
+        if (declared_frames_ > 0 && video_frame_ < declared_frames_ - 1) {
+          error_ = absl::StrCat("video '", spec_.path, "' ended after ", video_frame_, " of its ",
+                                declared_frames_, " frames: a frame could not be decoded");
+        }
+        return false;
+      }
       const bool keep = video_frame_ % spec_.stride == 0;
       ++video_frame_;
       if (keep) break;

@@ -21,8 +21,9 @@ struct SourceSpec {
 
 class FrameSource {
  public:
-  // Lists the images or opens the video. NOT_FOUND / INVALID_ARGUMENT naming the path when it
-  // is missing, matches nothing, or is a video OpenCV cannot open.
+  // Lists the images or opens the video (and reads its first frame). NOT_FOUND / INVALID_ARGUMENT
+  // naming the path when it is missing, matches nothing, is a video OpenCV cannot open, or a
+  // video with no frame.
   static absl::StatusOr<std::unique_ptr<FrameSource>> Open(const SourceSpec& spec);
 
   // The next frame: index, source name and the decoded "image" value. An image that cannot be
@@ -31,6 +32,9 @@ class FrameSource {
   bool Next(Frame& frame, absl::Status& decode_error);
   std::optional<int64_t> total() const { return total_; }  // frames to come, when known
   double fps() const { return fps_; }                       // the video's, else 0
+  // Set when a video ended before the frame count its container declares (a frame failed to
+  // decode): the run reports it rather than ending silently.
+  const std::string& error() const { return error_; }
 
  private:
   SourceSpec spec_;
@@ -40,7 +44,10 @@ class FrameSource {
   size_t next_file_ = 0;
   int64_t produced_ = 0, video_frame_ = 0;
   std::optional<int64_t> total_;
+  int64_t declared_frames_ = 0;  // the container's frame count (0: unknown)
+  cv::Mat first_;                // the first frame, read at Open
   double fps_ = 0;
+  std::string error_;
 };
 
 }  // namespace loom::pipeline

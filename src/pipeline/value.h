@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 
+#include "loom/pipeline.h"
 #include "loom/tensor.h"
 #include "vision/blob.h"
 #include "vision/detection.h"
@@ -46,7 +47,8 @@ struct Frame {
   std::string source;        // file name, or video name and frame number
   std::map<std::string, Value> values;  // "image" is the decoded frame
   nlohmann::json record = nlohmann::json::object();  // what sinks write for this frame
-  std::map<std::string, double> timings_ms;          // per node
+  std::map<std::string, NodeTiming> timings;         // per node
+  std::string error;         // why the frame failed (a decode error, or "node 'x': ...")
 };
 
 }  // namespace loom::pipeline

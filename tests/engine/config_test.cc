@@ -56,15 +56,27 @@ TEST(EngineConfig, ErrorsGiveLineColumnAndKey) {
   struct Case { const char* text; const char* message; };
   for (const Case& c : {
            Case{"models:\n  - path: a.onnx\n    instnaces: 2\n",
-                ":3:5: unknown key 'instnaces' in a model (known: backend, default_timeout_us, "
-                "instances, max_batch_size, max_queue_delay_us, name, path, preferred_batch_sizes, "
-                "queue_capacity, threads, weight)"},
+                ":3:5: unknown key 'instnaces' in a model; did you mean 'instances'? (known: backend, "
+                "default_timeout_us, instances, max_batch_size, max_queue_delay_us, name, path, "
+                "preferred_batch_sizes, queue_capacity, threads, weight)"},
            Case{"models:\n  - path: a.onnx\n    threads: many\n",
-                ":3:14: 'threads' must be an integer or 'auto', got 'many'"},
+                ":3:14: 'threads' must be an integer in [1, 4096] or 'auto', got 'many'"},
+           Case{"models:\n  - path: a.onnx\n    threads: 99999999999999999999999\n",
+                ":3:14: 'threads' must be an integer in [1, 4096] or 'auto'"},
+           Case{"models:\n  - path: a.onnx\n    queue_capacity: 4294967297\n",
+                ":3:21: 'queue_capacity' must be an integer in [1, 1048576] or 'auto', got '4294967297'"},
+           Case{"models:\n  - path: a.onnx\n    default_timeout_us: 9223372036854775807\n",
+                ":3:25: 'default_timeout_us' must be an integer in [1, 3600000000] or 'auto'"},
+           Case{"models:\n  - path: a.onnx\n    weight: .nan\n", ":3:13: 'weight' must be a number in"},
            Case{"models:\n  - name: x\n", ":2:5: a model needs 'path'"},
-           Case{"models: []\n", ":1:9: 'models' must be a non-empty list"},
+           Case{"models: []\n", ":1:9: 'models' must be a non-empty list, got an empty list"},
+           Case{"models: [a.onnx]\n", ":1:10: a model must be a mapping, got 'a.onnx'"},
+           Case{"models: a.onnx\n", ":1:9: 'models' must be a non-empty list, got 'a.onnx'"},
            Case{"hint: fast\nmodels:\n  - path: a.onnx\n",
-                ":1:7: 'hint' must be 'throughput' or 'latency', got 'fast'"},
+                ":1:7: 'hint' must be one of adaptive, throughput, latency, got 'fast'"},
+           Case{"hnt: latency\nmodels:\n  - path: a.onnx\n",
+                ":1:1: unknown key 'hnt' in the file; did you mean 'hint'?"},
+           Case{"- models\n", ":1:1: the file must be a mapping, got a list"},
            Case{"models:\n  - path: [a\n", ":3:1: "},
        }) {
     SCOPED_TRACE(c.text);

@@ -10,7 +10,7 @@ class CropNode final : public Node {
   CropNode(std::string name, std::string boxes, std::string image)
       : Node(std::move(name)), boxes_(std::move(boxes)), image_(std::move(image)) {}
 
-  absl::Status Process(Frame& frame, InferenceService&) const override {
+  absl::Status Process(Frame& frame, NodeContext&) const override {
     const cv::Mat& image = frame.values.at(image_).image;
     Value v;
     v.type = ValueType::kCrops;
@@ -27,10 +27,11 @@ class CropNode final : public Node {
 }  // namespace
 
 LOOM_NODE_FACTORY_IMPL(MakeCropNode) {
+  LOOM_RETURN_IF_ERROR(context.Keys(params, name, {"boxes", "image"}));
   LOOM_ASSIGN_OR_RETURN(ValueSpec boxes, context.Input(params, name, "boxes", ValueType::kTextBoxes));
-  LOOM_RETURN_IF_ERROR(context.Input(params, name, "image", ValueType::kImage).status());
+  LOOM_ASSIGN_OR_RETURN(ValueSpec image, context.Input(params, name, "image", ValueType::kImage));
   context.Declare(name, {ValueType::kCrops, std::nullopt, name});
-  return std::unique_ptr<Node>(new CropNode(name, boxes.producer, params["image"] ? params["image"].as<std::string>() : "image"));
+  return std::unique_ptr<Node>(new CropNode(name, boxes.producer, image.producer));
 }
 
 }  // namespace loom::pipeline

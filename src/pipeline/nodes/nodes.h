@@ -6,6 +6,7 @@
 #include <string>
 
 #include "pipeline/node.h"
+#include "pipeline/nodes/geometry.h"
 
 namespace loom::pipeline {
 
@@ -31,23 +32,9 @@ LOOM_NODE_FACTORY(MakeTopKNode);         // topk: outputs -> softmax top-k class
   absl::StatusOr<std::unique_ptr<Node>> fn(const std::string& name, const YAML::Node& params, \
                                            BuildContext& context)
 
-// Waits for the model outputs named by `input` and returns them (or the run's error).
-absl::StatusOr<NamedTensors> AwaitOutputs(const Frame& frame, const std::string& input);
-
-// Where a decoder's coordinates go. With `preprocess: NODE` in its parameters, the decoder works
-// in that preprocess node's input pixels and maps them back through its resize (letterbox, crop);
-// without, coordinates are scaled from the model's input to the whole frame (a plain resize).
-struct CoordinateMap {
-  std::string preprocess;  // node name, or empty
-  std::string image;       // the frame value, for the plain resize
-  // The transform for this frame, from input pixels of a model with `input_w` x `input_h`.
-  vision::ImageTransform For(const Frame& frame, int input_w, int input_h) const;
-};
-absl::StatusOr<CoordinateMap> ReadCoordinateMap(const YAML::Node& params, const std::string& node,
-                                                BuildContext& context);
-
-// Rounds for JSON records (so that output is stable and readable).
-double Round(double v, int digits);
+// Waits for the model outputs named by `input` (an infer node) and returns them, or the run's
+// error; the frame's core is given up meanwhile.
+absl::StatusOr<NamedTensors> AwaitOutputs(const Frame& frame, const std::string& input, NodeContext& context);
 
 }  // namespace loom::pipeline
 

@@ -8,6 +8,8 @@
 // Decoders given `preprocess: <this node>` map their coordinates back through the resize.
 #include "pipeline/nodes/nodes.h"
 
+#include "absl/strings/str_cat.h"
+
 #include "vision/blob.h"
 
 namespace loom::pipeline {
@@ -18,7 +20,7 @@ class PreprocessNode final : public Node {
   PreprocessNode(std::string name, std::string input, vision::BlobOptions blob, int max_side, int multiple)
       : Node(std::move(name)), input_(std::move(input)), blob_(blob), max_side_(max_side), multiple_(multiple) {}
 
-  absl::Status Process(Frame& frame, InferenceService&) const override {
+  absl::Status Process(Frame& frame, NodeContext&) const override {
     const cv::Mat& image = frame.values.at(input_).image;
     vision::BlobOptions blob = blob_;
     if (multiple_ > 0) {  // dynamic size: fit within max_side, round to the multiple
@@ -41,33 +43,30 @@ class PreprocessNode final : public Node {
   int max_side_, multiple_;
 };
 
-absl::StatusOr<std::array<double, 4>> FourValues(const YAML::Node& params, const std::string& node,
-                                                 const char* key, double fallback, BuildContext& c) {
+absl::StatusOr<std::array<double, 4>> FourValues(const YamlReader& r, const YAML::Node& params,
+                                                 const char* key, double fallback, double min, double max) {
   std::array<double, 4> out;
   out.fill(fallback);
-  const YAML::Node v = params[key];
-  if (!v) return out;
-  if (v.IsScalar()) {
-    LOOM_ASSIGN_OR_RETURN(double x, c.Param<double>(params, node, key));
-    out.fill(x);
-    return out;
-  }
-  LOOM_ASSIGN_OR_RETURN(std::vector<double> xs, c.Param<std::vector<double>>(params, node, key));
-  if (xs.empty() || xs.size() > 4) return c.Error(v, node, std::string("'") + key + "' takes 1 to 4 values");
+  if (!params[key]) return out;
+  LOOM_ASSIGN_OR_RETURN(std::vector<double> xs, r.Doubles(params, key, min, max, 1, 4));
   for (size_t i = 0; i < 4; ++i) out[i] = xs[std::min(i, xs.size() - 1)];
   return out;
 }
+
+constexpr int64_t kMaxSide = 16384;  // pixels: a larger model input is a mistake
 
 }  // namespace
 
 LOOM_NODE_FACTORY_IMPL(MakePreprocessNode) {
   BuildContext& c = context;
-  const std::string input = params["input"] ? params["input"].as<std::string>() : "image";
-  LOOM_RETURN_IF_ERROR(c.Input(params, name, "input", ValueType::kImage).status());
+  LOOM_RETURN_IF_ERROR(c.Keys(params, name, {"input", "model", "size", "max_side", "multiple_of", "layout",
+                                             "channels", "scale", "mean", "std", "crop", "letterbox", "pad"}));
+  const YamlReader r = c.Reader(name);
+  LOOM_ASSIGN_OR_RETURN(ValueSpec input, c.Input(params, name, "input", ValueType::kImage));
   vision::BlobOptions blob;
   int max_side = 0, multiple = 0;
   if (params["model"]) {
-    LOOM_ASSIGN_OR_RETURN(std::string model, c.Param<std::string>(params, name, "model"));
+    LOOM_ASSIGN_OR_RETURN(std::string model, r.String(params, "model"));
     const ModelInfo* info = c.Model(model);
     if (!info) return c.Error(params["model"], name, "unknown model '" + model + "'");
     if (info->inputs.empty()) return c.Error(params["model"], name, "model '" + model + "' has no input");
@@ -76,38 +75,39 @@ LOOM_NODE_FACTORY_IMPL(MakePreprocessNode) {
       return c.Error(params["model"], name, std::string(options.status().message()) + "; give size or max_side");
     }
     blob = *options;
+    if (blob.width > kMaxSide || blob.height > kMaxSide) {
+      return c.Error(params["model"], name, absl::StrCat("model '", model, "' input is ", blob.width, "x",
+                                                         blob.height, ", over ", kMaxSide, " pixels a side"));
+    }
   }
   if (params["size"]) {
-    LOOM_ASSIGN_OR_RETURN(std::vector<int> size, c.Param<std::vector<int>>(params, name, "size"));
-    if (size.size() != 2 || size[0] < 1 || size[1] < 1) return c.Error(params["size"], name, "'size' is [width, height]");
-    blob.width = size[0];
-    blob.height = size[1];
+    LOOM_ASSIGN_OR_RETURN(std::vector<int64_t> size, r.Ints(params, "size", 1, kMaxSide, 2, 2));
+    blob.width = static_cast<int>(size[0]);
+    blob.height = static_cast<int>(size[1]);
   }
   if (params["max_side"] || params["multiple_of"]) {
-    LOOM_ASSIGN_OR_RETURN(max_side, c.Param<int>(params, name, "max_side", 960));
-    LOOM_ASSIGN_OR_RETURN(multiple, c.Param<int>(params, name, "multiple_of", 32));
-    if (max_side < 1 || multiple < 1) return c.Error(params, name, "'max_side' and 'multiple_of' must be >= 1");
+    LOOM_ASSIGN_OR_RETURN(int64_t side, r.Int(params, "max_side", 1, kMaxSide, 960));
+    LOOM_ASSIGN_OR_RETURN(int64_t mult, r.Int(params, "multiple_of", 1, 1024, 32));
+    max_side = static_cast<int>(side);
+    multiple = static_cast<int>(mult);
   }
   if (multiple == 0 && (blob.width < 1 || blob.height < 1)) {
     return c.Error(params, name, "needs 'size', 'max_side', or a 'model' with a fixed input size");
   }
   if (params["layout"]) {
-    LOOM_ASSIGN_OR_RETURN(std::string layout, c.Param<std::string>(params, name, "layout"));
-    if (layout != "NCHW" && layout != "NHWC") return c.Error(params["layout"], name, "'layout' is NCHW or NHWC");
+    LOOM_ASSIGN_OR_RETURN(std::string layout, r.Choice(params, "layout", {"NCHW", "NHWC"}));
     blob.layout = layout == "NCHW" ? ImageLayout::kNCHW : ImageLayout::kNHWC;
   }
   if (params["channels"]) {
-    LOOM_ASSIGN_OR_RETURN(std::string channels, c.Param<std::string>(params, name, "channels"));
-    auto order = vision::ParseChannelOrder(channels);
-    if (!order.ok()) return c.Error(params["channels"], name, std::string(order.status().message()));
-    blob.channels = *order;
+    LOOM_ASSIGN_OR_RETURN(std::string channels, r.Choice(params, "channels", {"BGR", "RGB", "BGRA", "RGBA", "GRAY"}));
+    blob.channels = *vision::ParseChannelOrder(channels);
   }
-  LOOM_ASSIGN_OR_RETURN(blob.scale, c.Param<double>(params, name, "scale", blob.scale));
-  LOOM_ASSIGN_OR_RETURN(blob.mean, FourValues(params, name, "mean", 0, c));
-  LOOM_ASSIGN_OR_RETURN(blob.std, FourValues(params, name, "std", 1, c));
-  LOOM_ASSIGN_OR_RETURN(blob.center_crop, c.Param<bool>(params, name, "crop", false));
-  LOOM_ASSIGN_OR_RETURN(blob.letterbox, c.Param<bool>(params, name, "letterbox", false));
-  LOOM_ASSIGN_OR_RETURN(blob.pad_value, c.Param<double>(params, name, "pad", 0.0));
+  LOOM_ASSIGN_OR_RETURN(blob.scale, r.Double(params, "scale", -1e6, 1e6, blob.scale));
+  LOOM_ASSIGN_OR_RETURN(blob.mean, FourValues(r, params, "mean", 0, -1e6, 1e6));
+  LOOM_ASSIGN_OR_RETURN(blob.std, FourValues(r, params, "std", 1, 1e-9, 1e9));
+  LOOM_ASSIGN_OR_RETURN(blob.center_crop, r.Bool(params, "crop", false));
+  LOOM_ASSIGN_OR_RETURN(blob.letterbox, r.Bool(params, "letterbox", false));
+  LOOM_ASSIGN_OR_RETURN(blob.pad_value, r.Double(params, "pad", -1e6, 1e6, 0.0));
   if (blob.letterbox && blob.center_crop) return c.Error(params, name, "'crop' and 'letterbox' exclude each other");
 
   ValueSpec out{ValueType::kTensor, std::nullopt, name};
@@ -117,7 +117,7 @@ LOOM_NODE_FACTORY_IMPL(MakePreprocessNode) {
                                                   : Shape{1, blob.height, blob.width, ch};
   }
   c.Declare(name, out);
-  return std::unique_ptr<Node>(new PreprocessNode(name, input, blob, max_side, multiple));
+  return std::unique_ptr<Node>(new PreprocessNode(name, input.producer, blob, max_side, multiple));
 }
 
 }  // namespace loom::pipeline

@@ -12,7 +12,7 @@ class TextBatchNode final : public Node {
   TextBatchNode(std::string name, std::string input, int height, int width, int max_width)
       : Node(std::move(name)), input_(std::move(input)), height_(height), width_(width), max_width_(max_width) {}
 
-  absl::Status Process(Frame& frame, InferenceService&) const override {
+  absl::Status Process(Frame& frame, NodeContext&) const override {
     const std::vector<cv::Mat>& crops = frame.values.at(input_).crops;
     Value v;
     v.type = ValueType::kTensor;
@@ -30,13 +30,15 @@ class TextBatchNode final : public Node {
 }  // namespace
 
 LOOM_NODE_FACTORY_IMPL(MakeTextBatchNode) {
+  LOOM_RETURN_IF_ERROR(context.Keys(params, name, {"input", "height", "width", "max_width"}));
+  const YamlReader r = context.Reader(name);
   LOOM_ASSIGN_OR_RETURN(ValueSpec input, context.Input(params, name, "input", ValueType::kCrops));
-  LOOM_ASSIGN_OR_RETURN(int height, context.Param<int>(params, name, "height", 48));
-  LOOM_ASSIGN_OR_RETURN(int width, context.Param<int>(params, name, "width", 0));
-  LOOM_ASSIGN_OR_RETURN(int max_width, context.Param<int>(params, name, "max_width", 1280));
-  if (height < 1 || width < 0 || max_width < 1) return context.Error(params, name, "height, width and max_width must be positive");
+  LOOM_ASSIGN_OR_RETURN(int64_t height, r.Int(params, "height", 1, 1024, 48));
+  LOOM_ASSIGN_OR_RETURN(int64_t width, r.Int(params, "width", 0, 16384, 0));
+  LOOM_ASSIGN_OR_RETURN(int64_t max_width, r.Int(params, "max_width", 1, 16384, 1280));
   context.Declare(name, {ValueType::kTensor, std::nullopt, name});
-  return std::unique_ptr<Node>(new TextBatchNode(name, input.producer, height, width, max_width));
+  return std::unique_ptr<Node>(new TextBatchNode(name, input.producer, static_cast<int>(height),
+                                                 static_cast<int>(width), static_cast<int>(max_width)));
 }
 
 }  // namespace loom::pipeline

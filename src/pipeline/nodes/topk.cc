@@ -15,8 +15,9 @@ class TopKNode final : public Node {
   TopKNode(std::string name, std::string input, int k, std::vector<std::string> labels)
       : Node(std::move(name)), input_(std::move(input)), k_(k), labels_(std::move(labels)) {}
 
-  absl::Status Process(Frame& frame, InferenceService&) const override {
-    LOOM_ASSIGN_OR_RETURN(NamedTensors outputs, AwaitOutputs(frame, input_));
+  absl::Status Process(Frame& frame, NodeContext& context) const override {
+    LOOM_ASSIGN_OR_RETURN(NamedTensors outputs, AwaitOutputs(frame, input_, context));
+    if (outputs.empty()) return absl::InvalidArgumentError("topk: the model gave no output");
     const Tensor& t = outputs[0].tensor;
     if (t.dtype() != DType::kFloat32 || t.rank() < 1) return absl::InvalidArgumentError("topk needs an f32 output");
     const int64_t rows = t.rank() >= 2 ? t.dim(0) : 1;
@@ -54,12 +55,16 @@ class TopKNode final : public Node {
 }  // namespace
 
 LOOM_NODE_FACTORY_IMPL(MakeTopKNode) {
+  LOOM_RETURN_IF_ERROR(context.Keys(params, name, {"input", "k", "labels"}));
+  const YamlReader r = context.Reader(name);
   LOOM_ASSIGN_OR_RETURN(ValueSpec input, context.Input(params, name, "input", ValueType::kOutputs));
-  LOOM_ASSIGN_OR_RETURN(int k, context.Param<int>(params, name, "k", 5));
+  LOOM_ASSIGN_OR_RETURN(int64_t k64, r.Int(params, "k", 1, 1000, 5));
+  const int k = static_cast<int>(k64);
   std::vector<std::string> labels;
   if (params["labels"]) {
-    std::ifstream in(context.Path(params["labels"].as<std::string>()));
-    if (!in) return context.Error(params["labels"], name, "label file cannot be read");
+    LOOM_ASSIGN_OR_RETURN(std::string path, r.String(params, "labels"));
+    std::ifstream in(context.Path(path));
+    if (!in) return context.Error(params["labels"], name, "label file '" + context.Path(path) + "' cannot be read");
     for (std::string line; std::getline(in, line);) labels.push_back(line);
   }
   // The record is the output; nothing downstream reads a value from it.

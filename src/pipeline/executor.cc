@@ -1,0 +1,181 @@
+#include "pipeline/executor.h"
+
+#include <sys/resource.h>
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "core/stats.h"
+
+namespace loom::pipeline {
+namespace {
+
+// A frame's view of the models while one of its nodes runs: holds the frame's core lease, gives
+// it back during Await, and books the node's time into compute, model wait and core wait.
+class FrameContext final : public NodeContext {
+ public:
+  explicit FrameContext(InferenceService& inference) : inference_(inference) {}
+  ~FrameContext() override { lease_.Release(); }
+
+  absl::Status Acquire() {
+    if (lease_.held()) return absl::OkStatus();
+    const auto start = Clock::now();
+    auto lease = inference_.Lease();
+    core_wait_ms_ += MillisecondsSince(start);
+    if (!lease.ok()) return lease.status();
+    lease_ = std::move(*lease);
+    return absl::OkStatus();
+  }
+  void Release() { lease_.Release(); }
+
+  PendingOutputs Submit(const std::string& model, NamedTensors inputs) override {
+    return inference_.Submit(model, std::move(inputs));
+  }
+  const ModelInfo* FindModel(const std::string& model) const override { return inference_.FindModel(model); }
+  int MaxRows(const std::string& model) const override { return inference_.MaxRows(model); }
+  absl::StatusOr<NamedTensors> Await(const PendingOutputs& outputs) override {
+    lease_.Release();  // no core is held while waiting for a model
+    const auto start = Clock::now();
+    absl::StatusOr<NamedTensors> result = outputs.valid() ? outputs.get()
+                                                          : absl::InternalError("no model run to wait for");
+    model_wait_ms_ += MillisecondsSince(start);
+    LOOM_RETURN_IF_ERROR(Acquire());
+    return result;
+  }
+
+  // The waits booked since the last call, and reset.
+  std::pair<double, double> TakeWaits() {
+    const std::pair<double, double> waits{model_wait_ms_, core_wait_ms_};
+    model_wait_ms_ = core_wait_ms_ = 0;
+    return waits;
+  }
+
+ private:
+  InferenceService& inference_;
+  CoreLease lease_;
+  double model_wait_ms_ = 0, core_wait_ms_ = 0;
+};
+
+}  // namespace
+
+double ThreadCpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_THREAD, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+Executor::Executor(Graph& graph, int threads) : graph_(graph), capacity_(std::max(threads, 1)) {
+  for (int t = 0; t < capacity_; ++t) threads_.emplace_back([this] { Loop(); });
+}
+
+Executor::~Executor() {
+  Abort();
+  for (std::thread& t : threads_) t.join();
+}
+
+bool Executor::Push(std::unique_ptr<Frame> frame) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return processing_ < capacity_ || aborted_; });
+  if (aborted_ || finished_) return false;
+  ++processing_;
+  ++pushed_;
+  todo_.push_back(std::move(frame));
+  cv_.notify_all();
+  return true;
+}
+
+std::unique_ptr<Frame> Executor::Pop(bool wait) {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    if (aborted_) return nullptr;
+    auto it = done_.find(next_);
+    if (it != done_.end()) {
+      std::unique_ptr<Frame> frame = std::move(it->second);
+      done_.erase(it);
+      ++next_;
+      return frame;
+    }
+    if (!wait || (finished_ && next_ >= pushed_)) return nullptr;
+    cv_.wait(lock);
+  }
+}
+
+void Executor::Finish() {
+  std::lock_guard<std::mutex> lock(mu_);
+  finished_ = true;
+  cv_.notify_all();
+}
+
+void Executor::Abort() {
+  std::lock_guard<std::mutex> lock(mu_);
+  aborted_ = true;
+  todo_.clear();
+  cv_.notify_all();
+}
+
+double Executor::cpu_seconds() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return cpu_s_;
+}
+
+void Executor::Loop() {
+  const double cpu0 = ThreadCpuSeconds();
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    cv_.wait(lock, [&] { return !todo_.empty() || finished_ || aborted_; });
+    if (todo_.empty()) break;
+    std::unique_ptr<Frame> frame = std::move(todo_.front());
+    todo_.pop_front();
+    lock.unlock();
+    if (frame->error.empty()) Process(*frame);
+    lock.lock();
+    --processing_;
+    done_[frame->index] = std::move(frame);
+    cv_.notify_all();
+  }
+  cpu_s_ += ThreadCpuSeconds() - cpu0;
+}
+
+void Executor::Process(Frame& frame) {
+  FrameContext context(*graph_.inference);
+  for (const auto& node : graph_.nodes) {
+    const auto start = Clock::now();
+    absl::Status status = context.Acquire();
+    if (status.ok()) {
+      try {
+        status = node->Process(frame, context);
+      } catch (const std::bad_alloc&) {
+        status = absl::ResourceExhaustedError("out of memory");
+      } catch (const std::exception& e) {
+        status = absl::InternalError(e.what());
+      } catch (...) {
+        status = absl::InternalError("unknown exception");
+      }
+    }
+    const double total = MillisecondsSince(start);
+    const auto [model_wait, core_wait] = context.TakeWaits();
+    frame.timings[node->name()] = {std::max(0.0, total - model_wait - core_wait), model_wait, core_wait};
+    if (!status.ok()) {
+      frame.error = absl::StrCat("node '", node->name(), "': ", status.message());
+      break;
+    }
+  }
+  context.Release();
+}
+
+nlohmann::json RecordOf(const Frame& frame) {
+  nlohmann::json record = {{"frame", frame.index}, {"source", frame.source}};
+  record.update(frame.record);
+  nlohmann::json timings = nlohmann::json::object();
+  auto round = [](double ms) { return std::round(ms * 100) / 100; };
+  for (const auto& [node, t] : frame.timings) {
+    timings[node] = {{"compute", round(t.compute_ms)}, {"model_wait", round(t.model_wait_ms)},
+                     {"core_wait", round(t.core_wait_ms)}};
+  }
+  record["timings_ms"] = timings;
+  if (!frame.error.empty()) record["error"] = frame.error;
+  return record;
+}
+
+}  // namespace loom::pipeline

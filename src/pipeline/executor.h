@@ -1,0 +1,72 @@
+// Executor: runs frames through a graph's nodes on `threads` pipeline threads, at most that many
+// frames at once, and hands them back in frame order.
+//
+// Each pipeline thread holds a core leased from the engine's plan while it computes (decoding is
+// the reader's, under its own lease) and gives it back whenever a node waits for a model, so the
+// pipeline's CPU work shares the plan's cores with the model workers instead of running beside
+// them. Per node it records where the time went: its own compute, waiting for models, waiting for
+// a core. Nothing thrown by a node leaves a pipeline thread: it becomes that frame's error.
+//
+// Threading: Push, Pop, Finish and Abort may be called from any thread (typically one producer,
+// one consumer). Frames must be pushed with consecutive indices from 0.
+#ifndef LOOM_PIPELINE_EXECUTOR_H_
+#define LOOM_PIPELINE_EXECUTOR_H_
+
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "pipeline/graph.h"
+
+namespace loom::pipeline {
+
+class Executor {
+ public:
+  Executor(Graph& graph, int threads);
+  ~Executor();  // Abort, then joins the threads
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  // Waits until fewer than `threads` frames are being processed, then hands `frame` over.
+  // False (the frame is dropped) once the executor was aborted.
+  bool Push(std::unique_ptr<Frame> frame);
+  // The next finished frame in order. With `wait`, blocks until it is done; null once Finish was
+  // called and every frame is out, or after Abort; without `wait`, null when it is not done yet.
+  std::unique_ptr<Frame> Pop(bool wait);
+  void Finish();  // no more Push
+  void Abort();   // stop: frames in flight finish, queued ones are dropped
+  double cpu_seconds() const;  // of the pipeline threads so far (those that have ended)
+
+ private:
+  void Loop();
+  void Process(Frame& frame);
+
+  Graph& graph_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<Frame>> todo_;
+  std::map<int64_t, std::unique_ptr<Frame>> done_;
+  int64_t next_ = 0;       // index of the next frame to Pop
+  int64_t pushed_ = 0;
+  int processing_ = 0;     // pushed, not yet done
+  int capacity_;
+  bool finished_ = false;
+  bool aborted_ = false;
+  double cpu_s_ = 0;
+  std::vector<std::thread> threads_;
+};
+
+// The frame's record as sinks and callers see it: {"frame", "source", the nodes' entries,
+// "timings_ms": {node: {"compute", "model_wait", "core_wait"}}, "error" when it failed}.
+nlohmann::json RecordOf(const Frame& frame);
+
+// CPU seconds of the calling thread so far.
+double ThreadCpuSeconds();
+
+}  // namespace loom::pipeline
+
+#endif  // LOOM_PIPELINE_EXECUTOR_H_

@@ -1,0 +1,142 @@
+// The pipeline file's loader: YAML → source, nodes (checked against each other and the models),
+// sinks, and the engine (or naive sessions) for its models.
+#include "pipeline/graph.h"
+
+#include <filesystem>
+#include <mutex>
+
+#include <opencv2/core.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "engine/config.h"
+#include "pipeline/services.h"
+
+namespace loom::pipeline {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CvThreadsState {
+  std::mutex mu;
+  int holders = 0;
+  int previous = 0;
+};
+CvThreadsState& CvThreads() {
+  static auto* state = new CvThreadsState();
+  return *state;
+}
+
+}  // namespace
+
+OpenCvThreadCap::OpenCvThreadCap() {
+  CvThreadsState& s = CvThreads();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.holders++ == 0) {
+    s.previous = cv::getNumThreads();
+    cv::setNumThreads(1);
+  }
+}
+
+OpenCvThreadCap::~OpenCvThreadCap() {
+  CvThreadsState& s = CvThreads();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (--s.holders == 0) cv::setNumThreads(s.previous);
+}
+
+absl::StatusOr<std::unique_ptr<Graph>> LoadGraph(const std::string& yaml_path, const PipelineOptions& options) {
+  LOOM_ASSIGN_OR_RETURN(YAML::Node root, LoadYamlFile(yaml_path, "pipeline"));
+  const YamlReader r(yaml_path);
+  auto g = std::make_unique<Graph>();
+  g->file = yaml_path;
+  g->options = options;
+  const std::string base = fs::path(yaml_path).parent_path().string();
+  LOOM_ASSIGN_OR_RETURN(EngineConfig config, ParseEngineConfig(root, yaml_path, {"source", "in_flight", "nodes", "sinks"}));
+  for (ModelConfig& m : config.models) {
+    if (!m.max_batch_size) m.max_batch_size = 1;  // no frame's output depends on another's batch
+  }
+  if (options.cores > 0) config.options.cores = options.cores;
+
+  // Source: checked (it exists, it holds frames) before any model is loaded.
+  if (const YAML::Node source = root["source"]) {
+    const YamlReader sr = r.Within("source: ");
+    LOOM_RETURN_IF_ERROR(sr.Keys(source, {"path", "stride", "limit"}, "the source"));
+    LOOM_ASSIGN_OR_RETURN(g->source.path, sr.String(source, "path", ""));
+    LOOM_ASSIGN_OR_RETURN(int64_t stride, sr.Int(source, "stride", 1, 1 << 20, 1));
+    g->source.stride = static_cast<int>(stride);
+    LOOM_ASSIGN_OR_RETURN(g->source.limit, sr.Int(source, "limit", 0, int64_t{1} << 40, 0));
+    if (!g->source.path.empty() && g->source.path[0] != '/') {
+      g->source.path = (fs::path(base) / g->source.path).lexically_normal().string();
+    }
+  }
+  if (!options.input.empty()) g->source.path = options.input;
+  if (options.limit) g->source.limit = *options.limit;
+  if (g->source.path.empty()) return r.Error(root, "no source: give 'source: {path: ...}' or --input");
+  LOOM_RETURN_IF_ERROR(FrameSource::Open(g->source).status());
+
+  LOOM_ASSIGN_OR_RETURN(int64_t in_flight, r.Int(root, "in_flight", 1, kMaxInFlight, 4));
+  g->in_flight = static_cast<int>(in_flight);
+  if (options.in_flight) {
+    if (*options.in_flight < 1 || *options.in_flight > kMaxInFlight) {
+      return absl::InvalidArgumentError(absl::StrCat("in_flight must be in [1, ", kMaxInFlight, "], got ", *options.in_flight));
+    }
+    g->in_flight = *options.in_flight;
+  }
+
+  // Nodes, in order: each may use the frame ("image") and the nodes before it. They are checked
+  // against the models' metadata before any model loads.
+  LOOM_ASSIGN_OR_RETURN(auto metadata, MakeModelInfoService(config.models));
+  BuildContext context(yaml_path, base, metadata.get());
+  context.Declare("image", {ValueType::kImage, std::nullopt, "image"});
+  const YAML::Node nodes = root["nodes"];
+  if (!nodes) return r.Error(root, "'nodes' must be a non-empty list, got nothing");
+  LOOM_RETURN_IF_ERROR(r.List(nodes, "'nodes'"));
+  for (const YAML::Node& n : nodes) {
+    if (!n.IsMap()) return r.Error(n, "a node must be a mapping such as {name: a, type: preprocess, ...}");
+    LOOM_ASSIGN_OR_RETURN(std::string name, r.String(n, "name"));
+    LOOM_ASSIGN_OR_RETURN(std::string type, r.String(n, "type"));
+    if (name.empty() || context.Has(name)) {
+      return r.Error(n["name"], "node name '" + name + "' is empty, used twice, or 'image'");
+    }
+    const NodeFactory* factory = FindNodeType(type);
+    if (!factory) {
+      const std::string nearest = NearestKey(type, NodeTypeNames());
+      return r.Error(n["type"], absl::StrCat("node '", name, "': unknown node type '", type, "'",
+                                             nearest.empty() ? "" : absl::StrCat("; did you mean '", nearest, "'?"),
+                                             " (known: ", absl::StrJoin(NodeTypeNames(), ", "), ")"));
+    }
+    LOOM_ASSIGN_OR_RETURN(auto node, (*factory)(name, n, context));
+    g->nodes.push_back(std::move(node));
+  }
+  // Sinks are checked before the models load too; they are made (and their folders created)
+  // only when this run writes.
+  const YAML::Node sinks = root["sinks"];
+  if (sinks) LOOM_RETURN_IF_ERROR(MakeSinks(sinks, r, options.output_dir, /*open=*/false).status());
+
+  // Models, warmed up (and, by the engine, measured) on the shapes the graph sends them.
+  for (ModelConfig& m : config.models) {
+    auto it = context.warmups().find(m.name);
+    if (it != context.warmups().end() && m.warmup_inputs.empty()) m.warmup_inputs = it->second;
+  }
+  switch (options.strategy) {
+    case PipelineStrategy::kLoom: {
+      g->cv_threads = std::make_unique<OpenCvThreadCap>();
+      LOOM_ASSIGN_OR_RETURN(auto engine, Engine::Create(config.models, config.options));
+      g->inference = MakeEngineService(std::move(engine));
+      break;
+    }
+    case PipelineStrategy::kSequential:
+    case PipelineStrategy::kThreadPerModel: {
+      LOOM_ASSIGN_OR_RETURN(g->inference, MakeNaiveService(config.models, options.strategy == PipelineStrategy::kSequential
+                                                                              ? NaiveMode::kInline
+                                                                              : NaiveMode::kThreadPerModel));
+      break;
+    }
+  }
+  if (options.sinks && sinks) {
+    LOOM_ASSIGN_OR_RETURN(g->sinks, MakeSinks(sinks, r, options.output_dir));
+  }
+  return g;
+}
+
+}  // namespace loom::pipeline
