@@ -51,8 +51,20 @@ int main(int argc, char** argv) {
     std::cerr << "loom: " << e.what() << "\n\n" << failed->help();
     return loom::cli::kExitUsage;
   }
+  // Every command reports its errors itself; anything that still escapes (a bug, or memory the
+  // machine does not have) is an exit 1 with a message, never an abort.
   for (const auto& [sub, fn] : commands) {
-    if (sub->parsed()) return fn();
+    if (!sub->parsed()) continue;
+    try {
+      return fn();
+    } catch (const std::bad_alloc&) {
+      std::cerr << "loom " << sub->get_name() << ": out of memory\n";
+    } catch (const std::exception& e) {
+      std::cerr << "loom " << sub->get_name() << ": internal error: " << e.what() << "\n";
+    } catch (...) {
+      std::cerr << "loom " << sub->get_name() << ": internal error\n";
+    }
+    return loom::cli::kExitRuntimeError;
   }
   std::cerr << app.help();
   return loom::cli::kExitUsage;

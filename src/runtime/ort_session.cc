@@ -53,7 +53,14 @@ class OrtSession final : public Session {
                                                      "' has an element type Loom does not handle"));
       }
       Shape shape = type_shape.GetShape();
+      if (absl::Status s = CheckShape(dtype, shape); !s.ok()) {
+        return absl::InternalError(absl::StrCat(context_, "output '", info_.outputs[i].name, "': ", s.message()));
+      }
       void* data = value->GetTensorMutableRawData();
+      if (data == nullptr) {  // an empty output: ONNX Runtime gives no buffer
+        result.push_back({info_.outputs[i].name, Tensor::Allocate(dtype, std::move(shape))});
+        continue;
+      }
       // The tensor adopts the Ort::Value: zero-copy, freed when the last copy goes.
       result.push_back({info_.outputs[i].name,
                         Tensor::Adopt(dtype, std::move(shape), data, std::move(value))});

@@ -80,6 +80,15 @@ TEST(Cli, RuntimeErrorsExitOneWithTheMessage) {
            Case{"run " + ModelPath(testing::kMlsdTiny320) + " --backend opencv",
                 "loom run: model 'mlsd_320x320_tiny': OpenCV DNN cannot load it"},
            Case{"run " + ModelPath(testing::kOcrDet) + " --size 12x", "--size must be WIDTHxHEIGHT"},
+           // Sizes from the command line are checked before anything is allocated.
+           Case{"run " + ModelPath(testing::kOcrDet) + " --random --size 99999x99999",
+                "loom run: model 'ch_PP-OCRv4_det_infer' input 'x': tensor [1,3,99999,99999] f32 has 3e+10 "
+                "elements, over the limit of 2147483648 per tensor (max_elements)"},
+           Case{"run " + ModelPath(testing::kOcrDet) + " --input " + testing::DataPath("messi5.jpg") +
+                    " --size 40000x40000",
+                "over the limit"},
+           Case{"run " + ModelPath(testing::kOcrRec) + " --random --batch 4000 --size 9000x48",
+                "over the limit"},
        }) {
     SCOPED_TRACE(c.args);
     Result r = Loom(c.args);
@@ -240,6 +249,38 @@ TEST(CliPipeline, UsageAndLoadErrors) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(Contains(r.err, "pipeline file '/nonexistent.yaml' cannot be read")) << r.err;
   EXPECT_EQ(Loom("pipeline bench --help").exit_code, 0);
+}
+
+// Every command that reads YAML, under broken YAML: exit 1 and FILE:LINE:COLUMN, never an abort.
+TEST(CliPipeline, EveryYamlCommandReportsBadYamlWithItsPosition) {
+  ScratchDir dir;
+  const std::string head = "models:\n  - {name: face, path: " + ModelPath(testing::kBlazeFaceBack) +
+                           "}\nsource: {path: " + testing::DataPath("messi5.jpg") + "}\n";
+  const std::string nodes =
+      "nodes:\n  - {name: face_in, type: preprocess, model: face}\n"
+      "  - {name: face, type: infer, model: face, input: face_in}\n";
+  struct Case { std::string yaml, message; };
+  for (const Case& c : std::vector<Case>{
+           {head + nodes + "sinks: [jsonl]\n", "p.yaml:7:9: a sink must be a mapping"},
+           {head + nodes + "sinks:\n  - jsonl\n  - text\n", "p.yaml:8:5: a sink must be a mapping"},
+           {head + "nodes:\n  - {name: fi, type: preprocess, model: face, sise: 3}\n",
+            "p.yaml:5:47: node 'fi': unknown key 'sise' in the node; did you mean 'size'?"},
+           {head + nodes + "in_flight: lots\n", "p.yaml:7:12: 'in_flight' must be an integer in [1, 64], got 'lots'"},
+           {head + "nodes: {a: 1}\n", "p.yaml:4:8: 'nodes' must be a non-empty list, got a mapping"},
+           {"models: [\n", "p.yaml:2:1: "},
+           {"\t- tab\n", "p.yaml:1:"},
+           {"models:\n  - {name: x, path: " + ModelPath(testing::kBlazeFaceBack) + ", instances: 99999999999999999999}\n",
+            "'instances' must be an integer in [1, 4096] or 'auto'"},
+       }) {
+    SCOPED_TRACE(c.yaml);
+    const std::string path = dir.Write("p.yaml", c.yaml);
+    for (const std::string& command : {"pipeline run --output " + dir.Path("o"), std::string("pipeline bench")}) {
+      SCOPED_TRACE(command);
+      Result r = Loom(command + " " + path);
+      EXPECT_EQ(r.exit_code, 1) << r.err;
+      EXPECT_TRUE(Contains(r.err, c.message)) << r.err;
+    }
+  }
 }
 
 }  // namespace
