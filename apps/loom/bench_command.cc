@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "apps/loom/commands.h"
 #include "bench/bench.h"
+#include "bench/load.h"
 #include "core/cpu_set.h"
 
 namespace loom::cli {
@@ -32,6 +33,13 @@ struct BenchArgs {
   std::string strategies;
   std::string json, csv;
   int overhead_runs = 2000;
+  // load / shift
+  std::string workload = "copies";
+  std::vector<int> clients = {1, 2, 4, 8, 16};
+  std::vector<double> rates = {0.1, 0.5, 0.9};
+  double seconds = 2.0;
+  int shift_clients = 8;
+  double shift_seconds = 3.0;
 };
 
 std::string SelfExe() {
@@ -141,6 +149,76 @@ int RunWorkload(const BenchArgs& a, bench::WorkloadKind kind) {
   return kExitOk;
 }
 
+// The workload of `load` and `shift`: the same items as copies / fanout.
+absl::StatusOr<bench::WorkloadSpec> LoadSpec(const BenchArgs& a, bench::WorkloadKind kind, std::vector<std::string> models) {
+  bench::WorkloadSpec spec;
+  spec.kind = kind;
+  if (!a.models.empty()) models = a.models;
+  for (const std::string& m : models) spec.models.push_back({fs::path(m).stem().string(), m});
+  if (kind == bench::WorkloadKind::kCopies) {
+    if (spec.models.size() != 1) return absl::InvalidArgumentError("--workload copies takes exactly one --model");
+    spec.items = 32;
+    for (const char* f : {"messi5.jpg", "imageTextN.png", "imageTextR.png", "text_motion.jpg"}) {
+      spec.images.push_back(std::string("data/") + f);
+    }
+  } else {
+    spec.items = 24;
+    spec.video = a.video;
+  }
+  std::vector<std::string> wh = absl::StrSplit(a.size, 'x');
+  if (wh.size() != 2 || !absl::SimpleAtoi(wh[0], &spec.width) || !absl::SimpleAtoi(wh[1], &spec.height)) {
+    return absl::InvalidArgumentError("--size must be WIDTHxHEIGHT");
+  }
+  return spec;
+}
+
+int RunLoadCommand(const BenchArgs& a) {
+  auto fail = [](const absl::Status& s) {
+    std::cerr << "\nloom bench load: " << s.message() << "\n";
+    return kExitRuntimeError;
+  };
+  if (absl::Status s = RestrictCores(a.cores); !s.ok()) return fail(s);
+  const bool copies = a.workload == "copies";
+  auto spec = LoadSpec(a, copies ? bench::WorkloadKind::kCopies : bench::WorkloadKind::kFanout,
+                       copies ? std::vector<std::string>{"models/face_detection_back_256x256_barracuda.onnx"}
+                              : std::vector<std::string>{"models/face_detection_back_256x256_barracuda.onnx",
+                                                         "models/mlsd_320x320_tiny.onnx",
+                                                         "models/ch_PP-OCRv4_det_infer.onnx"});
+  if (!spec.ok()) return fail(spec.status());
+  bench::LoadOptions options;
+  options.clients = a.clients;
+  options.rates = a.rates;
+  options.seconds = a.seconds;
+  options.reps = a.reps;
+  options.cores = a.cores;
+  auto report = bench::RunLoad(*spec, options);
+  if (!report.ok()) return fail(report.status());
+  if (a.json != "-") std::cout << report->Table();
+  if (!Emit(a.json, report->ToJson().dump(2) + "\n")) return fail(absl::InternalError("cannot write the --json file"));
+  return kExitOk;
+}
+
+int RunShiftCommand(const BenchArgs& a) {
+  auto fail = [](const absl::Status& s) {
+    std::cerr << "\nloom bench shift: " << s.message() << "\n";
+    return kExitRuntimeError;
+  };
+  if (absl::Status s = RestrictCores(a.cores); !s.ok()) return fail(s);
+  auto spec = LoadSpec(a, bench::WorkloadKind::kFanout,
+                       {"models/face_detection_back_256x256_barracuda.onnx", "models/ch_PP-OCRv4_det_infer.onnx"});
+  if (!spec.ok()) return fail(spec.status());
+  bench::ShiftOptions options;
+  options.seconds_per_phase = a.shift_seconds;
+  options.clients = a.shift_clients;
+  options.reps = a.reps;
+  options.cores = a.cores;
+  auto report = bench::RunShift(*spec, options);
+  if (!report.ok()) return fail(report.status());
+  if (a.json != "-") std::cout << report->Table();
+  if (!Emit(a.json, report->ToJson().dump(2) + "\n")) return fail(absl::InternalError("cannot write the --json file"));
+  return kExitOk;
+}
+
 void AddCommonOptions(CLI::App& app, BenchArgs& a) {
   app.add_option("--reps", a.reps, "Timed repetitions of every strategy")->check(CLI::Range(1, 1000))->capture_default_str();
   app.add_option("--warmup", a.warmup, "Untimed rounds first")->check(CLI::Range(0, 100))->capture_default_str();
@@ -171,9 +249,32 @@ CommandFn AddBenchCommand(CLI::App& app) {
   auto* overhead = app.add_subcommand("overhead", "Engine::Infer() against a bare Session::Run");
   overhead->add_option("--runs", a->overhead_runs, "Calls of each")->check(CLI::Range(100, 10000000))->capture_default_str();
   overhead->add_option("--json", a->json, "Write the report as JSON to FILE (- for stdout)");
-  return [a, copies, fanout]() {
+  auto* load = app.add_subcommand("load", "Latency plan, throughput plan and adaptive engine under closed- and open-loop load");
+  load->add_option("--workload", a->workload, "copies (one model) or fanout (several per frame)")
+      ->check(CLI::IsMember({"copies", "fanout"}))->capture_default_str();
+  load->add_option("--model", a->models, "ONNX model(s) (default: BlazeFace back 256; fanout: + M-LSD tiny + PP-OCR det)");
+  load->add_option("--video", a->video, "Video for the fanout workload")->capture_default_str();
+  load->add_option("--clients", a->clients, "Closed-loop levels: concurrent clients")->delimiter(',')->check(CLI::Range(1, 256));
+  load->add_option("--rates", a->rates, "Open-loop levels: fractions of the measured capacity")->delimiter(',')->check(CLI::Range(0.01, 2.0));
+  load->add_option("--seconds", a->seconds, "Per level, plan and repetition")->check(CLI::Range(0.2, 600.0))->capture_default_str();
+  load->add_option("--reps", a->reps, "Repetitions, interleaved across plans")->check(CLI::Range(1, 100))->capture_default_str();
+  load->add_option("--cores", a->cores, "Use only the first N usable cores")->check(CLI::Range(0, 4096));
+  load->add_option("--json", a->json, "Write the report as JSON to FILE (- for stdout)");
+  load->add_option("--size", a->size, "WIDTHxHEIGHT for models with dynamic image dims")->capture_default_str();
+  auto* shift = app.add_subcommand("shift", "Traffic moves from one model to another: static plans vs the adaptive engine");
+  shift->add_option("--model", a->models, "Exactly two ONNX models (default: BlazeFace back 256, PP-OCR det)");
+  shift->add_option("--video", a->video, "Video the items come from")->capture_default_str();
+  shift->add_option("--seconds", a->shift_seconds, "Seconds per phase")->check(CLI::Range(1.0, 600.0))->capture_default_str();
+  shift->add_option("--clients", a->shift_clients, "Concurrent closed-loop clients")->check(CLI::Range(1, 256))->capture_default_str();
+  shift->add_option("--reps", a->reps, "Repetitions")->check(CLI::Range(1, 100))->capture_default_str();
+  shift->add_option("--cores", a->cores, "Use only the first N usable cores")->check(CLI::Range(0, 4096));
+  shift->add_option("--json", a->json, "Write the report as JSON to FILE (- for stdout)");
+  shift->add_option("--size", a->size, "WIDTHxHEIGHT for models with dynamic image dims")->capture_default_str();
+  return [a, copies, fanout, load, shift]() {
     if (copies->parsed()) return RunWorkload(*a, bench::WorkloadKind::kCopies);
     if (fanout->parsed()) return RunWorkload(*a, bench::WorkloadKind::kFanout);
+    if (load->parsed()) return RunLoadCommand(*a);
+    if (shift->parsed()) return RunShiftCommand(*a);
     const std::string scratch = ScratchDir();
     auto report = bench::RunOverhead(a->overhead_runs, scratch);
     std::error_code ec;

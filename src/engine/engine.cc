@@ -483,15 +483,15 @@ sched::ModelSpec Engine::Impl::SpecFor(const ModelEntry& m, const EnginePlan& pl
   spec.capacity = m.config.queue_capacity.value_or(kDefaultQueueCapacity);
   if (static_cast<size_t>(m.id) < layout.narrow.size()) spec.narrow = layout.narrow[static_cast<size_t>(m.id)];
   if (static_cast<size_t>(m.id) < layout.wide.size()) spec.wide = layout.wide[static_cast<size_t>(m.id)];
-  // Priors for the narrow/wide choice: the plan's measured costs.
-  if (auto it = costs.find(m.config.name); it != costs.end() && !plan.groups.empty()) {
+  // Priors for the narrow/wide choice (and where inline runs happen): the measured costs.
+  if (auto it = costs.find(m.config.name); it != costs.end()) {
     int narrow_threads = 0;
     for (const WorkerPlan& w : plan.workers) {
-      if (w.group >= 0) narrow_threads = w.threads;
+      if (Serves(w, m.config.name)) narrow_threads = w.threads;
     }
     for (const auto& [t, ms] : it->second.ms_by_threads) {
       if (t == narrow_threads) spec.narrow_ms = ms;
-      if (t == plan.groups[0].threads) spec.wide_ms = ms;
+      if (!plan.groups.empty() && t == plan.groups[0].threads) spec.wide_ms = ms;
     }
   }
   return spec;

@@ -205,9 +205,13 @@ absl::StatusOr<EnginePlan> PlanCores(const std::vector<int>& cpus, PlanHint hint
                                   chosen->requests_per_s, plan.layouts.size(),
                                   chosen != best ? " within 3% (fewer, wider workers: lower latency)" : "");
     if (hint == PlanHint::kAdaptive) {
-      // Wide runs: the thread count with the lowest weighted latency, if wider than narrow.
+      // Wide runs: among the widths above the narrow one, the lowest measured (weighted)
+      // latency. Groups are made even when the measurement says narrow is as fast: the choice
+      // is made per batch from the runs themselves, and a load-time measurement can be wrong
+      // (another process was busy) — a plan without groups could never find out.
       double best_ms = 0;
       for (size_t i = 0; i < plan.layouts.size(); ++i) {
+        if (plan.layouts[i].threads <= threads || plan.layouts[i].threads % threads != 0) continue;
         double ms = 0;
         for (const ModelCost& c : plan.costs) ms += c.weight * c.ms_by_threads[i].second;
         if (wide_threads == 0 || ms < best_ms * 0.97) {
@@ -215,11 +219,9 @@ absl::StatusOr<EnginePlan> PlanCores(const std::vector<int>& cpus, PlanHint hint
           best_ms = ms;
         }
       }
-      if (wide_threads <= threads || wide_threads % threads != 0) {
-        wide_threads = 0;
-      } else {
+      if (wide_threads > 0) {
         absl::StrAppend(&plan.reason, absl::StrFormat(
-            "; a request alone may run wide on %d threads (lowest measured latency)", wide_threads));
+            "; wide groups of %d threads for batches that run faster alone on more cores", wide_threads));
       }
     }
   }

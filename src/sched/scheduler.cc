@@ -733,10 +733,26 @@ std::optional<absl::StatusOr<InferResult>> Scheduler::TryRunInline(int model, Re
   ++slot->requests;
   slot->running += request.rows;
   Occupy(plan.threads);
+  // Where the run happens: on the claimed cores if it is long enough to be worth the move.
+  const ModeState& mode = *slot->mode;
+  const double expected_ms = plan.wide ? mode.wide_ms : std::max(mode.narrow_alone_ms, mode.narrow_loaded_ms);
+  std::vector<int> pin_to;
+  if (options_.pin_workers && !claimed.empty() && (expected_ms <= 0 || expected_ms >= options_.pin_inline_over_ms)) {
+    for (int w : claimed) {
+      const auto& cpus = workers_[static_cast<size_t>(w)]->config.cpus;
+      pin_to.insert(pin_to.end(), cpus.begin(), cpus.end());
+    }
+  }
   lock.unlock();
 
+  std::vector<int> previous;
+  if (!pin_to.empty()) {
+    previous = CurrentThreadCpus();
+    if (!PinCurrentThread(pin_to).ok()) previous.clear();
+  }
   const TimePoint start = clock_->Now();
   std::vector<absl::StatusOr<InferResult>> answers = Execute(-1, *slot, {&request}, plan, start);
+  if (!previous.empty()) (void)PinCurrentThread(previous);
   const int64_t compute_us = answers[0].ok() ? answers[0]->compute_us : MicrosBetween(start, clock_->Now());
 
   lock.lock();

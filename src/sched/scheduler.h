@@ -81,6 +81,10 @@ struct SchedulerOptions {
   int explore_every = 50;
   // Pin worker threads to their cpus (tests with fake sessions may run anywhere).
   bool pin_workers = true;
+  // An inline run (TryRunInline) expected to take at least this long moves the caller's thread
+  // onto the claimed cores for the run (and back): the run's work then happens on the plan's
+  // cores. A shorter run stays where the caller is; moving would cost more than it saves.
+  double pin_inline_over_ms = 0.2;
 };
 
 // A change of a model's narrow/wide preference, for the plan's history.

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include "loom/session.h"
+#include "onnx/onnx_pb.h"
+#include "runtime/synthetic_models.h"
 #include "tests/test_util.h"
 #include "vision/blob.h"
 
@@ -51,6 +53,27 @@ TEST(BadModelFile, JpegRenamedOnnxIsRecognised) {
   ScratchDir dir;
   const std::string path = dir.Write("photo.onnx", testing::ReadFile(testing::DataPath("messi5.jpg")));
   EXPECT_EQ(LoadError(path), "model file '" + path + "' is not an ONNX model: it looks like a JPEG image");
+}
+
+// A file whose protobuf parses but whose graph is broken: OpenCV DNN's refusal is reported as a
+// broken model (INVALID_ARGUMENT, with ONNX's checker's reason), not as an unsupported one.
+TEST(BadModelFile, CorruptGraphIsInvalidArgumentForOpenCv) {
+  ScratchDir dir;
+  ASSERT_TRUE(WriteAddModel(dir.Path("add.onnx"), 4).ok());
+  onnx::ModelProto model;
+  ASSERT_TRUE(model.ParseFromString(testing::ReadFile(dir.Path("add.onnx"))));
+  model.mutable_graph()->mutable_node(0)->set_op_type("NoSuchOperator");
+  const std::string path = dir.Write("corrupt.onnx", model.SerializeAsString());
+  SessionOptions options;
+  options.backend = Backend::kOpenCv;
+  auto session = CreateSession(path, options);
+  ASSERT_FALSE(session.ok());
+  EXPECT_EQ(session.status().code(), absl::StatusCode::kInvalidArgument) << session.status();
+  EXPECT_NE(session.status().message().find("is not a valid ONNX model: "), std::string::npos) << session.status();
+  EXPECT_NE(session.status().message().find("NoSuchOperator"), std::string::npos) << session.status();
+  // A valid model OpenCV cannot run stays UNIMPLEMENTED.
+  auto unsupported = CreateSession(ModelPath(testing::kMlsdTiny320), options);
+  EXPECT_EQ(unsupported.status().code(), absl::StatusCode::kUnimplemented);
 }
 
 TEST(BadModelFile, DirectoryIsNamed) {
