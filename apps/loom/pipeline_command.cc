@@ -1,11 +1,13 @@
 // `loom pipeline run FILE.yaml` and `loom pipeline bench FILE.yaml`.
 #include <unistd.h>
 
+#include <fstream>
 #include <iostream>
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "apps/loom/commands.h"
+#include "bench/pipeline_bench.h"
 #include "core/stats.h"
 #include "loom/engine.h"
 #include "loom/pipeline.h"
@@ -14,7 +16,7 @@ namespace loom::cli {
 namespace {
 
 struct PipelineArgs {
-  std::string file, input, output = "out";
+  std::string file, input, output = "out", json;
   int in_flight = 0, cores = 0, reps = 3;
   int64_t limit = 0;
 };
@@ -71,62 +73,23 @@ int Run(const PipelineArgs& a) {
 }
 
 int Bench(const PipelineArgs& a) {
-  struct Strategy {
-    const char* name;
-    PipelineStrategy strategy;
-    int in_flight;  // 0: the file's
+  bench::PipelineBenchOptions options;
+  options.pipeline = Options(a);
+  options.reps = a.reps;
+  options.progress = [&](int round, const std::string& strategy) {
+    std::cerr << absl::StrFormat("\rround %d/%d  %-18s", round, a.reps, strategy) << std::flush;
   };
-  // The sequential loop is one frame at a time on plain sessions; thread-per-model keeps one
-  // frame per model in flight on plain sessions, each model on its own thread; loom is the engine.
-  std::vector<Strategy> strategies = {{"sequential", PipelineStrategy::kSequential, 1},
-                                      {"thread-per-model", PipelineStrategy::kThreadPerModel, 0},
-                                      {"loom", PipelineStrategy::kLoom, 0}};
-  std::vector<std::unique_ptr<Pipeline>> loaded;
-  for (const Strategy& s : strategies) {
-    PipelineOptions o = Options(a);
-    o.strategy = s.strategy;
-    o.sinks = false;
-    if (s.in_flight > 0) o.in_flight = s.in_flight;
-    auto p = Pipeline::Load(a.file, o);
-    if (!p.ok()) return Fail("bench", p.status());
-    loaded.push_back(std::move(*p));
-  }
-  std::vector<std::vector<double>> fps(strategies.size());
-  std::vector<double> host_share;  // Loom's own threads' CPU, as a share of the cores' time
-  int64_t frames = 0;
-  for (int rep = 0; rep <= a.reps; ++rep) {  // round 0 warms every strategy up
-    for (size_t i = 0; i < strategies.size(); ++i) {
-      std::cerr << absl::StrFormat("\rround %d/%d  %-18s", rep, a.reps, strategies[i].name) << std::flush;
-      auto summary = loaded[i]->Run();
-      if (!summary.ok()) return Fail("bench", summary.status());
-      if (summary->frames == 0 || summary->wall_s <= 0) {
-        return Fail("bench", absl::FailedPreconditionError("the source gave no frame to time"));
-      }
-      frames = summary->frames;
-      if (rep > 0) fps[i].push_back(summary->frames / summary->wall_s);
-      if (rep > 0 && strategies[i].strategy == PipelineStrategy::kLoom) {
-        host_share.push_back((summary->pipeline_cpu_s + summary->reader_cpu_s) / (summary->wall_s * summary->usable_cores));
-      }
+  auto report = bench::RunPipelineBench(a.file, options);
+  std::cerr << "\n";
+  if (!report.ok()) return Fail("bench", report.status());
+  if (a.json != "-") std::cout << report->Table();
+  if (!a.json.empty()) {
+    if (a.json == "-") {
+      std::cout << report->ToJson().dump(2) << "\n";
+    } else if (!(std::ofstream(a.json) << report->ToJson().dump(2) << "\n")) {
+      return Fail("bench", absl::InternalError("cannot write '" + a.json + "'"));
     }
   }
-  std::cerr << "\n";
-  std::cout << absl::StrFormat("pipeline %s: %d frames per run, %d repetitions interleaved, medians\n\n", a.file, frames, a.reps);
-  std::cout << absl::StrFormat("%-18s %10s %9s\n", "strategy", "frames/s", "loom is");
-  const double loom = Percentile(fps.back(), 50);
-  std::vector<std::string> verdict;
-  for (size_t i = 0; i < strategies.size(); ++i) {
-    const double f = Percentile(fps[i], 50);
-    const bool is_loom = i + 1 == strategies.size();
-    std::cout << absl::StrFormat("%-18s %10.2f %9s\n", strategies[i].name, f,
-                                 is_loom ? "" : absl::StrFormat("%.2fx", loom / f));
-    if (!is_loom) verdict.push_back(absl::StrFormat("%.2fx %s", loom / f, strategies[i].name));
-  }
-  std::cout << "\n" << loaded.back()->DescribePlan();
-  std::cout << absl::StrFormat(
-      "  host work (decoding, pre/post-processing) took %.0f%% of the cores' time, on leased cores; "
-      "the model workers had the rest\n",
-      100 * Percentile(host_share, 50));
-  std::cout << "\nverdict: loom = " << absl::StrJoin(verdict, ", ") << "\n";
   return kExitOk;
 }
 
@@ -146,6 +109,7 @@ CommandFn AddPipelineCommand(CLI::App& app) {
   }
   run->add_option("--output", a->output, "Folder for the sinks' files")->capture_default_str();
   bench->add_option("--reps", a->reps, "Timed repetitions")->check(CLI::Range(1, 100))->capture_default_str();
+  bench->add_option("--json", a->json, "Write the report as JSON to FILE (- for stdout)");
   return [a, run]() { return run->parsed() ? Run(*a) : Bench(*a); };
 }
 

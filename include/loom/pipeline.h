@@ -99,6 +99,16 @@ struct ImageView {
   size_t stride = 0;  // 0: width * channels
 };
 
+// One run's choices, beside the options the pipeline was loaded with.
+struct RunOptions {
+  std::string input = "";                       // another source for this run (file, folder, glob, video)
+  std::optional<int64_t> limit = std::nullopt;  // at most this many frames
+  // Every record, in frame order, on the thread running Run (besides PipelineOptions::on_record).
+  std::function<void(const PipelineRecord&)> on_record = nullptr;
+  // After each frame: (done, total or -1).
+  std::function<void(int64_t, int64_t)> progress = nullptr;
+};
+
 class Pipeline {
  public:
   // Parses and checks everything before any frame: YAML syntax and keys (line, column, key),
@@ -109,9 +119,12 @@ class Pipeline {
                                                         const PipelineOptions& options = {});
   ~Pipeline();
 
-  // Runs every frame of the source. `progress(done, total or -1)` is called after each frame
-  // (an exception it throws stops the run with an error).
-  absl::StatusOr<PipelineSummary> Run(const std::function<void(int64_t, int64_t)>& progress = nullptr);
+  // Runs every frame of the source. `progress(done, total or -1)` is called after each frame.
+  // A callback that throws stops the run with an error (never past this call).
+  absl::StatusOr<PipelineSummary> Run(const RunOptions& options);
+  absl::StatusOr<PipelineSummary> Run(const std::function<void(int64_t, int64_t)>& progress = nullptr) {
+    return Run(RunOptions{.progress = progress});
+  }
 
   // The caller's own frames: Submit copies the pixels, blocks while `in_flight` frames are being
   // processed, and returns the frame's index (INVALID_ARGUMENT for pixels it cannot take); Next

@@ -133,9 +133,7 @@ absl::StatusOr<std::unique_ptr<Graph>> LoadGraph(const std::string& yaml_path, c
       break;
     }
   }
-  if (options.sinks && sinks) {
-    LOOM_ASSIGN_OR_RETURN(g->sinks, MakeSinks(sinks, r, options.output_dir));
-  }
+  if (options.sinks && sinks) g->sinks = sinks;
   return g;
 }
 

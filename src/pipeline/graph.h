@@ -33,7 +33,7 @@ struct Graph {
   int in_flight = 4;
   std::unique_ptr<InferenceService> inference;
   std::vector<std::unique_ptr<Node>> nodes;
-  std::vector<std::unique_ptr<Sink>> sinks;
+  YAML::Node sinks;  // the file's `sinks:` list, checked; opened anew for each run that writes
   std::unique_ptr<OpenCvThreadCap> cv_threads;
 };
 

@@ -57,9 +57,18 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Load(const std::string& yaml
 int Pipeline::in_flight() const { return graph_->in_flight; }
 Engine* Pipeline::engine() const { return graph_->inference->engine(); }
 
-absl::StatusOr<PipelineSummary> Pipeline::Run(const std::function<void(int64_t, int64_t)>& progress) {
+absl::StatusOr<PipelineSummary> Pipeline::Run(const RunOptions& options) {
   pipeline::Graph& g = *graph_;
-  LOOM_ASSIGN_OR_RETURN(auto source, pipeline::FrameSource::Open(g.source));
+  pipeline::SourceSpec spec = g.source;
+  if (!options.input.empty()) spec.path = options.input;
+  if (options.limit) spec.limit = *options.limit;
+  if (spec.limit < 0) return absl::InvalidArgumentError("limit must be >= 0");
+  LOOM_ASSIGN_OR_RETURN(auto source, pipeline::FrameSource::Open(spec));
+  std::vector<std::unique_ptr<pipeline::Sink>> sinks;
+  if (g.sinks) {
+    LOOM_ASSIGN_OR_RETURN(sinks, pipeline::MakeSinks(g.sinks, YamlReader(g.file), g.options.output_dir));
+  }
+  const auto& progress = options.progress;
   PipelineSummary summary;
   std::map<std::string, NodeTiming> totals;
   absl::Status sink_status;
@@ -83,11 +92,12 @@ absl::StatusOr<PipelineSummary> Pipeline::Run(const std::function<void(int64_t, 
       ++summary.failed;
       if (summary.errors.size() < 5) summary.errors.push_back(absl::StrCat(frame->source, ": ", frame->error));
     }
-    if (g.options.on_record) {
+    if (g.options.on_record || options.on_record) {
       PipelineRecord r = ToRecord(*frame);
-      LOOM_RETURN_IF_ERROR(Guard("on_record callback", [&] { g.options.on_record(r); }));
+      if (g.options.on_record) LOOM_RETURN_IF_ERROR(Guard("on_record callback", [&] { g.options.on_record(r); }));
+      if (options.on_record) LOOM_RETURN_IF_ERROR(Guard("on_record callback", [&] { options.on_record(r); }));
     }
-    for (auto& sink : g.sinks) {
+    for (auto& sink : sinks) {
       absl::Status s = sink->Write(*frame, record);
       if (sink_status.ok() && !s.ok()) sink_status = s;
     }
@@ -129,7 +139,7 @@ absl::StatusOr<PipelineSummary> Pipeline::Run(const std::function<void(int64_t, 
   if (!status.ok()) executor->Abort();
   executor.reset();  // joins the pipeline threads
   summary.reader_cpu_s = pipeline::ThreadCpuSeconds() - reader_cpu0;
-  for (auto& sink : g.sinks) {
+  for (auto& sink : sinks) {
     absl::Status s = sink->Close();
     if (sink_status.ok() && !s.ok()) sink_status = s;
   }

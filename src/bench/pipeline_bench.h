@@ -1,0 +1,49 @@
+// `loom pipeline bench`: a pipeline as a sequential loop (one frame at a time, models one after
+// another, plain sessions), a thread per model (plain sessions), and Loom — repetitions
+// interleaved, medians, the plan and where each frame's time went.
+#ifndef LOOM_BENCH_PIPELINE_BENCH_H_
+#define LOOM_BENCH_PIPELINE_BENCH_H_
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "loom/pipeline.h"
+
+namespace loom::bench {
+
+struct PipelineBenchOptions {
+  PipelineOptions pipeline;  // input, limit, in_flight, cores (sinks are off)
+  int reps = 3;              // after one untimed round of every strategy
+  std::function<void(int round, const std::string& strategy)> progress = nullptr;
+};
+
+struct PipelineStrategyResult {
+  std::string name;
+  std::vector<double> fps;  // frames/s per repetition
+  double median_fps = 0;
+};
+
+struct PipelineBenchReport {
+  std::string file;
+  int64_t frames = 0;  // per run
+  int reps = 0;
+  int usable_cores = 0;
+  std::vector<PipelineStrategyResult> strategies;  // sequential, thread-per-model, loom
+  std::map<std::string, NodeTiming> loom_nodes;     // Loom's per-node split, last run
+  double host_share = 0;  // Loom's own threads' CPU / the cores' time (median)
+  std::string plan;
+  std::string verdict;
+
+  std::string Table() const;
+  nlohmann::json ToJson() const;
+};
+
+absl::StatusOr<PipelineBenchReport> RunPipelineBench(const std::string& file, const PipelineBenchOptions& options);
+
+}  // namespace loom::bench
+
+#endif  // LOOM_BENCH_PIPELINE_BENCH_H_
