@@ -65,7 +65,7 @@ absl::StatusOr<PipelineSummary> Pipeline::Run(const RunOptions& options) {
   if (spec.limit < 0) return absl::InvalidArgumentError("limit must be >= 0");
   LOOM_ASSIGN_OR_RETURN(auto source, pipeline::FrameSource::Open(spec));
   std::vector<std::unique_ptr<pipeline::Sink>> sinks;
-  if (g.sinks) {
+  if (g.sinks.IsSequence()) {
     LOOM_ASSIGN_OR_RETURN(sinks, pipeline::MakeSinks(g.sinks, YamlReader(g.file), g.options.output_dir));
   }
   const auto& progress = options.progress;

@@ -83,4 +83,20 @@ absl::Status WriteGatherModel(const std::string& path, int64_t table_size) {
   return Save(model, path);
 }
 
+absl::Status WritePooledModel(const std::string& path, int64_t width) {
+  onnx::ModelProto model = NewModel("pooled");
+  auto* graph = model.mutable_graph();
+  auto* mean = graph->add_node();
+  mean->set_op_type("ReduceMean");
+  *mean->add_input() = std::string("x");
+  *mean->add_output() = std::string("y");
+  auto* axes = mean->add_attribute();
+  axes->set_name("axes");
+  axes->set_type(onnx::AttributeProto::INTS);
+  axes->add_ints(0);
+  SetTensorType(graph->add_input(), "x", onnx::TensorProto::FLOAT, {std::string("batch"), width});
+  SetTensorType(graph->add_output(), "y", onnx::TensorProto::FLOAT, {std::string("batch"), width});
+  return Save(model, path);
+}
+
 }  // namespace loom

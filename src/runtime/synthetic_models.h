@@ -18,6 +18,11 @@ absl::Status WriteAddModel(const std::string& path, int64_t width);
 // controllable run failure. Input "index", output "y".
 absl::Status WriteGatherModel(const std::string& path, int64_t table_size);
 
+// y = mean of x over the batch (ReduceMean, axes [0], keepdims), while the graph declares y as
+// [batch, width] like x [batch, width]: a model exported with a wrong batch declaration. Batching
+// two requests of it must fail (its output cannot be split back), not answer wrong rows.
+absl::Status WritePooledModel(const std::string& path, int64_t width);
+
 }  // namespace loom
 
 #endif  // LOOM_RUNTIME_SYNTHETIC_MODELS_H_

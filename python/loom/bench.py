@@ -1,0 +1,44 @@
+"""``loom bench`` from Python: the naive strategies and Loom side by side, in one run.
+
+Each function returns the same report as ``loom bench ... --json``: a dict with every strategy's
+throughput and latencies, the ideal, Loom's plan and the verdict. Relative paths are resolved
+against the current directory, then against the Loom checkout this module was built from.
+"""
+import json
+import os
+
+from . import _loom
+
+_PHOTOS = ["messi5.jpg", "imageTextN.png", "imageTextR.png", "text_motion.jpg", "text_defocus.jpg",
+           "licenseplate_motion.jpg"]
+_BLAZEFACE = "models/face_detection_back_256x256_barracuda.onnx"
+_FANOUT = [_BLAZEFACE, "models/mlsd_320x320_tiny.onnx", "models/ch_PP-OCRv4_det_infer.onnx"]
+
+
+def _path(p):
+    p = os.fspath(p)
+    if os.path.isabs(p) or os.path.exists(p):
+        return p
+    candidate = os.path.join(_loom._source_dir, p)
+    return candidate if os.path.exists(candidate) else p
+
+
+def copies(model=_BLAZEFACE, copies=4, images=None, items=32, reps=5, warmup=1, cores=0, sweep=False,
+           strategies=None, size=(640, 480)):
+    """N copies of one model over K images: serial, threads, processes, batch, shared pool, Loom."""
+    images = [_path(i) for i in (images or [os.path.join("data", f) for f in _PHOTOS])]
+    return json.loads(_loom._bench_copies(_path(model), copies, images, items, reps, warmup, cores, sweep,
+                                          list(strategies or []), size[0], size[1]))
+
+
+def fanout(models=None, video="data/vtest.avi", frames=48, reps=5, warmup=1, cores=0, sweep=False,
+           strategies=None, size=(640, 480)):
+    """Several different models on every frame of a video."""
+    models = [_path(m) for m in (models or _FANOUT)]
+    return json.loads(_loom._bench_fanout(models, _path(video), frames, reps, warmup, cores, sweep,
+                                          list(strategies or []), size[0], size[1]))
+
+
+def overhead(runs=2000):
+    """Engine.Infer() against a bare session run of a one-Add model, on one pinned core."""
+    return json.loads(_loom._bench_overhead(runs))
