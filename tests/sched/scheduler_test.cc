@@ -412,8 +412,9 @@ TEST(Scheduler, ACallbackMayRunInlineAndShutDown) {
     again.inputs = {{"x", Rows(1, 2, 5)}};
     again.batch_key = BatchKey(again.inputs);
     auto r = h.scheduler->TryRunInline(m, again);  // on this worker's own session: no deadlock
-    nested.set_value(r ? *r : absl::StatusOr<InferResult>(absl::InternalError("not run inline")));
     h.scheduler->Shutdown();  // from a callback: stops accepting, returns without joining itself
+    // Answered only after Shutdown() returned, so the refused submit below cannot race it.
+    nested.set_value(r ? *r : absl::StatusOr<InferResult>(absl::InternalError("not run inline")));
   };
   ASSERT_TRUE(h.scheduler->Enqueue(m, request, false).ok());
   auto r = nested.get_future().get();
