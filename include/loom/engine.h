@@ -161,7 +161,7 @@ class Engine {
  public:
   // Loads every model on every worker that serves it, measures (auto plan) and starts the
   // workers. Errors name the model and the cause (bad file, a plan that needs more cores than
-  // usable, duplicate name).
+  // usable, duplicate name). No model is allowed: the first AddModel then plans the cores.
   static absl::StatusOr<std::unique_ptr<Engine>> Create(std::vector<ModelConfig> models,
                                                         EngineOptions options = {});
   // Shuts down (see Shutdown) and joins the workers.

@@ -71,6 +71,13 @@ struct PipelineOptions {
   int cores = 0;                      // engine cores (0: all usable)
   PipelineStrategy strategy = PipelineStrategy::kLoom;
   bool sinks = true;                  // false: run without writing anything (bench, Submit API)
+  // false: the file may name no source (its frames come from Submit only, as in `loom serve`).
+  bool require_source = true;
+  // Run the models on this engine (not owned) instead of an engine of the pipeline's own: its
+  // models are added to it as "<model_prefix><name>" and removed with the pipeline, so that one
+  // plan covers a server's models and its pipelines. Its options (cores, hint) then apply.
+  Engine* engine = nullptr;
+  std::string model_prefix = "";
   // Called with every frame's record, in frame order, on the thread that runs Run (embedding,
   // tests). An exception it throws stops the run with an error; it is never let through.
   std::function<void(const PipelineRecord&)> on_record = nullptr;

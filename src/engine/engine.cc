@@ -499,7 +499,7 @@ sched::ModelSpec Engine::Impl::SpecFor(const ModelEntry& m, const EnginePlan& pl
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::vector<ModelConfig> models,
                                                       EngineOptions options) {
-  if (models.empty()) return absl::InvalidArgumentError("an engine needs at least one model");
+  // No model is fine (a server whose repository starts empty): the first AddModel plans the cores.
   auto impl = std::make_unique<Impl>();
   if (options.measure_runs < 1 || options.measure_runs > 1000) {
     return absl::InvalidArgumentError(absl::StrCat("measure_runs must be in [1, 1000], got ", options.measure_runs));

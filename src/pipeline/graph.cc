@@ -71,8 +71,11 @@ absl::StatusOr<std::unique_ptr<Graph>> LoadGraph(const std::string& yaml_path, c
   }
   if (!options.input.empty()) g->source.path = options.input;
   if (options.limit) g->source.limit = *options.limit;
-  if (g->source.path.empty()) return r.Error(root, "no source: give 'source: {path: ...}' or --input");
-  LOOM_RETURN_IF_ERROR(FrameSource::Open(g->source).status());
+  if (g->source.path.empty()) {
+    if (options.require_source) return r.Error(root, "no source: give 'source: {path: ...}' or --input");
+  } else {
+    LOOM_RETURN_IF_ERROR(FrameSource::Open(g->source).status());
+  }
 
   LOOM_ASSIGN_OR_RETURN(int64_t in_flight, r.Int(root, "in_flight", 1, kMaxInFlight, 4));
   g->in_flight = static_cast<int>(in_flight);
@@ -121,8 +124,12 @@ absl::StatusOr<std::unique_ptr<Graph>> LoadGraph(const std::string& yaml_path, c
   switch (options.strategy) {
     case PipelineStrategy::kLoom: {
       g->cv_threads = std::make_unique<OpenCvThreadCap>();
-      LOOM_ASSIGN_OR_RETURN(auto engine, Engine::Create(config.models, config.options));
-      g->inference = MakeEngineService(std::move(engine));
+      if (options.engine) {
+        LOOM_ASSIGN_OR_RETURN(g->inference, MakeSharedEngineService(options.engine, options.model_prefix, config.models));
+      } else {
+        LOOM_ASSIGN_OR_RETURN(auto engine, Engine::Create(config.models, config.options));
+        g->inference = MakeEngineService(std::move(engine));
+      }
       break;
     }
     case PipelineStrategy::kSequential:

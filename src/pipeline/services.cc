@@ -13,9 +13,16 @@ namespace {
 
 class EngineService final : public InferenceService {
  public:
-  explicit EngineService(std::unique_ptr<Engine> engine) : engine_(std::move(engine)) {}
-  const ModelInfo* FindModel(const std::string& model) const override { return engine_->FindModel(model); }
-  PendingOutputs Submit(const std::string& model, NamedTensors inputs) override {
+  explicit EngineService(std::unique_ptr<Engine> engine) : owned_(std::move(engine)), engine_(owned_.get()) {}
+  // Someone else's engine: `models` (already added, under `prefix`) are removed at the end.
+  EngineService(Engine* engine, std::string prefix, std::vector<std::string> models)
+      : engine_(engine), prefix_(std::move(prefix)), added_(std::move(models)) {}
+  ~EngineService() override {
+    for (const std::string& m : added_) (void)engine_->RemoveModel(m);
+  }
+  const ModelInfo* FindModel(const std::string& model) const override { return engine_->FindModel(prefix_ + model); }
+  PendingOutputs Submit(const std::string& name, NamedTensors inputs) override {
+    const std::string model = prefix_ + name;
     auto promise = std::make_shared<std::promise<absl::StatusOr<NamedTensors>>>();
     PendingOutputs future = promise->get_future().share();
     engine_->Submit(model, std::move(inputs), {}, [promise](absl::StatusOr<InferResult> r) {
@@ -25,14 +32,17 @@ class EngineService final : public InferenceService {
     return future;
   }
   int MaxRows(const std::string& model) const override {
-    auto rows = engine_->MaxBatchSize(model);
+    auto rows = engine_->MaxBatchSize(prefix_ + model);
     return rows.ok() ? *rows : 0;
   }
   absl::StatusOr<CoreLease> Lease() override { return engine_->LeaseCores(); }
-  Engine* engine() override { return engine_.get(); }
+  Engine* engine() override { return engine_; }
 
  private:
-  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<Engine> owned_;
+  Engine* engine_;
+  std::string prefix_;
+  std::vector<std::string> added_;
 };
 
 // One default session per model; inline, or a thread per model draining its own queue.
@@ -153,6 +163,20 @@ absl::StatusOr<std::unique_ptr<InferenceService>> MakeModelInfoService(const std
 
 std::unique_ptr<InferenceService> MakeEngineService(std::unique_ptr<Engine> engine) {
   return std::make_unique<EngineService>(std::move(engine));
+}
+
+absl::StatusOr<std::unique_ptr<InferenceService>> MakeSharedEngineService(Engine* engine, const std::string& prefix,
+                                                                         const std::vector<ModelConfig>& models) {
+  std::vector<std::string> added;
+  for (ModelConfig m : models) {
+    m.name = prefix + m.name;
+    if (absl::Status s = engine->AddModel(m); !s.ok()) {
+      for (const std::string& name : added) (void)engine->RemoveModel(name);
+      return s;
+    }
+    added.push_back(m.name);
+  }
+  return std::unique_ptr<InferenceService>(new EngineService(engine, prefix, std::move(added)));
 }
 
 

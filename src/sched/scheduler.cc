@@ -774,6 +774,7 @@ std::optional<absl::StatusOr<InferResult>> Scheduler::TryRunInline(int model, Re
 
 absl::StatusOr<int> Scheduler::AcquireLease(TimePoint deadline) {
   std::unique_lock<std::mutex> lock(mu_);
+  if (workers_.empty()) return absl::UnavailableError("the engine has no workers (no model is loaded): no cores to lease");
   LeaseRequest lease;
   lease.since = clock_->Now();
   leases_.push_back(&lease);
