@@ -12,6 +12,7 @@
 #include "apps/loom/commands.h"
 #include "bench/bench.h"
 #include "bench/load.h"
+#include "serve/serve_bench.h"
 #include "core/cpu_set.h"
 
 namespace loom::cli {
@@ -230,6 +231,35 @@ void AddCommonOptions(CLI::App& app, BenchArgs& a) {
   app.add_option("--size", a.size, "WIDTHxHEIGHT for models with dynamic image dims")->capture_default_str();
 }
 
+struct ServeBenchArgs {
+  serve::ServeBenchOptions options;
+  std::vector<std::string> models;  // NAME=PATH
+  std::string json;
+};
+
+int RunServeBenchCommand(ServeBenchArgs& a) {
+  for (const std::string& m : a.models) {
+    const size_t eq = m.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == m.size()) {
+      std::cerr << "loom bench serve: --model '" << m << "': expected NAME=PATH.onnx\n";
+      return kExitUsage;
+    }
+    a.options.models.emplace_back(m.substr(0, eq), m.substr(eq + 1));
+  }
+  if (a.options.models.empty() && a.options.repository.empty() && a.options.http_address.empty()) {
+    std::cerr << "loom bench serve: give --model NAME=PATH, --repository DIR or --http HOST:PORT\n";
+    return kExitUsage;
+  }
+  auto report = serve::RunServeBench(a.options);
+  if (!report.ok()) {
+    std::cerr << "loom bench serve: " << report.status().message() << "\n";
+    return kExitRuntimeError;
+  }
+  if (a.json != "-") std::cout << report->Format();
+  Emit(a.json, report->Json() + "\n");
+  return kExitOk;
+}
+
 }  // namespace
 
 CommandFn AddBenchCommand(CLI::App& app) {
@@ -270,7 +300,23 @@ CommandFn AddBenchCommand(CLI::App& app) {
   shift->add_option("--cores", a->cores, "Use only the first N usable cores")->check(CLI::Range(0, 4096));
   shift->add_option("--json", a->json, "Write the report as JSON to FILE (- for stdout)");
   shift->add_option("--size", a->size, "WIDTHxHEIGHT for models with dynamic image dims")->capture_default_str();
-  return [a, copies, fanout, load, shift]() {
+  auto sa = std::make_shared<ServeBenchArgs>();
+  auto* serve = app.add_subcommand("serve", "A KServe v2 server under a concurrency sweep (HTTP binary/JSON, gRPC) "
+                                            "against in-process Engine::Infer, side by side");
+  serve->add_option("--model", sa->models, "NAME=PATH.onnx to serve here (repeatable)");
+  serve->add_option("--repository", sa->options.repository, "Or a model repository to serve here");
+  serve->add_option("--http", sa->options.http_address, "Or a running server's HTTP HOST:PORT (no in-process runs)");
+  serve->add_option("--grpc", sa->options.grpc_address, "... and its gRPC HOST:PORT");
+  serve->add_option("--call", sa->options.model, "The model to call (default: the first)");
+  serve->add_option("--concurrency", sa->options.concurrency, "Client levels")->delimiter(',')->check(CLI::Range(1, 1024));
+  serve->add_option("--modes", sa->options.modes, "inprocess, http-binary, http-json, grpc")->delimiter(',');
+  serve->add_option("--seconds", sa->options.seconds, "Per run")->check(CLI::Range(0.1, 600.0))->capture_default_str();
+  serve->add_option("--reps", sa->options.repeats, "Runs per mode and level, interleaved")->check(CLI::Range(1, 100))->capture_default_str();
+  serve->add_option("--batch", sa->options.batch, "Rows per request for a dynamic batch dim")->check(CLI::Range(1, 4096))->capture_default_str();
+  serve->add_option("--cores", sa->options.cores, "Use only the first N usable cores")->check(CLI::Range(0, 4096));
+  serve->add_option("--json", sa->json, "Write the report as JSON to FILE (- for stdout)");
+  return [a, sa, copies, fanout, load, shift, serve]() {
+    if (serve->parsed()) return RunServeBenchCommand(*sa);
     if (copies->parsed()) return RunWorkload(*a, bench::WorkloadKind::kCopies);
     if (fanout->parsed()) return RunWorkload(*a, bench::WorkloadKind::kFanout);
     if (load->parsed()) return RunLoadCommand(*a);

@@ -20,6 +20,7 @@ CommandFn AddRunCommand(CLI::App& app);
 CommandFn AddBenchCommand(CLI::App& app);
 CommandFn AddBenchChildCommand(CLI::App& app);
 CommandFn AddPipelineCommand(CLI::App& app);
+CommandFn AddServeCommand(CLI::App& app);
 
 }  // namespace loom::cli
 

@@ -21,6 +21,8 @@ int main(int argc, char** argv) {
       loom::cli::AddBenchCommand);
   add("pipeline", "Run a YAML pipeline of several models per frame, or benchmark it.",
       loom::cli::AddPipelineCommand);
+  add("serve", "Serve models over KServe v2 (Open Inference Protocol): HTTP/REST and gRPC.",
+      loom::cli::AddServeCommand);
   add("bench-child", "", loom::cli::AddBenchChildCommand);
 
   // CLI11 reports an unknown first word as a missing subcommand; name it instead.

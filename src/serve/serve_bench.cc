@@ -1,0 +1,398 @@
+#include "serve/serve_bench.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include <boost/asio.hpp>
+#include <boost/beast.hpp>
+#include <grpcpp/grpcpp.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "core/tensor_util.h"
+#include "grpc_service.grpc.pb.h"
+#include "serve/data_plane.h"
+#include "serve/grpc_server.h"
+#include "serve/http_server.h"
+
+namespace loom::serve {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using json = nlohmann::json;
+namespace pb = inference;
+using Clock = std::chrono::steady_clock;
+
+absl::StatusOr<std::pair<std::string, std::string>> SplitAddress(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0) return absl::InvalidArgumentError(absl::StrCat("'", address, "': expected HOST:PORT"));
+  return std::make_pair(address.substr(0, colon), address.substr(colon + 1));
+}
+
+// A keep-alive HTTP/1.1 client on one connection (one per client thread).
+class HttpClient {
+ public:
+  absl::Status Connect(const std::string& address) {
+    LOOM_ASSIGN_OR_RETURN(auto hp, SplitAddress(address));
+    host_ = hp.first;
+    boost::system::error_code ec;
+    tcp::resolver resolver(io_);
+    auto endpoints = resolver.resolve(hp.first, hp.second, ec);
+    if (!ec) asio::connect(socket_, endpoints, ec);
+    if (ec) return absl::UnavailableError(absl::StrCat("cannot connect to ", address, ": ", ec.message()));
+    socket_.set_option(tcp::no_delay(true), ec);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<http::response<http::string_body>> Send(http::verb verb, const std::string& target, std::string body,
+                                                          int64_t header_length = -1) {
+    http::request<http::string_body> req{verb, target, 11};
+    req.set(http::field::host, host_);
+    if (header_length >= 0) {
+      req.set("Inference-Header-Content-Length", std::to_string(header_length));
+      req.set(http::field::content_type, "application/octet-stream");
+    } else {
+      req.set(http::field::content_type, "application/json");
+    }
+    req.body() = std::move(body);
+    req.prepare_payload();
+    boost::system::error_code ec;
+    http::write(socket_, req, ec);
+    if (ec) return absl::UnavailableError(absl::StrCat("HTTP write: ", ec.message()));
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(uint64_t{1} << 31);
+    http::read(socket_, buffer_, parser, ec);
+    if (ec) return absl::UnavailableError(absl::StrCat("HTTP read: ", ec.message()));
+    return parser.release();
+  }
+
+ private:
+  asio::io_context io_;
+  tcp::socket socket_{io_};
+  beast::flat_buffer buffer_;
+  std::string host_;
+};
+
+// What one request carries, in every encoding.
+struct Workload {
+  std::string model;
+  NamedTensors inputs;     // in process
+  std::string json_body;   // HTTP JSON
+  std::string binary_body;  // HTTP binary: JSON header + raw bytes
+  int64_t binary_header = 0;
+  pb::ModelInferRequest grpc;
+};
+
+absl::StatusOr<Workload> MakeWorkload(const std::string& http_address, const std::string& model, int batch) {
+  HttpClient client;
+  LOOM_RETURN_IF_ERROR(client.Connect(http_address));
+  std::string name = model;
+  if (name.empty()) {
+    LOOM_ASSIGN_OR_RETURN(auto index, client.Send(http::verb::post, "/v2/repository/index", "{\"ready\":true}"));
+    json j = json::parse(index.body(), nullptr, false);
+    if (!j.is_array() || j.empty()) return absl::NotFoundError("the server has no ready model");
+    name = j[0].value("name", "");
+  }
+  LOOM_ASSIGN_OR_RETURN(auto meta_response, client.Send(http::verb::get, "/v2/models/" + name, ""));
+  if (meta_response.result_int() != 200) {
+    return absl::NotFoundError(absl::StrCat("model '", name, "': ", meta_response.body()));
+  }
+  json meta = json::parse(meta_response.body(), nullptr, false);
+  if (!meta.is_object() || !meta["inputs"].is_array()) return absl::InternalError("the model's metadata has no inputs");
+  Workload w;
+  w.model = name;
+  w.grpc.set_model_name(name);
+  json header = {{"inputs", json::array()}, {"outputs", json::array()}};
+  json body = {{"inputs", json::array()}};
+  std::string raw;
+  uint64_t seed = 1;
+  for (const json& in : meta["inputs"]) {
+    const std::string input = in.value("name", "");
+    const std::string datatype = in.value("datatype", "");
+    LOOM_ASSIGN_OR_RETURN(WireType type, ParseWireType(datatype));
+    const std::optional<DType> dtype = ToDType(type);
+    if (!dtype) return absl::UnimplementedError(absl::StrCat("input '", input, "': ", datatype, " is not benchmarked"));
+    Shape shape;
+    for (const json& d : in["shape"]) shape.push_back(d.get<int64_t>() < 0 ? (shape.empty() ? batch : 1) : d.get<int64_t>());
+    LOOM_ASSIGN_OR_RETURN(Tensor t, Tensor::TryAllocate(*dtype, shape));
+    FillRandom(t, seed++);
+    const std::string bytes(static_cast<const char*>(t.data()), t.byte_size());
+    header["inputs"].push_back({{"name", input}, {"shape", shape}, {"datatype", datatype},
+                                {"parameters", {{"binary_data_size", bytes.size()}}}});
+    json data = json::array();
+    if (*dtype == DType::kFloat32) {
+      for (int64_t i = 0; i < t.element_count(); ++i) data.push_back(t.data_as<float>()[i]);
+    } else if (*dtype == DType::kInt64) {
+      for (int64_t i = 0; i < t.element_count(); ++i) data.push_back(t.data_as<int64_t>()[i]);
+    } else if (*dtype == DType::kUInt8) {
+      for (int64_t i = 0; i < t.element_count(); ++i) data.push_back(t.data_as<uint8_t>()[i]);
+    } else {
+      return absl::UnimplementedError(absl::StrCat("input '", input, "': JSON for ", datatype, " is not benchmarked"));
+    }
+    body["inputs"].push_back({{"name", input}, {"shape", shape}, {"datatype", datatype}, {"data", std::move(data)}});
+    raw += bytes;
+    auto* g = w.grpc.add_inputs();
+    g->set_name(input);
+    g->set_datatype(datatype);
+    for (int64_t d : shape) g->add_shape(d);
+    w.grpc.add_raw_input_contents(bytes);
+    w.inputs.push_back({input, std::move(t)});
+  }
+  for (const json& out : meta["outputs"]) {
+    header["outputs"].push_back({{"name", out.value("name", "")}, {"parameters", {{"binary_data", true}}}});
+  }
+  const std::string h = header.dump();
+  w.binary_header = static_cast<int64_t>(h.size());
+  w.binary_body = h + raw;
+  w.json_body = body.dump();
+  return w;
+}
+
+// Sums of the server's queue and compute histograms for the model (seconds and counts).
+struct ServerSplit {
+  double queue_s = 0, compute_s = 0, count = 0;
+};
+
+ServerSplit ReadSplit(const std::string& http_address, const std::string& model) {
+  ServerSplit s;
+  HttpClient client;
+  if (!client.Connect(http_address).ok()) return s;
+  auto r = client.Send(http::verb::get, "/metrics", "");
+  if (!r.ok()) return s;
+  const std::string label = absl::StrCat("{model=\"", model, "\"} ");
+  for (absl::string_view line : absl::StrSplit(r->body(), '\n')) {
+    auto value = [&](const std::string& name, double& out) {
+      const std::string prefix = name + label;
+      if (line.substr(0, prefix.size()) == prefix) out = std::strtod(std::string(line.substr(prefix.size())).c_str(), nullptr);
+    };
+    value("loom_queue_duration_seconds_sum", s.queue_s);
+    value("loom_compute_duration_seconds_sum", s.compute_s);
+    value("loom_compute_duration_seconds_count", s.count);
+  }
+  return s;
+}
+
+struct RunResult {
+  int64_t requests = 0, errors = 0;
+  double seconds = 0;
+  std::vector<double> latencies_us;
+  std::string first_error;
+};
+
+// `concurrency` closed-loop clients of one mode for `seconds`.
+RunResult RunMode(const std::string& mode, int concurrency, double seconds, const Workload& w, Engine* engine,
+                  const std::string& http_address, const std::string& grpc_address) {
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  RunResult total;
+  std::vector<std::thread> threads;
+  const auto start = Clock::now();
+  for (int c = 0; c < concurrency; ++c) {
+    threads.emplace_back([&] {
+      std::vector<double> latencies;
+      int64_t errors = 0;
+      std::string error;
+      HttpClient http;
+      std::unique_ptr<pb::GRPCInferenceService::Stub> stub;
+      absl::Status ready = absl::OkStatus();
+      if (mode == "http-binary" || mode == "http-json") ready = http.Connect(http_address);
+      if (mode == "grpc") {
+        grpc::ChannelArguments args;
+        args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection per client, as separate programs
+        args.SetMaxReceiveMessageSize(-1);
+        stub = pb::GRPCInferenceService::NewStub(
+            grpc::CreateCustomChannel(grpc_address, grpc::InsecureChannelCredentials(), args));
+      }
+      while (ready.ok() && !stop.load(std::memory_order_relaxed)) {
+        const auto t0 = Clock::now();
+        absl::Status s;
+        if (mode == "inprocess") {
+          s = engine->Infer(w.model, w.inputs).status();
+        } else if (mode == "http-binary" || mode == "http-json") {
+          const bool binary = mode == "http-binary";
+          auto r = http.Send(http::verb::post, "/v2/models/" + w.model + "/infer", binary ? w.binary_body : w.json_body,
+                             binary ? w.binary_header : -1);
+          if (!r.ok()) {
+            s = r.status();
+          } else if (r->result_int() != 200) {
+            s = absl::InternalError(absl::StrCat("HTTP ", r->result_int(), ": ", r->body().substr(0, 200)));
+          }
+        } else {
+          grpc::ClientContext context;
+          pb::ModelInferResponse response;
+          const grpc::Status g = stub->ModelInfer(&context, w.grpc, &response);
+          if (!g.ok()) s = absl::InternalError(absl::StrCat("gRPC ", g.error_code(), ": ", g.error_message()));
+        }
+        const double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+        if (s.ok()) {
+          latencies.push_back(us);
+        } else {
+          ++errors;
+          if (error.empty()) error = s.ToString();
+          if (errors > 100 && latencies.empty()) break;  // nothing works: stop early, reported
+        }
+      }
+      if (!ready.ok()) {
+        ++errors;
+        error = ready.ToString();
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      total.latencies_us.insert(total.latencies_us.end(), latencies.begin(), latencies.end());
+      total.errors += errors;
+      if (total.first_error.empty()) total.first_error = error;
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop = true;
+  for (auto& t : threads) t.join();
+  total.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  total.requests = static_cast<int64_t>(total.latencies_us.size());
+  return total;
+}
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p / 100.0 * static_cast<double>(v.size())));
+  return v[i];
+}
+
+double Median(std::vector<double> v) { return Percentile(std::move(v), 50); }
+
+}  // namespace
+
+absl::StatusOr<ServeBenchReport> RunServeBench(const ServeBenchOptions& o) {
+  for (const std::string& m : o.modes) {
+    if (m != "inprocess" && m != "http-binary" && m != "http-json" && m != "grpc") {
+      return absl::InvalidArgumentError(absl::StrCat("mode '", m, "': expected inprocess, http-binary, http-json or grpc"));
+    }
+  }
+  if (o.repeats < 1 || o.seconds <= 0 || o.concurrency.empty()) {
+    return absl::InvalidArgumentError("repeats >= 1, seconds > 0 and at least one concurrency level are needed");
+  }
+  std::unique_ptr<DataPlane> plane;
+  std::unique_ptr<HttpServer> http;
+  std::unique_ptr<GrpcServer> grpc;
+  std::string http_address = o.http_address, grpc_address = o.grpc_address;
+  ServeBenchReport report;
+  if (http_address.empty()) {
+    DataPlaneOptions options;
+    options.repository = o.repository;
+    options.models = o.models;
+    options.engine.cores = o.cores;
+    LOOM_ASSIGN_OR_RETURN(plane, DataPlane::Create(options));
+    LOOM_ASSIGN_OR_RETURN(http, HttpServer::Start(*plane, "127.0.0.1", 0));
+    LOOM_ASSIGN_OR_RETURN(grpc, GrpcServer::Start(*plane, "127.0.0.1", 0));
+    http_address = absl::StrCat("127.0.0.1:", http->port());
+    grpc_address = absl::StrCat("127.0.0.1:", grpc->port());
+    report.plan = plane->engine().DescribePlan();
+  }
+  LOOM_ASSIGN_OR_RETURN(Workload w, MakeWorkload(http_address, o.model, o.batch));
+  report.model = w.model;
+  std::vector<std::string> modes;
+  for (const std::string& m : o.modes) {
+    if (m == "inprocess" && !plane) continue;  // a running server: no engine here to compare with
+    if (m == "grpc" && grpc_address.empty()) continue;
+    modes.push_back(m);
+  }
+  // Warm-up: every mode once at the highest concurrency (connections, thread pools, caches).
+  const int top = *std::max_element(o.concurrency.begin(), o.concurrency.end());
+  for (const std::string& m : modes) {
+    RunResult r = RunMode(m, top, std::min(0.5, o.seconds), w, plane ? &plane->engine() : nullptr, http_address, grpc_address);
+    if (r.requests == 0) return absl::UnavailableError(absl::StrCat(m, ": no request succeeded: ", r.first_error));
+  }
+  for (int c : o.concurrency) {
+    std::map<std::string, std::vector<RunResult>> runs;
+    std::map<std::string, std::vector<ServerSplit>> splits;
+    for (int rep = 0; rep < o.repeats; ++rep) {
+      for (const std::string& m : modes) {  // interleaved: each mode sees the machine as the others do
+        const ServerSplit before = ReadSplit(http_address, w.model);
+        runs[m].push_back(RunMode(m, c, o.seconds, w, plane ? &plane->engine() : nullptr, http_address, grpc_address));
+        const ServerSplit after = ReadSplit(http_address, w.model);
+        splits[m].push_back({after.queue_s - before.queue_s, after.compute_s - before.compute_s, after.count - before.count});
+      }
+    }
+    for (const std::string& m : modes) {
+      ServeBenchRow row;
+      row.mode = m;
+      row.concurrency = c;
+      std::vector<double> tput, p50, p90, p99;
+      double queue_s = 0, compute_s = 0, count = 0;
+      for (const RunResult& r : runs[m]) {
+        row.requests += r.requests;
+        row.errors += r.errors;
+        tput.push_back(static_cast<double>(r.requests) / r.seconds);
+        p50.push_back(Percentile(r.latencies_us, 50));
+        p90.push_back(Percentile(r.latencies_us, 90));
+        p99.push_back(Percentile(r.latencies_us, 99));
+      }
+      for (const ServerSplit& s : splits[m]) {
+        queue_s += s.queue_s;
+        compute_s += s.compute_s;
+        count += s.count;
+      }
+      row.throughput = Median(tput);
+      row.p50_us = Median(p50);
+      row.p90_us = Median(p90);
+      row.p99_us = Median(p99);
+      if (count > 0) {
+        row.server_queue_us = queue_s / count * 1e6;
+        row.server_compute_us = compute_s / count * 1e6;
+      }
+      report.rows.push_back(row);
+    }
+  }
+  if (grpc) grpc->Shutdown(std::chrono::milliseconds(100));
+  if (http) http->Stop();
+  return report;
+}
+
+std::string ServeBenchReport::Format() const {
+  std::ostringstream out;
+  if (!plan.empty()) out << plan << "\n";
+  out << "model " << model << ": closed-loop clients; medians of the repeats; ratio and overhead against in-process "
+      << "at the same concurrency\n";
+  out << absl::StrFormat("%-12s %5s %10s %9s %9s %9s %8s %11s %10s %10s %7s\n", "mode", "conc", "req/s", "p50 us",
+                         "p90 us", "p99 us", "x inproc", "p50 +us", "queue us", "compute us", "errors");
+  std::map<int, const ServeBenchRow*> inprocess;
+  for (const ServeBenchRow& r : rows) {
+    if (r.mode == "inprocess") inprocess[r.concurrency] = &r;
+  }
+  for (const ServeBenchRow& r : rows) {
+    const auto it = inprocess.find(r.concurrency);
+    const std::string ratio = it != inprocess.end() && it->second->throughput > 0
+                                  ? absl::StrFormat("%.3f", r.throughput / it->second->throughput) : "-";
+    const std::string overhead = it != inprocess.end() ? absl::StrFormat("%.1f", r.p50_us - it->second->p50_us) : "-";
+    out << absl::StrFormat("%-12s %5d %10.1f %9.1f %9.1f %9.1f %8s %11s %10.1f %10.1f %7d\n", r.mode, r.concurrency,
+                           r.throughput, r.p50_us, r.p90_us, r.p99_us, ratio, overhead, r.server_queue_us,
+                           r.server_compute_us, r.errors);
+  }
+  out << "queue/compute: the server's own mean per request over each mode's runs (from /metrics; in-process "
+         "runs count there too)\n";
+  return out.str();
+}
+
+std::string ServeBenchReport::Json() const {
+  json rows_json = json::array();
+  for (const ServeBenchRow& r : rows) {
+    rows_json.push_back({{"mode", r.mode}, {"concurrency", r.concurrency}, {"requests", r.requests},
+                         {"errors", r.errors}, {"throughput", r.throughput}, {"p50_us", r.p50_us},
+                         {"p90_us", r.p90_us}, {"p99_us", r.p99_us}, {"server_queue_us", r.server_queue_us},
+                         {"server_compute_us", r.server_compute_us}});
+  }
+  return json({{"model", model}, {"rows", rows_json}}).dump(2);
+}
+
+}  // namespace loom::serve

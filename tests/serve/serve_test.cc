@@ -1,0 +1,445 @@
+// `loom serve`'s server in process: the routes and every bad request the issue lists, answered
+// with the right status and a message while the server goes on serving; limits over real sockets
+// (oversized body, oversized header, a very slow client); gRPC typed and raw tensors and its status
+// codes; and a seeded mutation fuzzer over valid HTTP and gRPC requests on loopback.
+//
+// LOOM_FUZZ_REQUESTS sets the fuzzer's request count (default 10,000 over HTTP and gRPC together);
+// scripts/fuzz_serve runs it with 100,000 under ASan+UBSan.
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "grpc_service.grpc.pb.h"
+#include "runtime/synthetic_models.h"
+#include "serve/data_plane.h"
+#include "serve/grpc_server.h"
+#include "serve/http_server.h"
+#include "tests/test_util.h"
+
+namespace loom::serve {
+namespace {
+
+using json = nlohmann::json;
+namespace pb = inference;
+
+// One server for the whole suite: an Add model (y = x + 1, [N, 4] f32) and BlazeFace.
+class Server : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::ScratchDir();
+    const std::string add = dir_->Path("add.onnx");
+    ASSERT_TRUE(WriteAddModel(add, 4).ok());
+    DataPlaneOptions options;
+    options.models = {{"add", add}, {"face", testing::ModelPath(testing::kBlazeFaceFront)}};
+    options.engine.measure_runs = 1;
+    options.limits.max_body_bytes = 1 << 20;
+    options.limits.max_header_bytes = 4096;
+    options.limits.read_timeout_ms = 500;
+    auto plane = DataPlane::Create(options);
+    ASSERT_TRUE(plane.ok()) << plane.status();
+    plane_ = plane->release();
+    auto http = HttpServer::Start(*plane_, "127.0.0.1", 0);
+    ASSERT_TRUE(http.ok()) << http.status();
+    http_ = http->release();
+    auto grpc = GrpcServer::Start(*plane_, "127.0.0.1", 0);
+    ASSERT_TRUE(grpc.ok()) << grpc.status();
+    grpc_ = grpc->release();
+  }
+  static void TearDownTestSuite() {
+    delete grpc_;
+    delete http_;
+    delete plane_;
+    delete dir_;
+  }
+
+  static HttpResponse Post(const std::string& target, const std::string& body,
+                           std::optional<std::string> header_length = std::nullopt) {
+    return HandleHttp(*plane_, "POST", target, std::move(header_length), body);
+  }
+  static HttpResponse Get(const std::string& target) { return HandleHttp(*plane_, "GET", target, std::nullopt, ""); }
+  static std::string ErrorOf(const HttpResponse& r) {
+    json j = json::parse(r.body, nullptr, false);
+    return j.is_object() && j.contains("error") ? j["error"].get<std::string>() : "<no error field: " + r.body + ">";
+  }
+  // The server still answers a good request correctly.
+  static void ExpectStillServing() {
+    const HttpResponse r = Post("/v2/models/add/infer", kGoodJson);
+    ASSERT_EQ(r.status, 200) << r.body;
+    json j = json::parse(r.body);
+    EXPECT_EQ(j["outputs"][0]["data"], json({2.0, 3.0, 4.0, 5.0}));
+  }
+
+  static std::unique_ptr<pb::GRPCInferenceService::Stub> Stub() {
+    auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(grpc_->port()), grpc::InsecureChannelCredentials());
+    return pb::GRPCInferenceService::NewStub(channel);
+  }
+
+  // Sends raw bytes over a fresh connection and returns what came back (until close or timeout).
+  // With `half_close`, the client says it is done sending (the server sees the end of the stream).
+  static std::string RawHttp(const std::string& bytes, int chunk = 0, int pause_ms = 0, bool half_close = false) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(http_->port()));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      ::close(fd);
+      return "<connect failed>";
+    }
+    timeval timeout{5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    size_t sent = 0;
+    while (sent < bytes.size()) {
+      const size_t n = chunk > 0 ? std::min<size_t>(chunk, bytes.size() - sent) : bytes.size() - sent;
+      const ssize_t w = ::send(fd, bytes.data() + sent, n, MSG_NOSIGNAL);
+      if (w <= 0) break;
+      sent += static_cast<size_t>(w);
+      if (pause_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
+    }
+    if (half_close) ::shutdown(fd, SHUT_WR);
+    std::string out;
+    char buffer[4096];
+    for (;;) {
+      const ssize_t r = ::recv(fd, buffer, sizeof(buffer), 0);
+      if (r <= 0) break;
+      out.append(buffer, static_cast<size_t>(r));
+    }
+    ::close(fd);
+    return out;
+  }
+
+  static inline const std::string kGoodJson =
+      R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]})";
+  static inline testing::ScratchDir* dir_ = nullptr;
+  static inline DataPlane* plane_ = nullptr;
+  static inline HttpServer* http_ = nullptr;
+  static inline GrpcServer* grpc_ = nullptr;
+};
+
+TEST_F(Server, HealthMetadataAndInferInJson) {
+  EXPECT_EQ(Get("/v2/health/live").status, 200);
+  EXPECT_EQ(Get("/v2/health/ready").status, 200);
+  json server = json::parse(Get("/v2").body);
+  EXPECT_EQ(server["name"], "loom");
+  EXPECT_TRUE(server["extensions"].is_array());
+  json meta = json::parse(Get("/v2/models/add").body);
+  EXPECT_EQ(meta["inputs"][0]["name"], "x");
+  EXPECT_EQ(meta["inputs"][0]["datatype"], "FP32");
+  EXPECT_EQ(meta["inputs"][0]["shape"], json({-1, 4}));  // the dynamic batch is -1
+  EXPECT_EQ(Get("/v2/models/add/versions/1").status, 200);
+  EXPECT_EQ(Get("/v2/models/add/ready").status, 200);
+  ExpectStillServing();
+  // Several rows, and the request's id echoed.
+  const HttpResponse r = Post("/v2/models/add/infer",
+                              R"({"id":"r7","inputs":[{"name":"x","shape":[2,4],"datatype":"FP32","data":[[0,0,0,0],[1,1,1,1]]}]})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  json j = json::parse(r.body);
+  EXPECT_EQ(j["id"], "r7");
+  EXPECT_EQ(j["outputs"][0]["shape"], json({2, 4}));
+  EXPECT_EQ(j["outputs"][0]["data"], json({1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0}));
+}
+
+TEST_F(Server, BinaryTensorsInAndOut) {
+  const float x[4] = {1.5f, 2.5f, 3.5f, 4.5f};
+  const std::string header =
+      R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":16}}],)"
+      R"("outputs":[{"name":"y","parameters":{"binary_data":true}}]})";
+  const std::string body = header + std::string(reinterpret_cast<const char*>(x), sizeof(x));
+  const HttpResponse r = Post("/v2/models/add/infer", body, std::to_string(header.size()));
+  ASSERT_EQ(r.status, 200) << r.body;
+  ASSERT_GE(r.header_length, 0);
+  json j = json::parse(r.body.substr(0, static_cast<size_t>(r.header_length)));
+  EXPECT_EQ(j["outputs"][0]["parameters"]["binary_data_size"], 16);
+  ASSERT_EQ(r.body.size(), static_cast<size_t>(r.header_length) + 16);
+  float y[4];
+  std::memcpy(y, r.body.data() + r.header_length, sizeof(y));
+  EXPECT_EQ(y[0], 2.5f);
+  EXPECT_EQ(y[3], 5.5f);
+}
+
+TEST_F(Server, EveryBadRequestIsAnsweredWithItsStatusAndTheServerGoesOn) {
+  struct Case {
+    const char* what;
+    std::string target, body;
+    std::optional<std::string> header_length;
+    int status;
+    const char* message;  // a part of the error
+  };
+  const std::string x16(16, '\0');
+  const std::vector<Case> cases = {
+      {"malformed JSON", "/v2/models/add/infer", R"({"inputs":[)", {}, 400, "not valid JSON"},
+      {"empty body", "/v2/models/add/infer", "", {}, 400, "not valid JSON"},
+      {"unknown model", "/v2/models/nope/infer", kGoodJson, {}, 404, "unknown model 'nope'"},
+      {"unknown version", "/v2/models/add/versions/9/infer", kGoodJson, {}, 404, "version 9"},
+      {"unknown input", "/v2/models/add/infer", R"({"inputs":[{"name":"z","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]})", {}, 400, "'z'"},
+      {"unknown output", "/v2/models/add/infer",
+       R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"outputs":[{"name":"q"}]})", {}, 400, "'q'"},
+      {"wrong datatype name", "/v2/models/add/infer", R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FLOAT32","data":[1,2,3,4]}]})", {}, 400, "FLOAT32"},
+      {"datatype the model does not take", "/v2/models/add/infer", R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"INT64","data":[1,2,3,4]}]})", {}, 400, "x"},
+      {"shape vs data length", "/v2/models/add/infer", R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3]}]})", {}, 400, "x"},
+      {"negative dim", "/v2/models/add/infer", R"({"inputs":[{"name":"x","shape":[-1,4],"datatype":"FP32","data":[1,2,3,4]}]})", {}, 400, "x"},
+      {"overflowing dims", "/v2/models/add/infer",
+       R"({"inputs":[{"name":"x","shape":[4294967296,4294967296,4],"datatype":"FP32","data":[1]}]})", {}, 400, "x"},
+      {"rank over the limit", "/v2/models/add/infer", R"({"inputs":[{"name":"x","shape":[1,1,1,1,1,1,1,1,1,4],"datatype":"FP32","data":[1,2,3,4]}]})", {}, 400, "at most 8 dims"},
+      {"duplicate inputs", "/v2/models/add/infer",
+       R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]},{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]})", {}, 400, "x"},
+      {"binary header length beyond the body", "/v2/models/add/infer", kGoodJson, "100000", 400, "Inference-Header-Content-Length"},
+      {"binary header length not a number", "/v2/models/add/infer", kGoodJson, "12x", 400, "Inference-Header-Content-Length"},
+      {"binary size that lies", "/v2/models/add/infer",
+       R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":64}}]})" + x16,
+       std::to_string(std::string(R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":64}}]})").size()), 400, "x"},
+      {"binary size vs shape", "/v2/models/add/infer",
+       R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":8}}]})" + x16,
+       std::to_string(std::string(R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":8}}]})").size()), 400, "x"},
+      {"deep JSON", "/v2/models/add/infer", std::string(200, '[') + std::string(200, ']'), {}, 400, "nested"},
+      {"a non-v2 path", "/v1/models/add:predict", kGoodJson, {}, 404, "no route"},
+      {"inputs not an array", "/v2/models/add/infer", R"({"inputs":{"x":1}})", {}, 400, "inputs"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    const HttpResponse r = Post(c.target, c.body, c.header_length);
+    EXPECT_EQ(r.status, c.status) << r.body;
+    EXPECT_NE(ErrorOf(r).find(c.message), std::string::npos) << ErrorOf(r);
+  }
+  EXPECT_EQ(HandleHttp(*plane_, "DELETE", "/v2/models/add", std::nullopt, "").status, 405);
+  ExpectStillServing();
+}
+
+TEST_F(Server, OverLimitsOnTheWireAreRefusedAndNamed) {
+  // A body over max_body_bytes (1 MiB here): 413, nothing of it read into memory.
+  std::string big = "POST /v2/models/add/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    "Content-Length: 2000000\r\n\r\n";
+  big += std::string(2000000, ' ');
+  std::string r = RawHttp(big);
+  EXPECT_NE(r.find("413"), std::string::npos) << r.substr(0, 200);
+  EXPECT_NE(r.find("max_body_bytes"), std::string::npos);
+  // A header over max_header_bytes: 431.
+  r = RawHttp("GET /v2 HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(8000, 'a') + "\r\n\r\n");
+  EXPECT_NE(r.find("431"), std::string::npos) << r.substr(0, 200);
+  // Not HTTP at all: 400.
+  r = RawHttp("\x01\x02\x03 garbage\r\n\r\n");
+  EXPECT_NE(r.find("400"), std::string::npos) << r.substr(0, 200);
+  ExpectStillServing();
+}
+
+TEST_F(Server, AVerySlowClientIsCutOffAndHoldsNoWorker) {
+  // One byte every 100 ms against a read timeout of 500 ms for the whole request: the connection
+  // is closed before the request is complete, and the server answers others meanwhile.
+  const std::string request = "GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Pad: " + std::string(40, 'a') + "\r\n\r\n";
+  std::thread slow([&] {
+    const std::string r = RawHttp(request, 1, 100);
+    EXPECT_EQ(r.find("200 OK"), std::string::npos) << "a request trickled over 5 s was answered";
+  });
+  const std::string fast = RawHttp("GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_NE(fast.find("200"), std::string::npos);
+  slow.join();
+  ExpectStillServing();
+}
+
+TEST_F(Server, GrpcTypedAndRawTensorsAndStatusCodes) {
+  auto stub = Stub();
+  {
+    grpc::ClientContext context;
+    pb::ServerLiveResponse live;
+    ASSERT_TRUE(stub->ServerLive(&context, pb::ServerLiveRequest(), &live).ok());
+    EXPECT_TRUE(live.live());
+  }
+  {
+    grpc::ClientContext context;
+    pb::ModelMetadataRequest request;
+    request.set_name("face");
+    pb::ModelMetadataResponse meta;
+    ASSERT_TRUE(stub->ModelMetadata(&context, request, &meta).ok());
+    ASSERT_EQ(meta.inputs_size(), 1);
+    EXPECT_EQ(meta.inputs(0).datatype(), "FP32");
+    EXPECT_EQ(meta.outputs_size(), 4);
+  }
+  auto infer = [&](const pb::ModelInferRequest& request, pb::ModelInferResponse* response) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    return stub->ModelInfer(&context, request, response);
+  };
+  pb::ModelInferRequest request;
+  request.set_model_name("add");
+  auto* in = request.add_inputs();
+  in->set_name("x");
+  in->set_datatype("FP32");
+  in->add_shape(1);
+  in->add_shape(4);
+  for (float v : {1.f, 2.f, 3.f, 4.f}) in->mutable_contents()->add_fp32_contents(v);
+  pb::ModelInferResponse response;
+  grpc::Status s = infer(request, &response);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(response.raw_output_contents_size(), 1);
+  float y[4];
+  ASSERT_EQ(response.raw_output_contents(0).size(), sizeof(y));
+  std::memcpy(y, response.raw_output_contents(0).data(), sizeof(y));
+  EXPECT_EQ(y[0], 2.f);
+  EXPECT_EQ(y[3], 5.f);
+
+  // Raw contents of the wrong size: INVALID_ARGUMENT naming the input.
+  pb::ModelInferRequest raw = request;
+  raw.mutable_inputs(0)->clear_contents();
+  raw.add_raw_input_contents(std::string(12, '\0'));
+  s = infer(raw, &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("'x'"), std::string::npos) << s.error_message();
+  // Unknown model: NOT_FOUND.
+  pb::ModelInferRequest unknown = request;
+  unknown.set_model_name("nope");
+  EXPECT_EQ(infer(unknown, &response).error_code(), grpc::StatusCode::NOT_FOUND);
+  // Typed contents of another type than the datatype: INVALID_ARGUMENT.
+  pb::ModelInferRequest mixed = request;
+  mixed.mutable_inputs(0)->mutable_contents()->add_int64_contents(1);
+  EXPECT_EQ(infer(mixed, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // A message over max_body_bytes (1 MiB): RESOURCE_EXHAUSTED from gRPC itself.
+  pb::ModelInferRequest huge = request;
+  huge.mutable_inputs(0)->clear_contents();
+  huge.add_raw_input_contents(std::string(2 << 20, '\0'));
+  EXPECT_EQ(infer(huge, &response).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  // Still serving.
+  s = infer(request, &response);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+}
+
+// ------------------------------------------------------------------------------------------------
+// The fuzzer: seeded mutations of valid requests (bytes flipped, inserted, deleted, truncated,
+// duplicated; numbers in the JSON replaced by hostile ones; header lengths that lie), sent over
+// loopback. Every one must be answered (any status), and good requests answered right afterwards.
+
+std::string MutateBytes(std::string s, std::mt19937_64& rng) {
+  const int edits = 1 + static_cast<int>(rng() % 4);
+  for (int e = 0; e < edits; ++e) {
+    const size_t at = s.empty() ? 0 : rng() % s.size();
+    switch (rng() % 6) {
+      case 0:
+        if (!s.empty()) s[at] = static_cast<char>(rng());
+        break;
+      case 1: s.insert(at, 1, "{}[]\":,-0123456789eE.x\\"[rng() % 24]); break;
+      case 2:
+        if (!s.empty()) s.erase(at, 1 + rng() % 8);
+        break;
+      case 3: s.resize(at); break;
+      case 4: s.insert(at, s.substr(at, rng() % 32)); break;
+      default: {
+        static const char* kNumbers[] = {"-1", "0", "4294967296", "9223372036854775807", "-9223372036854775808",
+                                         "1e308", "NaN", "18446744073709551615", "2147483648", "65536"};
+        const size_t digit = s.find_first_of("0123456789", at);
+        if (digit != std::string::npos) s.replace(digit, 1, kNumbers[rng() % 10]);
+      }
+    }
+  }
+  return s;
+}
+
+int FuzzRequests() {
+  const char* env = std::getenv("LOOM_FUZZ_REQUESTS");
+  const int n = env ? std::atoi(env) : 10000;
+  return std::max(n, 10);
+}
+
+TEST_F(Server, SeededFuzzerOverHttpAndGrpcFindsNoCrashAndLeavesTheServerServing) {
+  const int total = FuzzRequests();
+  const float x[4] = {1, 2, 3, 4};
+  const std::string binary_header =
+      R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":16}}],"outputs":[{"name":"y","parameters":{"binary_data":true}}]})";
+  const std::vector<std::pair<std::string, std::optional<std::string>>> seeds = {
+      {kGoodJson, std::nullopt},
+      {binary_header + std::string(reinterpret_cast<const char*>(x), 16), std::to_string(binary_header.size())},
+      {R"({"id":"a","parameters":{"timeout":1000000},"inputs":[{"name":"x","shape":[2,4],"datatype":"FP32","data":[[1,2,3,4],[5,6,7,8]]}],"outputs":[{"name":"y"}]})", std::nullopt},
+  };
+  std::mt19937_64 rng(20261123);
+  std::map<int, int> statuses;
+  // Most through the HTTP handler directly (fast), a share over real sockets (the parser too).
+  const int over_socket = total / 20, grpc_count = total / 5;
+  const int direct = total - over_socket - grpc_count;
+  for (int i = 0; i < direct; ++i) {
+    const auto& [body, header_length] = seeds[rng() % seeds.size()];
+    std::optional<std::string> hl = header_length;
+    if (hl && rng() % 4 == 0) hl = MutateBytes(*hl, rng);
+    const HttpResponse r = Post(rng() % 50 == 0 ? MutateBytes("/v2/models/add/infer", rng) : "/v2/models/add/infer",
+                                MutateBytes(body, rng), hl);
+    ++statuses[r.status];
+    ASSERT_GE(r.status, 200);
+    ASSERT_LT(r.status, 600);
+    if (r.status >= 400) {
+      ASSERT_NE(ErrorOf(r).find("<no error"), 0u) << r.body;
+    }
+  }
+  for (int i = 0; i < over_socket; ++i) {
+    const auto& [body, header_length] = seeds[rng() % seeds.size()];
+    std::string head = "POST /v2/models/add/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n";
+    if (header_length) head += "Inference-Header-Content-Length: " + *header_length + "\r\n";
+    const std::string wire = MutateBytes(head + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body, rng);
+    const std::string r = RawHttp(wire, 0, 0, /*half_close=*/true);
+    // An answer, or a closed connection for bytes that are not a complete request.
+    if (!r.empty()) {
+      ASSERT_EQ(r.rfind("HTTP/1.1 ", 0), 0u) << r.substr(0, 100);
+    }
+  }
+  auto stub = Stub();
+  pb::ModelInferRequest seed;
+  seed.set_model_name("add");
+  auto* in = seed.add_inputs();
+  in->set_name("x");
+  in->set_datatype("FP32");
+  in->add_shape(1);
+  in->add_shape(4);
+  seed.add_raw_input_contents(std::string(reinterpret_cast<const char*>(x), 16));
+  const std::string seed_bytes = seed.SerializeAsString();
+  int grpc_parsed = 0;
+  for (int i = 0; i < grpc_count; ++i) {
+    pb::ModelInferRequest m;
+    if (rng() % 4 == 0) {
+      // Bytes mutated: most are no longer a message, which gRPC never delivers.
+      if (!m.ParseFromString(MutateBytes(seed_bytes, rng))) continue;
+    } else {
+      // Fields mutated: every one a message the server must answer.
+      m = seed;
+      auto* t = m.mutable_inputs(0);
+      switch (rng() % 8) {
+        case 0: t->set_shape(static_cast<int>(rng() % 2), static_cast<int64_t>(rng()) >> (rng() % 64)); break;
+        case 1: t->add_shape(static_cast<int64_t>(rng() % 5) - 1); break;
+        case 2: t->set_datatype(std::vector<std::string>{"FP16", "INT64", "BYTES", "BOOL", "UINT64", "fp32", ""}[rng() % 7]); break;
+        case 3: m.mutable_raw_input_contents(0)->resize(rng() % 64); break;
+        case 4: m.add_raw_input_contents(std::string(rng() % 32, 'x')); break;
+        case 5: *m.add_inputs() = *t; break;
+        case 6: t->mutable_contents()->add_fp32_contents(1.0f); break;
+        default: (*m.mutable_parameters())["timeout"].set_int64_param(static_cast<int64_t>(rng()));
+      }
+      if (rng() % 8 == 0) m.add_outputs()->set_name(rng() % 2 ? "y" : "z");
+    }
+    ++grpc_parsed;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    pb::ModelInferResponse response;
+    const grpc::Status s = stub->ModelInfer(&context, m, &response);
+    ASSERT_NE(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << "a fuzzed gRPC request was never answered";
+    ASSERT_NE(s.error_code(), grpc::StatusCode::UNKNOWN) << s.error_message();
+  }
+  std::string summary;
+  for (const auto& [status, count] : statuses) {
+    summary += ' ';
+    summary += std::to_string(status);
+    summary += ':';
+    summary += std::to_string(count);
+  }
+  std::cout << "fuzzed " << direct << " HTTP requests in process (statuses" << summary << "), " << over_socket
+            << " over sockets, " << grpc_parsed << " gRPC messages\n";
+  ExpectStillServing();
+  pb::ModelInferResponse response;
+  grpc::ClientContext context;
+  ASSERT_TRUE(stub->ModelInfer(&context, seed, &response).ok());
+}
+
+}  // namespace
+}  // namespace loom::serve
