@@ -8,6 +8,7 @@
 #include <signal.h>
 
 #include <iostream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -90,10 +91,14 @@ int Serve(const ServeArgs& a) {
   std::cout << "loom serve: " << (signal_number == SIGTERM ? "SIGTERM" : "SIGINT") << ", draining "
             << (*plane)->in_flight() << " requests in flight\n"
             << std::flush;
-  (*plane)->BeginDrain();
   const auto timeout = std::chrono::seconds(a.drain_timeout_s);
+  // gRPC stops taking calls at once (its listener closes and clients get GOAWAY, so a proxy or a
+  // client retries elsewhere) while the calls it accepted finish; HTTP answers 503 with
+  // `Connection: close` until every accepted request is answered, then closes.
+  std::thread grpc_drain([&] { (*grpc)->Shutdown(std::chrono::duration_cast<std::chrono::milliseconds>(timeout)); });
+  (*plane)->BeginDrain();
   const bool idle = (*plane)->WaitIdle(timeout);
-  (*grpc)->Shutdown(std::chrono::milliseconds(1000));
+  grpc_drain.join();
   (*http)->Stop();
   std::cout << "loom serve: " << (idle ? "drained, every accepted request answered" : "drain timed out") << "\n";
   return idle ? kExitOk : kExitRuntimeError;

@@ -64,11 +64,11 @@ nodes:
 
 
 class Server:
-    def __init__(self, tmp_path, *args, env=None):
+    def __init__(self, tmp_path, *args, env=None, http_port=0, grpc_port=0, prefix=()):
         self.ports_file = tmp_path / f"ports{time.monotonic_ns()}"
         self.log = open(tmp_path / f"serve{time.monotonic_ns()}.log", "w+")
-        self.proc = subprocess.Popen([BINARY, "serve", "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0",
-                                      "--ports-file", str(self.ports_file), *args],
+        self.proc = subprocess.Popen([*prefix, BINARY, "serve", "--host", "127.0.0.1", "--http-port", str(http_port),
+                                      "--grpc-port", str(grpc_port), "--ports-file", str(self.ports_file), *args],
                                      stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 120
         while not self.ports_file.exists() or not self.ports_file.read_text().strip():
