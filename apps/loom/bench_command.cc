@@ -307,7 +307,7 @@ CommandFn AddBenchCommand(CLI::App& app) {
   serve->add_option("--repository", sa->options.repository, "Or a model repository to serve here");
   serve->add_option("--http", sa->options.http_address, "Or a running server's HTTP HOST:PORT (no in-process runs)");
   serve->add_option("--grpc", sa->options.grpc_address, "... and its gRPC HOST:PORT");
-  serve->add_option("--call", sa->options.model, "The model to call (default: the first)");
+  serve->add_option("--call", sa->options.model, "The model(s) to call, comma-separated; clients are spread over them (default: the first)");
   serve->add_option("--concurrency", sa->options.concurrency, "Client levels")->delimiter(',')->check(CLI::Range(1, 1024));
   serve->add_option("--modes", sa->options.modes, "inprocess, http-binary, http-json, grpc")->delimiter(',');
   serve->add_option("--seconds", sa->options.seconds, "Per run")->check(CLI::Range(0.1, 600.0))->capture_default_str();

@@ -42,3 +42,40 @@ def fanout(models=None, video="data/vtest.avi", frames=48, reps=5, warmup=1, cor
 def overhead(runs=2000):
     """Engine.Infer() against a bare session run of a one-Add model, on one pinned core."""
     return json.loads(_loom._bench_overhead(runs))
+
+
+def python_overhead(runs=5000, reps=5):
+    """``Engine.infer`` from Python against C++ ``Engine::Infer``, on the tiny Add model, one core.
+
+    Both sides are timed in this process, interleaved ``reps`` times: the C++ figure comes from
+    ``loom bench overhead`` (its ``engine_p50_us``), the Python one from ``runs`` calls of
+    ``engine.infer`` on an engine of one core (time.perf_counter_ns around each call). Returns the
+    medians and their difference: what Python adds per call.
+    """
+    import statistics
+    import tempfile
+    import time
+
+    import numpy as np
+
+    from . import Engine, Model
+
+    cpp, py = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "add.onnx")
+        _loom._write_add_model(path, 4)
+        x = {"x": np.ones((1, 4), np.float32)}
+        with Engine([Model("add", path)], cores=1) as engine:
+            for _ in range(200):
+                engine.infer("add", x)
+            for _ in range(reps):
+                cpp.append(json.loads(_loom._bench_overhead(runs))["engine_p50_us"])
+                times = []
+                for _ in range(runs):
+                    t0 = time.perf_counter_ns()
+                    engine.infer("add", x)
+                    times.append(time.perf_counter_ns() - t0)
+                py.append(statistics.median(times) / 1000.0)
+    return {"runs": runs, "reps": reps, "cpp_infer_p50_us": statistics.median(cpp),
+            "python_infer_p50_us": statistics.median(py),
+            "python_overhead_p50_us": statistics.median(py) - statistics.median(cpp)}

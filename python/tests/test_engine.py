@@ -241,3 +241,10 @@ def test_help_tells_a_newcomer_what_to_do():
     assert "hint" in loom.Engine.__doc__ and "submit" in dir(loom.Engine)
     assert loom.Engine.infer.__doc__ and loom.Pipeline.run.__doc__
     assert os.path.exists(os.path.join(os.path.dirname(loom.__file__), "__init__.pyi"))
+
+
+def test_python_overhead_bench_reports_both_sides():
+    import loom.bench
+    r = loom.bench.python_overhead(runs=50, reps=1)  # figures are not asserted: speed lives in the bench
+    assert r["cpp_infer_p50_us"] > 0 and r["python_infer_p50_us"] > 0
+    assert r["python_overhead_p50_us"] == r["python_infer_p50_us"] - r["cpp_infer_p50_us"]

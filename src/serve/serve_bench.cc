@@ -165,21 +165,23 @@ struct ServerSplit {
   double queue_s = 0, compute_s = 0, count = 0;
 };
 
-ServerSplit ReadSplit(const std::string& http_address, const std::string& model) {
+ServerSplit ReadSplit(const std::string& http_address, const std::vector<Workload>& workloads) {
   ServerSplit s;
   HttpClient client;
   if (!client.Connect(http_address).ok()) return s;
   auto r = client.Send(http::verb::get, "/metrics", "");
   if (!r.ok()) return s;
-  const std::string label = absl::StrCat("{model=\"", model, "\"} ");
-  for (absl::string_view line : absl::StrSplit(r->body(), '\n')) {
-    auto value = [&](const std::string& name, double& out) {
-      const std::string prefix = name + label;
-      if (line.substr(0, prefix.size()) == prefix) out = std::strtod(std::string(line.substr(prefix.size())).c_str(), nullptr);
-    };
-    value("loom_queue_duration_seconds_sum", s.queue_s);
-    value("loom_compute_duration_seconds_sum", s.compute_s);
-    value("loom_compute_duration_seconds_count", s.count);
+  for (const Workload& w : workloads) {
+    const std::string label = absl::StrCat("{model=\"", w.model, "\"} ");
+    for (absl::string_view line : absl::StrSplit(r->body(), '\n')) {
+      auto add = [&](const std::string& name, double& out) {
+        const std::string prefix = name + label;
+        if (line.substr(0, prefix.size()) == prefix) out += std::strtod(std::string(line.substr(prefix.size())).c_str(), nullptr);
+      };
+      add("loom_queue_duration_seconds_sum", s.queue_s);
+      add("loom_compute_duration_seconds_sum", s.compute_s);
+      add("loom_compute_duration_seconds_count", s.count);
+    }
   }
   return s;
 }
@@ -192,15 +194,17 @@ struct RunResult {
 };
 
 // `concurrency` closed-loop clients of one mode for `seconds`.
-RunResult RunMode(const std::string& mode, int concurrency, double seconds, const Workload& w, Engine* engine,
-                  const std::string& http_address, const std::string& grpc_address) {
+RunResult RunMode(const std::string& mode, int concurrency, double seconds, const std::vector<Workload>& workloads,
+                  Engine* engine, const std::string& http_address, const std::string& grpc_address) {
   std::atomic<bool> stop{false};
   std::mutex mu;
   RunResult total;
   std::vector<std::thread> threads;
   const auto start = Clock::now();
   for (int c = 0; c < concurrency; ++c) {
-    threads.emplace_back([&] {
+    const size_t which = static_cast<size_t>(c) % workloads.size();  // clients spread over the models
+    threads.emplace_back([&, which] {
+      const Workload& w = workloads[which];
       std::vector<double> latencies;
       int64_t errors = 0;
       std::string error;
@@ -299,8 +303,14 @@ absl::StatusOr<ServeBenchReport> RunServeBench(const ServeBenchOptions& o) {
     grpc_address = absl::StrCat("127.0.0.1:", grpc->port());
     report.plan = plane->engine().DescribePlan();
   }
-  LOOM_ASSIGN_OR_RETURN(Workload w, MakeWorkload(http_address, o.model, o.batch));
-  report.model = w.model;
+  std::vector<Workload> workloads;
+  std::vector<std::string> names = absl::StrSplit(o.model, ',', absl::SkipEmpty());
+  if (names.empty()) names.push_back("");
+  for (const std::string& name : names) {
+    LOOM_ASSIGN_OR_RETURN(Workload w, MakeWorkload(http_address, name, o.batch));
+    report.model += (report.model.empty() ? "" : ",") + w.model;
+    workloads.push_back(std::move(w));
+  }
   std::vector<std::string> modes;
   for (const std::string& m : o.modes) {
     if (m == "inprocess" && !plane) continue;  // a running server: no engine here to compare with
@@ -310,7 +320,7 @@ absl::StatusOr<ServeBenchReport> RunServeBench(const ServeBenchOptions& o) {
   // Warm-up: every mode once at the highest concurrency (connections, thread pools, caches).
   const int top = *std::max_element(o.concurrency.begin(), o.concurrency.end());
   for (const std::string& m : modes) {
-    RunResult r = RunMode(m, top, std::min(0.5, o.seconds), w, plane ? &plane->engine() : nullptr, http_address, grpc_address);
+    RunResult r = RunMode(m, top, std::min(0.5, o.seconds), workloads, plane ? &plane->engine() : nullptr, http_address, grpc_address);
     if (r.requests == 0) return absl::UnavailableError(absl::StrCat(m, ": no request succeeded: ", r.first_error));
   }
   for (int c : o.concurrency) {
@@ -318,9 +328,9 @@ absl::StatusOr<ServeBenchReport> RunServeBench(const ServeBenchOptions& o) {
     std::map<std::string, std::vector<ServerSplit>> splits;
     for (int rep = 0; rep < o.repeats; ++rep) {
       for (const std::string& m : modes) {  // interleaved: each mode sees the machine as the others do
-        const ServerSplit before = ReadSplit(http_address, w.model);
-        runs[m].push_back(RunMode(m, c, o.seconds, w, plane ? &plane->engine() : nullptr, http_address, grpc_address));
-        const ServerSplit after = ReadSplit(http_address, w.model);
+        const ServerSplit before = ReadSplit(http_address, workloads);
+        runs[m].push_back(RunMode(m, c, o.seconds, workloads, plane ? &plane->engine() : nullptr, http_address, grpc_address));
+        const ServerSplit after = ReadSplit(http_address, workloads);
         splits[m].push_back({after.queue_s - before.queue_s, after.compute_s - before.compute_s, after.count - before.count});
       }
     }

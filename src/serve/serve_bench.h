@@ -22,7 +22,7 @@ struct ServeBenchOptions {
   std::string http_address;  // host:port of a running server (then no in-process runs)
   std::string grpc_address;  // host:port of its gRPC endpoint ("" = not measured)
 
-  std::string model;                      // the model to call ("" = the first)
+  std::string model;  // the model(s) to call, comma-separated, clients spread over them ("" = the first)
   std::vector<int> concurrency = {1, 2, 4, 8};
   std::vector<std::string> modes = {"inprocess", "http-binary", "http-json", "grpc"};
   double seconds = 2.0;  // per run
