@@ -352,8 +352,8 @@ int ChildMain(const std::string& spec_path, ChildMode mode, int part, int cores)
     auto session = DefaultSession(*w, model);
     if (!session.ok()) return fail(session.status());
     sessions.push_back(std::move(*session));
-    body = [&]() {
-      return MeasureInProcess([&](std::vector<double>& latencies) -> absl::Status {
+    body = [&, model]() {  // `model` by value: it is gone when body runs
+      return MeasureInProcess([&, model](std::vector<double>& latencies) -> absl::Status {
         for (int k = 0; k < w->items(); ++k) {
           LOOM_RETURN_IF_ERROR(RunTimed(*sessions[0], w->inputs[static_cast<size_t>(model)][static_cast<size_t>(k)], latencies));
         }

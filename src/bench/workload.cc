@@ -34,7 +34,7 @@ vision::InputSpec InputSpecFor(const ModelInfo& info, const cv::Mat& image, cons
 absl::StatusOr<std::vector<cv::Mat>> LoadItems(const WorkloadSpec& spec) {
   std::vector<cv::Mat> items;
   if (!spec.video.empty()) {
-    cv::VideoCapture capture(spec.video);
+    cv::VideoCapture capture(spec.video, cv::CAP_FFMPEG);  // a file: no camera backend probing
     if (!capture.isOpened()) {
       return absl::InvalidArgumentError(absl::StrCat("video '", spec.video, "' cannot be opened"));
     }

@@ -56,7 +56,10 @@ absl::StatusOr<std::unique_ptr<FrameSource>> FrameSource::Open(const SourceSpec&
   } else if (IsVideo(spec.path)) {
     // OpenCV's backends log their own failures to stderr; the status below says it once.
     cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);
-    source->video_ = std::make_unique<cv::VideoCapture>(spec.path);
+    // A file is read by FFmpeg (or OpenCV's own MJPEG reader), never by probing camera backends
+    // (gphoto2 autodetection scans USB, slowly, and leaks).
+    source->video_ = std::make_unique<cv::VideoCapture>(spec.path, cv::CAP_FFMPEG);
+    if (!source->video_->isOpened()) source->video_ = std::make_unique<cv::VideoCapture>(spec.path, cv::CAP_OPENCV_MJPEG);
     if (!source->video_->isOpened()) {
       return absl::InvalidArgumentError(absl::StrCat("video '", spec.path, "' cannot be opened (not a video OpenCV reads, or corrupt)"));
     }

@@ -109,7 +109,7 @@ TEST(PipelineFaults, AVideoWithoutFramesOrCutShortIsReported) {
 TEST(PipelineFaults, FramesFromTheCallerComeBackInOrder) {
   auto p = Pipeline::Load(testing::SourcePath("pipelines/faces.yaml"), {.sinks = false});
   ASSERT_TRUE(p.ok()) << p.status();
-  cv::VideoCapture video(testing::DataPath("Megamind.avi"));
+  cv::VideoCapture video(testing::DataPath("Megamind.avi"), cv::CAP_FFMPEG);
   cv::Mat frame;
   std::vector<PipelineRecord> records;
   for (int i = 0; i < 10 && video.read(frame); ++i) {
