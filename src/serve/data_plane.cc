@@ -77,27 +77,39 @@ absl::StatusOr<std::string> ModelFile(const fs::path& folder) {
 // their records routed back by frame index, in whatever order requests come.
 class PipelineModel {
  public:
-  static absl::StatusOr<std::unique_ptr<PipelineModel>> Load(const std::string& name, const std::string& yaml,
+  static absl::StatusOr<std::shared_ptr<PipelineModel>> Load(const std::string& name, const std::string& yaml,
                                                             Engine* engine) {
     PipelineOptions options;
     options.sinks = false;
     options.require_source = false;
     options.engine = engine;
     options.model_prefix = name + ".";
-    auto model = std::unique_ptr<PipelineModel>(new PipelineModel());
+    auto model = std::shared_ptr<PipelineModel>(new PipelineModel());
     LOOM_ASSIGN_OR_RETURN(model->pipeline_, Pipeline::Load(yaml, options));
     return model;
   }
 
-  ~PipelineModel() {
+  ~PipelineModel() { Close(); }
+
+  // No new frames (they are answered UNAVAILABLE); the frames submitted are answered; the
+  // pipeline's models leave the engine. Idempotent; never called from the dispatcher.
+  void Close() {
+    {
+      std::lock_guard<std::mutex> submit(submit_mu_);  // waits for a Submit under way
+      if (closed_) return;
+      closed_ = true;
+    }
     if (pipeline_) pipeline_->Finish();
     if (dispatcher_.joinable()) dispatcher_.join();
+    pipeline_.reset();
   }
 
   using Done = std::function<void(absl::StatusOr<std::string>)>;
+  // `done` is called exactly once, here or on the dispatcher thread.
   void Infer(const WireTensor& image, Done done) {
     absl::StatusOr<int64_t> index;
-    std::lock_guard<std::mutex> submit(submit_mu_);
+    std::unique_lock<std::mutex> submit(submit_mu_);
+    if (closed_ || broken_) return done(absl::UnavailableError("the pipeline is unloaded"));
     if (image.type == WireType::kBytes) {
       if (image.bytes.size() != 1) {
         return done(absl::InvalidArgumentError(absl::StrCat("input '", image.name, "': one encoded image, got ",
@@ -115,6 +127,14 @@ class PipelineModel {
           "(UINT8 [H,W,C] BGR), got ", WireTypeName(image.type), " ", ShapeToString(image.shape))));
     }
     if (!index.ok()) return done(index.status());
+    if (!dispatcher_.joinable()) {  // after the first Submit: before it, Next has no frames to wait for
+      try {
+        dispatcher_ = std::thread([this] { Dispatch(); });
+      } catch (const std::system_error& e) {
+        broken_ = true;
+        return done(absl::UnavailableError(absl::StrCat("the pipeline cannot start its dispatcher: ", e.what())));
+      }
+    }
     std::optional<PipelineRecord> early;
     {
       std::lock_guard<std::mutex> lock(route_mu_);
@@ -125,8 +145,8 @@ class PipelineModel {
       } else {
         waiting_[*index] = std::move(done);
       }
-      if (!dispatcher_.joinable()) dispatcher_ = std::thread([this] { Dispatch(); });
     }
+    submit.unlock();
     if (early) Answer(*early, done);
   }
 
@@ -139,43 +159,65 @@ class PipelineModel {
   }
 
   void Dispatch() {
-    while (auto r = pipeline_->Next(true)) {
-      Done done;
-      {
-        std::lock_guard<std::mutex> lock(route_mu_);
-        auto it = waiting_.find(r->frame);
-        if (it == waiting_.end()) {
-          early_[r->frame] = std::move(*r);
-          continue;
+    try {
+      while (auto r = pipeline_->Next(true)) {
+        Done done;
+        {
+          std::lock_guard<std::mutex> lock(route_mu_);
+          auto it = waiting_.find(r->frame);
+          if (it == waiting_.end()) {
+            early_[r->frame] = std::move(*r);
+            continue;
+          }
+          done = std::move(it->second);
+          waiting_.erase(it);
         }
-        done = std::move(it->second);
-        waiting_.erase(it);
+        Answer(*r, done);
       }
-      Answer(*r, done);
+    } catch (const std::exception& e) {
+      // Nothing escapes this thread: the frames still waiting get the error, new ones are refused.
+      Log().error("pipeline dispatcher: {}", e.what());
+      broken_ = true;
     }
+    std::map<int64_t, Done> left;
+    {
+      std::lock_guard<std::mutex> lock(route_mu_);
+      left.swap(waiting_);
+    }
+    for (auto& [frame, done] : left) done(absl::UnavailableError("the pipeline stopped before this frame's record"));
   }
 
   std::unique_ptr<Pipeline> pipeline_;
-  std::mutex submit_mu_;  // Submit and the registration of its frame
-  std::mutex route_mu_;   // waiting_, early_, starting the dispatcher
+  std::mutex submit_mu_;  // Submit and the registration of its frame; closed_
+  bool closed_ = false;   // requires submit_mu_
+  std::atomic<bool> broken_{false};
+  std::mutex route_mu_;   // waiting_, early_
   std::map<int64_t, Done> waiting_;
   std::map<int64_t, PipelineRecord> early_;
   std::thread dispatcher_;
 };
 
+// What requests use of a loaded model is owned here (a copy of the model's description, the
+// pipeline by shared_ptr), so that an unload or reload under way never pulls it from under them.
 struct DataPlane::Entry {
   std::string name;
   std::string source;  // .onnx file or pipeline.yaml
-  const ModelInfo* info = nullptr;  // an engine model (valid while the entry is loaded)
-  std::unique_ptr<PipelineModel> pipeline;
+  std::shared_ptr<const ModelInfo> info;  // an engine model
+  std::shared_ptr<PipelineModel> pipeline;
 };
 
 DataPlane::DataPlane(DataPlaneOptions options) : options_(std::move(options)) {}
 
 DataPlane::~DataPlane() {
+  std::map<std::string, std::shared_ptr<Entry>> models;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    models_.clear();  // pipelines first: they remove their models from the engine
+    models.swap(models_);
+  }
+  // Pipelines first, here, while the engine and this plane are whole: they answer their frames
+  // and remove their models from the engine.
+  for (auto& [name, e] : models) {
+    if (e->pipeline) e->pipeline->Close();
   }
   if (engine_) engine_->Shutdown();
 }
@@ -243,7 +285,7 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Create(DataPlaneOptions op
     auto entry = std::make_shared<Entry>();
     entry->name = c.name;
     entry->source = c.path;
-    entry->info = plane->engine_->FindModel(c.name);
+    entry->info = std::make_shared<const ModelInfo>(*plane->engine_->FindModel(c.name));
     plane->models_[c.name] = entry;
   }
   for (const auto& [name, where] : later) {
@@ -253,6 +295,7 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Create(DataPlaneOptions op
     }
   }
   plane->ready_ = plane->repository_errors_.empty();
+  plane->ready_computed_ = true;
   Log().info("serving {} models ({} failed to load) on the plan:\n{}", plane->models_.size(),
              plane->repository_errors_.size(), plane->engine_->DescribePlan());
   return plane;
@@ -283,11 +326,13 @@ absl::Status DataPlane::LoadLocked(const std::string& name, const std::string& w
     config.name = name;
     entry->source = config.path;
     LOOM_RETURN_IF_ERROR(engine_->AddModel(config));
-    entry->info = engine_->FindModel(name);
+    entry->info = std::make_shared<const ModelInfo>(*engine_->FindModel(name));
   }
   std::lock_guard<std::mutex> lock(mu_);
   models_[name] = std::move(entry);
   repository_errors_.erase(name);
+  // Ready again once every model that failed at start has been loaded since.
+  if (ready_computed_) ready_ = repository_errors_.empty();
   return absl::OkStatus();
 }
 
@@ -339,13 +384,15 @@ absl::StatusOr<ModelMetadata> DataPlane::Metadata(const std::string& model, cons
 }
 
 void DataPlane::Finish(const std::string& model, const std::string& protocol, Clock::time_point start,
-                       const absl::Status& status) {
+                       const absl::Status& status, bool known) {
   const auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count();
   {
     std::lock_guard<std::mutex> lock(mu_);
-    Counters& c = counters_[{model, protocol}];
-    ++c.outcomes[Outcome(status)];
-    c.duration_us->Record(static_cast<uint64_t>(std::max<int64_t>(us, 0)));
+    if (known) {
+      Counters& c = counters_[{model, protocol}];
+      ++c.outcomes[Outcome(status)];
+      c.duration_us->Record(static_cast<uint64_t>(std::max<int64_t>(us, 0)));
+    }
     --in_flight_by_protocol_[protocol];
   }
   if (--in_flight_ == 0) {
@@ -372,9 +419,14 @@ void DataPlane::InferImpl(InferRequest request, const std::string& protocol, Don
     std::lock_guard<std::mutex> lock(mu_);
     ++in_flight_by_protocol_[protocol];
   }
+  std::shared_ptr<Entry> e = draining_ ? nullptr : Find(model);
+  // Metrics are labelled only with the names of models (a request's name could be anything).
+  const bool known = e && KnownVersion(request.version);
   // Every path answers through here, exactly once.
-  auto answer = [this, model, protocol, start, done = std::move(done)](absl::StatusOr<InferResponse> r) {
-    Finish(model, protocol, start, r.status());
+  auto once = std::make_shared<std::atomic<bool>>(false);
+  auto answer = [this, model, protocol, start, known, once, done = std::move(done)](absl::StatusOr<InferResponse> r) {
+    if (once->exchange(true)) return;
+    Finish(model, protocol, start, r.status(), known);
     try {
       done(std::move(r));
     } catch (...) {
@@ -382,18 +434,27 @@ void DataPlane::InferImpl(InferRequest request, const std::string& protocol, Don
     }
   };
   if (draining_) return answer(absl::UnavailableError("the server is shutting down: request not accepted"));
-  std::shared_ptr<Entry> e = Find(model);
-  if (!e || !KnownVersion(request.version)) {
+  if (!known) {
     return answer(absl::NotFoundError(absl::StrCat("unknown model '", model, "'",
                                                    request.version.empty() ? "" : " version " + request.version)));
   }
-  if (e->pipeline) {
+  try {
+    InferKnown(*e, std::move(request), answer, sync);
+  } catch (const std::exception& ex) {
+    answer(absl::InternalError(absl::StrCat("model '", model, "': ", ex.what())));  // no-op if answered
+  }
+}
+
+void DataPlane::InferKnown(const Entry& e, InferRequest request, const Answer& answer, bool sync) {
+  const std::string& model = e.name;
+  if (e.pipeline) {
     if (request.inputs.size() != 1) {
       return answer(absl::InvalidArgumentError(absl::StrCat("pipeline '", model, "' takes one input (an image), got ",
                                                             request.inputs.size())));
     }
+    std::shared_ptr<PipelineModel> pipeline = e.pipeline;  // held while submitting; not by the answer
     auto shared = std::make_shared<InferRequest>(std::move(request));
-    e->pipeline->Infer(shared->inputs[0], [shared, e, answer](absl::StatusOr<std::string> json) mutable {
+    pipeline->Infer(shared->inputs[0], [shared, answer](absl::StatusOr<std::string> json) {
       if (!json.ok()) return answer(json.status());
       InferResponse response;
       response.model = shared->model;
@@ -405,13 +466,12 @@ void DataPlane::InferImpl(InferRequest request, const std::string& protocol, Don
       record.shape = {1};
       record.bytes = {std::move(*json)};
       response.outputs.push_back(std::move(record));
-      response.binary.push_back(shared->binary_outputs ||
-                                (!shared->outputs.empty() && shared->outputs[0].binary));
+      response.binary.push_back(shared->outputs.empty() ? shared->binary_outputs : shared->outputs[0].binary);
       answer(std::move(response));
     });
     return;
   }
-  const ModelInfo& info = *e->info;
+  const ModelInfo& info = *e.info;
   NamedTensors inputs;
   for (const WireTensor& t : request.inputs) {
     if (t.type == WireType::kBytes || !ToDType(t.type)) {
@@ -451,6 +511,11 @@ void DataPlane::InferImpl(InferRequest request, const std::string& protocol, Don
   meta->id = request.id;
   auto complete = [meta, selected, binary, answer](absl::StatusOr<InferResult> r) mutable {
                     if (!r.ok()) return answer(r.status());
+                    for (int i : selected) {
+                      if (static_cast<size_t>(i) >= r->outputs.size()) {  // reloaded as another model meanwhile
+                        return answer(absl::UnavailableError("the model was reloaded while the request waited"));
+                      }
+                    }
                     InferResponse response;
                     response.model = meta->model;
                     response.version = kVersion;
@@ -544,10 +609,10 @@ absl::Status DataPlane::Unload(const std::string& model) {
     models_.erase(it);  // new requests find no model; accepted ones drain below
   }
   if (e->pipeline) {
-    e->pipeline.reset();  // answers its frames, removes its models from the engine
+    e->pipeline->Close();  // answers its frames, removes its models from the engine
     return absl::OkStatus();
   }
-  return engine_->RemoveModel(model);
+  return engine_->RemoveModel(model);  // answers the requests it accepted
 }
 
 void DataPlane::BeginDrain() {

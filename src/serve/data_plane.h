@@ -103,7 +103,9 @@ class DataPlane {
   // Infer; `sync`: the caller blocks until `done`, so the engine may run the request on its thread.
   void InferImpl(InferRequest request, const std::string& protocol, Done done, bool sync);
   void Finish(const std::string& model, const std::string& protocol, std::chrono::steady_clock::time_point start,
-              const absl::Status& status);
+              const absl::Status& status, bool known);
+  using Answer = std::function<void(absl::StatusOr<InferResponse>)>;
+  void InferKnown(const Entry& e, InferRequest request, const Answer& answer, bool sync);
 
   DataPlaneOptions options_;
   std::unique_ptr<Engine> engine_;
@@ -115,6 +117,7 @@ class DataPlane {
   std::map<std::string, int64_t> in_flight_by_protocol_;       // requires mu_
   std::mutex admin_mu_;  // one load / unload at a time
   std::atomic<bool> ready_{false};
+  bool ready_computed_ = false;  // requires mu_ after Create
   std::atomic<bool> draining_{false};
   std::atomic<int64_t> in_flight_{0};
   std::condition_variable idle_cv_;

@@ -34,6 +34,7 @@ absl::Status ReadTimeout(const google::protobuf::Map<std::string, pb::InferParam
     return absl::InvalidArgumentError("parameter 'timeout' must be a non-negative integer (microseconds)");
   }
   timeout_us = std::min<int64_t>(*timeout_us, int64_t{1} << 50);
+  if (*timeout_us == 0) timeout_us.reset();  // 0: no timeout, as Triton reads it
   return absl::OkStatus();
 }
 
@@ -303,15 +304,19 @@ class Service final : public pb::GRPCInferenceService::CallbackService {
   grpc::ServerUnaryReactor* Admin(grpc::CallbackServerContext* context, std::function<absl::Status()> work) {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     std::lock_guard<std::mutex> lock(admin_mu_);
-    admin_threads_.emplace_back([reactor, work = std::move(work)] {
-      absl::Status s;
-      try {
-        s = work();
-      } catch (const std::exception& e) {
-        s = absl::InternalError(absl::StrCat("repository operation failed: ", e.what()));
-      }
-      reactor->Finish(ToGrpc(s));
-    });
+    try {
+      admin_threads_.emplace_back([reactor, work = std::move(work)] {
+        absl::Status s;
+        try {
+          s = work();
+        } catch (const std::exception& e) {
+          s = absl::InternalError(absl::StrCat("repository operation failed: ", e.what()));
+        }
+        reactor->Finish(ToGrpc(s));
+      });
+    } catch (const std::system_error& e) {
+      reactor->Finish(ToGrpc(absl::UnavailableError(absl::StrCat("cannot start the repository operation: ", e.what()))));
+    }
     return reactor;
   }
 

@@ -1,6 +1,7 @@
 #include "serve/http_server.h"
 
 #include <netinet/in.h>
+#include <poll.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
@@ -9,6 +10,7 @@
 #include <chrono>
 #include <optional>
 #include <cstring>
+#include <functional>
 #include <list>
 #include <mutex>
 #include <thread>
@@ -97,6 +99,17 @@ absl::Status Store(const std::vector<const json*>& leaves, Tensor& t, const std:
     if (integral ? !(v.is_number_integer() && (!unsigned_only || v.is_number_unsigned())) : !v.is_number()) {
       return absl::InvalidArgumentError(absl::StrCat("input '", name, "': element ", i, " is ", Dump(v),
                                                      integral ? ", not an integer" : ", not a number"));
+    }
+    if constexpr (std::is_integral_v<T>) {
+      // Out of the datatype's range is an error, never a silent wrap (the gRPC path checks alike).
+      const bool fits = v.is_number_unsigned()
+                            ? v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max())
+                            : v.get<int64_t>() >= static_cast<int64_t>(std::numeric_limits<T>::min()) &&
+                                  (std::is_unsigned_v<T> || v.get<int64_t>() <= static_cast<int64_t>(std::numeric_limits<T>::max()));
+      if (!fits) {
+        return absl::InvalidArgumentError(absl::StrCat("input '", name, "': element ", i, " is ", Dump(v),
+                                                       ", out of its datatype's range"));
+      }
     }
     out[i] = v.get<T>();
   }
@@ -210,7 +223,7 @@ absl::StatusOr<InferRequest> ParseInfer(const std::string& model, const std::str
     if (p.contains("timeout")) {
       if (!p["timeout"].is_number_unsigned()) return absl::InvalidArgumentError("'timeout' must be a non-negative integer (microseconds)");
       const uint64_t us = p["timeout"].get<uint64_t>();
-      r.timeout_us = static_cast<int64_t>(std::min<uint64_t>(us, uint64_t{1} << 50));
+      if (us > 0) r.timeout_us = static_cast<int64_t>(std::min<uint64_t>(us, uint64_t{1} << 50));  // 0: none (Triton)
     }
   }
   if (!header.contains("inputs") || !header["inputs"].is_array()) {
@@ -290,7 +303,7 @@ absl::StatusOr<InferRequest> ParseInfer(const std::string& model, const std::str
       if (!o.is_object() || !o.contains("name") || !o["name"].is_string()) {
         return absl::InvalidArgumentError("each requested output needs a 'name' (string)");
       }
-      RequestedOutput ro{o["name"].get<std::string>(), false};
+      RequestedOutput ro{o["name"].get<std::string>(), r.binary_outputs};  // binary_data_output is the default
       if (o.contains("parameters")) {
         const json& p = o["parameters"];
         if (!p.is_object()) return absl::InvalidArgumentError("an output's 'parameters' must be an object");
@@ -459,7 +472,8 @@ struct HttpServer::Impl {
   std::thread accept_thread;
   std::mutex mu;
   struct Connection {
-    int fd = -1;
+    std::mutex fd_mu;
+    int fd = -1;  // requires fd_mu; -1 once closed
     std::thread thread;
     std::atomic<bool> done{false};
     std::atomic<bool> idle{true};  // waiting for the first byte of its next request
@@ -506,33 +520,63 @@ struct HttpServer::Impl {
       connections.emplace_back();
       Connection& c = connections.back();
       c.fd = socket.native_handle();
-      c.thread = std::thread([this, &c, s = std::move(socket)]() mutable {
-        Serve(std::move(s), c);
+      try {
+        c.thread = std::thread([this, &c, s = std::move(socket)]() mutable {
+          try {
+            Serve(std::move(s), c);
+          } catch (const std::exception& e) {
+            Log().error("HTTP connection: {}", e.what());
+          }
+          --active;
+          c.done = true;
+        });
+      } catch (const std::system_error& e) {
+        // No thread to be had (a pids limit): this connection is closed unanswered, the server goes on.
+        Log().error("HTTP connection refused: cannot start its thread: {}", e.what());
         --active;
-        c.done = true;
-      });
+        connections.pop_back();
+      }
     }
   }
 
+  // Waits until `fd` is ready for `events` or `deadline` passes (false).
+  // `give_up` is asked every 100 ms (a connection idle when the server stops).
+  static bool WaitFd(int fd, short events, std::chrono::steady_clock::time_point deadline,
+                     const std::function<bool()>& give_up = nullptr) {
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0 || (give_up && give_up())) return false;
+      pollfd p{fd, events, 0};
+      const int r = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 100)));
+      if (r > 0) return true;
+      if (r < 0 && errno != EINTR) return false;
+    }
+  }
+
+  static bool WouldBlock(const boost::system::error_code& ec) {
+    return ec == asio::error::would_block || ec == asio::error::try_again;
+  }
+
+  // Serves one connection until the client closes it, a request fails, a deadline passes or the
+  // server stops. The socket is non-blocking and every wait is a poll() bounded by the deadline:
+  // reading a request (from its first wait) and writing an answer each have read_timeout_ms.
   void Serve(tcp::socket socket, Connection& connection) {
     const int fd = socket.native_handle();
-    timeval timeout{plane.limits().read_timeout_ms / 1000, static_cast<suseconds_t>(plane.limits().read_timeout_ms % 1000 * 1000)};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+    const auto timeout = std::chrono::milliseconds(plane.limits().read_timeout_ms);
+    boost::system::error_code ec;
+    socket.non_blocking(true, ec);
     int yes = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &yes, sizeof(yes));
     beast::flat_buffer buffer;
-    boost::system::error_code ec;
-    while (!stopping) {
+    while (!stopping && !ec) {
       connection.idle = buffer.size() == 0;
       http::request_parser<http::string_body> parser;
       parser.header_limit(static_cast<uint32_t>(plane.limits().max_header_bytes));
       parser.body_limit(static_cast<uint64_t>(plane.limits().max_body_bytes));
-      // Each recv() is bounded by SO_RCVTIMEO; the whole request by the same timeout, so a client
-      // that trickles a byte at a time cannot hold the connection forever (slowloris).
-      // The bytes are read here and fed to the parser, since Beast's read waits for a whole header.
-      const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(plane.limits().read_timeout_ms);
-      bool too_slow = false;
+      // A client that trickles a byte at a time (slowloris), or says nothing, is cut off at the
+      // deadline; it holds this connection's thread meanwhile, never an engine worker.
+      const auto deadline = std::chrono::steady_clock::now() + timeout;
+      bool too_slow = false, continued = false;
       while (!parser.is_done()) {
         if (buffer.size() > 0) {
           const size_t used = parser.put(buffer.data(), ec);
@@ -542,16 +586,29 @@ struct HttpServer::Impl {
           } else if (ec) {
             break;
           }
+          if (parser.is_header_done() && !continued && !parser.is_done()) {
+            // `Expect: 100-continue` (curl, for large bodies): say go on instead of making it wait.
+            continued = true;
+            const auto expect = parser.get().find(http::field::expect);
+            if (expect != parser.get().end() && beast::iequals(expect->value(), "100-continue")) {
+              static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+              if (!WriteAll(socket, fd, kContinue, deadline)) break;
+            }
+          }
           if (parser.is_done()) break;
           if (used > 0 && buffer.size() > 0) continue;
-        }
-        if (std::chrono::steady_clock::now() > deadline) {
-          too_slow = true;
-          break;
         }
         const size_t got = socket.read_some(buffer.prepare(64 << 10), ec);
         buffer.commit(got);
         if (got > 0) connection.idle = false;
+        if (WouldBlock(ec)) {
+          ec = {};
+          if (!WaitFd(fd, POLLIN, deadline, [&] { return stopping && connection.idle; })) {
+            too_slow = true;
+            break;
+          }
+          continue;
+        }
         if (ec == asio::error::eof) {
           if (!parser.got_some() && buffer.size() == 0) {
             ec = http::error::end_of_stream;
@@ -563,7 +620,7 @@ struct HttpServer::Impl {
         }
         if (ec) break;
       }
-      if (too_slow) break;
+      if (too_slow || (stopping && connection.idle)) break;
       if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset) break;
       // Closed by Stop() while idle: a request that was never read is not answered half-read.
       if (ec && stopping) break;
@@ -578,7 +635,6 @@ struct HttpServer::Impl {
                                       " bytes (max_header_bytes)"));
         close = true;
       } else if (ec) {
-        if (ec == asio::error::would_block || ec == asio::error::try_again || ec == asio::error::timed_out) break;
         out = Error(400, absl::StrCat("malformed HTTP request: ", ec.message()));
         close = true;
       } else {
@@ -592,18 +648,52 @@ struct HttpServer::Impl {
         }
         close = !req.keep_alive();
       }
+      // Draining or stopping: this answer closes the connection, so clients leave cleanly.
+      close = close || stopping || plane.draining();
       http::response<http::string_body> res{static_cast<http::status>(out.status), 11};
       res.set(http::field::server, "loom");
       res.set(http::field::content_type, out.content_type);
       if (out.header_length >= 0) res.set("Inference-Header-Content-Length", std::to_string(out.header_length));
-      // Draining: each answer closes its connection, so that clients leave cleanly before Stop().
-      res.keep_alive(!close && !stopping && !plane.draining());
+      res.keep_alive(!close);
       res.body() = std::move(out.body);
       res.prepare_payload();
-      http::write(socket, res, ec);
+      ec = {};
+      http::serializer<false, http::string_body> serializer{res};
+      const auto write_deadline = std::chrono::steady_clock::now() + timeout;
+      while (!serializer.is_done()) {
+        http::write_some(socket, serializer, ec);
+        if (WouldBlock(ec)) {
+          ec = {};
+          if (!WaitFd(fd, POLLOUT, write_deadline)) {
+            ec = asio::error::timed_out;  // a client that does not read its answer is cut off
+            break;
+          }
+          continue;
+        }
+        if (ec) break;
+      }
       if (ec || close) break;
     }
-    socket.shutdown(tcp::socket::shutdown_both, ec);
+    {
+      std::lock_guard<std::mutex> lock(connection.fd_mu);  // Stop() never shuts down a reused fd
+      connection.fd = -1;
+      socket.shutdown(tcp::socket::shutdown_both, ec);
+      socket.close(ec);
+    }
+  }
+
+  static bool WriteAll(tcp::socket& socket, int fd, std::string_view bytes, std::chrono::steady_clock::time_point deadline) {
+    boost::system::error_code ec;
+    while (!bytes.empty()) {
+      const size_t n = socket.write_some(asio::buffer(bytes.data(), bytes.size()), ec);
+      bytes.remove_prefix(n);
+      if (WouldBlock(ec)) {
+        if (!WaitFd(fd, POLLOUT, deadline)) return false;
+        continue;
+      }
+      if (ec) return false;
+    }
+    return true;
   }
 };
 
@@ -640,7 +730,8 @@ void HttpServer::Stop() {
   // Connections waiting for a request are closed; one being read or answered finishes first (its
   // read is bounded by read_timeout_ms) and then closes.
   for (auto& c : impl_->connections) {
-    if (!c.done && c.idle) ::shutdown(c.fd, SHUT_RD);
+    std::lock_guard<std::mutex> fd_lock(c.fd_mu);
+    if (!c.done && c.idle && c.fd >= 0) ::shutdown(c.fd, SHUT_RD);
   }
   for (auto& c : impl_->connections) c.thread.join();
   impl_->connections.clear();

@@ -162,7 +162,8 @@ absl::StatusOr<Workload> MakeWorkload(const std::string& http_address, const std
 
 // Sums of the server's queue and compute histograms for the model (seconds and counts).
 struct ServerSplit {
-  double queue_s = 0, compute_s = 0, count = 0;
+  double queue_s = 0, queued = 0;    // per request
+  double compute_s = 0, runs = 0;    // per run (a batch)
 };
 
 ServerSplit ReadSplit(const std::string& http_address, const std::vector<Workload>& workloads) {
@@ -180,7 +181,8 @@ ServerSplit ReadSplit(const std::string& http_address, const std::vector<Workloa
       };
       add("loom_queue_duration_seconds_sum", s.queue_s);
       add("loom_compute_duration_seconds_sum", s.compute_s);
-      add("loom_compute_duration_seconds_count", s.count);
+      add("loom_queue_duration_seconds_count", s.queued);
+      add("loom_compute_duration_seconds_count", s.runs);
     }
   }
   return s;
@@ -331,7 +333,8 @@ absl::StatusOr<ServeBenchReport> RunServeBench(const ServeBenchOptions& o) {
         const ServerSplit before = ReadSplit(http_address, workloads);
         runs[m].push_back(RunMode(m, c, o.seconds, workloads, plane ? &plane->engine() : nullptr, http_address, grpc_address));
         const ServerSplit after = ReadSplit(http_address, workloads);
-        splits[m].push_back({after.queue_s - before.queue_s, after.compute_s - before.compute_s, after.count - before.count});
+        splits[m].push_back({after.queue_s - before.queue_s, after.queued - before.queued,
+                             after.compute_s - before.compute_s, after.runs - before.runs});
       }
     }
     for (const std::string& m : modes) {
@@ -339,7 +342,7 @@ absl::StatusOr<ServeBenchReport> RunServeBench(const ServeBenchOptions& o) {
       row.mode = m;
       row.concurrency = c;
       std::vector<double> tput, p50, p90, p99;
-      double queue_s = 0, compute_s = 0, count = 0;
+      double queue_s = 0, queued = 0, compute_s = 0, runs_count = 0;
       for (const RunResult& r : runs[m]) {
         row.requests += r.requests;
         row.errors += r.errors;
@@ -350,17 +353,16 @@ absl::StatusOr<ServeBenchReport> RunServeBench(const ServeBenchOptions& o) {
       }
       for (const ServerSplit& s : splits[m]) {
         queue_s += s.queue_s;
+        queued += s.queued;
         compute_s += s.compute_s;
-        count += s.count;
+        runs_count += s.runs;
       }
       row.throughput = Median(tput);
       row.p50_us = Median(p50);
       row.p90_us = Median(p90);
       row.p99_us = Median(p99);
-      if (count > 0) {
-        row.server_queue_us = queue_s / count * 1e6;
-        row.server_compute_us = compute_s / count * 1e6;
-      }
+      if (queued > 0) row.server_queue_us = queue_s / queued * 1e6;
+      if (runs_count > 0) row.server_compute_us = compute_s / runs_count * 1e6;
       report.rows.push_back(row);
     }
   }
@@ -389,8 +391,8 @@ std::string ServeBenchReport::Format() const {
                            r.throughput, r.p50_us, r.p90_us, r.p99_us, ratio, overhead, r.server_queue_us,
                            r.server_compute_us, r.errors);
   }
-  out << "queue/compute: the server's own mean per request over each mode's runs (from /metrics; in-process "
-         "runs count there too)\n";
+  out << "queue us: the engine's mean wait per request; compute us: its mean per run (a batch); both from /metrics "
+         "over each mode's runs (in-process runs count there too)\n";
   return out.str();
 }
 

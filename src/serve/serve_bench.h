@@ -36,7 +36,8 @@ struct ServeBenchRow {
   int64_t requests = 0, errors = 0;
   double throughput = 0;                 // requests/s, median of repeats
   double p50_us = 0, p90_us = 0, p99_us = 0;  // medians of repeats
-  double server_queue_us = 0, server_compute_us = 0;  // per request, from /metrics (mean)
+  double server_queue_us = 0;    // the engine's mean wait per request, from /metrics
+  double server_compute_us = 0;  // its mean time per run (a batch of requests), from /metrics
 };
 
 struct ServeBenchReport {

@@ -62,7 +62,8 @@ absl::Status CheckWireShape(const std::string& name, const Shape& shape, const S
   int64_t n = 1;
   for (int64_t d : shape) {
     if (d < 0) return absl::InvalidArgumentError(absl::StrCat("input '", name, "': shape ", ShapeToString(shape), " has a negative dim"));
-    if (__builtin_mul_overflow(n, d, &n) || n > limits.max_tensor_elements) {
+    // Each dim is bounded too: [0, 2^62] holds no element but is no shape to pass on.
+    if (d > limits.max_tensor_elements || __builtin_mul_overflow(n, d, &n) || n > limits.max_tensor_elements) {
       return absl::InvalidArgumentError(absl::StrCat("input '", name, "': shape ", ShapeToString(shape),
                                                      " has more elements than the limit of ",
                                                      limits.max_tensor_elements, " (max_tensor_elements)"));

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <filesystem>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
@@ -110,6 +111,7 @@ class Server : public ::testing::Test {
     char buffer[4096];
     for (;;) {
       const ssize_t r = ::recv(fd, buffer, sizeof(buffer), 0);
+      if (r < 0) out += "<no answer, not closed>";  // the 5 s receive timeout
       if (r <= 0) break;
       out.append(buffer, static_cast<size_t>(r));
     }
@@ -239,6 +241,9 @@ TEST_F(Server, AVerySlowClientIsCutOffAndHoldsNoWorker) {
     const std::string r = RawHttp(request, 1, 100);
     EXPECT_EQ(r.find("200 OK"), std::string::npos) << "a request trickled over 5 s was answered";
   });
+  // A client that sends half a header and then nothing: closed by the server at the deadline
+  // (500 ms), long before this client's own 5 s receive timeout.
+  EXPECT_EQ(RawHttp("GET /v2/health/live HTTP/1.1\r\nHost: x\r\n"), "");
   const std::string fast = RawHttp("GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
   EXPECT_NE(fast.find("200"), std::string::npos);
   slow.join();
@@ -309,6 +314,75 @@ TEST_F(Server, GrpcTypedAndRawTensorsAndStatusCodes) {
   // Still serving.
   s = infer(request, &response);
   EXPECT_TRUE(s.ok()) << s.error_message();
+}
+
+TEST(ServeRepository, UnloadAndReloadWhileRequestsRunAnswersEveryOne) {
+  // A model and a pipeline unloaded and reloaded again and again while 4 threads send to both:
+  // every request is answered (a result, or NOT_FOUND/UNAVAILABLE while the model is away), and
+  // nothing a request uses is freed under it.
+  testing::ScratchDir dir;
+  std::filesystem::create_directories(dir.Path("repo/add"));
+  std::filesystem::create_directories(dir.Path("repo/faces"));
+  ASSERT_TRUE(WriteAddModel(dir.Path("repo/add/model.onnx"), 4).ok());
+  dir.Write("repo/faces/pipeline.yaml",
+            "models:\n  - {name: face, path: " + testing::ModelPath(testing::kBlazeFaceFront) +
+                "}\nin_flight: 2\nnodes:\n"
+                "  - {name: face_in, type: preprocess, model: face, scale: 0.0078431, mean: 127.5}\n"
+                "  - {name: face, type: infer, model: face, input: face_in}\n"
+                "  - {name: faces, type: blazeface, input: face, model: face, threshold: 0.5, iou: 0.3}\n");
+  DataPlaneOptions options;
+  options.repository = dir.Path("repo");
+  options.engine.measure_runs = 1;
+  auto plane = DataPlane::Create(options);
+  ASSERT_TRUE(plane.ok()) << plane.status();
+  const std::string jpeg = testing::ReadFile(testing::DataPath("messi5.jpg"));
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, away{0}, other{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&, c] {
+      while (!stop) {
+        InferRequest r;
+        WireTensor t;
+        if (c % 2 == 0) {
+          r.model = "add";
+          t.name = "x";
+          t.type = WireType::kFp32;
+          t.shape = {1, 4};
+          t.tensor = Tensor::Allocate(DType::kFloat32, {1, 4});
+        } else {
+          r.model = "faces";
+          t.name = "image";
+          t.type = WireType::kBytes;
+          t.shape = {1};
+          t.bytes = {jpeg};
+        }
+        r.inputs.push_back(std::move(t));
+        auto answer = (*plane)->InferSync(std::move(r), "test");
+        if (answer.ok()) {
+          ++ok;
+        } else if (answer.status().code() == absl::StatusCode::kNotFound ||
+                   answer.status().code() == absl::StatusCode::kUnavailable) {
+          ++away;
+        } else {
+          ++other;
+          ADD_FAILURE() << answer.status();
+        }
+      }
+    });
+  }
+  for (int i = 0; i < 4; ++i) {
+    for (const char* model : {"add", "faces"}) {
+      EXPECT_TRUE((*plane)->Unload(model).ok());
+      EXPECT_TRUE((*plane)->Load(model).ok());
+    }
+  }
+  EXPECT_TRUE((*plane)->Load("add").ok());  // a load of a loaded model reloads it
+  stop = true;
+  for (auto& t : clients) t.join();
+  EXPECT_GT(ok.load(), 0);
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_TRUE((*plane)->Ready());
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -285,8 +285,13 @@ def hammer(url, x, stop, results, lock, session_per_request=False):
             # refused: the port is closed. aborted: the server closed an idle keep-alive connection
             # as this request was being sent (it never read it). Anything else is broken.
             outcome = "refused" if "refused" in text else "aborted" if "remotedisconnected" in text else "broken"
-        except requests.RequestException:
+            if outcome == "broken":
+                with lock:
+                    results.setdefault("why", []).append(str(e)[:300])
+        except requests.RequestException as e:
             outcome = "broken"
+            with lock:
+                results.setdefault("why", []).append(f"{type(e).__name__}: {str(e)[:300]}")
         with lock:
             results[outcome] = results.get(outcome, 0) + 1
         if outcome == "refused":
