@@ -70,6 +70,28 @@ absl::StatusOr<std::string> ModelFile(const fs::path& folder) {
                                           " and no pipeline.yaml"));
 }
 
+// The engine config of a model: a folder's config.yaml (its path defaulting to the folder's
+// model), a bare folder's model, or an .onnx file given by --model.
+absl::StatusOr<ModelConfig> ConfigFor(const std::string& name, const std::string& where) {
+  ModelConfig config;
+  std::error_code ec;
+  if (fs::is_directory(where, ec) && fs::exists(fs::path(where) / "config.yaml")) {
+    const std::string file = (fs::path(where) / "config.yaml").string();
+    LOOM_ASSIGN_OR_RETURN(YAML::Node node, LoadYamlFile(file, "model config"));
+    if (!node["path"]) {
+      LOOM_ASSIGN_OR_RETURN(std::string path, ModelFile(where));
+      node["path"] = path;
+    }
+    LOOM_ASSIGN_OR_RETURN(config, ParseModelConfig(node, YamlReader(file), where));
+  } else if (fs::is_directory(where, ec)) {
+    LOOM_ASSIGN_OR_RETURN(config.path, ModelFile(where));
+  } else {
+    config.path = where;
+  }
+  config.name = name;
+  return config;
+}
+
 }  // namespace
 
 // A YAML pipeline served as one model: an encoded image (BYTES) or a raw frame (UINT8 HxWxC) in,
@@ -248,24 +270,13 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Create(DataPlaneOptions op
       later.emplace_back(name, where);
       continue;
     }
-    ModelConfig config;
-    if (fs::is_directory(where, ec)) {
-      if (fs::exists(fs::path(where) / "config.yaml")) {
-        const std::string file = (fs::path(where) / "config.yaml").string();
-        LOOM_ASSIGN_OR_RETURN(YAML::Node node, LoadYamlFile(file, "model config"));
-        if (!node["path"]) {
-          LOOM_ASSIGN_OR_RETURN(std::string path, ModelFile(where));
-          node["path"] = path;
-        }
-        LOOM_ASSIGN_OR_RETURN(config, ParseModelConfig(node, YamlReader(file), where));
-      } else {
-        LOOM_ASSIGN_OR_RETURN(config.path, ModelFile(where));
-      }
-    } else {
-      config.path = where;
+    auto config = ConfigFor(name, where);
+    if (!config.ok()) {  // one bad folder does not keep the others from serving
+      plane->repository_errors_[name] = std::string(config.status().message());
+      Log().error("model '{}' not loaded: {}", name, config.status().ToString());
+      continue;
     }
-    config.name = name;
-    configs.push_back(std::move(config));
+    configs.push_back(std::move(*config));
   }
   auto engine = Engine::Create(configs, o.engine);
   if (!engine.ok()) {
@@ -309,21 +320,7 @@ absl::Status DataPlane::LoadLocked(const std::string& name, const std::string& w
     entry->source = (fs::path(where) / "pipeline.yaml").string();
     LOOM_ASSIGN_OR_RETURN(entry->pipeline, PipelineModel::Load(name, entry->source, engine_.get()));
   } else {
-    ModelConfig config;
-    if (fs::is_directory(where, ec) && fs::exists(fs::path(where) / "config.yaml")) {
-      const std::string file = (fs::path(where) / "config.yaml").string();
-      LOOM_ASSIGN_OR_RETURN(YAML::Node node, LoadYamlFile(file, "model config"));
-      if (!node["path"]) {
-        LOOM_ASSIGN_OR_RETURN(std::string path, ModelFile(where));
-        node["path"] = path;
-      }
-      LOOM_ASSIGN_OR_RETURN(config, ParseModelConfig(node, YamlReader(file), where));
-    } else if (fs::is_directory(where, ec)) {
-      LOOM_ASSIGN_OR_RETURN(config.path, ModelFile(where));
-    } else {
-      config.path = where;
-    }
-    config.name = name;
+    LOOM_ASSIGN_OR_RETURN(ModelConfig config, ConfigFor(name, where));
     entry->source = config.path;
     LOOM_RETURN_IF_ERROR(engine_->AddModel(config));
     entry->info = std::make_shared<const ModelInfo>(*engine_->FindModel(name));

@@ -385,6 +385,35 @@ TEST(ServeRepository, UnloadAndReloadWhileRequestsRunAnswersEveryOne) {
   EXPECT_TRUE((*plane)->Ready());
 }
 
+TEST(ServeRepository, ABadFolderIsReportedTheOthersServeAndAFixedOneLoadsAndMakesTheServerReady) {
+  testing::ScratchDir dir;
+  std::filesystem::create_directories(dir.Path("repo/add"));
+  std::filesystem::create_directories(dir.Path("repo/bad"));
+  ASSERT_TRUE(WriteAddModel(dir.Path("repo/add/model.onnx"), 4).ok());
+  ASSERT_TRUE(WriteAddModel(dir.Path("repo/bad/model.onnx"), 4).ok());
+  dir.Write("repo/bad/config.yaml", "max_batch_size: -3\n");
+  DataPlaneOptions options;
+  options.repository = dir.Path("repo");
+  options.engine.measure_runs = 1;
+  auto plane = DataPlane::Create(options);
+  ASSERT_TRUE(plane.ok()) << plane.status();
+  EXPECT_FALSE((*plane)->Ready());  // a model of the repository did not load
+  bool reported = false;
+  for (const RepositoryEntry& e : (*plane)->Index(false)) {
+    if (e.name == "bad") {
+      EXPECT_EQ(e.state, "UNAVAILABLE");
+      EXPECT_NE(e.reason.find("max_batch_size"), std::string::npos) << e.reason;
+      reported = true;
+    }
+  }
+  EXPECT_TRUE(reported);
+  EXPECT_TRUE((*plane)->ModelReady("add", "").ok());
+  EXPECT_EQ((*plane)->ModelReady("bad", "").code(), absl::StatusCode::kNotFound);
+  dir.Write("repo/bad/config.yaml", "max_batch_size: 4\n");
+  ASSERT_TRUE((*plane)->Load("bad").ok());
+  EXPECT_TRUE((*plane)->Ready());
+}
+
 // ------------------------------------------------------------------------------------------------
 // The fuzzer: seeded mutations of valid requests (bytes flipped, inserted, deleted, truncated,
 // duplicated; numbers in the JSON replaced by hostile ones; header lengths that lie), sent over
