@@ -40,6 +40,7 @@ class FakeSession final : public Session {
   Backend backend() const override { return Backend::kOnnxRuntime; }
 
   absl::StatusOr<NamedTensors> Run(const NamedTensors& inputs) override {
+    std::optional<std::shared_future<void>> gate;  // read under the lock: Unblock() resets it
     {
       std::lock_guard<std::mutex> lock(mu_);
       runs_.push_back(inputs[0].tensor.dim(0));
@@ -47,8 +48,9 @@ class FakeSession final : public Session {
         entered_->set_value();
         entered_.reset();
       }
+      gate = gate_;
     }
-    if (gate_) gate_->wait();
+    if (gate) gate->wait();
     const float first = inputs[0].tensor.data_as<float>()[0];
     if (first == kThrow) throw std::runtime_error("backend exploded");
     if (first == kFail) return absl::InternalError("model 'fake': run failed on purpose");
@@ -69,7 +71,10 @@ class FakeSession final : public Session {
     gate_ = std::move(gate);
     return entered_->get_future();
   }
-  void Unblock() { gate_.reset(); }
+  void Unblock() {
+    std::lock_guard<std::mutex> lock(mu_);
+    gate_.reset();
+  }
   void set_cost(microseconds cost) { cost_ = cost; }
   const std::string& tag() const { return tag_; }
 
