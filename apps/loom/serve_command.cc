@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
@@ -99,6 +100,12 @@ int Serve(const ServeArgs& a) {
   (*plane)->BeginDrain();
   const bool idle = (*plane)->WaitIdle(timeout);
   grpc_drain.join();
+  if (!idle) {
+    // A request still unanswered after --drain-timeout must not hold the process: say so and go.
+    std::cout << "loom serve: drain timed out with " << (*plane)->in_flight() << " requests in flight; exiting"
+              << std::endl;
+    std::_Exit(kExitRuntimeError);
+  }
   (*http)->Stop();
   std::cout << "loom serve: " << (idle ? "drained, every accepted request answered" : "drain timed out") << "\n";
   return idle ? kExitOk : kExitRuntimeError;
