@@ -101,21 +101,25 @@ absl::Status YamlReader::List(const YAML::Node& node, const std::string& what, b
   return absl::OkStatus();
 }
 
+namespace {
+// The scalar's value as an int64, or nothing when it is not one (yaml-cpp's error is not thrown on).
+std::optional<int64_t> ScalarInt(const YAML::Node& node) {
+  if (!node.IsScalar()) return std::nullopt;
+  try {
+    return node.as<int64_t>();
+  } catch (const YAML::Exception&) {
+    return std::nullopt;
+  }
+}
+}  // namespace
+
 absl::StatusOr<int64_t> YamlReader::IntValue(const YAML::Node& node, const std::string& what,
                                              int64_t min, int64_t max) const {
-  int64_t v = 0;
-  bool ok = node.IsScalar();
-  if (ok) {
-    try {
-      v = node.as<int64_t>();
-    } catch (const YAML::Exception&) {
-      ok = false;
-    }
-  }
-  if (!ok || v < min || v > max) {
+  const std::optional<int64_t> v = ScalarInt(node);
+  if (!v || *v < min || *v > max) {
     return Error(node, absl::StrCat("'", what, "' must be an integer in [", min, ", ", max, "], got ", Shown(node)));
   }
-  return v;
+  return *v;
 }
 
 absl::StatusOr<double> YamlReader::DoubleValue(const YAML::Node& node, const std::string& what,
@@ -154,20 +158,12 @@ absl::StatusOr<std::optional<int64_t>> YamlReader::IntOrAuto(const YAML::Node& m
                                                              int64_t min, int64_t max) const {
   const YAML::Node node = Get(map, key);
   if (!node || (node.IsScalar() && node.Scalar() == "auto")) return std::optional<int64_t>();
-  int64_t v = 0;
-  bool ok = node.IsScalar();
-  if (ok) {
-    try {
-      v = node.as<int64_t>();
-    } catch (const YAML::Exception&) {
-      ok = false;
-    }
-  }
-  if (!ok || v < min || v > max) {
+  const std::optional<int64_t> v = ScalarInt(node);
+  if (!v || *v < min || *v > max) {
     return Error(node, absl::StrCat("'", key, "' must be an integer in [", min, ", ", max,
                                     "] or 'auto', got ", Shown(node)));
   }
-  return std::optional<int64_t>(v);
+  return v;
 }
 
 absl::StatusOr<double> YamlReader::Double(const YAML::Node& map, const std::string& key, double min,

@@ -267,6 +267,17 @@ bool Scheduler::ServesModel(int w, const Slot& slot) const {
   return static_cast<size_t>(w) < slot.spec.narrow.size() && slot.spec.narrow[static_cast<size_t>(w)];
 }
 
+void Scheduler::ReleasePartners(const Group& group, int w) {
+  for (int p : group.config.workers) {
+    Worker& partner = *workers_[static_cast<size_t>(p)];
+    if (p != w && partner.state == WorkerState::kLent && partner.lent_to == w) {
+      partner.state = WorkerState::kIdle;
+      partner.lent_to = -1;
+      partner.cv.notify_all();
+    }
+  }
+}
+
 int64_t Scheduler::QueuedFor(int w) const {
   int64_t n = 0;
   for (const auto& s : slots_) {
@@ -553,14 +564,7 @@ void Scheduler::RunBatch(int w, Batch batch, std::unique_lock<std::mutex>& lock)
     }
     if (!wide) {
       group.assembling = -1;
-      for (int p : group.config.workers) {
-        Worker& partner = *workers_[static_cast<size_t>(p)];
-        if (p != w && partner.state == WorkerState::kLent && partner.lent_to == w) {
-          partner.state = WorkerState::kIdle;
-          partner.lent_to = -1;
-          partner.cv.notify_all();
-        }
-      }
+      ReleasePartners(group, w);
     }
   }
   if (wide) {
@@ -590,14 +594,7 @@ void Scheduler::RunBatch(int w, Batch batch, std::unique_lock<std::mutex>& lock)
   if (wide) {
     Group& group = groups_[static_cast<size_t>(g)];
     group.assembling = -1;
-    for (int p : group.config.workers) {
-      Worker& partner = *workers_[static_cast<size_t>(p)];
-      if (p != w && partner.state == WorkerState::kLent && partner.lent_to == w) {
-        partner.state = WorkerState::kIdle;
-        partner.lent_to = -1;
-        partner.cv.notify_all();
-      }
-    }
+    ReleasePartners(group, w);
   }
   slot.running -= rows;  // after this the slot may be removed: no access below
   state_cv_.notify_all();

@@ -253,6 +253,8 @@ class Scheduler {
   // Requires mu_.
   bool ServesModel(int w, const Slot& slot) const;
   int64_t QueuedFor(int w) const;
+  // Gives back the partners of `group` lent to worker `w` for a wide run (requires mu_).
+  void ReleasePartners(const Group& group, int w);
   bool PartnersIdle(int w) const;
   bool QueuesEmptyFor(int w) const;
   bool ChooseWide(Slot& slot, int group, bool alone);
