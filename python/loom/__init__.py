@@ -31,6 +31,7 @@ its answer arrives; anything else is converted once. Output arrays share the eng
 """
 import asyncio
 import atexit
+import collections
 import concurrent.futures
 import os
 
@@ -59,11 +60,16 @@ class Model:
 
         Model("face", "models/face.onnx", max_batch_size=8, max_queue_delay_us=500,
               queue_capacity=256, default_timeout_us=100_000, instances=None, threads=None,
-              backend="ort", weight=1.0, preferred_batch_sizes=[4, 8])
+              backend="ort", weight=1.0, preferred_batch_sizes=[4, 8],
+              warmup={"input:0": a_typical_array})
+
+    ``warmup`` is a representative request (copied): the plan measures the model's cost on it and
+    every worker runs it once at load. Without it: random values at batch 1, dynamic image dims
+    320x320 — pass one for a model whose real inputs are much larger (a 640x480 detector).
     """
 
     _OPTIONS = ("backend", "instances", "threads", "max_batch_size", "preferred_batch_sizes",
-                "max_queue_delay_us", "queue_capacity", "default_timeout_us", "weight")
+                "max_queue_delay_us", "queue_capacity", "default_timeout_us", "weight", "warmup")
 
     def __init__(self, name, path, **options):
         unknown = sorted(set(options) - set(self._OPTIONS))
@@ -77,7 +83,10 @@ class Model:
         return {"name": self.name, "path": self.path, **self.options}
 
     def __repr__(self):
-        extra = "".join(f", {k}={v!r}" for k, v in self.options.items())
+        extra = "".join(f", {k}={v!r}" for k, v in self.options.items() if k != "warmup")
+        if "warmup" in self.options:
+            extra += ", warmup={" + ", ".join(f"{k!r}: <{getattr(a, 'dtype', '?')} {getattr(a, 'shape', '?')}>"
+                                              for k, a in self.options["warmup"].items()) + "}"
         return f"loom.Model({self.name!r}, {self.path!r}{extra})"
 
 
@@ -147,6 +156,28 @@ class Engine:
             f.set_running_or_notify_cancel()
         self._e.submit_many(model, list(inputs), deadline_s, True, [_resolver(f) for f in futures])
         return futures
+
+    def map(self, model, inputs, deadline_s=None, in_flight=None):
+        """Like ``Executor.map``: yields each input's outputs dict, in order, as they come.
+
+        ``inputs`` may be any iterable (a generator over a folder too large to hold): at most
+        ``in_flight`` requests are queued at a time (default: enough to keep every worker busy and
+        to fill its batches), and each answer is released once yielded. The first failure raises
+        its :class:`loom.Error` from the iterator; ``deadline_s`` applies to each request.
+        """
+        if in_flight is None:
+            plan = self._e.plan_dict()
+            batch = max([b["max_batch_size"] for b in plan["batching"] if b["model"] == model] or [1])
+            in_flight = max(2, len(plan["workers"])) * 2 * batch
+        if in_flight < 1:
+            raise InvalidArgument(f"in_flight must be at least 1, got {in_flight}")
+        pending = collections.deque()  # a caller that stops early leaves these to finish unobserved
+        for x in inputs:
+            pending.append(self.submit(model, x, deadline_s, block=True))
+            if len(pending) >= in_flight:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
     async def infer_async(self, model, inputs, deadline_s=None):
         """``await``-able :meth:`infer`: resolves on the calling event loop's thread."""

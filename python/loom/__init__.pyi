@@ -1,7 +1,7 @@
 """Type stubs of the loom package (see loom/__init__.py for the documentation)."""
 import concurrent.futures
 import os
-from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -29,7 +29,7 @@ class Model:
                  threads: Optional[int] = ..., max_batch_size: Optional[int] = ...,
                  preferred_batch_sizes: Sequence[int] = ..., max_queue_delay_us: Optional[int] = ...,
                  queue_capacity: Optional[int] = ..., default_timeout_us: Optional[int] = ...,
-                 weight: float = ...) -> None: ...
+                 weight: float = ..., warmup: Optional[Mapping[str, np.ndarray]] = ...) -> None: ...
 
 class Engine:
     def __init__(self, models: Sequence[Union[Model, Mapping[str, Any], PathLike]], hint: str = "adaptive",
@@ -41,6 +41,8 @@ class Engine:
     def infer(self, model: str, inputs: Inputs, deadline_s: Optional[float] = None) -> Outputs: ...
     def submit(self, model: str, inputs: Inputs, deadline_s: Optional[float] = None,
                block: bool = False) -> concurrent.futures.Future[Outputs]: ...
+    def map(self, model: str, inputs: Iterable[Inputs], deadline_s: Optional[float] = None,
+            in_flight: Optional[int] = None) -> Iterator[Outputs]: ...
     def submit_many(self, model: str, inputs: Sequence[Inputs],
                     deadline_s: Optional[float] = None) -> list[concurrent.futures.Future[Outputs]]: ...
     async def infer_async(self, model: str, inputs: Inputs, deadline_s: Optional[float] = None) -> Outputs: ...

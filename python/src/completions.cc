@@ -52,15 +52,19 @@ void Settle(Item& item) {
 
 void Loop() {
   Queue& q = TheQueue();
+  // One Python thread state for the thread's whole life, the GIL released while it waits. (Taking
+  // the GIL afresh for each batch would create and delete a thread state each time, and Python
+  // 3.11 maps and unmaps a frame stack with each: a TLB shootdown that interrupts every worker.)
+  py::gil_scoped_acquire gil;
   while (true) {
     std::deque<Item> batch;
     {
+      py::gil_scoped_release release;
       std::unique_lock<std::mutex> lock(q.mu);
       q.cv.wait(lock, [&] { return !q.items.empty() || q.stopping; });
-      if (q.items.empty()) return;
       batch.swap(q.items);
     }
-    py::gil_scoped_acquire gil;
+    if (batch.empty()) return;  // stopping, and nothing left to settle
     for (Item& item : batch) Settle(item);
   }
 }

@@ -2,6 +2,7 @@
 // synchronous infer, a submit that blocks on a full queue, shutdown); answers of asynchronous
 // requests reach Python through the completion thread (completions.h).
 #include <chrono>
+#include <cstring>
 
 #include <pybind11/stl.h>
 
@@ -20,7 +21,7 @@ namespace {
 const std::vector<std::string>& ModelKeys() {
   static const auto* keys = new std::vector<std::string>{
       "name", "path", "backend", "instances", "threads", "max_batch_size", "preferred_batch_sizes",
-      "max_queue_delay_us", "queue_capacity", "default_timeout_us", "weight"};
+      "max_queue_delay_us", "queue_capacity", "default_timeout_us", "weight", "warmup"};
   return *keys;
 }
 
@@ -34,6 +35,28 @@ absl::Status UnknownKey(const std::string& what, const std::string& key, const s
 std::optional<int> OptionalInt(const py::handle& v) {
   if (v.is_none() || (py::isinstance<py::str>(v) && v.cast<std::string>() == "auto")) return std::nullopt;
   return v.cast<int>();
+}
+
+// A warm-up request {input name: array}, copied (the engine keeps it); the engine checks it
+// against the model when it loads.
+absl::StatusOr<NamedTensors> ToWarmup(const py::handle& v) {
+  if (!py::isinstance<py::dict>(v)) {
+    return absl::InvalidArgumentError(absl::StrCat("model option 'warmup' is a dict {input name: array}, got ",
+                                                   std::string(py::str(py::type::of(v).attr("__name__")))));
+  }
+  NamedTensors out;
+  for (const auto& [k, a] : py::reinterpret_borrow<py::dict>(v)) {
+    const std::string name = py::str(k);
+    const auto array = py::array::ensure(a, py::array::c_style);
+    if (!array) return absl::InvalidArgumentError(absl::StrCat("warmup input '", name, "' is not an array"));
+    absl::StatusOr<DType> dtype = FromNumpy(array.dtype());
+    if (!dtype.ok()) return absl::InvalidArgumentError(absl::StrCat("warmup input '", name, "': ", dtype.status().message()));
+    Shape shape(array.shape(), array.shape() + array.ndim());
+    LOOM_ASSIGN_OR_RETURN(Tensor t, Tensor::TryAllocate(*dtype, shape));
+    std::memcpy(t.data(), array.data(), t.byte_size());
+    out.emplace_back(name, std::move(t));
+  }
+  return out;
 }
 
 absl::StatusOr<ModelConfig> ToModelConfig(const py::dict& d) {
@@ -59,6 +82,11 @@ absl::StatusOr<ModelConfig> ToModelConfig(const py::dict& d) {
       if (key == "queue_capacity") c.queue_capacity = OptionalInt(v);
       if (key == "default_timeout_us" && !v.is_none()) c.default_timeout_us = v.cast<int64_t>();
       if (key == "weight") c.weight = v.cast<double>();
+      if (key == "warmup" && !v.is_none()) {
+        auto warmup = ToWarmup(v);
+        if (!warmup.ok()) return warmup.status();
+        c.warmup_inputs = std::move(*warmup);
+      }
     } catch (const py::cast_error&) {
       return absl::InvalidArgumentError(absl::StrCat("model option '", key, "' has the wrong type: ",
                                                      std::string(py::str(py::type::of(v)))));

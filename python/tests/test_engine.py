@@ -225,6 +225,34 @@ def test_submit_many_keeps_order_and_models_come_and_go(add_model):
         assert engine.plan_dict["usable_cores"] == loom.usable_cores()
 
 
+def test_map_yields_in_order_from_a_generator_and_raises_the_first_failure(add_model):
+    with loom.Engine([loom.Model("add", add_model, max_batch_size=4)]) as engine:
+        inputs = (np.full((1, 1), i, np.float32) for i in range(200))  # never a list
+        assert [out["y"][0, 0] for out in engine.map("add", inputs, in_flight=3)] == [i + 1.0 for i in range(200)]
+        it = engine.map("add", (np.full((1, 1), i, np.float32) for i in range(50)))
+        assert next(it)["y"][0, 0] == 1.0
+        it.close()  # stopping early leaves nothing stuck
+        bad = [np.zeros((1, 1), np.float32), np.zeros((1, 1, 1), np.float32), np.zeros((1, 1), np.float32)]
+        got = engine.map("add", bad)
+        assert next(got)["y"][0, 0] == 1.0
+        with pytest.raises(loom.InvalidArgument, match="'x'"):
+            next(got)
+        with pytest.raises(loom.InvalidArgument, match="in_flight"):
+            next(engine.map("add", bad, in_flight=0))
+
+
+def test_a_warmup_request_is_checked_against_the_model(add_model):
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    model = loom.Model("add", add_model, max_batch_size=4, warmup={"x": x})
+    assert "warmup={'x': <float32 (3, 4)>}" in repr(model)
+    with loom.Engine([model]) as engine:
+        np.testing.assert_array_equal(engine.infer("add", x)["y"], x + 1)
+    for warmup, culprit in (({"nope": x}, "no input 'nope'"), ({"x": x.astype(np.int64)}, "wrong dtype"),
+                            ([x], "is a dict")):
+        with pytest.raises(loom.InvalidArgument, match=culprit):
+            loom.Engine([loom.Model("add", add_model, max_batch_size=4, warmup=warmup)])
+
+
 def test_onnxruntime_style_session_runs_a_script_unchanged():
     sess = loom.InferenceSession(MLSD)
     [inp] = sess.get_inputs()
