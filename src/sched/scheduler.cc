@@ -398,7 +398,9 @@ void Scheduler::WorkerLoop(int w) {
   while (true) {
     Worker& me = *workers_[static_cast<size_t>(w)];
     if (me.state != WorkerState::kIdle) {
+      me.waits_for_idle = true;
       clock_->WaitUntil(me.cv, lock, TimePoint::max());
+      me.waits_for_idle = false;
       continue;
     }
     if (JoinPending(w)) continue;
@@ -759,7 +761,9 @@ std::optional<absl::StatusOr<InferResult>> Scheduler::TryRunInline(int model, Re
     Worker& c = *workers_[static_cast<size_t>(w)];
     c.state = WorkerState::kIdle;
     c.busy_us += w == worker ? compute_us : 0;
-    c.cv.notify_all();
+    // The hot path of a lone Infer(): no wake-up (a futex call and a context switch on the
+    // caller's core) for a worker that slept through the claim waiting for work that never came.
+    if (c.waits_for_idle) c.cv.notify_all();
   }
   if (!claimed.empty()) ++workers_[static_cast<size_t>(worker)]->runs;
   slot->running -= request.rows;

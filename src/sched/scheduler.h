@@ -196,6 +196,9 @@ class Scheduler {
     WorkerState state = WorkerState::kIdle;
     int lent_to = -1;  // kLent: leader worker (wide), or -2 (a lease)
     bool retire = false;
+    // The thread sleeps until it is idle again (it saw work while claimed, lent or running): whoever
+    // makes it idle must wake it. An idle worker asleep waiting for work needs no such wake.
+    bool waits_for_idle = false;
     std::condition_variable cv;
     std::thread thread;
     std::atomic<int64_t> busy_us{0};
