@@ -1,6 +1,7 @@
 #include "sched/scheduler.h"
 
 #include <algorithm>
+#include <cmath>
 #include <unistd.h>
 
 #include <latch>
@@ -60,12 +61,22 @@ const std::vector<uint64_t>& RowBounds() {
 
 // The narrow/wide choice of one model (see the header). Requires mu_.
 struct Scheduler::ModeState {
-  double narrow_alone_ms = 0, narrow_loaded_ms = 0, wide_ms = 0;  // EWMA, ms per row
+  // EWMAs, ms per row. Wide runs alone and under load apart too: under load a wide run shares
+  // memory bandwidth with the runs around it and is slower, and that must not decide the lone case.
+  double narrow_alone_ms = 0, narrow_loaded_ms = 0, wide_ms = 0 /* alone */, wide_loaded_ms = 0;
+  double WideLoaded() const { return wide_loaded_ms > 0 ? wide_loaded_ms : wide_ms; }
   bool wide_alone = false, wide_loaded = false;
   TimePoint switched_alone{}, switched_loaded{};
-  int64_t decisions = 0, narrow_runs = 0, wide_runs = 0;
+  int64_t decisions_alone = 0, decisions_loaded = 0, narrow_runs = 0, wide_runs = 0;
   int group_workers = 1;  // k: narrow runs a wide run replaces
 };
+
+Scheduler::Group Scheduler::MakeGroup(GroupConfig config) const {
+  Group group;
+  for (int w : config.workers) group.cpu_count += static_cast<int>(workers_[static_cast<size_t>(w)]->config.cpus.size());
+  group.config = std::move(config);
+  return group;
+}
 
 Scheduler::Scheduler(std::vector<WorkerConfig> workers, std::vector<GroupConfig> groups,
                      SchedulerOptions options)
@@ -76,10 +87,7 @@ Scheduler::Scheduler(std::vector<WorkerConfig> workers, std::vector<GroupConfig>
     workers_.push_back(std::move(w));
   }
   for (GroupConfig& g : groups) {
-    Group group;
-    for (int w : g.workers) group.cpu_count += static_cast<int>(workers_[static_cast<size_t>(w)]->config.cpus.size());
-    group.config = std::move(g);
-    groups_.push_back(std::move(group));
+    groups_.push_back(MakeGroup(std::move(g)));
   }
   clock_->Register(&mu_, &room_cv_);
   clock_->Register(&mu_, &state_cv_);
@@ -480,8 +488,20 @@ bool Scheduler::ChooseWide(Slot& slot, int group, bool alone) {
   }
   ModeState& m = *slot.mode;
   const bool preferred = alone ? m.wide_alone : m.wide_loaded;
-  ++m.decisions;
-  if (options_.explore_every > 0 && m.decisions % options_.explore_every == 0) return !preferred;
+  int64_t& decisions = alone ? m.decisions_alone : m.decisions_loaded;
+  ++decisions;
+  if (options_.explore_every <= 0) return preferred;
+  // Exploring costs what the other width loses against the preferred one: try it less often the
+  // worse it measured (by that ratio, at most 8x less often). Alone the cost is the request's own
+  // time; under load it is core time (a wide run holds every worker of the group).
+  double worse = 1;
+  const double narrow_ms = alone || m.narrow_loaded_ms <= 0 ? m.narrow_alone_ms : m.narrow_loaded_ms;
+  if (m.wide_ms > 0 && narrow_ms > 0) {
+    const double wide_cost = alone ? m.wide_ms : m.WideLoaded() * m.group_workers;
+    worse = preferred ? narrow_ms / wide_cost : wide_cost / narrow_ms;
+  }
+  const auto every = static_cast<int64_t>(std::llround(options_.explore_every * std::clamp(worse, 1.0, 8.0)));
+  if (decisions % every == 0) return !preferred;
   return preferred;
 }
 
@@ -489,7 +509,7 @@ void Scheduler::RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, i
   ModeState& m = *slot.mode;
   const double ms = static_cast<double>(compute_us) / 1000.0 / static_cast<double>(std::max<int64_t>(rows, 1));
   if (plan.wide) {
-    Ewma(m.wide_ms, ms);
+    Ewma(plan.alone ? m.wide_ms : m.wide_loaded_ms, ms);
     ++m.wide_runs;
   } else {
     Ewma(plan.alone ? m.narrow_alone_ms : m.narrow_loaded_ms, ms);
@@ -516,7 +536,7 @@ void Scheduler::RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, i
   }
   const double narrow_ms = m.narrow_loaded_ms > 0 ? m.narrow_loaded_ms : m.narrow_alone_ms;
   if (narrow_ms > 0 && now - m.switched_loaded >= options_.min_switch_interval) {
-    const double wide_rate = 1000.0 / m.wide_ms, narrow_rate = 1000.0 * m.group_workers / narrow_ms;
+    const double wide_rate = 1000.0 / m.WideLoaded(), narrow_rate = 1000.0 * m.group_workers / narrow_ms;
     const bool want = m.wide_loaded ? wide_rate > narrow_rate * (1 - margin)
                                     : wide_rate > narrow_rate * (1 + margin);
     if (want != m.wide_loaded) {
@@ -877,10 +897,7 @@ absl::Status Scheduler::Reconfigure(Layout layout) {
     workers_.push_back(std::move(w));
   }
   for (GroupConfig& g : layout.groups) {
-    Group group;
-    for (int w : g.workers) group.cpu_count += static_cast<int>(workers_[static_cast<size_t>(w)]->config.cpus.size());
-    group.config = std::move(g);
-    groups_.push_back(std::move(group));
+    groups_.push_back(MakeGroup(std::move(g)));
   }
   std::vector<std::shared_ptr<Session>> dropped;  // released outside the lock
   for (size_t m = 0; m < slots_.size(); ++m) {
@@ -997,7 +1014,7 @@ std::string Scheduler::DescribeModes() const {
     absl::StrAppend(&out, absl::StrFormat(
         "    %-24s alone: %-6s (wide %.2f ms, narrow %.2f ms)  under load: %-6s (wide %.1f/s, narrow %.1f/s)  runs: %d narrow, %d wide\n",
         s->spec.name, m.wide_alone ? "wide" : "narrow", m.wide_ms, m.narrow_alone_ms,
-        m.wide_loaded ? "wide" : "narrow", m.wide_ms > 0 ? 1000.0 / m.wide_ms : 0.0,
+        m.wide_loaded ? "wide" : "narrow", m.WideLoaded() > 0 ? 1000.0 / m.WideLoaded() : 0.0,
         narrow_loaded > 0 ? 1000.0 * m.group_workers / narrow_loaded : 0.0, m.narrow_runs, m.wide_runs));
   }
   return out;

@@ -77,7 +77,8 @@ struct SchedulerOptions {
   double switch_margin = 0.05;
   // ...and at most this often per model and situation (alone / under load).
   std::chrono::milliseconds min_switch_interval{1000};
-  // Every n-th decision tries the other mode, to keep its measurement current (0: never).
+  // Every n-th decision (per model and situation) tries the other mode, to keep its measurement
+  // current; n grows with how much worse the other mode measured, up to 8x (0: never explore).
   int explore_every = 50;
   // Pin worker threads to their cpus (tests with fake sessions may run anywhere).
   bool pin_workers = true;
@@ -210,6 +211,7 @@ class Scheduler {
     int cpu_count = 0;
     int assembling = -1;  // a worker waiting for its partners to run wide
   };
+  Group MakeGroup(GroupConfig config) const;
   struct ModeState;  // scheduler.cc
   struct Slot {
     ModelSpec spec;

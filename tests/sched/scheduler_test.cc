@@ -531,6 +531,26 @@ TEST(Scheduler, AChoiceFollowsTheMeasuredRunsWithoutThrashing) {
   EXPECT_NE(h.scheduler->DescribeModes().find("alone: narrow"), std::string::npos) << h.scheduler->DescribeModes();
 }
 
+TEST(Scheduler, ExploringAMuchWorseWidthHappensLessOften) {
+  SchedulerOptions options;
+  options.explore_every = 4;
+  Harness h(2, /*group=*/true, options);
+  // Wide measured 4x slower than narrow for a lone request: trying it every 4th decision would
+  // cost 16 x 15 ms over 64 requests; it is tried every 4 x 4 = 16th instead.
+  const int m = h.Model("add", Batching(1, microseconds(0)), 1024, milliseconds(5), milliseconds(20), true);
+  h.scheduler->Start();
+  std::vector<int> wide_at;
+  for (int i = 0; i < 64; ++i) {
+    auto r = h.Submit(m, 1, 2).get();
+    ASSERT_TRUE(r.ok());
+    if (r->threads == 2) wide_at.push_back(i);
+  }
+  ASSERT_GE(wide_at.size(), 3u) << "exploration goes on";
+  ASSERT_LE(wide_at.size(), 4u);
+  for (size_t k = 1; k < wide_at.size(); ++k) EXPECT_EQ(wide_at[k] - wide_at[k - 1], 16) << "every 16th, not every 4th";
+  EXPECT_TRUE(h.scheduler->ModeHistory().empty()) << "exploring never switched the choice";
+}
+
 TEST(Scheduler, RemovingAModelDrainsItsAcceptedRequests) {
   Harness h;
   const int a = h.Model("a", Batching(8, milliseconds(100)));
