@@ -4,11 +4,13 @@
 #include <map>
 
 #include "apps/loom/commands.h"
+#include "loom/session.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"Loom: many neural networks over many inputs, at the limit of the hardware.", "loom"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "loom 0.1.0");
+  app.set_version_flag("--version", [] { return std::string("loom ") + LOOM_VERSION_STRING + " (" + loom::BackendVersions() + ")"; },
+                       "Print Loom's version and the ONNX Runtime and OpenCV versions it runs with");
 
   std::map<CLI::App*, loom::cli::CommandFn> commands;
   auto add = [&](const char* name, const char* description, auto adder) {

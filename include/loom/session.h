@@ -77,6 +77,9 @@ class Session {
 // otherwise): the runtime fixes its environment once per process.
 absl::Status ConfigureOrtGlobalThreadPool(int intra_op_threads, bool allow_spinning);
 
+// The backends' versions as loaded at run time: "ONNX Runtime 1.29.0, OpenCV 4.6.0".
+std::string BackendVersions();
+
 // Loads `model_path` with the backend of `options`. Errors name the file and the cause.
 absl::StatusOr<std::unique_ptr<Session>> CreateSession(const std::string& model_path,
                                                        const SessionOptions& options = {});

@@ -1,5 +1,8 @@
 #include "loom/session.h"
 
+#include <onnxruntime_cxx_api.h>
+#include <opencv2/core/utility.hpp>
+
 #include "absl/strings/str_cat.h"
 #include "runtime/opencv_session.h"
 #include "runtime/ort_session.h"
@@ -16,6 +19,10 @@ absl::StatusOr<Backend> ParseBackend(const std::string& name) {
   if (name == "opencv" || name == "cv") return Backend::kOpenCv;
   return absl::InvalidArgumentError(
       absl::StrCat("unknown backend '", name, "' (expected 'ort' or 'opencv')"));
+}
+
+std::string BackendVersions() {
+  return absl::StrCat("ONNX Runtime ", OrtGetApiBase()->GetVersionString(), ", OpenCV ", cv::getVersionString());
 }
 
 absl::Status ConfigureOrtGlobalThreadPool(int intra_op_threads, bool allow_spinning) {

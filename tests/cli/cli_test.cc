@@ -51,6 +51,15 @@ TEST(Cli, HelpOnEveryCommandExitsZero) {
   EXPECT_TRUE(Contains(Loom("run --help").out, "--backend"));
 }
 
+TEST(Cli, VersionNamesLoomAndTheBackendsItRunsWith) {
+  Result r = Loom("--version");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  // "loom 0.1.0 (ONNX Runtime 1.29.0, OpenCV 4.6.0)", the backends' versions read at run time.
+  EXPECT_TRUE(r.out.rfind("loom 0.", 0) == 0) << r.out;
+  EXPECT_TRUE(Contains(r.out, "ONNX Runtime 1.")) << r.out;
+  EXPECT_TRUE(Contains(r.out, "OpenCV 4.")) << r.out;
+}
+
 TEST(Cli, WrongUsageExitsTwoWithUsage) {
   struct Case { const char* args; const char* message; };
   for (const Case& c : {Case{"", "A subcommand is required"},
