@@ -49,7 +49,9 @@ struct RecognizedText {
   float score = 0;  // mean of the kept characters' probabilities (0 for an empty string)
 };
 
-// Greedy CTC over [N,T,C] probabilities: argmax per step, repeats collapsed, blanks dropped.
+// Greedy CTC over [N,T,C] probabilities: argmax per step, repeats collapsed, blanks dropped; a
+// blank step with a space probability of 0.2 or more is a space between words (never leading,
+// trailing or doubled).
 // INVALID_ARGUMENT when C differs from the charset's size.
 absl::StatusOr<std::vector<RecognizedText>> DecodeCtc(const Tensor& probabilities,
                                                       const std::vector<std::string>& charset);
