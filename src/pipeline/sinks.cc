@@ -1,5 +1,6 @@
 #include "pipeline/sinks.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -100,13 +101,50 @@ class VideoSink final : public Sink {
 
 }  // namespace
 
+namespace {
+
+// A label in a filled box, its bottom-left corner at `anchor` (moved inside the image when it
+// would leave it); the font scaled to `height` pixels, never below a legible minimum.
+void DrawLabel(cv::Mat& canvas, const std::string& text, cv::Point anchor, double height,
+               const cv::Scalar& background) {
+  if (text.empty()) return;
+  const int font = cv::FONT_HERSHEY_DUPLEX;  // its "a" reads as "a" (SIMPLEX's reads as "o")
+  const double scale = std::clamp(height / 22.0, 0.45, 2.0);
+  const int thickness = scale < 0.9 ? 1 : 2;
+  int baseline = 0;
+  const cv::Size size = cv::getTextSize(text, font, scale, thickness, &baseline);
+  const int pad = 3;
+  int x = std::clamp(anchor.x, 0, std::max(0, canvas.cols - size.width - 2 * pad));
+  int y = anchor.y;
+  if (y - size.height - 2 * pad < 0) y = size.height + 2 * pad;  // no room above: just inside
+  y = std::min(y, canvas.rows);
+  cv::rectangle(canvas, cv::Point(x, y - size.height - 2 * pad), cv::Point(x + size.width + 2 * pad, y),
+                background, cv::FILLED);
+  cv::putText(canvas, text, cv::Point(x + pad, y - pad), font, scale, {0, 0, 0}, thickness, cv::LINE_AA);
+}
+
+}  // namespace
+
 void Annotate(const Frame& frame, cv::Mat& canvas) {
+  // Recognised texts go beside the boxes they were read from: the frame's text boxes, one per
+  // crop, in the same order.
+  const std::vector<vision::TextBox>* boxes = nullptr;
+  for (const auto& [name, v] : frame.values) {
+    if (v.type == ValueType::kTextBoxes) boxes = &v.boxes;
+  }
   for (const auto& [name, v] : frame.values) {
     switch (v.type) {
       case ValueType::kDetections:
         for (const vision::Detection& d : v.detections) {
-          cv::rectangle(canvas, cv::Point2f(d.x_min, d.y_min), cv::Point2f(d.x_max, d.y_max), {0, 255, 0}, 2);
-          for (const vision::Point& p : d.keypoints) cv::circle(canvas, cv::Point2f(p.x, p.y), 2, {0, 0, 255}, -1);
+          const cv::Scalar green(0, 200, 0);
+          cv::rectangle(canvas, cv::Point2f(d.x_min, d.y_min), cv::Point2f(d.x_max, d.y_max), green, 2);
+          const int radius = std::max(2, static_cast<int>(d.width() / 40));
+          for (size_t k = 0; k < d.keypoints.size(); ++k) {
+            const cv::Point2f p(d.keypoints[k].x, d.keypoints[k].y);
+            cv::circle(canvas, p, radius, {0, 0, 255}, cv::FILLED);
+          }
+          DrawLabel(canvas, absl::StrFormat("%s %.2f", name, d.score), cv::Point(static_cast<int>(d.x_min), static_cast<int>(d.y_min) - 2),
+                    std::max(14.0, static_cast<double>(d.height()) / 8), green);
         }
         break;
       case ValueType::kLines:
@@ -124,6 +162,26 @@ void Annotate(const Frame& frame, cv::Mat& canvas) {
       default:
         break;
     }
+  }
+  // Recognised text, as PaddleOCR draws it: a white panel beside the page with each text written
+  // where its box is, sized to fit the box (over the page itself it would hide what it reads).
+  for (const auto& [name, v] : frame.values) {
+    if (v.type != ValueType::kTexts || !boxes || boxes->size() != v.texts.size() || v.texts.empty()) continue;
+    cv::Mat panel(canvas.size(), canvas.type(), cv::Scalar(255, 255, 255));
+    for (size_t i = 0; i < v.texts.size(); ++i) {
+      const vision::TextBox& b = (*boxes)[i];
+      const std::string& text = v.texts[i].text;
+      if (text.empty()) continue;
+      const double width = cv::norm(b.quad[1] - b.quad[0]), height = cv::norm(b.quad[3] - b.quad[0]);
+      int baseline = 0;
+      const cv::Size unit = cv::getTextSize(text, cv::FONT_HERSHEY_DUPLEX, 1.0, 1, &baseline);
+      const double scale = std::max(0.3, std::min(height * 0.7 / std::max(1, unit.height),
+                                                  width / std::max(1, unit.width)));
+      cv::putText(panel, text, cv::Point(static_cast<int>(b.quad[3].x), static_cast<int>(b.quad[3].y - height * 0.2)),
+                  cv::FONT_HERSHEY_DUPLEX, scale, {0, 0, 0}, 1, cv::LINE_AA);
+    }
+    cv::hconcat(canvas, panel, canvas);
+    break;
   }
 }
 

@@ -86,6 +86,70 @@ TEST(OcrPipeline, ReadsTheRotatedParagraph) {
   }
 }
 
+// Runs `file` with its sinks writing into `dir`; returns the records.
+absl::StatusOr<std::vector<nlohmann::json>> RecordsWithSinks(const std::string& file, PipelineOptions options,
+                                                             const std::string& dir) {
+  std::vector<nlohmann::json> records;
+  options.output_dir = dir;
+  options.on_record = [&](const PipelineRecord& r) { records.push_back(nlohmann::json::parse(r.json)); };
+  LOOM_ASSIGN_OR_RETURN(auto p, Pipeline::Load(file, options));
+  LOOM_RETURN_IF_ERROR(p->Run().status());
+  return records;
+}
+
+// The annotated page carries what was read: a panel beside the page with each line written where
+// its box is, legibly enough that the same OCR pipeline reads it back.
+TEST(Annotate, TheOcrPanelReadsBackAsThePage) {
+  testing::ScratchDir dir;
+  auto records = RecordsWithSinks(PipelinePath("ocr.yaml"), {}, dir.Path("out"));
+  ASSERT_TRUE(records.ok()) << records.status();
+  const cv::Mat page = cv::imread(testing::DataPath("imageTextN.png"));
+  const cv::Mat annotated = cv::imread(dir.Path("out/ocr/frame_000000.jpg"));
+  ASSERT_FALSE(annotated.empty());
+  ASSERT_EQ(annotated.cols, 2 * page.cols) << "the page, then the panel";
+  ASSERT_TRUE(cv::imwrite(dir.Path("panel.png"), annotated.colRange(page.cols, annotated.cols)));
+  auto read_back = Records(PipelinePath("ocr.yaml"), {.input = dir.Path("panel.png")});
+  ASSERT_TRUE(read_back.ok()) << read_back.status();
+  const std::vector<std::string> written = Texts((*records)[0]), read = Texts((*read_back)[0]);
+  ASSERT_EQ(read.size(), written.size());
+  std::set<std::string> words_written, words_read;
+  for (const auto& line : written) for (auto w : absl::StrSplit(line, ' ', absl::SkipEmpty())) words_written.insert(std::string(w));
+  for (const auto& line : read) for (auto w : absl::StrSplit(line, ' ', absl::SkipEmpty())) words_read.insert(std::string(w));
+  int found = 0;
+  for (const auto& w : words_written) found += words_read.count(w) > 0;
+  EXPECT_GE(found, static_cast<int>(words_written.size() * 9 / 10)) << found << " of " << words_written.size();
+}
+
+// A face gets its box, its landmarks and a label with its score above the box.
+TEST(Annotate, AFaceShowsItsScoreAndLandmarks) {
+  testing::ScratchDir dir;
+  auto records = RecordsWithSinks(PipelinePath("faces.yaml"), {}, dir.Path("out"));
+  ASSERT_TRUE(records.ok()) << records.status();
+  const nlohmann::json& face = (*records)[0]["faces"][0];
+  const cv::Mat annotated = cv::imread(dir.Path("out/faces/frame_000000.jpg"));
+  ASSERT_FALSE(annotated.empty());
+  const int x = face["box"][0].get<int>(), y = face["box"][1].get<int>();
+  // The label: a green band just above the box's top-left corner with dark text in it.
+  const cv::Rect band(x + 2, std::max(0, y - 14), 40, 10);
+  int green = 0, dark = 0;
+  for (int r = band.y; r < band.y + band.height; ++r) {
+    for (int c = band.x; c < band.x + band.width; ++c) {
+      const cv::Vec3b p = annotated.at<cv::Vec3b>(r, c);
+      green += p[1] > 150 && p[0] < 100 && p[2] < 100;
+      dark += p[0] < 80 && p[1] < 80 && p[2] < 80;
+    }
+  }
+  EXPECT_GT(green, band.area() / 4) << "the label's background";
+  EXPECT_GT(dark, 10) << "the label's text";
+  // Each landmark: a red dot (its centre pixel, rounded; JPEG blurs the edges).
+  for (const auto& k : face["keypoints"]) {
+    const cv::Point c(static_cast<int>(std::lround(k[0].get<double>())), static_cast<int>(std::lround(k[1].get<double>())));
+    const cv::Vec3b p = annotated.at<cv::Vec3b>(c);
+    EXPECT_GT(p[2], 150) << c;
+    EXPECT_LT(p[1], 100) << c;
+  }
+}
+
 // Words and short lines rendered with TrueType fonts (Debian's fonts-dejavu-core) at several
 // sizes; at least 90% of the words come back exactly.
 TEST(OcrPipeline, ReadsRenderedTextInSeveralFontsAndSizes) {
