@@ -33,6 +33,7 @@ struct BenchArgs {
   bool sweep = false;
   std::string strategies;
   std::string json, csv;
+  std::string trace;  // copies / fanout: Loom's last repetition as Chrome trace-event JSON
   int overhead_runs = 2000;
   // load / shift
   std::string workload = "copies";
@@ -128,6 +129,7 @@ int RunWorkload(const BenchArgs& a, bench::WorkloadKind kind) {
   options.warmup = a.warmup;
   options.cores = a.cores;
   options.sweep = a.sweep;
+  options.trace = !a.trace.empty();
   if (!a.strategies.empty()) options.only = absl::StrSplit(a.strategies, ',');
   options.self_exe = SelfExe();
   options.scratch_dir = ScratchDir();
@@ -146,6 +148,9 @@ int RunWorkload(const BenchArgs& a, bench::WorkloadKind kind) {
   if (a.json != "-" && a.csv != "-") std::cout << report->Table();
   if (!Emit(a.json, report->ToJson().dump(2) + "\n") || !Emit(a.csv, report->Csv())) {
     return fail(absl::InternalError("cannot write the --json/--csv file"));
+  }
+  if (!a.trace.empty() && !Emit(a.trace, report->trace_json)) {
+    return fail(absl::InternalError(absl::StrCat("cannot write the trace '", a.trace, "'")));
   }
   return kExitOk;
 }
@@ -228,6 +233,7 @@ void AddCommonOptions(CLI::App& app, BenchArgs& a) {
   app.add_option("--strategies", a.strategies, "Comma-separated subset (serial,threads,processes,batch,shared-pool-serial,shared-pool-threads); loom always runs");
   app.add_option("--json", a.json, "Write the report as JSON to FILE (- for stdout)");
   app.add_option("--csv", a.csv, "Write the table as CSV to FILE (- for stdout)");
+  app.add_option("--trace", a.trace, "Write Loom's last repetition as Chrome trace-event JSON to FILE (Perfetto, chrome://tracing): a track per worker, a span per run, the queue wait of every request");
   app.add_option("--size", a.size, "WIDTHxHEIGHT for models with dynamic image dims")->capture_default_str();
 }
 

@@ -16,7 +16,7 @@ namespace loom::cli {
 namespace {
 
 struct PipelineArgs {
-  std::string file, input, output = "out", json;
+  std::string file, input, output = "out", json, trace;
   int in_flight = 0, cores = 0, reps = 3;
   int64_t limit = 0;
 };
@@ -37,8 +37,12 @@ int Fail(const char* what, const absl::Status& s) {
 }
 
 int Run(const PipelineArgs& a) {
-  auto p = Pipeline::Load(a.file, Options(a));
+  PipelineOptions options = Options(a);
+  std::vector<PipelineRecord> records;  // --trace: every frame's node timings
+  if (!a.trace.empty()) options.on_record = [&](const PipelineRecord& r) { records.push_back(r); };
+  auto p = Pipeline::Load(a.file, options);
   if (!p.ok()) return Fail("run", p.status());
+  if (!a.trace.empty() && (*p)->engine()) (*p)->engine()->StartTrace();
   const bool tty = isatty(STDERR_FILENO);
   const auto start = Clock::now();
   auto summary = (*p)->Run([&](int64_t done, int64_t total) {
@@ -52,6 +56,14 @@ int Run(const PipelineArgs& a) {
   });
   if (tty) std::cerr << "\n";
   if (!summary.ok()) return Fail("run", summary.status());
+  if (!a.trace.empty()) {
+    const std::string engine_trace = (*p)->engine() ? (*p)->engine()->StopTrace() : "";
+    for (PipelineRecord& r : records) r.json.clear();  // the trace needs the timings only
+    if (!(std::ofstream(a.trace) << PipelineTraceJson(engine_trace, records))) {
+      return Fail("run", absl::InternalError("cannot write the trace '" + a.trace + "'"));
+    }
+    std::cerr << "trace (Perfetto, chrome://tracing): " << a.trace << "\n";
+  }
   std::cerr << absl::StrFormat("%d frames in %.2f s (%.1f frames/s), %d failed; output in %s/\n",
                                summary->frames, summary->wall_s, summary->frames / std::max(summary->wall_s, 1e-9),
                                summary->failed, a.output);
@@ -108,6 +120,7 @@ CommandFn AddPipelineCommand(CLI::App& app) {
     sub->add_option("--cores", a->cores, "Cores for the engine (0: all usable)")->check(CLI::Range(0, 4096));
   }
   run->add_option("--output", a->output, "Folder for the sinks' files")->capture_default_str();
+  run->add_option("--trace", a->trace, "Write a Chrome trace-event JSON of the run to FILE (Perfetto, chrome://tracing): the engine's runs and queue waits per worker, every node of every frame per pipeline thread");
   bench->add_option("--reps", a->reps, "Timed repetitions")->check(CLI::Range(1, 100))->capture_default_str();
   bench->add_option("--json", a->json, "Write the report as JSON to FILE (- for stdout)");
   return [a, run]() { return run->parsed() ? Run(*a) : Bench(*a); };

@@ -218,7 +218,7 @@ class Engine {
 
   // Tracing: StartTrace begins recording every run (worker, model, rows, threads) and every
   // request's queue wait; StopTrace returns them as Chrome trace-event JSON (Perfetto,
-  // chrome://tracing) and stops.
+  // chrome://tracing) and stops. Timestamps are std::chrono::steady_clock's, in microseconds.
   void StartTrace();
   std::string StopTrace();
 

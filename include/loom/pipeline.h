@@ -21,6 +21,7 @@
 #ifndef LOOM_PIPELINE_H_
 #define LOOM_PIPELINE_H_
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -51,6 +52,8 @@ struct NodeTiming {
   double compute_ms = 0;
   double model_wait_ms = 0;
   double core_wait_ms = 0;
+  std::chrono::steady_clock::time_point start{};  // when the node began on this frame
+  int thread = -1;                                 // the pipeline thread that ran it
   double total_ms() const { return compute_ms + model_wait_ms + core_wait_ms; }
 };
 
@@ -62,6 +65,10 @@ struct PipelineRecord {
   std::string error;   // when failed
   std::map<std::string, NodeTiming> timings;  // per node
 };
+
+// Chrome trace-event JSON of a pipeline run: `engine_trace` (Engine::StopTrace; may be empty) and a
+// span per node per frame on a track per pipeline thread, on the same clock.
+std::string PipelineTraceJson(const std::string& engine_trace, const std::vector<PipelineRecord>& records);
 
 struct PipelineOptions {
   std::string input = "";             // overrides the file's source path

@@ -83,8 +83,9 @@ class Model:
         return {"name": self.name, "path": self.path, **self.options}
 
     def __repr__(self):
-        extra = "".join(f", {k}={v!r}" for k, v in self.options.items() if k != "warmup")
-        if "warmup" in self.options:
+        extra = "".join(f", {k}={v!r}" for k, v in self.options.items()
+                        if k != "warmup" or not isinstance(v, dict))
+        if isinstance(self.options.get("warmup"), dict):
             extra += ", warmup={" + ", ".join(f"{k!r}: <{getattr(a, 'dtype', '?')} {getattr(a, 'shape', '?')}>"
                                               for k, a in self.options["warmup"].items()) + "}"
         return f"loom.Model({self.name!r}, {self.path!r}{extra})"
@@ -166,9 +167,8 @@ class Engine:
         its :class:`loom.Error` from the iterator; ``deadline_s`` applies to each request.
         """
         if in_flight is None:
-            plan = self._e.plan_dict()
-            batch = max([b["max_batch_size"] for b in plan["batching"] if b["model"] == model] or [1])
-            in_flight = max(2, len(plan["workers"])) * 2 * batch
+            workers = len(self._e.plan_dict()["workers"])
+            in_flight = max(2, workers) * 2 * max(1, self._e.max_batch_size(model))
         if in_flight < 1:
             raise InvalidArgument(f"in_flight must be at least 1, got {in_flight}")
         pending = collections.deque()  # a caller that stops early leaves these to finish unobserved

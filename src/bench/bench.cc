@@ -115,7 +115,7 @@ absl::StatusOr<BenchReport> RunBench(const WorkloadSpec& spec, const BenchOption
   if (w.batchable && spec.kind == WorkloadKind::kCopies) add("batch", [&] { return RunBatch(w); });
   add("shared-pool-serial", [&] { return RunInChildren(w, ChildMode::kSharedPoolSerial, options.self_exe, spec_path, cores); });
   add("shared-pool-threads", [&] { return RunInChildren(w, ChildMode::kSharedPoolThreads, options.self_exe, spec_path, cores); });
-  add("loom", [&] { return RunLoom(w, engine_options, std::nullopt); });
+  add("loom", [&] { return RunLoom(w, engine_options, std::nullopt, options.trace); });
   if (options.sweep) {
     for (int threads = 1; threads <= cores; ++threads) {
       for (int instances = 1; instances * threads <= cores; ++instances) {
@@ -184,6 +184,7 @@ absl::StatusOr<BenchReport> RunBench(const WorkloadSpec& spec, const BenchOption
   }
   const StrategyRun& last_loom = runs["loom"].back();
   report.plan = last_loom.plan;
+  report.trace_json = last_loom.trace_json;
   // Ideal: every usable core running single-thread inferences back to back.
   double mean_ms = 0;
   for (const Stream& s : w.streams) {

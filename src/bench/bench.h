@@ -23,6 +23,7 @@ struct BenchOptions {
   std::vector<std::string> only;  // strategy names to run (empty: all that apply); loom always runs
   std::string self_exe;           // this binary, for the child-process strategies
   std::string scratch_dir;        // for the workload spec the children read
+  bool trace = false;             // record Loom's runs (BenchReport::trace_json)
   // Progress callback: (done, total, what).
   std::function<void(int, int, const std::string&)> progress;
 };
@@ -43,6 +44,7 @@ struct BenchReport {
   int64_t inferences_per_run = 0;
   std::vector<StrategySummary> strategies;
   std::string plan;                 // Loom's plan (last repetition)
+  std::string trace_json;           // BenchOptions::trace: Loom's last repetition, Chrome trace-event JSON
   double ideal_throughput = 0;      // usable cores × single-thread inferences/s
   std::string verdict;
 

@@ -202,7 +202,7 @@ absl::StatusOr<StrategyRun> RunBatch(const Workload& w) {
 }
 
 absl::StatusOr<StrategyRun> RunLoom(const Workload& w, const EngineOptions& options,
-                                    const std::optional<StaticLayout>& layout) {
+                                    const std::optional<StaticLayout>& layout, bool trace) {
   std::vector<ModelConfig> configs;
   for (const BenchModel& m : w.spec.models) {
     ModelConfig c{.name = m.name, .path = m.path};
@@ -220,6 +220,7 @@ absl::StatusOr<StrategyRun> RunLoom(const Workload& w, const EngineOptions& opti
   int max_batch = 1;
   for (const BatchChoice& b : engine->plan().batching) max_batch = std::max(max_batch, b.max_batch_size);
   const int window = static_cast<int>(engine->plan().workers.size()) * 2 * max_batch;
+  if (trace) engine->StartTrace();
   absl::StatusOr<StrategyRun> run = MeasureInProcess([&](std::vector<double>& latencies) -> absl::Status {
     std::mutex mu;
     std::condition_variable cv;
@@ -253,6 +254,7 @@ absl::StatusOr<StrategyRun> RunLoom(const Workload& w, const EngineOptions& opti
   if (run.ok()) {
     run->plan = engine->DescribePlan();
     run->costs = engine->plan().costs;
+    if (trace) run->trace_json = engine->StopTrace();
   }
   return run;
 }

@@ -32,6 +32,7 @@ struct StrategyRun {
   double peak_rss_mb = 0;          // peak resident memory (sum over child processes)
   std::string plan;                // loom / static: the engine's plan
   std::vector<ModelCost> costs;    // loom: the costs its plan measured
+  std::string trace_json;          // loom with tracing on: the run's Chrome trace-event JSON
 };
 
 struct StaticLayout {
@@ -47,9 +48,9 @@ absl::StatusOr<StrategyRun> RunThreads(const Workload& w);
 // (ONNX Runtime's documented default; this build defaults to 1 on some machines).
 absl::StatusOr<StrategyRun> RunThreadsAllCores(const Workload& w, int cores);
 absl::StatusOr<StrategyRun> RunBatch(const Workload& w);
-// `layout` empty: the auto plan with `options`.
+// `layout` empty: the auto plan with `options`. `trace`: record the timed run (Engine::StartTrace).
 absl::StatusOr<StrategyRun> RunLoom(const Workload& w, const EngineOptions& options,
-                                    const std::optional<StaticLayout>& layout);
+                                    const std::optional<StaticLayout>& layout, bool trace = false);
 
 enum class ChildMode { kProcesses, kSharedPoolSerial, kSharedPoolThreads };
 const char* ChildModeName(ChildMode mode);

@@ -896,7 +896,9 @@ void Engine::StartTrace() { impl_->scheduler->SetTracing(true); }
 
 std::string Engine::StopTrace() {
   impl_->scheduler->SetTracing(false);
-  return ChromeTraceJson(impl_->scheduler->TakeTrace(), impl_->started, plan());
+  // Timestamps on the steady clock's own scale, so that other traces of the process (a pipeline's
+  // node spans) line up with these.
+  return ChromeTraceJson(impl_->scheduler->TakeTrace(), TimePoint{}, plan());
 }
 
 void Engine::Shutdown() {

@@ -66,7 +66,7 @@ double ThreadCpuSeconds() {
 }
 
 Executor::Executor(Graph& graph, int threads) : graph_(graph), capacity_(std::max(threads, 1)) {
-  for (int t = 0; t < capacity_; ++t) threads_.emplace_back([this] { Loop(); });
+  for (int t = 0; t < capacity_; ++t) threads_.emplace_back([this, t] { Loop(t); });
 }
 
 Executor::~Executor() {
@@ -119,7 +119,7 @@ double Executor::cpu_seconds() const {
   return cpu_s_;
 }
 
-void Executor::Loop() {
+void Executor::Loop(int thread) {
   const double cpu0 = ThreadCpuSeconds();
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
@@ -128,7 +128,7 @@ void Executor::Loop() {
     std::unique_ptr<Frame> frame = std::move(todo_.front());
     todo_.pop_front();
     lock.unlock();
-    if (frame->error.empty()) Process(*frame);
+    if (frame->error.empty()) Process(*frame, thread);
     lock.lock();
     --processing_;
     done_[frame->index] = std::move(frame);
@@ -137,7 +137,7 @@ void Executor::Loop() {
   cpu_s_ += ThreadCpuSeconds() - cpu0;
 }
 
-void Executor::Process(Frame& frame) {
+void Executor::Process(Frame& frame, int thread) {
   FrameContext context(*graph_.inference);
   for (const auto& node : graph_.nodes) {
     const auto start = Clock::now();
@@ -155,7 +155,7 @@ void Executor::Process(Frame& frame) {
     }
     const double total = MillisecondsSince(start);
     const auto [model_wait, core_wait] = context.TakeWaits();
-    frame.timings[node->name()] = {std::max(0.0, total - model_wait - core_wait), model_wait, core_wait};
+    frame.timings[node->name()] = {std::max(0.0, total - model_wait - core_wait), model_wait, core_wait, start, thread};
     if (!status.ok()) {
       frame.error = absl::StrCat("node '", node->name(), "': ", status.message());
       break;

@@ -42,8 +42,8 @@ class Executor {
   double cpu_seconds() const;  // of the pipeline threads so far (those that have ended)
 
  private:
-  void Loop();
-  void Process(Frame& frame);
+  void Loop(int thread);
+  void Process(Frame& frame, int thread);
 
   Graph& graph_;
   mutable std::mutex mu_;

@@ -1,6 +1,9 @@
 // The public Pipeline: a loaded Graph, run over its source (Run) or fed by the caller (Submit).
 #include "loom/pipeline.h"
 
+#include <set>
+
+#include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -226,6 +229,32 @@ std::string Pipeline::DescribePlan() const {
       "workers; a frame waiting for a model holds no core\n",
       graph_->in_flight, graph_->in_flight));
   return out;
+}
+
+std::string PipelineTraceJson(const std::string& engine_trace, const std::vector<PipelineRecord>& records) {
+  nlohmann::json trace = engine_trace.empty() ? nlohmann::json{{"traceEvents", nlohmann::json::array()}}
+                                              : nlohmann::json::parse(engine_trace, nullptr, false);
+  if (trace.is_discarded() || !trace.contains("traceEvents")) trace = {{"traceEvents", nlohmann::json::array()}};
+  nlohmann::json& events = trace["traceEvents"];
+  events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", 2}, {"args", {{"name", "loom pipeline"}}}});
+  std::set<int> threads;
+  for (const PipelineRecord& r : records) {
+    for (const auto& [node, t] : r.timings) {
+      if (t.thread < 0) continue;
+      threads.insert(t.thread);
+      const double ts = std::chrono::duration<double, std::micro>(t.start.time_since_epoch()).count();
+      events.push_back({{"name", node}, {"cat", "node"}, {"ph", "X"}, {"pid", 2}, {"tid", t.thread},
+                        {"ts", ts}, {"dur", t.total_ms() * 1000.0},
+                        {"args", {{"frame", r.frame}, {"source", r.source}, {"compute_ms", t.compute_ms},
+                                  {"model_wait_ms", t.model_wait_ms}, {"core_wait_ms", t.core_wait_ms}}}});
+    }
+  }
+  for (int t : threads) {
+    events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", 2}, {"tid", t},
+                      {"args", {{"name", absl::StrCat("pipeline thread ", t)}}}});
+  }
+  trace["displayTimeUnit"] = "ms";
+  return trace.dump();
 }
 
 }  // namespace loom

@@ -138,12 +138,12 @@ void Annotate(const Frame& frame, cv::Mat& canvas) {
         for (const vision::Detection& d : v.detections) {
           const cv::Scalar green(0, 200, 0);
           cv::rectangle(canvas, cv::Point2f(d.x_min, d.y_min), cv::Point2f(d.x_max, d.y_max), green, 2);
-          const int radius = std::max(2, static_cast<int>(d.width() / 40));
+          const int radius = std::clamp(cvRound(d.width() / 40), 2, 64);
           for (size_t k = 0; k < d.keypoints.size(); ++k) {
             const cv::Point2f p(d.keypoints[k].x, d.keypoints[k].y);
             cv::circle(canvas, p, radius, {0, 0, 255}, cv::FILLED);
           }
-          DrawLabel(canvas, absl::StrFormat("%s %.2f", name, d.score), cv::Point(static_cast<int>(d.x_min), static_cast<int>(d.y_min) - 2),
+          DrawLabel(canvas, absl::StrFormat("%s %.2f", name, d.score), cv::Point(cvRound(d.x_min), cvRound(d.y_min) - 2),
                     std::max(14.0, static_cast<double>(d.height()) / 8), green);
         }
         break;
@@ -166,7 +166,8 @@ void Annotate(const Frame& frame, cv::Mat& canvas) {
   // Recognised text, as PaddleOCR draws it: a white panel beside the page with each text written
   // where its box is, sized to fit the box (over the page itself it would hide what it reads).
   for (const auto& [name, v] : frame.values) {
-    if (v.type != ValueType::kTexts || !boxes || boxes->size() != v.texts.size() || v.texts.empty()) continue;
+    // Every frame of a text pipeline gets the panel, texts or not: a video's frames keep one size.
+    if (v.type != ValueType::kTexts || !boxes || boxes->size() != v.texts.size()) continue;
     cv::Mat panel(canvas.size(), canvas.type(), cv::Scalar(255, 255, 255));
     for (size_t i = 0; i < v.texts.size(); ++i) {
       const vision::TextBox& b = (*boxes)[i];
@@ -177,7 +178,7 @@ void Annotate(const Frame& frame, cv::Mat& canvas) {
       const cv::Size unit = cv::getTextSize(text, cv::FONT_HERSHEY_DUPLEX, 1.0, 1, &baseline);
       const double scale = std::max(0.3, std::min(height * 0.7 / std::max(1, unit.height),
                                                   width / std::max(1, unit.width)));
-      cv::putText(panel, text, cv::Point(static_cast<int>(b.quad[3].x), static_cast<int>(b.quad[3].y - height * 0.2)),
+      cv::putText(panel, text, cv::Point(cvRound(b.quad[3].x), cvRound(b.quad[3].y - height * 0.2)),
                   cv::FONT_HERSHEY_DUPLEX, scale, {0, 0, 0}, 1, cv::LINE_AA);
     }
     cv::hconcat(canvas, panel, canvas);

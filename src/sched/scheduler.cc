@@ -128,6 +128,7 @@ int Scheduler::AddModel(ModelSpec spec) {
   m.group_workers = groups_.empty() ? 1 : static_cast<int>(groups_[0].config.workers.size());
   SeedMode(spec.narrow_ms, spec.wide_ms, options_.switch_margin, m.group_workers, m.narrow_alone_ms,
            m.narrow_loaded_ms, m.wide_ms, m.wide_alone, m.wide_loaded);
+  m.wide_loaded_ms = 0;  // measured afresh on the new layout
   spec.narrow.resize(workers_.size());
   spec.wide.resize(groups_.size());
   slot->spec = std::move(spec);
@@ -145,6 +146,7 @@ void Scheduler::ConfigureModel(int model, const BatchingConfig& batching, double
   ModeState& m = *slot->mode;
   SeedMode(narrow_ms, wide_ms, options_.switch_margin, m.group_workers, m.narrow_alone_ms,
            m.narrow_loaded_ms, m.wide_ms, m.wide_alone, m.wide_loaded);
+  m.wide_loaded_ms = 0;  // measured afresh on the new layout
 }
 
 Scheduler::Slot* Scheduler::FindSlot(int model) const {
@@ -783,7 +785,8 @@ std::optional<absl::StatusOr<InferResult>> Scheduler::TryRunInline(int model, Re
     c.busy_us += w == worker ? compute_us : 0;
     // The hot path of a lone Infer(): no wake-up (a futex call and a context switch on the
     // caller's core) for a worker that slept through the claim waiting for work that never came.
-    if (c.waits_for_idle) c.cv.notify_all();
+    // Work that came meanwhile did not wake it (Enqueue wakes idle workers only): wake it for that.
+    if (c.waits_for_idle || !QueuesEmptyFor(w) || !leases_.empty() || stopping_ || c.retire) c.cv.notify_all();
   }
   if (!claimed.empty()) ++workers_[static_cast<size_t>(worker)]->runs;
   slot->running -= request.rows;

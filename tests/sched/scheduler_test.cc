@@ -553,6 +553,36 @@ TEST(Scheduler, ExploringAMuchWorseWidthHappensLessOften) {
   EXPECT_TRUE(h.scheduler->ModeHistory().empty()) << "exploring never switched the choice";
 }
 
+TEST(Scheduler, WorkQueuedWhileAnInlineRunHoldsTheWorkerRunsWhenItEnds) {
+  Harness h(1);
+  const int m = h.Model("add", Batching(1, microseconds(0)));
+  h.scheduler->Start();
+  ASSERT_TRUE(h.Submit(m, 1, 2).get().ok());  // the worker then goes back to waiting for work
+  std::promise<void> open;
+  std::future<void> entered = h.narrow[0]->BlockNextRun(open.get_future().share());
+  std::thread caller([&] {
+    Request r;
+    r.inputs = {{"x", Rows(1, 2, 1)}};
+    r.rows = 1;
+    r.batch_key = BatchKey(r.inputs);
+    r.deadline = TimePoint::max();
+    // Not inline while the worker is still busy delivering the first answer: try until idle.
+    auto answer = h.scheduler->TryRunInline(m, r);
+    while (!answer.has_value()) {
+      std::this_thread::yield();
+      answer = h.scheduler->TryRunInline(m, r);
+    }
+    EXPECT_TRUE(answer->ok());
+  });
+  entered.get();                 // the inline run holds (claims) the only worker
+  Answer queued = h.Submit(m, 1, 2);  // Enqueue wakes idle workers only: this one is claimed
+  h.narrow[0]->Unblock();
+  open.set_value();
+  caller.join();
+  // Releasing the claim must wake the worker for it (a lost wake-up hangs here).
+  EXPECT_TRUE(queued.get().ok());
+}
+
 TEST(Scheduler, RemovingAModelDrainsItsAcceptedRequests) {
   Harness h;
   const int a = h.Model("a", Batching(8, milliseconds(100)));
