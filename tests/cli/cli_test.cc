@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
+#include <set>
 #include <sstream>
 
 #include <gtest/gtest.h>
@@ -173,6 +175,59 @@ TEST(CliBench, CopiesRunsEveryStrategyAndWritesJson) {
   EXPECT_NE(j["verdict"].get<std::string>().find("loom = "), std::string::npos);
   EXPECT_NE(j["plan"].get<std::string>().find("plan: adaptive hint"), std::string::npos);
   EXPECT_GT(j["ideal_throughput"].get<double>(), 0);
+}
+
+// Chrome trace-event JSON: a named track per worker, a span per run whose rows add up to the
+// timed repetition's inferences, a queue-wait span pair per request.
+TEST(CliTrace, BenchCopiesTracesLoomsRuns) {
+  testing::ScratchDir dir;
+  Result r = Loom("bench copies --model " + ModelPath(testing::kBlazeFaceFront) + " --copies 2 --images 3 "
+                  "--image " + testing::DataPath("messi5.jpg") + " --reps 1 --warmup 0 --strategies serial "
+                  "--trace " + dir.Path("trace.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto trace = nlohmann::json::parse(testing::ReadFile(dir.Path("trace.json")));
+  int rows = 0, queue_begins = 0, queue_ends = 0, worker_tracks = 0;
+  for (const auto& e : trace["traceEvents"]) {
+    if (e["ph"] == "M" && e["name"] == "thread_name" && Contains(e["args"]["name"], "worker ")) ++worker_tracks;
+    if (e.value("cat", "") == "run") {
+      rows += e["args"]["rows"].get<int>();
+      EXPECT_GE(e["dur"].get<double>(), 0);
+    }
+    if (e.value("cat", "") == "queue") (e["ph"] == "b" ? queue_begins : queue_ends) += 1;
+  }
+  EXPECT_EQ(rows, 6) << "2 copies x 3 images";
+  EXPECT_EQ(queue_begins, 6);
+  EXPECT_EQ(queue_ends, 6);
+  EXPECT_GE(worker_tracks, 1);
+}
+
+TEST(CliTrace, PipelineRunTracesEveryNodeOfEveryFrame) {
+  testing::ScratchDir dir;
+  Result r = Loom("pipeline run " + testing::SourcePath("pipelines/faces.yaml") + " --input " +
+                  testing::DataPath("Megamind.avi") + " --limit 3 --output " + dir.Path("out") +
+                  " --trace " + dir.Path("trace.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto trace = nlohmann::json::parse(testing::ReadFile(dir.Path("trace.json")));
+  std::map<std::string, std::set<int>> frames_by_node;
+  int runs = 0;
+  double first_node = 1e300, first_run = 1e300;
+  for (const auto& e : trace["traceEvents"]) {
+    if (e.value("cat", "") == "node") {
+      frames_by_node[e["name"]].insert(e["args"]["frame"].get<int>());
+      first_node = std::min(first_node, e["ts"].get<double>());
+    }
+    if (e.value("cat", "") == "run") {
+      ++runs;
+      first_run = std::min(first_run, e["ts"].get<double>());
+    }
+  }
+  for (const char* node : {"face_in", "face", "faces"}) {
+    EXPECT_EQ(frames_by_node[node], (std::set<int>{0, 1, 2})) << node;
+  }
+  EXPECT_EQ(runs, 3) << "one model run per frame";
+  // One clock: the first model run starts after the first node began, within the run's seconds.
+  EXPECT_GE(first_run, first_node);
+  EXPECT_LT(first_run - first_node, 60e6);
 }
 
 TEST(CliBench, FanoutSweepAddsEveryStaticLayout) {
