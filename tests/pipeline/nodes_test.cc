@@ -1,6 +1,7 @@
 // The decoders behind the post-processing nodes, on synthetic outputs whose answer is known
 // exactly (the pipelines' tests cover them on real models).
 #include <cmath>
+#include <cstring>
 
 #include <gtest/gtest.h>
 #include <opencv2/imgproc.hpp>
@@ -107,12 +108,25 @@ TEST(DbDecoder, FindsARectangleGrownBackAndMappedToTheImage) {
 TEST(CtcDecoder, CollapsesRepeatsAndDropsBlanks) {
   const std::vector<std::string> charset = {"", "a", "b", " "};
   Tensor p = Tensor::Allocate(DType::kFloat32, {1, 6, 4});
-  const int best[] = {1, 1, 0, 1, 2, 3};  // a a _ a b ' ' -> "aab "
+  const int best[] = {1, 1, 0, 1, 2, 3};  // a a _ a b ' ' -> "aab" (a trailing space is dropped)
   for (int t = 0; t < 6; ++t) p.data_as<float>()[t * 4 + best[t]] = 0.9f;
   auto texts = DecodeCtc(p, charset);
   ASSERT_TRUE(texts.ok());
-  EXPECT_EQ((*texts)[0].text, "aab ");
+  EXPECT_EQ((*texts)[0].text, "aab");
   EXPECT_NEAR((*texts)[0].score, 0.9, 1e-6);
+  // A blank step with a fair chance of a space (>= 0.2) between two letters is a space; a weaker
+  // one is not; none leads the text.
+  Tensor q = Tensor::Allocate(DType::kFloat32, {3, 3, 4});
+  const float rows[3][3][4] = {{{0.7f, 0, 0, 0.3f}, {0, 0.9f, 0, 0}, {0.9f, 0, 0, 0}},   // _ a _  -> "a"
+                               {{0, 0.9f, 0, 0}, {0.7f, 0, 0, 0.3f}, {0, 0, 0.9f, 0}},   // a _' b -> "a b"
+                               {{0, 0.9f, 0, 0}, {0.9f, 0, 0, 0.1f}, {0, 0, 0.9f, 0}}};  // a _ b  -> "ab"
+  std::memcpy(q.data(), rows, sizeof(rows));
+  auto spaced = DecodeCtc(q, charset);
+  ASSERT_TRUE(spaced.ok());
+  EXPECT_EQ((*spaced)[0].text, "a");
+  EXPECT_EQ((*spaced)[1].text, "a b");
+  EXPECT_EQ((*spaced)[2].text, "ab");
+  EXPECT_NEAR((*spaced)[1].score, 0.9, 1e-6) << "an inferred space is not scored";
   EXPECT_EQ(DecodeCtc(Tensor::Allocate(DType::kFloat32, {1, 6, 5}), charset).status().message(),
             "CTC decoding expects [N,T,4] f32, got [1,6,5] f32");
 }
