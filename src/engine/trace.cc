@@ -50,7 +50,8 @@ std::string ChromeTraceJson(const std::vector<sched::TraceSpan>& spans, TimePoin
         break;
     }
   }
-  return nlohmann::json{{"traceEvents", events}, {"displayTimeUnit", "ms"}}.dump();
+  return nlohmann::json{{"traceEvents", events}, {"displayTimeUnit", "ms"}}.dump(
+      -1, ' ', false, nlohmann::json::error_handler_t::replace);  // model names: never throw on bad UTF-8
 }
 
 }  // namespace loom

@@ -101,7 +101,8 @@ absl::StatusOr<PipelineSummary> Pipeline::Run(const RunOptions& options) {
       if (options.on_record) LOOM_RETURN_IF_ERROR(Guard("on_record callback", [&] { options.on_record(r); }));
     }
     for (auto& sink : sinks) {
-      absl::Status s = sink->Write(*frame, record);
+      absl::Status s;
+      if (absl::Status thrown = Guard("sink", [&] { s = sink->Write(*frame, record); }); !thrown.ok()) s = thrown;
       if (sink_status.ok() && !s.ok()) sink_status = s;
     }
     if (progress) LOOM_RETURN_IF_ERROR(Guard("progress callback", [&] { progress(summary.frames, total); }));
@@ -254,7 +255,8 @@ std::string PipelineTraceJson(const std::string& engine_trace, const std::vector
                       {"args", {{"name", absl::StrCat("pipeline thread ", t)}}}});
   }
   trace["displayTimeUnit"] = "ms";
-  return trace.dump();
+  // Source and node names come from outside: bytes that are not UTF-8 are replaced, not thrown on.
+  return trace.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace loom

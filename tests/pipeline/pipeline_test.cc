@@ -24,13 +24,20 @@ using testing::ScratchDir;
 
 std::string PipelinePath(const std::string& file) { return testing::SourcePath("pipelines/" + file); }
 
-absl::StatusOr<std::vector<nlohmann::json>> Records(const std::string& file, PipelineOptions options) {
+// Runs `file` with its sinks writing into `dir` (empty: no sinks); returns the records.
+absl::StatusOr<std::vector<nlohmann::json>> RecordsWithSinks(const std::string& file, PipelineOptions options,
+                                                             const std::string& dir) {
   std::vector<nlohmann::json> records;
-  options.sinks = false;
+  options.sinks = !dir.empty();
+  if (!dir.empty()) options.output_dir = dir;
   options.on_record = [&](const PipelineRecord& r) { records.push_back(nlohmann::json::parse(r.json)); };
   LOOM_ASSIGN_OR_RETURN(auto p, Pipeline::Load(file, options));
   LOOM_RETURN_IF_ERROR(p->Run().status());
   return records;
+}
+
+absl::StatusOr<std::vector<nlohmann::json>> Records(const std::string& file, PipelineOptions options) {
+  return RecordsWithSinks(file, std::move(options), "");
 }
 
 std::vector<std::string> Texts(const nlohmann::json& record) {
@@ -85,17 +92,6 @@ TEST(OcrPipeline, ReadsTheRotatedParagraph) {
     const std::vector<std::string> got = words(lines[i]), want = words(expected[i]);
     EXPECT_EQ(got, want) << "line " << i << ": " << lines[i];
   }
-}
-
-// Runs `file` with its sinks writing into `dir`; returns the records.
-absl::StatusOr<std::vector<nlohmann::json>> RecordsWithSinks(const std::string& file, PipelineOptions options,
-                                                             const std::string& dir) {
-  std::vector<nlohmann::json> records;
-  options.output_dir = dir;
-  options.on_record = [&](const PipelineRecord& r) { records.push_back(nlohmann::json::parse(r.json)); };
-  LOOM_ASSIGN_OR_RETURN(auto p, Pipeline::Load(file, options));
-  LOOM_RETURN_IF_ERROR(p->Run().status());
-  return records;
 }
 
 // The annotated page carries what was read: a panel beside the page with each line written where
