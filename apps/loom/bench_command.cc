@@ -34,6 +34,7 @@ struct BenchArgs {
   std::string strategies;
   std::string json, csv;
   std::string trace;  // copies / fanout: Loom's last repetition as Chrome trace-event JSON
+  std::string html;   // a self-contained report with charts
   int overhead_runs = 2000;
   // load / shift
   std::string workload = "copies";
@@ -85,6 +86,15 @@ bool Emit(const std::string& target, const std::string& text) {
   return static_cast<bool>(out);
 }
 
+// --html FILE: the report with charts (nothing when FILE is empty).
+template <typename Fail>
+int WriteReport(const std::string& path, const bench::HtmlPage& page, Fail fail) {
+  if (path.empty()) return kExitOk;
+  if (absl::Status s = bench::WriteHtml(path, page); !s.ok()) return fail(s);
+  std::cerr << "report: " << path << "\n";
+  return kExitOk;
+}
+
 int RunWorkload(const BenchArgs& a, bench::WorkloadKind kind) {
   auto fail = [](const absl::Status& s) {
     std::cerr << "\nloom bench: " << s.message() << "\n";
@@ -129,7 +139,7 @@ int RunWorkload(const BenchArgs& a, bench::WorkloadKind kind) {
   options.warmup = a.warmup;
   options.cores = a.cores;
   options.sweep = a.sweep;
-  options.trace = !a.trace.empty();
+  options.trace = !a.trace.empty() || !a.html.empty();  // the report's timeline needs Loom's trace
   if (!a.strategies.empty()) options.only = absl::StrSplit(a.strategies, ',');
   options.self_exe = SelfExe();
   options.scratch_dir = ScratchDir();
@@ -152,7 +162,7 @@ int RunWorkload(const BenchArgs& a, bench::WorkloadKind kind) {
   if (!a.trace.empty() && !Emit(a.trace, report->trace_json)) {
     return fail(absl::InternalError(absl::StrCat("cannot write the trace '", a.trace, "'")));
   }
-  return kExitOk;
+  return WriteReport(a.html, report->Html(), fail);
 }
 
 // The workload of `load` and `shift`: the same items as copies / fanout.
@@ -201,7 +211,7 @@ int RunLoadCommand(const BenchArgs& a) {
   if (!report.ok()) return fail(report.status());
   if (a.json != "-") std::cout << report->Table();
   if (!Emit(a.json, report->ToJson().dump(2) + "\n")) return fail(absl::InternalError("cannot write the --json file"));
-  return kExitOk;
+  return WriteReport(a.html, report->Html(), fail);
 }
 
 int RunShiftCommand(const BenchArgs& a) {
@@ -222,7 +232,7 @@ int RunShiftCommand(const BenchArgs& a) {
   if (!report.ok()) return fail(report.status());
   if (a.json != "-") std::cout << report->Table();
   if (!Emit(a.json, report->ToJson().dump(2) + "\n")) return fail(absl::InternalError("cannot write the --json file"));
-  return kExitOk;
+  return WriteReport(a.html, report->Html(), fail);
 }
 
 void AddCommonOptions(CLI::App& app, BenchArgs& a) {
@@ -233,6 +243,7 @@ void AddCommonOptions(CLI::App& app, BenchArgs& a) {
   app.add_option("--strategies", a.strategies, "Comma-separated subset (serial,threads,processes,batch,shared-pool-serial,shared-pool-threads); loom always runs");
   app.add_option("--json", a.json, "Write the report as JSON to FILE (- for stdout)");
   app.add_option("--csv", a.csv, "Write the table as CSV to FILE (- for stdout)");
+  app.add_option("--html", a.html, "Write a self-contained HTML report to FILE: throughput with the ideal, latency distributions, a timeline per thread for Loom and the naive threads");
   app.add_option("--trace", a.trace, "Write Loom's last repetition as Chrome trace-event JSON to FILE (Perfetto, chrome://tracing): a track per worker, a span per run, the queue wait of every request");
   app.add_option("--size", a.size, "WIDTHxHEIGHT for models with dynamic image dims")->capture_default_str();
 }
@@ -285,6 +296,7 @@ CommandFn AddBenchCommand(CLI::App& app) {
   auto* overhead = app.add_subcommand("overhead", "Engine::Infer() against a bare Session::Run");
   overhead->add_option("--runs", a->overhead_runs, "Calls of each")->check(CLI::Range(100, 10000000))->capture_default_str();
   overhead->add_option("--json", a->json, "Write the report as JSON to FILE (- for stdout)");
+  overhead->add_option("--html", a->html, "Write a self-contained HTML report to FILE (the two latency distributions)");
   auto* load = app.add_subcommand("load", "Latency plan, throughput plan and adaptive engine under closed- and open-loop load");
   load->add_option("--workload", a->workload, "copies (one model) or fanout (several per frame)")
       ->check(CLI::IsMember({"copies", "fanout"}))->capture_default_str();
@@ -296,6 +308,7 @@ CommandFn AddBenchCommand(CLI::App& app) {
   load->add_option("--reps", a->reps, "Repetitions, interleaved across plans")->check(CLI::Range(1, 100))->capture_default_str();
   load->add_option("--cores", a->cores, "Use only the first N usable cores")->check(CLI::Range(0, 4096));
   load->add_option("--json", a->json, "Write the report as JSON to FILE (- for stdout)");
+  load->add_option("--html", a->html, "Write a self-contained HTML report to FILE: throughput and latency per plan against load");
   load->add_option("--size", a->size, "WIDTHxHEIGHT for models with dynamic image dims")->capture_default_str();
   auto* shift = app.add_subcommand("shift", "Traffic moves from one model to another: static plans vs the adaptive engine");
   shift->add_option("--model", a->models, "Exactly two ONNX models (default: BlazeFace back 256, PP-OCR det)");
@@ -305,6 +318,7 @@ CommandFn AddBenchCommand(CLI::App& app) {
   shift->add_option("--reps", a->reps, "Repetitions")->check(CLI::Range(1, 100))->capture_default_str();
   shift->add_option("--cores", a->cores, "Use only the first N usable cores")->check(CLI::Range(0, 4096));
   shift->add_option("--json", a->json, "Write the report as JSON to FILE (- for stdout)");
+  shift->add_option("--html", a->html, "Write a self-contained HTML report to FILE: completions over time per engine");
   shift->add_option("--size", a->size, "WIDTHxHEIGHT for models with dynamic image dims")->capture_default_str();
   auto sa = std::make_shared<ServeBenchArgs>();
   auto* serve = app.add_subcommand("serve", "A KServe v2 server under a concurrency sweep (HTTP binary/JSON, gRPC) "
@@ -337,7 +351,10 @@ CommandFn AddBenchCommand(CLI::App& app) {
     }
     if (a->json != "-") std::cout << report->Table();
     Emit(a->json, report->ToJson().dump(2) + "\n");
-    return kExitOk;
+    return WriteReport(a->html, report->Html(), [](const absl::Status& s) {
+      std::cerr << "loom bench overhead: " << s.message() << "\n";
+      return kExitRuntimeError;
+    });
   };
 }
 

@@ -16,7 +16,7 @@ namespace loom::cli {
 namespace {
 
 struct PipelineArgs {
-  std::string file, input, output = "out", json, trace;
+  std::string file, input, output = "out", json, trace, html;
   int in_flight = 0, cores = 0, reps = 3;
   int64_t limit = 0;
 };
@@ -88,6 +88,7 @@ int Bench(const PipelineArgs& a) {
   bench::PipelineBenchOptions options;
   options.pipeline = Options(a);
   options.reps = a.reps;
+  options.trace = !a.trace.empty() || !a.html.empty();  // the report's timeline needs the trace
   options.progress = [&](int round, const std::string& strategy) {
     std::cerr << absl::StrFormat("\rround %d/%d  %-18s", round, a.reps, strategy) << std::flush;
   };
@@ -101,6 +102,16 @@ int Bench(const PipelineArgs& a) {
     } else if (!(std::ofstream(a.json) << report->ToJson().dump(2) << "\n")) {
       return Fail("bench", absl::InternalError("cannot write '" + a.json + "'"));
     }
+  }
+  if (!a.trace.empty()) {
+    if (!(std::ofstream(a.trace) << report->trace_json)) {
+      return Fail("bench", absl::InternalError("cannot write the trace '" + a.trace + "'"));
+    }
+    std::cerr << "trace (Perfetto, chrome://tracing): " << a.trace << "\n";
+  }
+  if (!a.html.empty()) {
+    if (absl::Status s = bench::WriteHtml(a.html, report->Html()); !s.ok()) return Fail("bench", s);
+    std::cerr << "report: " << a.html << "\n";
   }
   return kExitOk;
 }
@@ -123,6 +134,8 @@ CommandFn AddPipelineCommand(CLI::App& app) {
   run->add_option("--trace", a->trace, "Write a Chrome trace-event JSON of the run to FILE (Perfetto, chrome://tracing): the engine's runs and queue waits per worker, every node of every frame per pipeline thread");
   bench->add_option("--reps", a->reps, "Timed repetitions")->check(CLI::Range(1, 100))->capture_default_str();
   bench->add_option("--json", a->json, "Write the report as JSON to FILE (- for stdout)");
+  bench->add_option("--trace", a->trace, "Write Loom's last repetition as Chrome trace-event JSON to FILE (engine runs per worker, every node of every frame per pipeline thread)");
+  bench->add_option("--html", a->html, "Write a self-contained HTML report to FILE: frames/s per strategy, where a frame's time goes per node, Loom's timeline");
   return [a, run]() { return run->parsed() ? Run(*a) : Bench(*a); };
 }
 

@@ -170,6 +170,7 @@ absl::StatusOr<BenchReport> RunBench(const WorkloadSpec& spec, const BenchOption
       const double cpu_wall = r.wall_with_startup_s > 0 ? r.wall_with_startup_s : r.wall_s;
       cpu.push_back(100.0 * r.cpu_s / (cpu_wall * cores));
       s.peak_rss_mb = std::max(s.peak_rss_mb, r.peak_rss_mb);
+      s.latencies_ms.insert(s.latencies_ms.end(), r.latencies_ms.begin(), r.latencies_ms.end());
     }
     s.throughput = Median(s.throughputs);
     s.p50_ms = Median(p50);
@@ -185,6 +186,11 @@ absl::StatusOr<BenchReport> RunBench(const WorkloadSpec& spec, const BenchOption
   const StrategyRun& last_loom = runs["loom"].back();
   report.plan = last_loom.plan;
   report.trace_json = last_loom.trace_json;
+  for (const Entry& e : entries) {
+    const StrategyRun& last = runs[e.name].back();
+    if (!last.spans.empty()) report.timelines[e.name] = TimelineFromSpans(last.lanes, last.spans, last.started);
+  }
+  if (!last_loom.trace_json.empty()) report.timelines["loom"] = TimelineFromTrace(last_loom.trace_json);
   // Ideal: every usable core running single-thread inferences back to back.
   double mean_ms = 0;
   for (const Stream& s : w.streams) {
@@ -218,6 +224,64 @@ absl::StatusOr<BenchReport> RunBench(const WorkloadSpec& spec, const BenchOption
   return report;
 }
 
+HtmlPage BenchReport::Html() const {
+  HtmlPage page;
+  page.title = absl::StrCat("loom bench ", spec.kind == WorkloadKind::kCopies ? "copies" : "fanout");
+  page.command = CommandLine();
+  page.verdict = verdict;
+  page.table = Table();
+  page.plan = plan;
+  const std::string workload = Describe(spec, inferences_per_run);
+  std::vector<std::string> labels;
+  std::vector<double> medians;
+  std::vector<std::vector<double>> reps;
+  std::vector<std::pair<std::string, std::vector<double>>> latencies;
+  for (const StrategySummary& s : strategies) {
+    labels.push_back(s.name);
+    medians.push_back(s.throughput);
+    reps.push_back(s.throughputs);
+    if (s.name.find("(+start-up)") == std::string::npos) latencies.push_back({s.name, s.latencies_ms});
+  }
+  page.charts.push_back(BarChart(
+      "Throughput per strategy",
+      absl::StrFormat("%s. Bars: the median of %d repetitions; dots: each repetition. The dashed line is the "
+                      "ideal: %d usable cores each running single-thread inferences back to back at the "
+                      "cost Loom's plan measured.", workload, repetitions, usable_cores),
+      "inferences/s", labels, medians, reps, ideal_throughput, absl::StrFormat("ideal (%.1f/s)", ideal_throughput)));
+  page.charts.push_back(CdfChart(
+      "Latency distribution per strategy",
+      "Every inference of every repetition, from its submission to its answer (a strategy that queues requests "
+      "counts the wait). Further left is faster; a long tail to the right is jitter.",
+      "latency per inference, ms (log scale)", latencies, /*log_x=*/true));
+  std::vector<std::pair<std::string, Timeline>> concurrency;
+  for (const char* name : {"loom", "threads", "threads-all-cores", "serial", "batch"}) {
+    auto t = timelines.find(name);
+    if (t == timelines.end() || t->second.spans.empty()) continue;
+    const bool loom = t->first == "loom";
+    page.charts.push_back(GanttChart(
+        absl::StrCat("Timeline: ", t->first),
+        loom ? absl::StrFormat("Loom's last repetition: a lane per engine worker (the cores it owns in its name), "
+                               "a bar per run (a batch of rows counts once), %d usable cores.", usable_cores)
+             : t->first == "serial" || t->first == "batch"
+             ? absl::StrFormat("The last repetition of '%s': one thread, a bar per Session::Run; ONNX Runtime's "
+                               "intra-op threads do the parallel work inside each bar.", t->first)
+             : absl::StrFormat("The last repetition of '%s': a lane per thread it starts, a bar per inference "
+                               "(Session::Run). Lanes that overlap in time beyond %d cores share those cores: each "
+                               "bar then stretches.", t->first, usable_cores),
+        t->second));
+    if (t->first != "serial" && t->first != "batch") concurrency.push_back({t->first, t->second});
+  }
+  if (!concurrency.empty()) {
+    page.charts.push_back(ConcurrencyChart(
+        "Inferences running at once",
+        absl::StrFormat("From the timelines above. Above the dashed line (%d usable cores) threads are "
+                        "oversubscribed: the OS time-slices them, and each session's own intra-op threads "
+                        "come on top of this count.", usable_cores),
+        concurrency, usable_cores));
+  }
+  return page;
+}
+
 std::string OverheadReport::Table() const {
   return absl::StrFormat(
       "overhead: one Add over 1,000 floats, %d calls each, interleaved, one pinned core\n"
@@ -231,6 +295,22 @@ nlohmann::json OverheadReport::ToJson() const {
   return {{"runs", runs}, {"bare_p50_us", bare_p50_us}, {"bare_p99_us", bare_p99_us},
           {"engine_p50_us", engine_p50_us}, {"engine_p99_us", engine_p99_us},
           {"overhead_p50_us", overhead_p50_us()}};
+}
+
+HtmlPage OverheadReport::Html() const {
+  HtmlPage page;
+  page.title = "loom bench overhead";
+  page.command = CommandLine();
+  page.verdict = absl::StrFormat("Infer() p50 - bare Run p50 = %.1f us (p99: %.1f us vs %.1f us)", overhead_p50_us(),
+                                 engine_p99_us, bare_p99_us);
+  page.table = Table();
+  page.charts.push_back(CdfChart(
+      "Call latency: Engine::Infer() against a bare Session::Run",
+      absl::StrFormat("One Add over 1,000 floats, %d calls of each, interleaved in blocks of 100 on one pinned "
+                      "core. The horizontal gap between the curves is the engine's cost per call.", runs),
+      "latency per call, us (log scale)", {{"Session::Run (bare)", bare_us}, {"Engine::Infer()", engine_us}},
+      /*log_x=*/true));
+  return page;
 }
 
 absl::StatusOr<OverheadReport> RunOverhead(int runs, const std::string& scratch_dir) {
@@ -272,6 +352,8 @@ absl::StatusOr<OverheadReport> RunOverhead(int runs, const std::string& scratch_
   report.bare_p99_us = Percentile(bare_us, 99);
   report.engine_p50_us = Percentile(engine_us, 50);
   report.engine_p99_us = Percentile(engine_us, 99);
+  report.bare_us = std::move(bare_us);
+  report.engine_us = std::move(engine_us);
   return report;
 }
 

@@ -5,6 +5,7 @@
 #define LOOM_BENCH_BENCH_H_
 
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -23,7 +24,7 @@ struct BenchOptions {
   std::vector<std::string> only;  // strategy names to run (empty: all that apply); loom always runs
   std::string self_exe;           // this binary, for the child-process strategies
   std::string scratch_dir;        // for the workload spec the children read
-  bool trace = false;             // record Loom's runs (BenchReport::trace_json)
+  bool trace = false;             // record Loom's runs (BenchReport::trace_json, the timelines)
   // Progress callback: (done, total, what).
   std::function<void(int, int, const std::string&)> progress;
 };
@@ -35,6 +36,7 @@ struct StrategySummary {
   double p50_ms = 0, p95_ms = 0, p99_ms = 0;  // medians over repetitions
   double cpu_percent = 0;           // of the usable cores, median
   double peak_rss_mb = 0;           // max over repetitions
+  std::vector<double> latencies_ms;  // every repetition's, for distributions
 };
 
 struct BenchReport {
@@ -47,11 +49,15 @@ struct BenchReport {
   std::string trace_json;           // BenchOptions::trace: Loom's last repetition, Chrome trace-event JSON
   double ideal_throughput = 0;      // usable cores × single-thread inferences/s
   std::string verdict;
+  // The last repetition as threads over time: the naive in-process strategies (a span per
+  // inference) and, with BenchOptions::trace, Loom (a span per run on its workers).
+  std::map<std::string, Timeline> timelines;
 
   const StrategySummary* Find(const std::string& name) const;
   std::string Table() const;
   nlohmann::json ToJson() const;
   std::string Csv() const;
+  HtmlPage Html() const;
 };
 
 absl::StatusOr<BenchReport> RunBench(const WorkloadSpec& spec, const BenchOptions& options);
@@ -62,9 +68,11 @@ struct OverheadReport {
   int runs = 0;
   double bare_p50_us = 0, bare_p99_us = 0;
   double engine_p50_us = 0, engine_p99_us = 0;
+  std::vector<double> bare_us, engine_us;  // every call, for distributions
   double overhead_p50_us() const { return engine_p50_us - bare_p50_us; }
   std::string Table() const;
   nlohmann::json ToJson() const;
+  HtmlPage Html() const;
 };
 absl::StatusOr<OverheadReport> RunOverhead(int runs, const std::string& scratch_dir);
 

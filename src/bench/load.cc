@@ -303,6 +303,67 @@ nlohmann::json LoadReport::ToJson() const {
           {"verdict", verdict}};
 }
 
+HtmlPage LoadReport::Html() const {
+  HtmlPage page;
+  page.title = "loom bench load";
+  page.command = CommandLine();
+  page.verdict = verdict;
+  page.table = Table();
+  page.plan = plan_text.count("adaptive") ? plan_text.at("adaptive") : "";
+  using Series = std::vector<std::pair<std::string, std::vector<std::pair<double, double>>>>;
+  Series closed_rate, closed_p50, closed_p99, open_p99;
+  const LoadLevel* lightest = nullptr;
+  const LoadLevel* heaviest = nullptr;
+  for (const std::string& plan : LoadPlans()) {
+    std::vector<std::pair<double, double>> rate, p50, p99, open;
+    for (const LoadLevel& l : levels) {
+      const PlanOutcome& o = l.plans.at(plan);
+      if (l.loop == "closed") {
+        rate.push_back({l.level, o.throughput});
+        p50.push_back({l.level, o.p50_ms});
+        p99.push_back({l.level, o.p99_ms});
+        if (!lightest || l.level < lightest->level) lightest = &l;
+        if (!heaviest || l.level > heaviest->level) heaviest = &l;
+      } else {
+        open.push_back({l.offered, o.p99_ms});
+      }
+    }
+    closed_rate.push_back({plan, rate});
+    closed_p50.push_back({plan, p50});
+    closed_p99.push_back({plan, p99});
+    open_p99.push_back({plan, open});
+  }
+  const std::string unit = Unit(spec);
+  const std::string per = absl::StrFormat("%d repetitions of %.1f s per level and plan, interleaved; medians.", reps, seconds);
+  if (!closed_rate.front().second.empty()) {
+    page.charts.push_back(LineChart("Closed loop: throughput against clients",
+                                    absl::StrCat("Each client sends its next request when the last is answered. ", per),
+                                    "concurrent clients", unit, closed_rate));
+    page.charts.push_back(LineChart("Closed loop: median latency against clients",
+                                    absl::StrCat("From submission to answer. ", per), "concurrent clients",
+                                    "p50 latency, ms", closed_p50));
+    page.charts.push_back(LineChart("Closed loop: p99 latency against clients",
+                                    absl::StrCat("From submission to answer. ", per), "concurrent clients",
+                                    "p99 latency, ms", closed_p99));
+  }
+  if (!open_p99.front().second.empty()) {
+    page.charts.push_back(LineChart(
+        "Open loop: p99 latency against offered load",
+        absl::StrFormat("Poisson arrivals at fractions of the capacity (%.1f %s); latency counted from each "
+                        "request's scheduled arrival, so a queue that builds up shows. %s", capacity, unit, per),
+        absl::StrCat("offered load, ", unit), "p99 latency, ms", open_p99, false, false, /*log_y=*/true));
+  }
+  for (const LoadLevel* l : {lightest, heaviest}) {
+    if (!l || (l == heaviest && heaviest == lightest)) continue;
+    std::vector<std::pair<std::string, std::vector<double>>> samples;
+    for (const std::string& plan : LoadPlans()) samples.push_back({plan, l->plans.at(plan).latencies_ms});
+    page.charts.push_back(CdfChart(absl::StrFormat("Latency distribution with %g closed-loop clients", l->level),
+                                   "Every request of the last repetition, from submission to answer.",
+                                   "latency per request, ms (log scale)", samples, /*log_x=*/true));
+  }
+  return page;
+}
+
 absl::StatusOr<ShiftReport> RunShift(const WorkloadSpec& spec, const ShiftOptions& options) {
   if (spec.models.size() != 2) return absl::InvalidArgumentError("shift needs exactly two models");
   LOOM_ASSIGN_OR_RETURN(Workload w, PrepareWorkload(spec));
@@ -383,6 +444,27 @@ nlohmann::json ShiftReport::ToJson() const {
   return {{"workload", spec.ToJson()}, {"usable_cores", usable_cores}, {"repetitions", reps},
           {"seconds_per_phase", seconds_per_phase}, {"bucket_s", bucket_s}, {"series", series},
           {"after_change", after_change}, {"adaptive_plan", adaptive_plan}, {"verdict", verdict}};
+}
+
+HtmlPage ShiftReport::Html() const {
+  HtmlPage page;
+  page.title = "loom bench shift";
+  page.command = CommandLine();
+  page.verdict = verdict;
+  page.table = Table();
+  page.plan = adaptive_plan;
+  std::vector<std::pair<std::string, std::vector<std::pair<double, double>>>> lines;
+  for (const auto& [name, rps] : series) {
+    std::vector<std::pair<double, double>> points;
+    for (size_t b = 0; b < rps.size(); ++b) points.push_back({(static_cast<double>(b) + 0.5) * bucket_s, rps[b]});
+    lines.push_back({name, points});
+  }
+  page.charts.push_back(LineChart(
+      "Completions over time as traffic moves",
+      absl::StrFormat("All traffic on %s for %.1f s, then all on %s. Requests/s per %.2f s bucket, the median of %d "
+                      "repetitions.", spec.models[0].name, seconds_per_phase, spec.models[1].name, bucket_s, reps),
+      "s since the start", "requests/s", lines));
+  return page;
 }
 
 }  // namespace loom::bench

@@ -20,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/html_report.h"
 #include "bench/workload.h"
 
 namespace loom::bench {
@@ -64,6 +65,7 @@ struct LoadReport {
 
   std::string Table() const;
   nlohmann::json ToJson() const;
+  HtmlPage Html() const;
 };
 
 absl::StatusOr<LoadReport> RunLoad(const WorkloadSpec& spec, const LoadOptions& options);
@@ -91,6 +93,7 @@ struct ShiftReport {
 
   std::string Table() const;
   nlohmann::json ToJson() const;
+  HtmlPage Html() const;
 };
 
 absl::StatusOr<ShiftReport> RunShift(const WorkloadSpec& spec, const ShiftOptions& options);

@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "core/stats.h"
+#include "loom/engine.h"
 
 namespace loom::bench {
 
@@ -38,7 +39,24 @@ absl::StatusOr<PipelineBenchReport> RunPipelineBench(const std::string& file, co
   for (int rep = 0; rep <= options.reps; ++rep) {  // round 0 warms every strategy up
     for (size_t i = 0; i < strategies.size(); ++i) {
       if (options.progress) options.progress(rep, strategies[i].name);
-      LOOM_ASSIGN_OR_RETURN(PipelineSummary summary, loaded[i]->Run());
+      // The trace: Loom's last repetition, every record's node timings and the engine's runs.
+      const bool trace = options.trace && rep == options.reps && strategies[i].strategy == PipelineStrategy::kLoom &&
+                         loaded[i]->engine() != nullptr;
+      std::vector<PipelineRecord> records;
+      RunOptions run_options;
+      if (trace) {
+        run_options.on_record = [&records](const PipelineRecord& r) {
+          records.push_back(r);
+          records.back().json.clear();  // the timings are what the trace needs
+        };
+        loaded[i]->engine()->StartTrace();
+      }
+      auto run = loaded[i]->Run(run_options);
+      if (trace) {
+        const std::string engine_trace = loaded[i]->engine()->StopTrace();
+        if (run.ok()) report.trace_json = PipelineTraceJson(engine_trace, records);
+      }
+      LOOM_ASSIGN_OR_RETURN(PipelineSummary summary, std::move(run));
       if (summary.frames == 0 || summary.wall_s <= 0) {
         return absl::FailedPreconditionError("the source gave no frame to time");
       }
@@ -102,6 +120,54 @@ nlohmann::json PipelineBenchReport::ToJson() const {
   return {{"file", file}, {"frames", frames}, {"repetitions", reps}, {"usable_cores", usable_cores},
           {"strategies", rows}, {"loom_nodes", nodes}, {"host_share", host_share}, {"plan", plan},
           {"verdict", verdict}};
+}
+
+HtmlPage PipelineBenchReport::Html() const {
+  HtmlPage page;
+  page.title = absl::StrCat("loom pipeline bench ", file);
+  page.command = CommandLine();
+  page.verdict = verdict;
+  page.table = Table();
+  page.plan = plan;
+  std::vector<std::string> labels;
+  std::vector<double> medians;
+  std::vector<std::vector<double>> reps_fps;
+  for (const PipelineStrategyResult& s : strategies) {
+    labels.push_back(s.name);
+    medians.push_back(s.median_fps);
+    reps_fps.push_back(s.fps);
+  }
+  page.charts.push_back(BarChart(
+      "Frames per second per strategy",
+      absl::StrFormat("%d frames per run; bars: the median of %d repetitions; dots: each repetition. Sequential: one "
+                      "frame at a time, its models one after another; thread-per-model: a plain session and a thread "
+                      "per model, frames in flight; loom: the engine.", frames, reps),
+      "frames/s", labels, medians, reps_fps));
+  std::vector<std::string> nodes;
+  std::vector<double> compute, model_wait, core_wait;
+  for (const auto& [node, t] : loom_nodes) {
+    nodes.push_back(node);
+    compute.push_back(t.compute_ms);
+    model_wait.push_back(t.model_wait_ms);
+    core_wait.push_back(t.core_wait_ms);
+  }
+  page.charts.push_back(StackedBarChart(
+      "Where a frame's time goes in Loom, per node",
+      "Mean per frame over Loom's last repetition: the node's own computation, waiting for a model's answer "
+      "(queue and run), waiting for a leased core. Nodes of one frame may overlap (fan-out), so the bars do not add "
+      "up to the frame's latency.",
+      "ms per frame", nodes, {{"compute", compute}, {"model wait", model_wait}, {"core wait", core_wait}}));
+  if (!trace_json.empty()) {
+    const Timeline timeline = TimelineFromTrace(trace_json);
+    if (!timeline.spans.empty()) {
+      page.charts.push_back(GanttChart(
+          "Timeline of Loom's last repetition",
+          absl::StrFormat("Engine workers (a bar per model run) and pipeline threads (a bar per node per frame; a "
+                          "node that waits for a model spans the wait). %d usable cores.", usable_cores),
+          timeline));
+    }
+  }
+  return page;
 }
 
 }  // namespace loom::bench

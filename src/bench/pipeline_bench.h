@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/html_report.h"
 #include "loom/pipeline.h"
 
 namespace loom::bench {
@@ -18,6 +19,7 @@ namespace loom::bench {
 struct PipelineBenchOptions {
   PipelineOptions pipeline;  // input, limit, in_flight, cores (sinks are off)
   int reps = 3;              // after one untimed round of every strategy
+  bool trace = false;        // record Loom's last repetition (PipelineBenchReport::trace_json)
   std::function<void(int round, const std::string& strategy)> progress = nullptr;
 };
 
@@ -37,9 +39,13 @@ struct PipelineBenchReport {
   double host_share = 0;  // Loom's own threads' CPU / the cores' time (median)
   std::string plan;
   std::string verdict;
+  // PipelineBenchOptions::trace: Loom's last repetition as Chrome trace-event JSON (engine runs
+  // per worker and every node of every frame per pipeline thread).
+  std::string trace_json;
 
   std::string Table() const;
   nlohmann::json ToJson() const;
+  HtmlPage Html() const;
 };
 
 absl::StatusOr<PipelineBenchReport> RunPipelineBench(const std::string& file, const PipelineBenchOptions& options);

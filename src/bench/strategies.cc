@@ -40,14 +40,15 @@ double PeakRssMb() {
   return 0;
 }
 
-// Times `body` (which fills latencies) in this process.
+// Times `body` (which fills latencies and, where it has threads of its own, spans) in this process.
 template <typename Body>
 absl::StatusOr<StrategyRun> MeasureInProcess(Body body) {
   StrategyRun run;
   ResetPeakRss();
   const double cpu0 = CpuSeconds(RUSAGE_SELF);
   const auto start = Clock::now();
-  LOOM_RETURN_IF_ERROR(body(run.latencies_ms));
+  run.started = start;
+  LOOM_RETURN_IF_ERROR(body(run.latencies_ms, run.spans));
   run.wall_s = MillisecondsSince(start) / 1000.0;
   run.cpu_s = CpuSeconds(RUSAGE_SELF) - cpu0;
   run.peak_rss_mb = PeakRssMb();
@@ -68,12 +69,17 @@ absl::StatusOr<std::unique_ptr<Session>> DefaultSession(const Workload& w, int m
   return session;
 }
 
-absl::Status RunTimed(Session& session, const NamedTensors& inputs, std::vector<double>& latencies) {
+absl::Status RunTimed(Session& session, const NamedTensors& inputs, std::vector<double>& latencies,
+                      std::vector<TimedSpan>& spans, int lane, const std::string& model) {
   const auto start = Clock::now();
   absl::Status status = session.Run(inputs).status();
-  latencies.push_back(MillisecondsSince(start));
+  const auto end = Clock::now();
+  latencies.push_back(std::chrono::duration<double, std::milli>(end - start).count());
+  spans.push_back({lane, model, start, end});
   return status;
 }
+
+const std::string& ModelName(const Workload& w, int model) { return w.spec.models[static_cast<size_t>(model)].name; }
 
 // Serial: one session per model, item by item, stream by stream.
 absl::StatusOr<StrategyRun> Serial(const Workload& w, bool global_pool) {
@@ -82,16 +88,18 @@ absl::StatusOr<StrategyRun> Serial(const Workload& w, bool global_pool) {
     LOOM_ASSIGN_OR_RETURN(auto s, DefaultSession(w, static_cast<int>(m), global_pool));
     sessions.push_back(std::move(s));
   }
-  return MeasureInProcess([&](std::vector<double>& latencies) -> absl::Status {
+  auto run = MeasureInProcess([&](std::vector<double>& latencies, std::vector<TimedSpan>& spans) -> absl::Status {
     for (int k = 0; k < w.items(); ++k) {
       for (const Stream& s : w.streams) {
         LOOM_RETURN_IF_ERROR(RunTimed(*sessions[static_cast<size_t>(s.model)],
                                       w.inputs[static_cast<size_t>(s.model)][static_cast<size_t>(k)],
-                                      latencies));
+                                      latencies, spans, 0, ModelName(w, s.model)));
       }
     }
     return absl::OkStatus();
   });
+  if (run.ok()) run->lanes = {"the caller's thread"};
+  return run;
 }
 
 // Threads: a session and a thread per stream.
@@ -101,15 +109,18 @@ absl::StatusOr<StrategyRun> Threads(const Workload& w, bool global_pool, int thr
     LOOM_ASSIGN_OR_RETURN(auto session, DefaultSession(w, s.model, global_pool, threads_each));
     sessions.push_back(std::move(session));
   }
-  return MeasureInProcess([&](std::vector<double>& latencies) -> absl::Status {
+  auto run = MeasureInProcess([&](std::vector<double>& latencies, std::vector<TimedSpan>& spans) -> absl::Status {
     std::vector<std::vector<double>> per_stream(w.streams.size());
+    std::vector<std::vector<TimedSpan>> spans_per_stream(w.streams.size());
     std::vector<absl::Status> status(w.streams.size());
     std::vector<std::thread> threads;
     for (size_t i = 0; i < w.streams.size(); ++i) {
       threads.emplace_back([&, i] {
-        const auto& inputs = w.inputs[static_cast<size_t>(w.streams[i].model)];
+        const int model = w.streams[i].model;
+        const auto& inputs = w.inputs[static_cast<size_t>(model)];
         for (int k = 0; k < w.items() && status[i].ok(); ++k) {
-          status[i] = RunTimed(*sessions[i], inputs[static_cast<size_t>(k)], per_stream[i]);
+          status[i] = RunTimed(*sessions[i], inputs[static_cast<size_t>(k)], per_stream[i], spans_per_stream[i],
+                               static_cast<int>(i), ModelName(w, model));
         }
       });
     }
@@ -117,9 +128,16 @@ absl::StatusOr<StrategyRun> Threads(const Workload& w, bool global_pool, int thr
     for (size_t i = 0; i < w.streams.size(); ++i) {
       LOOM_RETURN_IF_ERROR(status[i]);
       latencies.insert(latencies.end(), per_stream[i].begin(), per_stream[i].end());
+      spans.insert(spans.end(), spans_per_stream[i].begin(), spans_per_stream[i].end());
     }
     return absl::OkStatus();
   });
+  if (run.ok()) {
+    for (size_t i = 0; i < w.streams.size(); ++i) {
+      run->lanes.push_back(absl::StrCat("thread ", i, " (", ModelName(w, w.streams[i].model), ")"));
+    }
+  }
+  return run;
 }
 
 std::string SelfDescribe(const std::vector<std::string>& argv) {
@@ -191,14 +209,18 @@ absl::StatusOr<StrategyRun> RunBatch(const Workload& w) {
     batches.push_back(std::move(batch));
   }
   LOOM_RETURN_IF_ERROR(session->Run(batches[0]).status());  // warm-up at the batch's shape
-  return MeasureInProcess([&](std::vector<double>& latencies) -> absl::Status {
+  auto run = MeasureInProcess([&](std::vector<double>& latencies, std::vector<TimedSpan>& spans) -> absl::Status {
     for (const NamedTensors& batch : batches) {
       const auto start = Clock::now();
       LOOM_RETURN_IF_ERROR(session->Run(batch).status());
-      latencies.insert(latencies.end(), w.streams.size(), MillisecondsSince(start));
+      const auto end = Clock::now();
+      latencies.insert(latencies.end(), w.streams.size(), std::chrono::duration<double, std::milli>(end - start).count());
+      spans.push_back({0, absl::StrCat(ModelName(w, 0), " x", w.streams.size()), start, end});
     }
     return absl::OkStatus();
   });
+  if (run.ok()) run->lanes = {"the caller's thread"};
+  return run;
 }
 
 absl::StatusOr<StrategyRun> RunLoom(const Workload& w, const EngineOptions& options,
@@ -221,7 +243,7 @@ absl::StatusOr<StrategyRun> RunLoom(const Workload& w, const EngineOptions& opti
   for (const BatchChoice& b : engine->plan().batching) max_batch = std::max(max_batch, b.max_batch_size);
   const int window = static_cast<int>(engine->plan().workers.size()) * 2 * max_batch;
   if (trace) engine->StartTrace();
-  absl::StatusOr<StrategyRun> run = MeasureInProcess([&](std::vector<double>& latencies) -> absl::Status {
+  absl::StatusOr<StrategyRun> run = MeasureInProcess([&](std::vector<double>& latencies, std::vector<TimedSpan>&) -> absl::Status {
     std::mutex mu;
     std::condition_variable cv;
     int in_flight = 0;
@@ -355,9 +377,10 @@ int ChildMain(const std::string& spec_path, ChildMode mode, int part, int cores)
     if (!session.ok()) return fail(session.status());
     sessions.push_back(std::move(*session));
     body = [&, model]() {  // `model` by value: it is gone when body runs
-      return MeasureInProcess([&, model](std::vector<double>& latencies) -> absl::Status {
+      return MeasureInProcess([&, model](std::vector<double>& latencies, std::vector<TimedSpan>& spans) -> absl::Status {
         for (int k = 0; k < w->items(); ++k) {
-          LOOM_RETURN_IF_ERROR(RunTimed(*sessions[0], w->inputs[static_cast<size_t>(model)][static_cast<size_t>(k)], latencies));
+          LOOM_RETURN_IF_ERROR(RunTimed(*sessions[0], w->inputs[static_cast<size_t>(model)][static_cast<size_t>(k)],
+                                        latencies, spans, 0, ModelName(*w, model)));
         }
         return absl::OkStatus();
       });

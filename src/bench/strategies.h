@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/html_report.h"
 #include "bench/workload.h"
 #include "loom/engine.h"
 
@@ -33,6 +34,10 @@ struct StrategyRun {
   std::string plan;                // loom / static: the engine's plan
   std::vector<ModelCost> costs;    // loom: the costs its plan measured
   std::string trace_json;          // loom with tracing on: the run's Chrome trace-event JSON
+  // In-process naive strategies: every inference as a span on its thread (lane), from `started`.
+  TimePoint started;
+  std::vector<std::string> lanes;
+  std::vector<TimedSpan> spans;
 };
 
 struct StaticLayout {
