@@ -12,6 +12,7 @@
 #include "apps/loom/commands.h"
 #include "bench/bench.h"
 #include "bench/load.h"
+#include "bench/pipeline_bench.h"
 #include "serve/serve_bench.h"
 #include "core/cpu_set.h"
 
@@ -43,6 +44,9 @@ struct BenchArgs {
   double seconds = 2.0;
   int shift_clients = 8;
   double shift_seconds = 3.0;
+  // chain
+  std::string chain_pipeline = "pipelines/ocr.yaml";
+  std::string chain_input;
 };
 
 std::string SelfExe() {
@@ -248,6 +252,46 @@ void AddCommonOptions(CLI::App& app, BenchArgs& a) {
   app.add_option("--size", a.size, "WIDTHxHEIGHT for models with dynamic image dims")->capture_default_str();
 }
 
+// `chain`: `loom pipeline bench` of the OCR chain over a folder of pages (by default a scratch
+// folder with the text images of data/), with the chain's ideal.
+int RunChainCommand(const BenchArgs& a) {
+  auto fail = [](const absl::Status& s) {
+    std::cerr << "\nloom bench chain: " << s.message() << "\n";
+    return kExitRuntimeError;
+  };
+  std::string input = a.chain_input, scratch;
+  if (input.empty()) {
+    scratch = ScratchDir();
+    for (const char* page : {"imageTextN.png", "imageTextR.png", "text_motion.jpg", "text_defocus.jpg"}) {
+      std::error_code ec;
+      fs::copy_file(fs::path("data") / page, fs::path(scratch) / page, ec);
+      if (ec) return fail(absl::NotFoundError(absl::StrCat("data/", page, ": ", ec.message(), " (run scripts/setup)")));
+    }
+    input = scratch;
+  }
+  bench::PipelineBenchOptions options;
+  options.pipeline.input = input;
+  options.pipeline.cores = a.cores;
+  options.reps = a.reps;
+  options.trace = !a.trace.empty() || !a.html.empty();
+  options.progress = [&](int round, const std::string& strategy) {
+    std::cerr << absl::StrFormat("\rround %d/%d  %-18s", round, a.reps, strategy) << std::flush;
+  };
+  auto report = bench::RunPipelineBench(a.chain_pipeline, options);
+  std::cerr << "\n";
+  if (!scratch.empty()) {
+    std::error_code ec;
+    fs::remove_all(scratch, ec);
+  }
+  if (!report.ok()) return fail(report.status());
+  if (a.json != "-") std::cout << "chain: " << report->Table();
+  if (!Emit(a.json, report->ToJson().dump(2) + "\n")) return fail(absl::InternalError("cannot write the --json file"));
+  if (!a.trace.empty() && !Emit(a.trace, report->trace_json)) {
+    return fail(absl::InternalError(absl::StrCat("cannot write the trace '", a.trace, "'")));
+  }
+  return WriteReport(a.html, report->Html(), fail);
+}
+
 struct ServeBenchArgs {
   serve::ServeBenchOptions options;
   std::vector<std::string> models;  // NAME=PATH
@@ -320,6 +364,16 @@ CommandFn AddBenchCommand(CLI::App& app) {
   shift->add_option("--json", a->json, "Write the report as JSON to FILE (- for stdout)");
   shift->add_option("--html", a->html, "Write a self-contained HTML report to FILE: completions over time per engine");
   shift->add_option("--size", a->size, "WIDTHxHEIGHT for models with dynamic image dims")->capture_default_str();
+  auto* chain = app.add_subcommand("chain", "A chain of models per detection (OCR: detector, a crop per line, angle "
+                                            "classifier, recogniser) over a folder of pages: sequential, thread per "
+                                            "model and Loom, with the ideal");
+  chain->add_option("--pipeline", a->chain_pipeline, "The chain as a pipeline YAML")->capture_default_str();
+  chain->add_option("--input", a->chain_input, "Pages: an image, folder or glob (default: the text images in data/)");
+  chain->add_option("--reps", a->reps, "Timed repetitions")->check(CLI::Range(1, 100))->capture_default_str();
+  chain->add_option("--cores", a->cores, "Cores for the engine (0: all usable)")->check(CLI::Range(0, 4096));
+  chain->add_option("--json", a->json, "Write the report as JSON to FILE (- for stdout)");
+  chain->add_option("--html", a->html, "Write a self-contained HTML report to FILE");
+  chain->add_option("--trace", a->trace, "Write Loom's last repetition as Chrome trace-event JSON to FILE");
   auto sa = std::make_shared<ServeBenchArgs>();
   auto* serve = app.add_subcommand("serve", "A KServe v2 server under a concurrency sweep (HTTP binary/JSON, gRPC) "
                                             "against in-process Engine::Infer, side by side");
@@ -335,8 +389,9 @@ CommandFn AddBenchCommand(CLI::App& app) {
   serve->add_option("--batch", sa->options.batch, "Rows per request for a dynamic batch dim")->check(CLI::Range(1, 4096))->capture_default_str();
   serve->add_option("--cores", sa->options.cores, "Use only the first N usable cores")->check(CLI::Range(0, 4096));
   serve->add_option("--json", sa->json, "Write the report as JSON to FILE (- for stdout)");
-  return [a, sa, copies, fanout, load, shift, serve]() {
+  return [a, sa, copies, fanout, load, shift, serve, chain]() {
     if (serve->parsed()) return RunServeBenchCommand(*sa);
+    if (chain->parsed()) return RunChainCommand(*a);
     if (copies->parsed()) return RunWorkload(*a, bench::WorkloadKind::kCopies);
     if (fanout->parsed()) return RunWorkload(*a, bench::WorkloadKind::kFanout);
     if (load->parsed()) return RunLoadCommand(*a);

@@ -11,6 +11,32 @@
 
 namespace loom::bench {
 
+namespace {
+
+// The models' single-thread cost per frame: one pass over the frames with a one-core engine (one
+// worker, one thread) and one frame in flight, after a warm-up pass; the engine's trace gives
+// every run's duration.
+absl::StatusOr<double> ModelMsPerFrame(const std::string& file, const PipelineBenchOptions& options) {
+  PipelineOptions o = options.pipeline;
+  o.strategy = PipelineStrategy::kLoom;
+  o.sinks = false;
+  o.cores = 1;
+  o.in_flight = 1;
+  LOOM_ASSIGN_OR_RETURN(auto pipeline, Pipeline::Load(file, o));
+  if (!pipeline->engine()) return absl::InternalError("the one-core pipeline has no engine");
+  LOOM_RETURN_IF_ERROR(pipeline->Run().status());  // warm-up: every shape seen once
+  pipeline->engine()->StartTrace();
+  auto summary = pipeline->Run();
+  const std::string trace = pipeline->engine()->StopTrace();
+  LOOM_RETURN_IF_ERROR(summary.status());
+  if (summary->frames == 0) return absl::FailedPreconditionError("the source gave no frame to time");
+  double run_ms = 0;
+  for (const Span& s : TimelineFromTrace(trace).spans) run_ms += s.end_ms - s.start_ms;
+  return run_ms / static_cast<double>(summary->frames);
+}
+
+}  // namespace
+
 absl::StatusOr<PipelineBenchReport> RunPipelineBench(const std::string& file, const PipelineBenchOptions& options) {
   struct Strategy {
     const char* name;
@@ -81,18 +107,28 @@ absl::StatusOr<PipelineBenchReport> RunPipelineBench(const std::string& file, co
   }
   report.host_share = Percentile(host_share, 50);
   report.plan = loaded.back()->DescribePlan();
+  loaded.clear();  // their engines' workers and sessions go before the one-core pass
+  if (options.progress) options.progress(options.reps, "ideal (one core)");
+  LOOM_ASSIGN_OR_RETURN(report.model_ms_per_frame, ModelMsPerFrame(file, options));
+  if (report.model_ms_per_frame > 0) report.ideal_fps = report.usable_cores * 1000.0 / report.model_ms_per_frame;
   report.verdict = absl::StrCat("verdict: loom = ", absl::StrJoin(verdict, ", "));
+  if (report.ideal_fps > 0) absl::StrAppend(&report.verdict, absl::StrFormat("; %.2f of ideal", loom / report.ideal_fps));
   return report;
 }
 
 std::string PipelineBenchReport::Table() const {
   std::ostringstream out;
   out << absl::StrFormat("pipeline %s: %d frames per run, %d repetitions interleaved, medians\n\n", file, frames, reps);
-  out << absl::StrFormat("%-18s %10s %9s\n", "strategy", "frames/s", "loom is");
+  out << absl::StrFormat("%-18s %10s %9s %12s\n", "strategy", "frames/s", "loom is", "ms/frame");
   const double loom = strategies.back().median_fps;
   for (const PipelineStrategyResult& s : strategies) {
-    out << absl::StrFormat("%-18s %10.2f %9s\n", s.name, s.median_fps,
-                           &s == &strategies.back() ? "" : absl::StrFormat("%.2fx", loom / s.median_fps));
+    out << absl::StrFormat("%-18s %10.2f %9s %12.1f\n", s.name, s.median_fps,
+                           &s == &strategies.back() ? "" : absl::StrFormat("%.2fx", loom / s.median_fps),
+                           s.median_fps > 0 ? 1000.0 / s.median_fps : 0.0);
+  }
+  if (ideal_fps > 0) {
+    out << absl::StrFormat("%-18s %10.2f %9s %12.1f  (the models' single-thread cost, %.1f ms per frame, / %d cores)\n",
+                           "ideal", ideal_fps, "", 1000.0 / ideal_fps, model_ms_per_frame, usable_cores);
   }
   out << absl::StrFormat("\nwhere a frame's time goes in Loom (ms per frame):\n  %-14s %10s %10s %10s\n", "node",
                          "compute", "model wait", "core wait");
@@ -119,6 +155,7 @@ nlohmann::json PipelineBenchReport::ToJson() const {
   }
   return {{"file", file}, {"frames", frames}, {"repetitions", reps}, {"usable_cores", usable_cores},
           {"strategies", rows}, {"loom_nodes", nodes}, {"host_share", host_share}, {"plan", plan},
+          {"model_ms_per_frame", model_ms_per_frame}, {"ideal_fps", ideal_fps},
           {"verdict", verdict}};
 }
 
@@ -141,8 +178,10 @@ HtmlPage PipelineBenchReport::Html() const {
       "Frames per second per strategy",
       absl::StrFormat("%d frames per run; bars: the median of %d repetitions; dots: each repetition. Sequential: one "
                       "frame at a time, its models one after another; thread-per-model: a plain session and a thread "
-                      "per model, frames in flight; loom: the engine.", frames, reps),
-      "frames/s", labels, medians, reps_fps));
+                      "per model, frames in flight; loom: the engine. The dashed line is the ideal.", frames, reps),
+      "frames/s", labels, medians, reps_fps, ideal_fps,
+      absl::StrFormat("ideal: the models' single-thread cost per frame (%.1f ms) over %d cores", model_ms_per_frame,
+                      usable_cores)));
   std::vector<std::string> nodes;
   std::vector<double> compute, model_wait, core_wait;
   for (const auto& [node, t] : loom_nodes) {

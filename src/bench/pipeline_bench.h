@@ -37,6 +37,11 @@ struct PipelineBenchReport {
   std::vector<PipelineStrategyResult> strategies;  // sequential, thread-per-model, loom
   std::map<std::string, NodeTiming> loom_nodes;     // Loom's per-node split, last run
   double host_share = 0;  // Loom's own threads' CPU / the cores' time (median)
+  // The chain's ideal: its models' single-thread cost per frame (every run of one pass over the
+  // frames on a one-core engine, one frame at a time, summed from the engine's trace), spread
+  // over the usable cores: usable_cores x 1000 / model_ms_per_frame frames/s.
+  double model_ms_per_frame = 0;
+  double ideal_fps = 0;
   std::string plan;
   std::string verdict;
   // PipelineBenchOptions::trace: Loom's last repetition as Chrome trace-event JSON (engine runs

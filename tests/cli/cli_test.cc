@@ -177,6 +177,31 @@ TEST(CliBench, CopiesRunsEveryStrategyAndWritesJson) {
   EXPECT_GT(j["ideal_throughput"].get<double>(), 0);
 }
 
+// The OCR chain over a page: the three strategies, every page read, and the ideal from the
+// models' single-thread costs (a one-core engine's runs) spread over the usable cores.
+TEST(CliBench, ChainReportsTheStrategiesAndTheChainsIdeal) {
+  Result r = Loom("bench chain --pipeline " + std::string(LOOM_SOURCE_DIR) + "/pipelines/ocr.yaml --input " +
+                  testing::DataPath("imageTextN.png") + " --reps 1 --json -");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["frames"], 1);
+  std::vector<std::string> names;
+  for (const auto& s : j["strategies"]) {
+    names.push_back(s["strategy"]);
+    EXPECT_GT(s["fps"].get<double>(), 0) << s["strategy"];
+  }
+  EXPECT_EQ(names, (std::vector<std::string>{"sequential", "thread-per-model", "loom"}));
+  const double model_ms = j["model_ms_per_frame"].get<double>();
+  EXPECT_GT(model_ms, 0);
+  EXPECT_NEAR(j["ideal_fps"].get<double>(), j["usable_cores"].get<int>() * 1000.0 / model_ms, 1e-6);
+  EXPECT_NE(j["verdict"].get<std::string>().find("of ideal"), std::string::npos);
+  // Every node of the chain has its split: own compute, model wait, core wait.
+  for (const char* node : {"det", "boxes", "crops", "cls", "upright", "rec", "text"}) {
+    EXPECT_TRUE(j["loom_nodes"].contains(node)) << node;
+  }
+  EXPECT_GT(j["loom_nodes"]["text"]["model_wait_ms"].get<double>(), 0);
+}
+
 // Chrome trace-event JSON: a named track per worker, a span per run whose rows add up to the
 // timed repetition's inferences, a queue-wait span pair per request.
 TEST(CliTrace, BenchCopiesTracesLoomsRuns) {
