@@ -265,7 +265,10 @@ int RunChainCommand(const BenchArgs& a) {
     for (const char* page : {"imageTextN.png", "imageTextR.png", "text_motion.jpg", "text_defocus.jpg"}) {
       std::error_code ec;
       fs::copy_file(fs::path("data") / page, fs::path(scratch) / page, ec);
-      if (ec) return fail(absl::NotFoundError(absl::StrCat("data/", page, ": ", ec.message(), " (run scripts/setup)")));
+      if (ec) {
+        fs::remove_all(scratch, ec);
+        return fail(absl::NotFoundError(absl::StrCat("data/", page, ": cannot copy it (run scripts/setup)")));
+      }
     }
     input = scratch;
   }

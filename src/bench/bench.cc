@@ -187,6 +187,7 @@ absl::StatusOr<BenchReport> RunBench(const WorkloadSpec& spec, const BenchOption
   report.plan = last_loom.plan;
   report.trace_json = last_loom.trace_json;
   for (const Entry& e : entries) {
+    if (runs[e.name].empty()) continue;
     const StrategyRun& last = runs[e.name].back();
     if (!last.spans.empty()) report.timelines[e.name] = TimelineFromSpans(last.lanes, last.spans, last.started);
   }

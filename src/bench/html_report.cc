@@ -37,18 +37,19 @@ std::string EscapeHtml(const std::string& text) {
   return out;
 }
 
-// JSON for inside a <script> element: "</" cannot close it, and names from outside that are not
+// JSON for inside a <script> element: <, > and & are written as \u escapes (still the same JSON),
+// so no name from outside can close the element or open a comment in it; bytes that are not
 // UTF-8 are replaced rather than thrown on.
 std::string ScriptJson(const nlohmann::json& j) {
-  std::string text = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  const std::string text = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   std::string out;
   out.reserve(text.size());
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '<' && i + 1 < text.size() && text[i + 1] == '/') {
-      out += "<\\/";
-      ++i;
-    } else {
-      out += text[i];
+  for (char c : text) {
+    switch (c) {
+      case '<': out += "\\u003c"; break;
+      case '>': out += "\\u003e"; break;
+      case '&': out += "\\u0026"; break;
+      default: out += c;
     }
   }
   return out;
@@ -95,7 +96,8 @@ constexpr const char* kRenderer = R"JS(
       }
       if (c.ideal > 0) {
         sets.push({ type: 'line', label: c.ideal_label, data: c.labels.map(function () { return c.ideal; }),
-                    borderColor: '#d62728', borderDash: [6, 4], pointRadius: 0, fill: false, order: 2 });
+                    borderColor: '#d62728', backgroundColor: '#d62728', borderDash: [6, 4], fill: false, order: 2,
+                    pointStyle: 'line', pointRadius: c.labels.length === 1 ? 40 : 0, borderWidth: 2 });
       }
       return { type: 'bar', data: { labels: c.labels, datasets: sets },
                options: { scales: { x: axis('strategy'), y: axis(c.y_title, { beginAtZero: true }) } } };
@@ -123,7 +125,7 @@ constexpr const char* kRenderer = R"JS(
     gantt: function (c) {
       var byName = {};
       c.spans.forEach(function (s) {
-        (byName[s[3]] = byName[s[3]] || []).push({ x: [s[1], s[2]], y: c.lanes[s[0]] });
+        (byName[s[3]] = byName[s[3]] || []).push({ x: [s[1], s[2]], y: s[0] });  // lane by index
       });
       return { type: 'bar', data: { labels: c.lanes, datasets: Object.keys(byName).map(function (n) {
                  return { label: n, data: byName[n], backgroundColor: color(n), borderColor: '#fff', borderWidth: 1,
@@ -151,6 +153,7 @@ constexpr const char* kRenderer = R"JS(
       box.appendChild(canvas); section.appendChild(box); root.appendChild(section);
       var config = builders[c.kind](c);
       config.options.responsive = true;
+      if (!config.data.datasets.some(function (d) { return d.data.length > 0; })) fail('chart ' + i + ' (' + c.title + ') has no data');
       new Chart(canvas, config);
       rendered++;
       var ctx = canvas.getContext('2d');
@@ -194,6 +197,14 @@ std::vector<std::pair<double, double>> Quantiles(std::vector<double> samples) {
     points.push_back({samples[index], 100.0 * static_cast<double>(index + 1) / static_cast<double>(n)});
   }
   return points;
+}
+
+// Fields of a trace event, with defaults for absent or mistyped ones (json::value would throw).
+std::string StringField(const nlohmann::json& e, const char* key) {
+  return e.contains(key) && e[key].is_string() ? e[key].get<std::string>() : "";
+}
+int64_t IntField(const nlohmann::json& e, const char* key) {
+  return e.contains(key) && e[key].is_number_integer() ? e[key].get<int64_t>() : 0;
 }
 
 nlohmann::json Points(const std::vector<std::pair<double, double>>& points) {
@@ -317,17 +328,21 @@ Timeline TimelineFromTrace(const std::string& trace_json) {
   std::vector<Raw> raw;
   for (const nlohmann::json& e : trace["traceEvents"]) {
     if (!e.is_object()) continue;
-    const std::string ph = e.value("ph", "");
-    const std::pair<int64_t, int64_t> thread = {e.value("pid", int64_t{0}), e.value("tid", int64_t{0})};
-    if (ph == "M" && e.value("name", "") == "thread_name" && e.contains("args") && e["args"].is_object()) {
-      thread_names[thread] = e["args"].value("name", "");
+    const std::string ph = StringField(e, "ph");
+    const std::pair<int64_t, int64_t> thread = {IntField(e, "pid"), IntField(e, "tid")};
+    if (ph == "M" && StringField(e, "name") == "thread_name" && e.contains("args") && e["args"].is_object()) {
+      thread_names[thread] = StringField(e["args"], "name");
     } else if (ph == "X" && e.contains("ts") && e["ts"].is_number() && e.contains("dur") && e["dur"].is_number()) {
-      raw.push_back({thread, e.value("name", ""), e["ts"].get<double>(), e["dur"].get<double>()});
+      raw.push_back({thread, StringField(e, "name"), e["ts"].get<double>(), e["dur"].get<double>()});
     }
   }
   if (raw.empty()) return timeline;
+  // From the trace's first event of any kind (a request's queue wait begins before its run).
   double origin = raw.front().ts;
   for (const Raw& r : raw) origin = std::min(origin, r.ts);
+  for (const nlohmann::json& e : trace["traceEvents"]) {
+    if (e.is_object() && e.contains("ts") && e["ts"].is_number()) origin = std::min(origin, e["ts"].get<double>());
+  }
   std::map<std::pair<int64_t, int64_t>, int> lane_of;
   for (const Raw& r : raw) lane_of.emplace(r.thread, 0);  // sorted by (pid, tid)
   for (auto& [thread, lane] : lane_of) {
@@ -366,7 +381,7 @@ nlohmann::json GanttChart(const std::string& title, const std::string& caption, 
     spans.push_back({s.lane, s.start_ms, s.end_ms, s.name});
   }
   std::string full_caption = caption;
-  if (shown < timeline.spans.size()) {
+  if (shown > 0 && shown < timeline.spans.size()) {
     absl::StrAppend(&full_caption, absl::StrFormat(" The first %d of %d spans are shown (up to %.0f ms).", shown,
                                                    timeline.spans.size(), timeline.spans[shown - 1].start_ms));
   }

@@ -51,7 +51,7 @@ def report_json(html):
     """The data the page draws from (the REPORT object inlined in it)."""
     match = re.search(r"var REPORT = (.*?);\n</script>", html, re.S)
     assert match, "no inlined REPORT data"
-    return json.loads(match.group(1).replace("<\\/", "</"))
+    return json.loads(match.group(1))
 
 
 def assert_all_drawn(path, tmp_path, expect_at_least, screenshot=None):
