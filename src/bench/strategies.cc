@@ -115,12 +115,19 @@ absl::StatusOr<StrategyRun> Threads(const Workload& w, bool global_pool, int thr
     std::vector<absl::Status> status(w.streams.size());
     std::vector<std::thread> threads;
     for (size_t i = 0; i < w.streams.size(); ++i) {
+      per_stream[i].reserve(static_cast<size_t>(w.items()));
+      spans_per_stream[i].reserve(static_cast<size_t>(w.items()));
       threads.emplace_back([&, i] {
-        const int model = w.streams[i].model;
-        const auto& inputs = w.inputs[static_cast<size_t>(model)];
-        for (int k = 0; k < w.items() && status[i].ok(); ++k) {
-          status[i] = RunTimed(*sessions[i], inputs[static_cast<size_t>(k)], per_stream[i], spans_per_stream[i],
-                               static_cast<int>(i), ModelName(w, model));
+        // Nothing may leave a thread: an allocation that fails becomes this stream's error.
+        try {
+          const int model = w.streams[i].model;
+          const auto& inputs = w.inputs[static_cast<size_t>(model)];
+          for (int k = 0; k < w.items() && status[i].ok(); ++k) {
+            status[i] = RunTimed(*sessions[i], inputs[static_cast<size_t>(k)], per_stream[i], spans_per_stream[i],
+                                 static_cast<int>(i), ModelName(w, model));
+          }
+        } catch (const std::exception& e) {
+          status[i] = absl::ResourceExhaustedError(absl::StrCat("thread ", i, ": ", e.what()));
         }
       });
     }
