@@ -72,6 +72,10 @@ struct ModelConfig {
   // costs at most 0.8x per row what single rows do on the model's workers, else 1 (on CPU, many
   // convolutional models gain nothing from batching and lose memory locality).
   std::optional<int> max_batch_size = std::nullopt;
+  // Most rows one request may carry, when more than max_batch_size: such a request runs alone, as
+  // one run (a pipeline sets max_batch_size 1 so that frames never share a run, and sends a
+  // frame's own rows together where that was measured to pay). Empty: max_batch_size.
+  std::optional<int> max_request_rows = std::nullopt;
   // Batch sizes worth waiting for: a batch that reaches one of them runs at once. Empty: run as
   // soon as max_batch_size rows are queued or the delay passes.
   std::vector<int> preferred_batch_sizes = {};

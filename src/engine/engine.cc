@@ -226,10 +226,11 @@ class Engine::Impl {
         return absl::InvalidArgumentError(
             absl::StrCat("model '", m.config.name, "': a request needs at least one row"));
       }
-      if (request->rows > m.max_batch_size) {
+      if (request->rows > std::max(m.max_batch_size, m.config.max_request_rows.value_or(0))) {
         return absl::InvalidArgumentError(absl::StrCat(
             "model '", m.config.name, "': the request has ", request->rows,
             " rows, more than the model's max_batch_size ", m.max_batch_size,
+            m.config.max_request_rows ? absl::StrCat(" and max_request_rows ", *m.config.max_request_rows) : "",
             " (split it, or raise max_batch_size)"));
       }
       request->batch_key = sched::BatchKey(request->inputs);

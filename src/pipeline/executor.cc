@@ -33,6 +33,16 @@ class FrameContext final : public NodeContext {
   }
   const ModelInfo* FindModel(const std::string& model) const override { return inference_.FindModel(model); }
   int MaxRows(const std::string& model) const override { return inference_.MaxRows(model); }
+  int RowsPerRequest(const std::string& model, const Shape& row_shape) override {
+    if (std::optional<int> known = inference_.KnownRowsPerRequest(model, row_shape)) return *known;
+    lease_.Release();  // the measurement runs on the engine's workers
+    const auto start = Clock::now();
+    const int rows = inference_.RowsPerRequest(model, row_shape);
+    model_wait_ms_ += MillisecondsSince(start);
+    // A failed lease surfaces at the node's next Await or at the end of the node.
+    (void)Acquire();
+    return rows;
+  }
   absl::StatusOr<NamedTensors> Await(const PendingOutputs& outputs) override {
     lease_.Release();  // no core is held while waiting for a model
     const auto start = Clock::now();

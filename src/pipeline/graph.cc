@@ -3,6 +3,7 @@
 #include "pipeline/graph.h"
 
 #include <filesystem>
+#include <future>
 #include <mutex>
 
 #include <opencv2/core.hpp>
@@ -14,6 +15,8 @@
 
 namespace loom::pipeline {
 namespace {
+
+constexpr int kMaxRowsPerRequest = 1 << 16;
 
 namespace fs = std::filesystem;
 
@@ -54,6 +57,8 @@ absl::StatusOr<std::unique_ptr<Graph>> LoadGraph(const std::string& yaml_path, c
   LOOM_ASSIGN_OR_RETURN(EngineConfig config, ParseEngineConfig(root, yaml_path, {"source", "in_flight", "nodes", "sinks"}));
   for (ModelConfig& m : config.models) {
     if (!m.max_batch_size) m.max_batch_size = 1;  // no frame's output depends on another's batch
+    // ...while a frame's own rows run together where its infer node measured that it pays.
+    if (!m.max_request_rows) m.max_request_rows = kMaxRowsPerRequest;
   }
   if (options.cores > 0) config.options.cores = options.cores;
 
@@ -139,6 +144,23 @@ absl::StatusOr<std::unique_ptr<Graph>> LoadGraph(const std::string& yaml_path, c
                                                                               : NaiveMode::kThreadPerModel));
       break;
     }
+  }
+  // Row batching measured now on the row shapes the graph declares (text lines by width class),
+  // not on the first frame: one thread per shape, so that the workers measure side by side.
+  {
+    std::vector<std::future<int>> probes;
+    for (const auto& [model, shapes] : context.row_classes()) {
+      for (const Shape& shape : shapes) {
+        try {
+          probes.push_back(std::async(std::launch::async, [&g, model = model, shape] {
+            return g->inference->RowsPerRequest(model, shape);
+          }));
+        } catch (const std::system_error&) {  // no thread to spare: measure here
+          g->inference->RowsPerRequest(model, shape);
+        }
+      }
+    }
+    for (auto& p : probes) p.get();
   }
   if (options.sinks && sinks) g->sinks = sinks;
   return g;

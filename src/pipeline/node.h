@@ -27,6 +27,19 @@
 
 namespace loom::pipeline {
 
+// Whether a model runs rows of one shape faster together than one at a time: measured like the
+// engine's auto max_batch_size (a batch of 1 and a batch of `probe_rows`, each timed after a
+// warm-up run, on the engine's workers), once per model and row shape.
+struct RowBatching {
+  std::string model;
+  Shape row_shape;              // without dim 0
+  int probe_rows = 0;
+  double ms_per_row_alone = 0;  // best of the timed runs
+  double ms_per_row_batched = 0;
+  int rows_per_request = 1;     // the decision: 1 = every row its own request
+  std::string note;             // why, when not measured (a model without a batch dim, an error)
+};
+
 // Runs models for the nodes: the Engine, or the naive strategies of `pipeline bench`.
 class InferenceService {
  public:
@@ -39,6 +52,19 @@ class InferenceService {
     (void)model;
     return 0;
   }
+  // How many rows of `row_shape` (a request's shape without dim 0) go in one request of the model:
+  // 0 for no limit (the naive strategies send a fan-out as one request). The engine's service
+  // measures it (see RowBatching) on first sight of the shape and caches it; Known… asks the
+  // cache only.
+  virtual std::optional<int> KnownRowsPerRequest(const std::string& model, const Shape& row_shape) const {
+    (void)model, (void)row_shape;
+    return 0;
+  }
+  virtual int RowsPerRequest(const std::string& model, const Shape& row_shape) {
+    return KnownRowsPerRequest(model, row_shape).value_or(0);
+  }
+  // The measured decisions so far, for the report.
+  virtual std::vector<RowBatching> RowBatchings() const { return {}; }
   // A core for the calling thread's own work (the engine's lease; the naive strategies run
   // unplanned and lease nothing: an empty lease).
   virtual absl::StatusOr<CoreLease> Lease() { return CoreLease(); }
@@ -53,6 +79,8 @@ class NodeContext {
   virtual PendingOutputs Submit(const std::string& model, NamedTensors inputs) = 0;
   virtual const ModelInfo* FindModel(const std::string& model) const = 0;
   virtual int MaxRows(const std::string& model) const = 0;
+  // See InferenceService::RowsPerRequest; a measurement gives up the frame's core while it runs.
+  virtual int RowsPerRequest(const std::string& model, const Shape& row_shape) = 0;
   virtual absl::StatusOr<NamedTensors> Await(const PendingOutputs& outputs) = 0;
 };
 
@@ -73,9 +101,15 @@ class Node {
 
 // What the graph knows about a value at build time.
 struct ValueSpec {
+  ValueSpec(ValueType t = ValueType::kImage, std::optional<Shape> s = std::nullopt, std::string p = "")
+      : type(t), shape(std::move(s)), producer(std::move(p)) {}
   ValueType type = ValueType::kImage;
   std::optional<Shape> shape;  // tensors: the exact shape, when it does not vary per frame
   std::string producer;        // node name ("image" for the source)
+  // Fan-out tensors: the row shapes (without dim 0) a frame's rows are bucketed into, smallest
+  // first, when known at build time: infer nodes measure row batching on them at load, and a
+  // row takes the decision of the first class at least as large.
+  std::vector<Shape> row_classes;
 };
 
 // Everything a factory may consult, and where errors point.
@@ -105,6 +139,11 @@ class BuildContext {
   // A request of the shapes the graph will send `model`, for the engine's plan and warm-up.
   void AddWarmup(const std::string& model, NamedTensors inputs) { warmups_[model] = std::move(inputs); }
   const std::map<std::string, NamedTensors>& warmups() const { return warmups_; }
+  // Row shapes to measure row batching on at load (see RowBatching).
+  void AddRowClasses(const std::string& model, const std::vector<Shape>& shapes) {
+    for (const Shape& s : shapes) row_classes_[model].push_back(s);
+  }
+  const std::map<std::string, std::vector<Shape>>& row_classes() const { return row_classes_; }
   bool Has(const std::string& name) const { return values_.count(name) > 0; }
 
  private:
@@ -112,6 +151,7 @@ class BuildContext {
   const InferenceService* models_;
   std::map<std::string, ValueSpec> values_;
   std::map<std::string, NamedTensors> warmups_;
+  std::map<std::string, std::vector<Shape>> row_classes_;
 };
 
 using NodeFactory = std::function<absl::StatusOr<std::unique_ptr<Node>>(

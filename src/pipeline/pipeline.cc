@@ -229,6 +229,16 @@ std::string Pipeline::DescribePlan() const {
       "work (decoding, pre/post-processing) runs on cores leased from the plan, never beside the "
       "workers; a frame waiting for a model holds no core\n",
       graph_->in_flight, graph_->in_flight));
+  for (const pipeline::RowBatching& b : graph_->inference->RowBatchings()) {
+    absl::StrAppend(&out, "  rows of ", b.model, " at ", ShapeToString(b.row_shape), ": ");
+    if (b.probe_rows > 0) {
+      absl::StrAppend(&out, absl::StrFormat("%.2f ms/row alone, %.2f in a batch of %d", b.ms_per_row_alone,
+                                            b.ms_per_row_batched, b.probe_rows));
+    }
+    absl::StrAppend(&out, b.note.empty() ? "" : absl::StrCat(b.probe_rows > 0 ? "; " : "", b.note),
+                    b.rows_per_request > 1 ? absl::StrCat(" -> ", b.rows_per_request, " per request\n")
+                                           : " -> one per request\n");
+  }
   return out;
 }
 

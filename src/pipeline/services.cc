@@ -4,6 +4,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -35,10 +36,104 @@ class EngineService final : public InferenceService {
     auto rows = engine_->MaxBatchSize(prefix_ + model);
     return rows.ok() ? *rows : 0;
   }
+  std::optional<int> KnownRowsPerRequest(const std::string& model, const Shape& row_shape) const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = decisions_.find({model, row_shape});
+    if (it == decisions_.end()) return std::nullopt;
+    return it->second.rows_per_request;
+  }
+  // Measured once per (model, row shape); a caller that finds the measurement under way waits
+  // for it.
+  int RowsPerRequest(const std::string& model, const Shape& row_shape) override {
+    const Key key{model, row_shape};
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      if (auto it = decisions_.find(key); it != decisions_.end()) return it->second.rows_per_request;
+      if (!measuring_.count(key)) break;
+      measured_.wait(lock);
+    }
+    measuring_.insert(key);
+    lock.unlock();
+    RowBatching decision = MeasureRowBatching(model, row_shape);
+    lock.lock();
+    measuring_.erase(key);
+    order_.push_back(key);
+    const int rows = decision.rows_per_request;
+    decisions_[key] = std::move(decision);
+    measured_.notify_all();
+    return rows;
+  }
+  std::vector<RowBatching> RowBatchings() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<RowBatching> out;
+    for (const Key& k : order_) out.push_back(decisions_.at(k));
+    return out;
+  }
   absl::StatusOr<CoreLease> Lease() override { return engine_->LeaseCores(); }
   Engine* engine() override { return engine_; }
 
  private:
+  using Key = std::pair<std::string, Shape>;
+
+  // A batch of 1 and one of kRowProbeRows rows (zeros: a convolutional model's cost does not
+  // depend on the values), each run once to warm up and then timed, on the engine's workers
+  // (Infer runs on an idle worker's cores). The compute time is the run's own, queue excluded.
+  RowBatching MeasureRowBatching(const std::string& model, const Shape& row_shape) {
+    RowBatching b;
+    b.model = model;
+    b.row_shape = row_shape;
+    const ModelInfo* info = FindModel(model);
+    if (!info || info->inputs.size() != 1 || !info->dynamic_batch) {
+      b.note = "not measured: the model has no batch dim (or several inputs)";
+      return b;
+    }
+    Shape one = row_shape, batch = row_shape;
+    one.insert(one.begin(), 1);
+    batch.insert(batch.begin(), kRowProbeRows);
+    const DType dtype = info->inputs[0].dtype;
+    absl::StatusOr<Tensor> one_t = Tensor::TryAllocate(dtype, one);
+    absl::StatusOr<Tensor> batch_t = Tensor::TryAllocate(dtype, batch);
+    if (!one_t.ok() || !batch_t.ok()) {
+      b.note = absl::StrCat("not measured: ", (one_t.ok() ? batch_t.status() : one_t.status()).message());
+      return b;
+    }
+    // Milliseconds per row of one run, and the threads it ran on.
+    auto run = [&](const Tensor& t) -> absl::StatusOr<std::pair<double, int>> {
+      LOOM_ASSIGN_OR_RETURN(InferResult r, engine_->Infer(prefix_ + model, {{info->inputs[0].name, t}}));
+      return std::make_pair(static_cast<double>(r.compute_us) / 1000.0 / static_cast<double>(t.dim(0)), r.threads);
+    };
+    absl::StatusOr<std::pair<double, int>> alone = absl::InternalError("not run"), together = alone;
+    for (int i = 0; i < 2; ++i) {  // the first of each warms the shape up
+      alone = run(*one_t);
+      if (alone.ok()) together = run(*batch_t);
+      if (!alone.ok() || !together.ok()) break;
+    }
+    if (!alone.ok() || !together.ok()) {
+      b.note = absl::StrCat("not measured: ", (alone.ok() ? together.status() : alone.status()).message());
+      return b;
+    }
+    b.probe_rows = kRowProbeRows;
+    b.ms_per_row_alone = alone->first;
+    b.ms_per_row_batched = together->first;
+    if (alone->second != together->second) {
+      b.note = absl::StrCat("the runs used ", alone->second, " and ", together->second,
+                            " threads: not comparable, rows run alone");
+      return b;
+    }
+    if (b.ms_per_row_batched <= kRowBatchWorthIt * b.ms_per_row_alone) b.rows_per_request = kRowProbeRows;
+    return b;
+  }
+
+  // As the engine's auto max_batch_size: rows go together when a row costs at most 0.8 of its
+  // cost alone at a batch of 4.
+  static constexpr int kRowProbeRows = 4;
+  static constexpr double kRowBatchWorthIt = 0.8;
+
+  mutable std::mutex mu_;
+  std::condition_variable measured_;
+  std::map<Key, RowBatching> decisions_;
+  std::set<Key> measuring_;
+  std::vector<Key> order_;
   std::unique_ptr<Engine> owned_;
   Engine* engine_;
   std::string prefix_;

@@ -27,12 +27,23 @@ const char* ValueTypeName(ValueType type);  // "image", "tensor", "model outputs
 // A model's answer, possibly still being computed (infer nodes submit and move on).
 using PendingOutputs = std::shared_future<absl::StatusOr<NamedTensors>>;
 
+// One request of a fan-out: which rows of the infer node's input it carried, and its answer.
+struct OutputPart {
+  std::vector<int64_t> rows;  // indices into the input's rows
+  PendingOutputs outputs;     // [rows.size(), ...] per model output
+  std::vector<float> padding; // per row: the share of the run's width that was padding (0..1)
+};
+
 struct Value {
   ValueType type = ValueType::kImage;
   cv::Mat image;                               // kImage (8-bit BGR)
-  Tensor tensor;                               // kTensor
+  Tensor tensor;                               // kTensor: one [N,...] batch, or
+  std::vector<Tensor> rows;                    // kTensor as separate [1,...] rows whose shapes may
+                                               // differ (text lines at their own width bucket)
+  std::vector<int64_t> row_widths;             // kTensor: each row's content width (text lines), if known
   vision::ImageTransform to_image;             // kTensor from preprocess: input pixel -> image pixel
-  PendingOutputs outputs;                      // kOutputs
+  PendingOutputs outputs;                      // kOutputs: every row, joined in input order
+  std::vector<OutputPart> parts;               // kOutputs: the requests it was run as
   std::vector<vision::Detection> detections;   // kDetections
   std::vector<vision::TextBox> boxes;          // kTextBoxes
   std::vector<cv::Mat> crops;                  // kCrops

@@ -99,13 +99,33 @@ cv::Mat CropText(const cv::Mat& image, const TextBox& box) {
   return crop;
 }
 
+namespace {
+
+int TextWidth(const cv::Mat& crop, int height, int max_width) {
+  const double ratio = static_cast<double>(crop.cols) / std::max(crop.rows, 1);
+  return std::clamp(static_cast<int>(std::ceil(height * ratio)), 1, max_width);
+}
+
+// Writes `resized` (8-bit BGR, `height` rows) into the planes at `out` of a [3,height,width] row.
+void WriteTextRow(const cv::Mat& resized, float* out, int width) {
+  const size_t plane = static_cast<size_t>(resized.rows) * width;
+  for (int y = 0; y < resized.rows; ++y) {
+    const cv::Vec3b* row = resized.ptr<cv::Vec3b>(y);
+    for (int x = 0; x < resized.cols; ++x) {
+      for (int c = 0; c < 3; ++c) {
+        out[static_cast<size_t>(c) * plane + static_cast<size_t>(y) * width + x] = (row[x][c] / 255.0f - 0.5f) / 0.5f;
+      }
+    }
+  }
+}
+
+}  // namespace
+
 Tensor TextBatch(const std::vector<cv::Mat>& crops, int height, int max_width, int fixed_width) {
   std::vector<cv::Mat> resized;
   int widest = 1;
   for (const cv::Mat& crop : crops) {
-    const double ratio = static_cast<double>(crop.cols) / std::max(crop.rows, 1);
-    const int w = std::clamp(static_cast<int>(std::ceil(height * ratio)), 1,
-                             fixed_width > 0 ? fixed_width : max_width);
+    const int w = TextWidth(crop, height, fixed_width > 0 ? fixed_width : max_width);
     cv::Mat r;
     cv::resize(crop, r, cv::Size(w, height), 0, 0, cv::INTER_LINEAR);
     widest = std::max(widest, w);
@@ -113,21 +133,21 @@ Tensor TextBatch(const std::vector<cv::Mat>& crops, int height, int max_width, i
   }
   const int width = fixed_width > 0 ? fixed_width : widest;
   Tensor batch = Tensor::Allocate(DType::kFloat32, {static_cast<int64_t>(crops.size()), 3, height, width});
-  float* out = batch.data_as<float>();
-  const size_t plane = static_cast<size_t>(height) * width;
-  for (size_t n = 0; n < resized.size(); ++n) {
-    const cv::Mat& r = resized[n];
-    for (int y = 0; y < r.rows; ++y) {
-      const cv::Vec3b* row = r.ptr<cv::Vec3b>(y);
-      for (int x = 0; x < r.cols; ++x) {
-        for (int c = 0; c < 3; ++c) {
-          out[(n * 3 + static_cast<size_t>(c)) * plane + static_cast<size_t>(y) * width + x] =
-              (row[x][c] / 255.0f - 0.5f) / 0.5f;
-        }
-      }
-    }
-  }
+  const size_t row = 3 * static_cast<size_t>(height) * width;
+  for (size_t n = 0; n < resized.size(); ++n) WriteTextRow(resized[n], batch.data_as<float>() + n * row, width);
   return batch;
+}
+
+Tensor TextRow(const cv::Mat& crop, int height, int max_width, int quantum, int64_t* content_width) {
+  const int w = TextWidth(crop, height, max_width);
+  const int q = std::max(quantum, 1);
+  const int width = std::min(std::max((w + q - 1) / q * q, q), std::max(max_width, w));
+  cv::Mat r;
+  cv::resize(crop, r, cv::Size(w, height), 0, 0, cv::INTER_LINEAR);
+  Tensor t = Tensor::Allocate(DType::kFloat32, {1, 3, height, width});
+  WriteTextRow(r, t.data_as<float>(), width);
+  if (content_width) *content_width = w;
+  return t;
 }
 
 absl::StatusOr<std::vector<std::string>> LoadCharset(const std::string& keys_path) {

@@ -41,6 +41,11 @@ cv::Mat CropText(const cv::Mat& image, const TextBox& box);
 // right to the widest crop (`fixed_width` > 0: to exactly that width, as the classifier needs).
 Tensor TextBatch(const std::vector<cv::Mat>& crops, int height, int max_width, int fixed_width = 0);
 
+// One crop as a [1,3,height,W] row, normalised as TextBatch: W is its own width (aspect kept,
+// capped at `max_width`) rounded up to a multiple of `quantum`, so that lines of similar length
+// share a shape. `content_width` receives the width before the padding.
+Tensor TextRow(const cv::Mat& crop, int height, int max_width, int quantum, int64_t* content_width);
+
 // PaddleOCR's recogniser alphabet: index 0 is the CTC blank, then the key file's lines, then " ".
 absl::StatusOr<std::vector<std::string>> LoadCharset(const std::string& keys_path);
 

@@ -1,8 +1,12 @@
 // ctc: recogniser outputs [N,T,C] → one text per crop (greedy CTC with the key file).
 //   input: rec   keys: ../models/ppocr_keys_v1.txt   boxes: boxes (for the record)
-//   crops: upright + recheck_model: rec   (optional) a crop the angle node turned over and that
-//       reads below recheck_below (0.6) is read again upright; the better read wins. The angle
-//       classifier sees long lines squashed to 192 pixels and sometimes turns upright text over.
+//   crops: upright + recheck_model: rec   (optional) a line that reads below recheck_below (0.6)
+//       is read again, alone and at its own width, where the first read had a reason to go wrong:
+//       the angle node turned it over (the classifier sees long lines squashed to 192 pixels and
+//       sometimes turns upright text over: it is read turned back), or it ran padded by more than
+//       a quarter of its width (batched with wider lines). The better read wins.
+// Each request of the recogniser is decoded as it completes, and its rechecks are sent at once,
+// beside the rows still running; outputs of different widths are never joined.
 // Record: "<name>": [{"text": t, "score": s, "quad": [[x, y] x 4]}]
 #include <opencv2/core.hpp>
 
@@ -10,6 +14,9 @@
 
 namespace loom::pipeline {
 namespace {
+
+// A row run with more than this share of its width padding is read again when it reads poorly.
+constexpr float kPaddedShare = 0.25f;
 
 struct CtcParams {
   std::string input, boxes, crops, recheck_model;
@@ -26,12 +33,7 @@ class CtcNode final : public Node {
     Value v;
     v.type = ValueType::kTexts;
     const std::vector<vision::TextBox>& boxes = frame.values.at(p_.boxes).boxes;
-    if (!boxes.empty()) {
-      LOOM_ASSIGN_OR_RETURN(NamedTensors outputs, AwaitOutputs(frame, p_.input, context));
-      if (outputs.empty()) return absl::InvalidArgumentError("ctc: the recogniser gave no output");
-      LOOM_ASSIGN_OR_RETURN(v.texts, vision::DecodeCtc(outputs[0].tensor, charset_));
-      if (!p_.recheck_model.empty()) LOOM_RETURN_IF_ERROR(Recheck(frame, context, v.texts));
-    }
+    if (!boxes.empty()) LOOM_RETURN_IF_ERROR(Read(frame, context, v.texts));
     nlohmann::json texts = nlohmann::json::array();
     for (size_t i = 0; i < v.texts.size() && i < boxes.size(); ++i) {
       texts.push_back({{"text", v.texts[i].text}, {"score", Round(v.texts[i].score, 4)}, {"quad", QuadJson(boxes[i].quad)}});
@@ -42,33 +44,66 @@ class CtcNode final : public Node {
   }
 
  private:
-  absl::Status Recheck(Frame& frame, NodeContext& context,
-                       std::vector<vision::RecognizedText>& texts) const {
-    const Value& crops = frame.values.at(p_.crops);
-    std::vector<size_t> doubtful;
-    std::vector<cv::Mat> upright;
-    for (size_t i = 0; i < texts.size() && i < crops.crops.size(); ++i) {
-      if (crops.rotated[i] && texts[i].score < p_.recheck_below) {
-        doubtful.push_back(i);
-        cv::Mat turned;
-        cv::rotate(crops.crops[i], turned, cv::ROTATE_180);
-        upright.push_back(turned);
+  struct Recheck {
+    size_t row;
+    PendingOutputs outputs;
+  };
+
+  absl::Status Read(Frame& frame, NodeContext& context, std::vector<vision::RecognizedText>& texts) const {
+    const Value& rec = frame.values.at(p_.input);
+    if (rec.parts.empty()) {  // not a fan-out of parts: one joined answer
+      LOOM_ASSIGN_OR_RETURN(NamedTensors outputs, context.Await(rec.outputs));
+      if (outputs.empty()) return absl::InvalidArgumentError("ctc: the recogniser gave no output");
+      LOOM_ASSIGN_OR_RETURN(texts, vision::DecodeCtc(outputs[0].tensor, charset_));
+      return absl::OkStatus();
+    }
+    size_t rows = 0;
+    for (const OutputPart& part : rec.parts) {
+      for (int64_t r : part.rows) rows = std::max(rows, static_cast<size_t>(r) + 1);
+    }
+    texts.assign(rows, {});
+    std::vector<Recheck> rechecks;
+    for (const OutputPart& part : rec.parts) {
+      LOOM_ASSIGN_OR_RETURN(NamedTensors outputs, context.Await(part.outputs));
+      if (outputs.empty()) return absl::InvalidArgumentError("ctc: the recogniser gave no output");
+      LOOM_ASSIGN_OR_RETURN(std::vector<vision::RecognizedText> read, vision::DecodeCtc(outputs[0].tensor, charset_));
+      if (read.size() != part.rows.size()) {
+        return absl::InvalidArgumentError(absl::StrCat("ctc: the recogniser answered ", read.size(), " rows for a request of ",
+                                                       part.rows.size()));
+      }
+      for (size_t k = 0; k < read.size(); ++k) {
+        const auto row = static_cast<size_t>(part.rows[k]);
+        texts[row] = std::move(read[k]);
+        const float padding = k < part.padding.size() ? part.padding[k] : 0.0f;
+        if (std::optional<Recheck> again = MaybeRecheck(frame, context, row, texts[row].score, padding)) {
+          rechecks.push_back(std::move(*again));
+        }
       }
     }
-    if (doubtful.empty()) return absl::OkStatus();
-    const ModelInfo* info = context.FindModel(p_.recheck_model);
-    // One request per line: each is read at its own width, and the workers share them.
-    std::vector<PendingOutputs> pending;
-    for (const cv::Mat& crop : upright) {
-      pending.push_back(context.Submit(p_.recheck_model, {{info->inputs[0].name,
-                                                             vision::TextBatch({crop}, p_.height, p_.max_width)}}));
-    }
-    for (size_t k = 0; k < doubtful.size(); ++k) {
-      LOOM_ASSIGN_OR_RETURN(NamedTensors again, context.Await(pending[k]));
+    for (const Recheck& r : rechecks) {
+      LOOM_ASSIGN_OR_RETURN(NamedTensors again, context.Await(r.outputs));
+      if (again.empty()) return absl::InvalidArgumentError("ctc: the recogniser gave no output");
       LOOM_ASSIGN_OR_RETURN(std::vector<vision::RecognizedText> reread, vision::DecodeCtc(again[0].tensor, charset_));
-      if (reread[0].score > texts[doubtful[k]].score) texts[doubtful[k]] = reread[0];
+      if (!reread.empty() && reread[0].score > texts[r.row].score) texts[r.row] = reread[0];
     }
     return absl::OkStatus();
+  }
+
+  // A second read of a poorly read line, alone at its own width: turned back if the angle node
+  // turned it over, as it is if it ran padded.
+  std::optional<Recheck> MaybeRecheck(const Frame& frame, NodeContext& context, size_t row, float score,
+                                      float padding) const {
+    if (p_.recheck_model.empty() || score >= p_.recheck_below) return std::nullopt;
+    const Value& crops = frame.values.at(p_.crops);
+    if (row >= crops.crops.size()) return std::nullopt;
+    const bool turned = row < crops.rotated.size() && crops.rotated[row];
+    if (!turned && padding <= kPaddedShare) return std::nullopt;
+    cv::Mat crop = crops.crops[row];
+    if (turned) cv::rotate(crops.crops[row], crop, cv::ROTATE_180);
+    const ModelInfo* info = context.FindModel(p_.recheck_model);
+    if (!info || info->inputs.empty()) return std::nullopt;
+    return Recheck{row, context.Submit(p_.recheck_model,
+                                       {{info->inputs[0].name, vision::TextRow(crop, p_.height, p_.max_width, 1, nullptr)}})};
   }
 
   CtcParams p_;

@@ -1,0 +1,189 @@
+// How a fan-out's rows become requests: text lines as rows at their own width bucket, sent alone
+// or together as the measured decision says, joined back in row order; the engine's service
+// measures that decision once per row shape; the CTC node reads a poorly read line again only
+// where it has a reason to have gone wrong. A scripted NodeContext stands in for the engine where
+// the test needs exact control; the measurement runs on the real recogniser.
+#include <map>
+
+#include <gtest/gtest.h>
+#include <opencv2/imgproc.hpp>
+#include <yaml-cpp/yaml.h>
+
+#include "loom/engine.h"
+#include "pipeline/node.h"
+#include "pipeline/services.h"
+#include "tests/test_util.h"
+#include "vision/ocr.h"
+
+namespace loom::pipeline {
+namespace {
+
+// Answers every request at once with [rows, width/8 (or fixed_steps), 4] f32 where every value
+// of row k is the request's row k's first pixel (so the join's order can be checked), and says
+// rows go `rows_per_request` at a time.
+class ScriptedContext final : public NodeContext {
+ public:
+  ScriptedContext(const InferenceService& models, int rows_per_request, int64_t fixed_steps = 0)
+      : models_(models), rows_per_request_(rows_per_request), fixed_steps_(fixed_steps) {}
+
+  PendingOutputs Submit(const std::string& model, NamedTensors inputs) override {
+    submitted.push_back({model, inputs[0].tensor.shape()});
+    const Tensor& in = inputs[0].tensor;
+    const int64_t rows = in.dim(0);
+    const int64_t steps = fixed_steps_ > 0 ? fixed_steps_ : std::max<int64_t>(in.dim(in.rank() - 1) / 8, 1);
+    Tensor out = Tensor::Allocate(DType::kFloat32, {rows, steps, 4});
+    const int64_t row_in = in.element_count() / std::max<int64_t>(rows, 1);
+    for (int64_t r = 0; r < rows; ++r) {
+      std::fill(out.data_as<float>() + r * steps * 4, out.data_as<float>() + (r + 1) * steps * 4,
+                in.data_as<float>()[r * row_in]);
+    }
+    std::promise<absl::StatusOr<NamedTensors>> p;
+    p.set_value(NamedTensors{{"out", out}});
+    return p.get_future().share();
+  }
+  const ModelInfo* FindModel(const std::string& model) const override { return models_.FindModel(model); }
+  int MaxRows(const std::string&) const override { return 0; }
+  int RowsPerRequest(const std::string& model, const Shape& row_shape) override {
+    asked.push_back({model, row_shape});
+    return rows_per_request_;
+  }
+  absl::StatusOr<NamedTensors> Await(const PendingOutputs& outputs) override { return outputs.get(); }
+
+  std::vector<std::pair<std::string, Shape>> submitted, asked;
+
+ private:
+  const InferenceService& models_;
+  int rows_per_request_;
+  int64_t fixed_steps_;
+};
+
+struct TwoNodes {
+  std::unique_ptr<InferenceService> models;
+  std::unique_ptr<Node> batch, infer;
+  std::map<std::string, std::vector<Shape>> row_classes;
+};
+
+TwoNodes TextRowsIntoTheRecogniser() {
+  TwoNodes t;
+  auto models = MakeModelInfoService({{.name = "rec", .path = testing::ModelPath("ch_PP-OCRv4_rec_infer.onnx")}});
+  EXPECT_TRUE(models.ok()) << models.status();
+  t.models = std::move(*models);
+  BuildContext context("test.yaml", ".", t.models.get());
+  context.Declare("crops", {ValueType::kCrops, std::nullopt, "crops"});
+  auto batch = (*FindNodeType("text_batch"))("rec_in", YAML::Load("{input: crops, height: 48, max_width: 1280}"), context);
+  EXPECT_TRUE(batch.ok()) << batch.status();
+  auto infer = (*FindNodeType("infer"))("rec", YAML::Load("{model: rec, input: rec_in}"), context);
+  EXPECT_TRUE(infer.ok()) << infer.status();
+  t.batch = std::move(*batch);
+  t.infer = std::move(*infer);
+  t.row_classes = context.row_classes();
+  return t;
+}
+
+// Crops 48 px high whose width at that height is `width`, filled with `value` (the first pixel
+// of the row after normalisation is (value / 255 - 0.5) / 0.5).
+cv::Mat Crop(int width, uchar value) { return cv::Mat(48, width, CV_8UC3, cv::Scalar::all(value)); }
+
+Frame FrameOfCrops(const std::vector<cv::Mat>& crops) {
+  Frame frame;
+  Value v;
+  v.type = ValueType::kCrops;
+  v.crops = crops;
+  v.rotated.assign(crops.size(), false);
+  frame.values["crops"] = v;
+  return frame;
+}
+
+float Normalised(uchar value) { return (static_cast<float>(value) / 255.0f - 0.5f) / 0.5f; }
+
+TEST(RowBatching, TextLinesGoAloneAtTheirOwnWidthBucketWhenBatchingDoesNotPay) {
+  TwoNodes t = TextRowsIntoTheRecogniser();
+  // The recogniser's width classes are declared for measurement at load.
+  ASSERT_EQ(t.row_classes.count("rec"), 1u);
+  EXPECT_EQ(t.row_classes["rec"], (std::vector<Shape>{{3, 48, 160}, {3, 48, 320}, {3, 48, 640}, {3, 48, 1280}}));
+
+  ScriptedContext context(*t.models, /*rows_per_request=*/1);
+  Frame frame = FrameOfCrops({Crop(100, 10), Crop(1000, 20), Crop(90, 30), Crop(2000, 40)});
+  ASSERT_TRUE(t.batch->Process(frame, context).ok());
+  ASSERT_TRUE(t.infer->Process(frame, context).ok());
+  // Every row alone, each at its width rounded up to 32 (capped at 1280): no row pays for another.
+  ASSERT_EQ(context.submitted.size(), 4u);
+  EXPECT_EQ(context.submitted[0].second, (Shape{1, 3, 48, 128}));
+  EXPECT_EQ(context.submitted[1].second, (Shape{1, 3, 48, 1024}));
+  EXPECT_EQ(context.submitted[2].second, (Shape{1, 3, 48, 96}));
+  EXPECT_EQ(context.submitted[3].second, (Shape{1, 3, 48, 1280}));
+  // The decision is asked once per shape group with more than one row: none here.
+  EXPECT_TRUE(context.asked.empty());
+  const Value& out = frame.values.at("rec");
+  ASSERT_EQ(out.parts.size(), 4u);
+  EXPECT_NEAR(out.parts[0].padding[0], 1.0f - 100.0f / 128.0f, 1e-6);
+  EXPECT_NEAR(out.parts[3].padding[0], 0.0f, 1e-6);
+  // Outputs of different lengths are not joined: asking for one tensor is a clear error.
+  auto joined = context.Await(out.outputs);
+  ASSERT_FALSE(joined.ok());
+  EXPECT_NE(joined.status().message().find("cannot join rows"), std::string::npos) << joined.status();
+}
+
+TEST(RowBatching, RowsOfOneBucketShareRequestsWhenTheDecisionSaysSoAndComeBackInOrder) {
+  TwoNodes t = TextRowsIntoTheRecogniser();
+  ScriptedContext context(*t.models, /*rows_per_request=*/2);
+  // Rows 0, 2, 3 fall in the 128 bucket (widths 100, 110, 128), row 1 in 1024.
+  Frame frame = FrameOfCrops({Crop(100, 10), Crop(1000, 20), Crop(110, 30), Crop(128, 40)});
+  ASSERT_TRUE(t.batch->Process(frame, context).ok());
+  ASSERT_TRUE(t.infer->Process(frame, context).ok());
+  // The decision is asked for the bucket's class (the 160 class holds the 128 bucket).
+  ASSERT_EQ(context.asked.size(), 1u);
+  EXPECT_EQ(context.asked[0].second, (Shape{3, 48, 160}));
+  ASSERT_EQ(context.submitted.size(), 3u);
+  EXPECT_EQ(context.submitted[0].second, (Shape{2, 3, 48, 128}));  // rows 0 and 2
+  EXPECT_EQ(context.submitted[1].second, (Shape{1, 3, 48, 128}));  // row 3
+  EXPECT_EQ(context.submitted[2].second, (Shape{1, 3, 48, 1024}));  // row 1
+  const Value& out = frame.values.at("rec");
+  ASSERT_EQ(out.parts.size(), 3u);
+  EXPECT_EQ(out.parts[0].rows, (std::vector<int64_t>{0, 2}));
+  EXPECT_NEAR(out.parts[0].padding[1], 1.0f - 110.0f / 128.0f, 1e-6);
+  // Each part's rows carry their own pixels back.
+  auto first = context.Await(out.parts[0].outputs);
+  ASSERT_TRUE(first.ok());
+  EXPECT_FLOAT_EQ((*first)[0].tensor.data_as<float>()[0], Normalised(10));
+  EXPECT_FLOAT_EQ((*first)[0].tensor.data_as<float>()[16 * 4], Normalised(30));
+
+  // Outputs of one length (a classifier's, say): the parts join into one tensor, every row back
+  // at its place in the input, though the requests took them out of order.
+  ScriptedContext fixed(*t.models, 2, /*fixed_steps=*/3);
+  Frame again = FrameOfCrops({Crop(100, 10), Crop(1000, 20), Crop(110, 30), Crop(128, 40)});
+  ASSERT_TRUE(t.batch->Process(again, fixed).ok());
+  ASSERT_TRUE(t.infer->Process(again, fixed).ok());
+  auto all = fixed.Await(again.values.at("rec").outputs);
+  ASSERT_TRUE(all.ok()) << all.status();
+  const Tensor& joined = (*all)[0].tensor;
+  ASSERT_EQ(joined.shape(), (Shape{4, 3, 4}));
+  const uchar values[] = {10, 20, 30, 40};
+  for (int r = 0; r < 4; ++r) EXPECT_FLOAT_EQ(joined.data_as<float>()[r * 3 * 4], Normalised(values[r])) << r;
+}
+
+TEST(RowBatching, TheEngineMeasuresEachRowShapeOnceAndDecidesFromItsOwnNumbers) {
+  auto engine = Engine::Create({{.name = "rec", .path = testing::ModelPath("ch_PP-OCRv4_rec_infer.onnx"), .max_batch_size = 1, .max_request_rows = 64}},
+                               {.cores = 1});
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  std::unique_ptr<InferenceService> service = MakeEngineService(std::move(*engine));
+  const Shape narrow = {3, 48, 64};
+  EXPECT_FALSE(service->KnownRowsPerRequest("rec", narrow).has_value());
+  const int rows = service->RowsPerRequest("rec", narrow);
+  EXPECT_EQ(service->KnownRowsPerRequest("rec", narrow), rows);
+  EXPECT_EQ(service->RowsPerRequest("rec", narrow), rows);  // cached: measured once
+  const std::vector<RowBatching> decisions = service->RowBatchings();
+  ASSERT_EQ(decisions.size(), 1u);
+  const RowBatching& d = decisions[0];
+  EXPECT_EQ(d.model, "rec");
+  EXPECT_EQ(d.row_shape, narrow);
+  EXPECT_EQ(d.probe_rows, 4);
+  EXPECT_GT(d.ms_per_row_alone, 0);
+  EXPECT_GT(d.ms_per_row_batched, 0);
+  EXPECT_TRUE(d.note.empty()) << d.note;
+  // The decision follows from the two measured numbers, whatever this machine makes them.
+  EXPECT_EQ(rows, d.ms_per_row_batched <= 0.8 * d.ms_per_row_alone ? 4 : 1);
+}
+
+}  // namespace
+}  // namespace loom::pipeline
