@@ -68,7 +68,7 @@ struct ModelConfig {
 
   // Dynamic batching (models whose dim 0 is dynamic only; others always run batches of 1).
   // max_batch_size: most rows in one run, and in one request (a request with more rows is refused
-  // with INVALID_ARGUMENT). Empty (auto): measured at load — 8 if a batch of 4
+  // with INVALID_ARGUMENT, unless max_request_rows allows it). Empty (auto): measured at load — 8 if a batch of 4
   // costs at most 0.8x per row what single rows do on the model's workers, else 1 (on CPU, many
   // convolutional models gain nothing from batching and lose memory locality).
   std::optional<int> max_batch_size = std::nullopt;
@@ -207,8 +207,9 @@ class Engine {
   // never more than the usable cores.
   int BusyThreads() const;
   int MaxBusyThreads() const;
-  // Most rows one request (and one run) of the model may carry: its max_batch_size, as configured
-  // or measured; 1 for a model without a dynamic batch dim.
+  // Most rows the engine puts in one run of requests it combines: its max_batch_size, as configured
+  // or measured; 1 for a model without a dynamic batch dim. (A single request may carry up to
+  // ModelConfig::max_request_rows.)
   absl::StatusOr<int> MaxBatchSize(const std::string& model) const;
   // The model's metadata; null for an unknown model. Valid until the model is removed.
   const ModelInfo* FindModel(const std::string& model) const;

@@ -307,6 +307,10 @@ absl::StatusOr<std::shared_ptr<ModelEntry>> Engine::Impl::Prepare(ModelConfig co
           "' is ", info->inputs[0].Describe(), ": use instances for parallelism, or max_batch_size: 1"));
     }
   }
+  if (config.max_request_rows && (*config.max_request_rows < 1 || *config.max_request_rows > kMaxBatchRows)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(who, "max_request_rows must be in [1, ", kMaxBatchRows, "], got ", *config.max_request_rows));
+  }
   for (int size : config.preferred_batch_sizes) {
     if (size < 1 || size > kMaxBatchRows) {
       return absl::InvalidArgumentError(absl::StrCat(who, "preferred_batch_sizes entries must be in [1, ",

@@ -32,15 +32,13 @@ class FrameContext final : public NodeContext {
     return inference_.Submit(model, std::move(inputs));
   }
   const ModelInfo* FindModel(const std::string& model) const override { return inference_.FindModel(model); }
-  int MaxRows(const std::string& model) const override { return inference_.MaxRows(model); }
   int RowsPerRequest(const std::string& model, const Shape& row_shape) override {
     if (std::optional<int> known = inference_.KnownRowsPerRequest(model, row_shape)) return *known;
     lease_.Release();  // the measurement runs on the engine's workers
     const auto start = Clock::now();
     const int rows = inference_.RowsPerRequest(model, row_shape);
     model_wait_ms_ += MillisecondsSince(start);
-    // A failed lease surfaces at the node's next Await or at the end of the node.
-    (void)Acquire();
+    if (absl::Status s = Acquire(); !s.ok() && lease_error_.ok()) lease_error_ = s;  // fails the node
     return rows;
   }
   absl::StatusOr<NamedTensors> Await(const PendingOutputs& outputs) override {
@@ -53,6 +51,9 @@ class FrameContext final : public NodeContext {
     return result;
   }
 
+  // A core lease that failed where the node could not be told (RowsPerRequest), and reset.
+  absl::Status TakeLeaseError() { return std::exchange(lease_error_, absl::OkStatus()); }
+
   // The waits booked since the last call, and reset.
   std::pair<double, double> TakeWaits() {
     const std::pair<double, double> waits{model_wait_ms_, core_wait_ms_};
@@ -64,6 +65,7 @@ class FrameContext final : public NodeContext {
   InferenceService& inference_;
   CoreLease lease_;
   double model_wait_ms_ = 0, core_wait_ms_ = 0;
+  absl::Status lease_error_;
 };
 
 }  // namespace
@@ -162,6 +164,7 @@ void Executor::Process(Frame& frame, int thread) {
       } catch (...) {
         status = absl::InternalError("unknown exception");
       }
+      if (absl::Status lease = context.TakeLeaseError(); status.ok() && !lease.ok()) status = lease;
     }
     const double total = MillisecondsSince(start);
     const auto [model_wait, core_wait] = context.TakeWaits();

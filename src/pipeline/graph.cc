@@ -3,7 +3,6 @@
 #include "pipeline/graph.h"
 
 #include <filesystem>
-#include <future>
 #include <mutex>
 
 #include <opencv2/core.hpp>
@@ -56,9 +55,12 @@ absl::StatusOr<std::unique_ptr<Graph>> LoadGraph(const std::string& yaml_path, c
   const std::string base = fs::path(yaml_path).parent_path().string();
   LOOM_ASSIGN_OR_RETURN(EngineConfig config, ParseEngineConfig(root, yaml_path, {"source", "in_flight", "nodes", "sinks"}));
   for (ModelConfig& m : config.models) {
-    if (!m.max_batch_size) m.max_batch_size = 1;  // no frame's output depends on another's batch
-    // ...while a frame's own rows run together where its infer node measured that it pays.
-    if (!m.max_request_rows) m.max_request_rows = kMaxRowsPerRequest;
+    if (!m.max_batch_size) {
+      m.max_batch_size = 1;  // no frame's output depends on another's batch...
+      // ...while a frame's own rows run together where its infer node measured that it pays. (A
+      // max_batch_size set in the YAML limits those requests too.)
+      if (!m.max_request_rows) m.max_request_rows = kMaxRowsPerRequest;
+    }
   }
   if (options.cores > 0) config.options.cores = options.cores;
 
@@ -146,21 +148,9 @@ absl::StatusOr<std::unique_ptr<Graph>> LoadGraph(const std::string& yaml_path, c
     }
   }
   // Row batching measured now on the row shapes the graph declares (text lines by width class),
-  // not on the first frame: one thread per shape, so that the workers measure side by side.
-  {
-    std::vector<std::future<int>> probes;
-    for (const auto& [model, shapes] : context.row_classes()) {
-      for (const Shape& shape : shapes) {
-        try {
-          probes.push_back(std::async(std::launch::async, [&g, model = model, shape] {
-            return g->inference->RowsPerRequest(model, shape);
-          }));
-        } catch (const std::system_error&) {  // no thread to spare: measure here
-          g->inference->RowsPerRequest(model, shape);
-        }
-      }
-    }
-    for (auto& p : probes) p.get();
+  // not on the first frame; one at a time, so that no measurement disturbs another.
+  for (const auto& [model, shapes] : context.row_classes()) {
+    for (const Shape& shape : shapes) g->inference->RowsPerRequest(model, shape);
   }
   if (options.sinks && sinks) g->sinks = sinks;
   return g;

@@ -28,13 +28,15 @@
 namespace loom::pipeline {
 
 // Whether a model runs rows of one shape faster together than one at a time: measured like the
-// engine's auto max_batch_size (a batch of 1 and a batch of `probe_rows`, each timed after a
-// warm-up run, on the engine's workers), once per model and row shape.
+// engine's auto max_batch_size (a batch of 1 and a batch of `probe_rows`, each run once to warm
+// up and then timed, one measurement at a time, on the engine's workers), once per model and row
+// shape. The decision is this machine's: on another, rows may share requests that here run alone
+// (a row's result is the same either way up to float rounding).
 struct RowBatching {
   std::string model;
   Shape row_shape;              // without dim 0
   int probe_rows = 0;
-  double ms_per_row_alone = 0;  // best of the timed runs
+  double ms_per_row_alone = 0;  // the timed runs
   double ms_per_row_batched = 0;
   int rows_per_request = 1;     // the decision: 1 = every row its own request
   std::string note;             // why, when not measured (a model without a batch dim, an error)
@@ -47,11 +49,6 @@ class InferenceService {
   virtual const ModelInfo* FindModel(const std::string& model) const = 0;
   // Starts a run; the future holds the outputs (model order) or the error.
   virtual PendingOutputs Submit(const std::string& model, NamedTensors inputs) = 0;
-  // Most rows one request may carry (0: no limit).
-  virtual int MaxRows(const std::string& model) const {
-    (void)model;
-    return 0;
-  }
   // How many rows of `row_shape` (a request's shape without dim 0) go in one request of the model:
   // 0 for no limit (the naive strategies send a fan-out as one request). The engine's service
   // measures it (see RowBatching) on first sight of the shape and caches it; Known… asks the
@@ -78,7 +75,6 @@ class NodeContext {
   virtual ~NodeContext() = default;
   virtual PendingOutputs Submit(const std::string& model, NamedTensors inputs) = 0;
   virtual const ModelInfo* FindModel(const std::string& model) const = 0;
-  virtual int MaxRows(const std::string& model) const = 0;
   // See InferenceService::RowsPerRequest; a measurement gives up the frame's core while it runs.
   virtual int RowsPerRequest(const std::string& model, const Shape& row_shape) = 0;
   virtual absl::StatusOr<NamedTensors> Await(const PendingOutputs& outputs) = 0;

@@ -32,10 +32,6 @@ class EngineService final : public InferenceService {
     });
     return future;
   }
-  int MaxRows(const std::string& model) const override {
-    auto rows = engine_->MaxBatchSize(prefix_ + model);
-    return rows.ok() ? *rows : 0;
-  }
   std::optional<int> KnownRowsPerRequest(const std::string& model, const Shape& row_shape) const override {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = decisions_.find({model, row_shape});
@@ -54,7 +50,15 @@ class EngineService final : public InferenceService {
     }
     measuring_.insert(key);
     lock.unlock();
-    RowBatching decision = MeasureRowBatching(model, row_shape);
+    RowBatching decision;
+    try {
+      decision = MeasureRowBatching(model, row_shape);
+    } catch (const std::exception& e) {  // whatever happens, the waiters get a decision
+      decision = RowBatching{};
+      decision.model = model;
+      decision.row_shape = row_shape;
+      decision.note = absl::StrCat("not measured: ", e.what());
+    }
     lock.lock();
     measuring_.erase(key);
     order_.push_back(key);
@@ -100,6 +104,12 @@ class EngineService final : public InferenceService {
     // Milliseconds per row of one run, and the threads it ran on.
     auto run = [&](const Tensor& t) -> absl::StatusOr<std::pair<double, int>> {
       LOOM_ASSIGN_OR_RETURN(InferResult r, engine_->Infer(prefix_ + model, {{info->inputs[0].name, t}}));
+      for (const NamedTensor& out : r.outputs) {
+        if (out.tensor.rank() < 1 || out.tensor.dim(0) != t.dim(0)) {
+          return absl::FailedPreconditionError(absl::StrCat("output '", out.name, "' is ", out.tensor.Describe(),
+                                                            " for ", t.dim(0), " rows: its dim 0 does not follow the batch"));
+        }
+      }
       return std::make_pair(static_cast<double>(r.compute_us) / 1000.0 / static_cast<double>(t.dim(0)), r.threads);
     };
     absl::StatusOr<std::pair<double, int>> alone = absl::InternalError("not run"), together = alone;

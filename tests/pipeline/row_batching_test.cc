@@ -1,7 +1,7 @@
 // How a fan-out's rows become requests: text lines as rows at their own width bucket, sent alone
 // or together as the measured decision says, joined back in row order; the engine's service
-// measures that decision once per row shape; the CTC node reads a poorly read line again only
-// where it has a reason to have gone wrong. A scripted NodeContext stands in for the engine where
+// measures that decision once per row shape; the CTC node reads a poor line again only where it
+// was turned over or ran padded. A scripted NodeContext stands in for the engine where
 // the test needs exact control; the measurement runs on the real recogniser.
 #include <map>
 
@@ -42,7 +42,6 @@ class ScriptedContext final : public NodeContext {
     return p.get_future().share();
   }
   const ModelInfo* FindModel(const std::string& model) const override { return models_.FindModel(model); }
-  int MaxRows(const std::string&) const override { return 0; }
   int RowsPerRequest(const std::string& model, const Shape& row_shape) override {
     asked.push_back({model, row_shape});
     return rows_per_request_;
@@ -183,6 +182,93 @@ TEST(RowBatching, TheEngineMeasuresEachRowShapeOnceAndDecidesFromItsOwnNumbers) 
   EXPECT_TRUE(d.note.empty()) << d.note;
   // The decision follows from the two measured numbers, whatever this machine makes them.
   EXPECT_EQ(rows, d.ms_per_row_batched <= 0.8 * d.ms_per_row_alone ? 4 : 1);
+}
+
+}  // namespace
+}  // namespace loom::pipeline
+
+namespace loom::pipeline {
+namespace {
+
+// Answers every request (the CTC node's rechecks) with one line that reads charset[7] at 0.95.
+class Rechecks final : public NodeContext {
+ public:
+  explicit Rechecks(const InferenceService& models) : models_(models) {}
+  PendingOutputs Submit(const std::string&, NamedTensors inputs) override {
+    widths.push_back(inputs[0].tensor.dim(3));
+    return Answer(Line(7, 0.95f));
+  }
+  const ModelInfo* FindModel(const std::string& model) const override { return models_.FindModel(model); }
+  int RowsPerRequest(const std::string&, const Shape&) override { return 1; }
+  absl::StatusOr<NamedTensors> Await(const PendingOutputs& outputs) override { return outputs.get(); }
+
+  static constexpr int64_t kClasses = 6625;  // ppocr_keys_v1.txt + blank + space
+  // [1,2,kClasses]: `label` at probability p, then a blank.
+  static Tensor Line(int64_t label, float p) {
+    Tensor t = Tensor::Allocate(DType::kFloat32, {1, 2, kClasses});
+    t.data_as<float>()[label] = p;
+    t.data_as<float>()[kClasses] = 1.0f;
+    return t;
+  }
+  static PendingOutputs Answer(Tensor t) {
+    std::promise<absl::StatusOr<NamedTensors>> p;
+    p.set_value(NamedTensors{{"out", std::move(t)}});
+    return p.get_future().share();
+  }
+  std::vector<int64_t> widths;
+
+ private:
+  const InferenceService& models_;
+};
+
+TEST(CtcRecheck, OnlyPoorReadsThatWereTurnedOverOrRanPaddedAreReadAgain) {
+  auto models = MakeModelInfoService({{.name = "rec", .path = testing::ModelPath("ch_PP-OCRv4_rec_infer.onnx")}});
+  ASSERT_TRUE(models.ok()) << models.status();
+  BuildContext build("test.yaml", ".", models->get());
+  build.Declare("rec", {ValueType::kOutputs, std::nullopt, "rec"});
+  build.Declare("boxes", {ValueType::kTextBoxes, std::nullopt, "boxes"});
+  build.Declare("upright", {ValueType::kCrops, std::nullopt, "upright"});
+  YAML::Node params = YAML::Load("{input: rec, boxes: boxes, crops: upright, recheck_model: rec, recheck_below: 0.6}");
+  params["keys"] = testing::ModelPath("ppocr_keys_v1.txt");
+  auto ctc = (*FindNodeType("ctc"))("text", params, build);
+  ASSERT_TRUE(ctc.ok()) << ctc.status();
+
+  Frame frame;
+  Value boxes;
+  boxes.type = ValueType::kTextBoxes;
+  boxes.boxes.resize(5);
+  frame.values["boxes"] = boxes;
+  Value crops;
+  crops.type = ValueType::kCrops;
+  for (int i = 0; i < 5; ++i) crops.crops.push_back(cv::Mat(48, 100 + 10 * i, CV_8UC3, cv::Scalar::all(200)));
+  crops.rotated = {true, false, false, false, true};
+  frame.values["upright"] = crops;
+  Value rec;
+  rec.type = ValueType::kOutputs;
+  // Row: its read's score, the share of its run that was padding.
+  const std::vector<std::pair<float, float>> rows = {{0.3f, 0.0f},   // poor, turned over: again
+                                                     {0.3f, 0.5f},   // poor, padded: again
+                                                     {0.3f, 0.1f},   // poor, hardly padded: kept
+                                                     {0.9f, 0.5f},   // padded but read well: kept
+                                                     {0.7f, 0.0f}};  // turned over, read well: kept
+  for (size_t i = 0; i < rows.size(); ++i) {
+    rec.parts.push_back({{static_cast<int64_t>(i)}, Rechecks::Answer(Rechecks::Line(3, rows[i].first)), {rows[i].second}});
+  }
+  frame.values["rec"] = rec;
+
+  Rechecks context(**models);
+  ASSERT_TRUE((*ctc)->Process(frame, context).ok());
+  // Rows 0 and 1 were read again, each alone at its exact width (100 and 110 px at 48 high).
+  EXPECT_EQ(context.widths, (std::vector<int64_t>{100, 110}));
+  const std::vector<vision::RecognizedText>& texts = frame.values.at("text").texts;
+  ASSERT_EQ(texts.size(), 5u);
+  EXPECT_FLOAT_EQ(texts[0].score, 0.95f);  // the better read wins
+  EXPECT_FLOAT_EQ(texts[1].score, 0.95f);
+  EXPECT_FLOAT_EQ(texts[2].score, 0.3f);
+  EXPECT_FLOAT_EQ(texts[3].score, 0.9f);
+  EXPECT_FLOAT_EQ(texts[4].score, 0.7f);
+  EXPECT_NE(texts[0].text, texts[2].text);
+  ASSERT_EQ(frame.record["text"].size(), 5u);
 }
 
 }  // namespace

@@ -1,13 +1,17 @@
 // ctc: recogniser outputs [N,T,C] → one text per crop (greedy CTC with the key file).
 //   input: rec   keys: ../models/ppocr_keys_v1.txt   boxes: boxes (for the record)
 //   crops: upright + recheck_model: rec   (optional) a line that reads below recheck_below (0.6)
-//       is read again, alone and at its own width, where the first read had a reason to go wrong:
-//       the angle node turned it over (the classifier sees long lines squashed to 192 pixels and
-//       sometimes turns upright text over: it is read turned back), or it ran padded by more than
-//       a quarter of its width (batched with wider lines). The better read wins.
-// Each request of the recogniser is decoded as it completes, and its rechecks are sent at once,
-// beside the rows still running; outputs of different widths are never joined.
+//       is read again, alone and at its exact width, where the first read had a reason to go
+//       wrong: the angle node turned it over (the classifier sees long lines squashed to 192
+//       pixels and sometimes turns upright text over: it is read turned back), or it ran padded
+//       by more than a quarter of its width (a short line rounded up to its width bucket, or one
+//       run at a fixed width). The better read wins.
+// The recogniser's requests are decoded in the order they were sent, each as soon as it has
+// landed, and a line's recheck is sent at once, beside the rows still running; outputs of
+// different widths are never joined.
 // Record: "<name>": [{"text": t, "score": s, "quad": [[x, y] x 4]}]
+#include <optional>
+
 #include <opencv2/core.hpp>
 
 #include "pipeline/nodes/nodes.h"
@@ -51,12 +55,7 @@ class CtcNode final : public Node {
 
   absl::Status Read(Frame& frame, NodeContext& context, std::vector<vision::RecognizedText>& texts) const {
     const Value& rec = frame.values.at(p_.input);
-    if (rec.parts.empty()) {  // not a fan-out of parts: one joined answer
-      LOOM_ASSIGN_OR_RETURN(NamedTensors outputs, context.Await(rec.outputs));
-      if (outputs.empty()) return absl::InvalidArgumentError("ctc: the recogniser gave no output");
-      LOOM_ASSIGN_OR_RETURN(texts, vision::DecodeCtc(outputs[0].tensor, charset_));
-      return absl::OkStatus();
-    }
+    if (rec.parts.empty()) return absl::InvalidArgumentError("ctc: the recogniser was not run on this frame's lines");
     size_t rows = 0;
     for (const OutputPart& part : rec.parts) {
       for (int64_t r : part.rows) rows = std::max(rows, static_cast<size_t>(r) + 1);

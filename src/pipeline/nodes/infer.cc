@@ -12,6 +12,7 @@
 // want one tensor.
 #include "pipeline/nodes/nodes.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -65,7 +66,7 @@ absl::StatusOr<NamedTensors> JoinParts(const std::vector<OutputPart>& parts, int
     size_t from = 0;
     for (const OutputPart& part : parts) {
       for (int64_t r : part.rows) {
-        if (r < 0 || r >= total_rows) return absl::InternalError("row index out of range");
+        if (r < 0 || r >= total_rows || r >= t.tensor.dim(0)) return absl::InternalError("row index out of range");
         std::memcpy(static_cast<std::byte*>(placed.data()) + static_cast<size_t>(r) * row_bytes,
                     static_cast<const std::byte*>(t.tensor.data()) + from * row_bytes, row_bytes);
         ++from;

@@ -20,7 +20,7 @@ LOOM_NODE_FACTORY(MakeBlazeFaceNode);    // blazeface: outputs -> face detection
 LOOM_NODE_FACTORY(MakeMlsdNode);         // mlsd: outputs -> line segments
 LOOM_NODE_FACTORY(MakeDbNode);           // db: detector outputs -> text boxes
 LOOM_NODE_FACTORY(MakeCropNode);         // crop: text boxes -> crops (fan-out)
-LOOM_NODE_FACTORY(MakeTextBatchNode);    // text_batch: crops -> one [N,3,H,W] batch
+LOOM_NODE_FACTORY(MakeTextBatchNode);    // text_batch: crops -> a [N,3,H,W] batch, or rows at their widths
 LOOM_NODE_FACTORY(MakeAngleNode);        // angle: classifier outputs + crops -> upright crops
 LOOM_NODE_FACTORY(MakeCtcNode);          // ctc: recogniser outputs -> texts
 LOOM_NODE_FACTORY(MakeTopKNode);         // topk: outputs -> softmax top-k classes
