@@ -226,12 +226,8 @@ absl::StatusOr<BenchReport> RunBench(const WorkloadSpec& spec, const BenchOption
 }
 
 HtmlPage BenchReport::Html() const {
-  HtmlPage page;
-  page.title = absl::StrCat("loom bench ", spec.kind == WorkloadKind::kCopies ? "copies" : "fanout");
-  page.command = CommandLine();
-  page.verdict = verdict;
-  page.table = Table();
-  page.plan = plan;
+  HtmlPage page = NewPage(absl::StrCat("loom bench ", spec.kind == WorkloadKind::kCopies ? "copies" : "fanout"),
+                          verdict, Table(), plan);
   const std::string workload = Describe(spec, inferences_per_run);
   std::vector<std::string> labels;
   std::vector<double> medians;
@@ -299,12 +295,10 @@ nlohmann::json OverheadReport::ToJson() const {
 }
 
 HtmlPage OverheadReport::Html() const {
-  HtmlPage page;
-  page.title = "loom bench overhead";
-  page.command = CommandLine();
-  page.verdict = absl::StrFormat("Infer() p50 - bare Run p50 = %.1f us (p99: %.1f us vs %.1f us)", overhead_p50_us(),
-                                 engine_p99_us, bare_p99_us);
-  page.table = Table();
+  HtmlPage page = NewPage("loom bench overhead",
+                          absl::StrFormat("Infer() p50 - bare Run p50 = %.1f us (p99: %.1f us vs %.1f us)",
+                                          overhead_p50_us(), engine_p99_us, bare_p99_us),
+                          Table(), "");
   page.charts.push_back(CdfChart(
       "Call latency: Engine::Infer() against a bare Session::Run",
       absl::StrFormat("One Add over 1,000 floats, %d calls of each, interleaved in blocks of 100 on one pinned "

@@ -215,6 +215,16 @@ nlohmann::json Points(const std::vector<std::pair<double, double>>& points) {
 
 }  // namespace
 
+HtmlPage NewPage(std::string title, std::string verdict, std::string table, std::string plan) {
+  HtmlPage page;
+  page.title = std::move(title);
+  page.command = CommandLine();
+  page.verdict = std::move(verdict);
+  page.table = std::move(table);
+  page.plan = std::move(plan);
+  return page;
+}
+
 std::string RenderHtml(const HtmlPage& page) {
   nlohmann::json report = {{"charts", page.charts}};
   std::ostringstream out;

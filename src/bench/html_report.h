@@ -30,6 +30,9 @@ struct HtmlPage {
   std::vector<nlohmann::json> charts;
 };
 
+// A page with its header filled: the command as typed (CommandLine()), and the rest as given.
+HtmlPage NewPage(std::string title, std::string verdict, std::string table, std::string plan);
+
 std::string RenderHtml(const HtmlPage& page);
 // Renders `page` into `path` (an error names the file).
 absl::Status WriteHtml(const std::string& path, const HtmlPage& page);

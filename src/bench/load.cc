@@ -304,12 +304,8 @@ nlohmann::json LoadReport::ToJson() const {
 }
 
 HtmlPage LoadReport::Html() const {
-  HtmlPage page;
-  page.title = "loom bench load";
-  page.command = CommandLine();
-  page.verdict = verdict;
-  page.table = Table();
-  page.plan = plan_text.count("adaptive") ? plan_text.at("adaptive") : "";
+  HtmlPage page = NewPage("loom bench load", verdict, Table(),
+                          plan_text.count("adaptive") ? plan_text.at("adaptive") : "");
   using Series = std::vector<std::pair<std::string, std::vector<std::pair<double, double>>>>;
   Series closed_rate, closed_p50, closed_p99, open_p99;
   const LoadLevel* lightest = nullptr;
@@ -447,12 +443,7 @@ nlohmann::json ShiftReport::ToJson() const {
 }
 
 HtmlPage ShiftReport::Html() const {
-  HtmlPage page;
-  page.title = "loom bench shift";
-  page.command = CommandLine();
-  page.verdict = verdict;
-  page.table = Table();
-  page.plan = adaptive_plan;
+  HtmlPage page = NewPage("loom bench shift", verdict, Table(), adaptive_plan);
   std::vector<std::pair<std::string, std::vector<std::pair<double, double>>>> lines;
   for (const auto& [name, rps] : series) {
     std::vector<std::pair<double, double>> points;

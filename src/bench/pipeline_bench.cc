@@ -169,12 +169,7 @@ nlohmann::json PipelineBenchReport::ToJson() const {
 }
 
 HtmlPage PipelineBenchReport::Html() const {
-  HtmlPage page;
-  page.title = absl::StrCat("loom pipeline bench ", file);
-  page.command = CommandLine();
-  page.verdict = verdict;
-  page.table = Table();
-  page.plan = plan;
+  HtmlPage page = NewPage(absl::StrCat("loom pipeline bench ", file), verdict, Table(), plan);
   std::vector<std::string> labels;
   std::vector<double> medians;
   std::vector<std::vector<double>> reps_fps;
