@@ -3,9 +3,12 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+
+#include <opencv2/imgcodecs.hpp>
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -13,6 +16,7 @@
 #include "bench/bench.h"
 #include "bench/load.h"
 #include "bench/pipeline_bench.h"
+#include "bench/text_pages.h"
 #include "serve/serve_bench.h"
 #include "core/cpu_set.h"
 
@@ -253,7 +257,9 @@ void AddCommonOptions(CLI::App& app, BenchArgs& a) {
 }
 
 // `chain`: `loom pipeline bench` of the OCR chain over a folder of pages (by default a scratch
-// folder with the text images of data/), with the chain's ideal.
+// folder with the text images of data/ and pages rendered like the OCR tests'), with the chain's
+// ideal.
+constexpr int kRenderedChainPages = 4;
 int RunChainCommand(const BenchArgs& a) {
   auto fail = [](const absl::Status& s) {
     std::cerr << "\nloom bench chain: " << s.message() << "\n";
@@ -269,6 +275,18 @@ int RunChainCommand(const BenchArgs& a) {
         fs::remove_all(scratch, ec);
         return fail(absl::NotFoundError(absl::StrCat("data/", page, ": cannot copy it (run scripts/setup)")));
       }
+    }
+    // Pages like the OCR tests' rendered one: the sample phrases in another order and other faces.
+    std::vector<std::string> phrases = bench::SamplePhrases();
+    for (int k = 0; k < kRenderedChainPages; ++k) {
+      auto page = bench::RenderTextPage(phrases, k);
+      const std::string path = (fs::path(scratch) / absl::StrCat("rendered-", k, ".png")).string();
+      if (!page.ok() || !cv::imwrite(path, *page)) {
+        std::error_code ec;
+        fs::remove_all(scratch, ec);
+        return fail(page.ok() ? absl::InternalError(absl::StrCat("cannot write ", path)) : page.status());
+      }
+      std::rotate(phrases.begin(), phrases.begin() + 5, phrases.end());
     }
     input = scratch;
   }
@@ -371,7 +389,7 @@ CommandFn AddBenchCommand(CLI::App& app) {
                                             "classifier, recogniser) over a folder of pages: sequential, thread per "
                                             "model and Loom, with the ideal");
   chain->add_option("--pipeline", a->chain_pipeline, "The chain as a pipeline YAML")->capture_default_str();
-  chain->add_option("--input", a->chain_input, "Pages: an image, folder or glob (default: the text images in data/)");
+  chain->add_option("--input", a->chain_input, "Pages: an image, folder or glob (default: the 4 text images in data/ and 4 pages of rendered text)");
   chain->add_option("--reps", a->reps, "Timed repetitions")->check(CLI::Range(1, 100))->capture_default_str();
   chain->add_option("--cores", a->cores, "Cores for the engine (0: all usable)")->check(CLI::Range(0, 4096));
   chain->add_option("--json", a->json, "Write the report as JSON to FILE (- for stdout)");

@@ -38,9 +38,17 @@ struct PipelineBenchReport {
   std::map<std::string, NodeTiming> loom_nodes;     // Loom's per-node split, last run
   double host_share = 0;  // Loom's own threads' CPU / the cores' time (median)
   // The chain's ideal: its models' single-thread cost per frame (every run of one pass over the
-  // frames on a one-core engine, one frame at a time, summed from the engine's trace), spread
-  // over the usable cores: usable_cores x 1000 / model_ms_per_frame frames/s.
+  // frames on a one-core engine, one frame at a time, summed from the engine's trace; a pass in
+  // every round, after the strategies; the median), spread over the usable cores:
+  // usable_cores x 1000 / model_ms_per_frame frames/s.
   double model_ms_per_frame = 0;
+  std::vector<double> model_ms_runs;  // per repetition
+  // The same costs measured on every usable core at once (a one-core pipeline per core, each over
+  // the frames): on a machine whose cores share caches and memory bandwidth a run is slower when
+  // its neighbours compute too, and no schedule can beat that. busy_ideal_fps likewise.
+  double busy_model_ms_per_frame = 0;
+  std::vector<double> busy_model_ms_runs;
+  double busy_ideal_fps = 0;
   double ideal_fps = 0;
   std::string plan;
   std::string verdict;

@@ -195,6 +195,12 @@ TEST(CliBench, ChainReportsTheStrategiesAndTheChainsIdeal) {
   EXPECT_GT(model_ms, 0);
   EXPECT_NEAR(j["ideal_fps"].get<double>(), j["usable_cores"].get<int>() * 1000.0 / model_ms, 1e-6);
   EXPECT_NE(j["verdict"].get<std::string>().find("of ideal"), std::string::npos);
+  // Measured in every repetition: alone on one core, and on every core at once.
+  EXPECT_EQ(j["model_ms_runs"].size(), 1u);
+  EXPECT_EQ(j["busy_model_ms_runs"].size(), 1u);
+  const double busy_ms = j["busy_model_ms_per_frame"].get<double>();
+  EXPECT_GT(busy_ms, 0);
+  EXPECT_NEAR(j["busy_ideal_fps"].get<double>(), j["usable_cores"].get<int>() * 1000.0 / busy_ms, 1e-6);
   // Every node of the chain has its split: own compute, model wait, core wait.
   for (const char* node : {"det", "boxes", "crops", "cls", "upright", "rec", "text"}) {
     EXPECT_TRUE(j["loom_nodes"].contains(node)) << node;

@@ -8,13 +8,13 @@
 #include <sstream>
 
 #include <gtest/gtest.h>
-#include <opencv2/freetype.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_split.h"
+#include "bench/text_pages.h"
 #include "tests/test_util.h"
 
 namespace loom {
@@ -150,30 +150,11 @@ TEST(Annotate, AFaceShowsItsScoreAndLandmarks) {
 // Words and short lines rendered with TrueType fonts (Debian's fonts-dejavu-core) at several
 // sizes; at least 90% of the words come back exactly.
 TEST(OcrPipeline, ReadsRenderedTextInSeveralFontsAndSizes) {
-  const std::vector<std::string> phrases = {
-      "Loom runs many models", "invoice 2026", "hello world", "Debian bookworm",
-      "ONNX Runtime", "throughput", "latency", "batch size 8", "four cores", "video frame 42",
-      "parallel threads", "shared pool", "Deadline exceeded", "quick brown fox", "jumps over",
-      "the lazy dog", "Monday morning", "street 17", "green light", "open source",
-      "river bank", "coffee", "November 22", "last line"};
-  const char* fonts[] = {"DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf",
-                         "DejaVuSans-Bold.ttf", "DejaVuSerif-Bold.ttf"};
-  const int sizes[] = {22, 28, 34, 40};
-  const int line_height = 64;
-  cv::Mat page(static_cast<int>(phrases.size()) * line_height + 40, 760, CV_8UC3, cv::Scalar(255, 255, 255));
-  std::map<std::string, cv::Ptr<cv::freetype::FreeType2>> loaded;
-  for (size_t i = 0; i < phrases.size(); ++i) {
-    const std::string font = std::string("/usr/share/fonts/truetype/dejavu/") + fonts[i % 5];
-    if (!loaded.count(font)) {
-      loaded[font] = cv::freetype::createFreeType2();
-      loaded[font]->loadFontData(font, 0);
-    }
-    loaded[font]->putText(page, phrases[i],
-                          cv::Point(30 + static_cast<int>(i % 3) * 40, 20 + static_cast<int>(i) * line_height),
-                          sizes[i % 4], cv::Scalar(0, 0, 0), -1, cv::LINE_AA, false);
-  }
+  const std::vector<std::string>& phrases = bench::SamplePhrases();
+  auto page = bench::RenderTextPage(phrases);
+  ASSERT_TRUE(page.ok()) << page.status();
   ScratchDir dir;
-  ASSERT_TRUE(cv::imwrite(dir.Path("page.png"), page));
+  ASSERT_TRUE(cv::imwrite(dir.Path("page.png"), *page));
   auto records = Records(PipelinePath("ocr.yaml"), {.input = dir.Path("page.png")});
   ASSERT_TRUE(records.ok()) << records.status();
   std::multiset<std::string> read;
@@ -200,6 +181,13 @@ TEST(OcrPipeline, ReadsRenderedTextInSeveralFontsAndSizes) {
   EXPECT_GE(found * 10, total * 9) << found << "/" << total << " words; missed:" << missed
                                    << "\n--- read:\n" << all;
   std::cerr << "rendered text: " << found << "/" << total << " words read exactly\n";
+}
+
+TEST(OcrPipeline, RenderingWithoutTheFontsNamesTheMissingFile) {
+  auto page = bench::RenderTextPage(bench::SamplePhrases(), 0, "/nonexistent/fonts");
+  ASSERT_FALSE(page.ok());
+  EXPECT_EQ(page.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(page.status().message().find("/nonexistent/fonts/DejaVuSans.ttf"), std::string::npos) << page.status();
 }
 
 TEST(FacesPipeline, FindsTheFaceInMessi5InsideItsRegion) {
