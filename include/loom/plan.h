@@ -25,6 +25,9 @@ struct ModelCost {
   double weight = 1.0;  // share of the request mix
   // (threads, median milliseconds per batch-1 request on that many pinned cores), threads ascending.
   std::vector<std::pair<int, double>> ms_by_threads;
+  // Elements of the measured request's inputs (0: unknown). A model with dynamic dims costs more
+  // on larger inputs: the scheduler scales the runs it times to this size before comparing them.
+  int64_t input_elements = 0;
   double MsAt(int threads) const;  // the measured value; LOOM_CHECKs it was measured
 };
 

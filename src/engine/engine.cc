@@ -98,6 +98,12 @@ absl::Status RunPinned(const std::vector<int>& cpus, const std::function<absl::S
 
 // Median milliseconds per run of `inputs` on `session` (one warm-up run first), on the calling
 // thread.
+int64_t InputElements(const NamedTensors& inputs) {
+  int64_t n = 0;
+  for (const NamedTensor& t : inputs) n += t.tensor.element_count();
+  return n;
+}
+
 absl::StatusOr<double> TimeRuns(Session& session, const NamedTensors& inputs, int runs) {
   LOOM_RETURN_IF_ERROR(session.Run(inputs).status());  // warm-up
   std::vector<double> ms;
@@ -417,6 +423,7 @@ absl::StatusOr<EnginePlan> Engine::Impl::Plan(const std::vector<std::shared_ptr<
       return absl::Status(ms.status().code(), absl::StrCat("measuring model '", model, "': ", ms.status().message()));
     }
     costs[model].model = model;
+    costs[model].input_elements = InputElements(inputs);
     costs[model].ms_by_threads.emplace_back(threads, *ms);
     std::sort(costs[model].ms_by_threads.begin(), costs[model].ms_by_threads.end());
     return *ms;
@@ -498,6 +505,7 @@ sched::ModelSpec Engine::Impl::SpecFor(const ModelEntry& m, const EnginePlan& pl
       if (t == narrow_threads) spec.narrow_ms = ms;
       if (!plan.groups.empty() && t == plan.groups[0].threads) spec.wide_ms = ms;
     }
+    spec.measured_elements = it->second.input_elements;
   }
   return spec;
 }
@@ -692,7 +700,7 @@ absl::Status Engine::Impl::Replan(std::vector<std::shared_ptr<const ModelEntry>>
   LOOM_RETURN_IF_ERROR(scheduler->Reconfigure(*layout));
   for (const auto& e : entries) {  // batching and priors for the new widths
     const sched::ModelSpec spec = SpecFor(*e, *plan, *layout);
-    scheduler->ConfigureModel(e->id, spec.batching, spec.narrow_ms, spec.wide_ms);
+    scheduler->ConfigureModel(e->id, spec.batching, spec.narrow_ms, spec.wide_ms, spec.measured_elements);
   }
   sessions = std::move(made);
   {
@@ -751,6 +759,7 @@ absl::Status Engine::AddModel(ModelConfig config) {
       return RunPinned(cpus, [&]() -> absl::Status {
         LOOM_ASSIGN_OR_RETURN(double ms, TimeRuns(session, inputs, impl.options.measure_runs));
         cost.ms_by_threads.emplace_back(static_cast<int>(cpus.size()), ms);
+        cost.input_elements = InputElements(inputs);
         return absl::OkStatus();
       });
     };

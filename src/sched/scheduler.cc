@@ -52,6 +52,12 @@ const std::vector<uint64_t>& MicrosecondBounds() {
   return *bounds;
 }
 
+int64_t InputElements(const Request& request) {
+  int64_t n = 0;
+  for (const NamedTensor& t : request.inputs) n += t.tensor.element_count();
+  return n;
+}
+
 const std::vector<uint64_t>& RowBounds() {
   static const auto* bounds = new std::vector<uint64_t>{1, 2, 3, 4, 6, 8, 12, 16, 32, 64, 128, 256};
   return *bounds;
@@ -138,11 +144,13 @@ int Scheduler::AddModel(ModelSpec spec) {
   return static_cast<int>(slots_.size()) - 1;
 }
 
-void Scheduler::ConfigureModel(int model, const BatchingConfig& batching, double narrow_ms, double wide_ms) {
+void Scheduler::ConfigureModel(int model, const BatchingConfig& batching, double narrow_ms, double wide_ms,
+                               int64_t measured_elements) {
   std::lock_guard<std::mutex> lock(mu_);
   Slot* slot = FindSlot(model);
   if (!slot) return;
   slot->spec.batching = batching;
+  slot->spec.measured_elements = measured_elements;
   ModeState& m = *slot->mode;
   SeedMode(narrow_ms, wide_ms, options_.switch_margin, m.group_workers, m.narrow_alone_ms,
            m.narrow_loaded_ms, m.wide_ms, m.wide_alone, m.wide_loaded);
@@ -507,9 +515,15 @@ bool Scheduler::ChooseWide(Slot& slot, int group, bool alone) {
   return preferred;
 }
 
-void Scheduler::RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, int64_t rows, int group) {
+void Scheduler::RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, int64_t rows, int64_t elements,
+                          int group) {
   ModeState& m = *slot.mode;
-  const double ms = static_cast<double>(compute_us) / 1000.0 / static_cast<double>(std::max<int64_t>(rows, 1));
+  // ms per measured-size request where that size is known (runs of different shapes then compare),
+  // else ms per row.
+  const double per = slot.spec.measured_elements > 0 && elements > 0
+                         ? static_cast<double>(slot.spec.measured_elements) / static_cast<double>(elements)
+                         : 1.0 / static_cast<double>(std::max<int64_t>(rows, 1));
+  const double ms = static_cast<double>(compute_us) / 1000.0 * per;
   if (plan.wide) {
     Ewma(plan.alone ? m.wide_ms : m.wide_loaded_ms, ms);
     ++m.wide_runs;
@@ -553,8 +567,11 @@ void Scheduler::RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, i
 void Scheduler::RunBatch(int w, Batch batch, std::unique_lock<std::mutex>& lock) {
   Worker& me = *workers_[static_cast<size_t>(w)];
   Slot& slot = *slots_[static_cast<size_t>(batch.model)];
-  int64_t rows = 0;
-  for (const auto& r : batch.requests) rows += r->rows;
+  int64_t rows = 0, elements = 0;
+  for (const auto& r : batch.requests) {
+    rows += r->rows;
+    elements += InputElements(*r);
+  }
   const int g = me.config.group;
   slot.running += rows;  // keeps the slot (RemoveModel waits) through the assembly and the run
   RunPlan plan;
@@ -614,7 +631,7 @@ void Scheduler::RunBatch(int w, Batch batch, std::unique_lock<std::mutex>& lock)
   Occupy(-plan.threads);
   me.busy_us += compute_us;
   ++me.runs;
-  RecordRun(slot, plan, compute_us, rows, g);
+  RecordRun(slot, plan, compute_us, rows, elements, g);
   if (wide) {
     Group& group = groups_[static_cast<size_t>(g)];
     group.assembling = -1;
@@ -778,7 +795,8 @@ std::optional<absl::StatusOr<InferResult>> Scheduler::TryRunInline(int model, Re
 
   lock.lock();
   Occupy(-plan.threads);
-  RecordRun(*slot, plan, compute_us, request.rows, workers_[static_cast<size_t>(worker)]->config.group);
+  RecordRun(*slot, plan, compute_us, request.rows, InputElements(request),
+            workers_[static_cast<size_t>(worker)]->config.group);
   for (int w : claimed) {
     Worker& c = *workers_[static_cast<size_t>(w)];
     c.state = WorkerState::kIdle;

@@ -65,8 +65,12 @@ struct ModelSpec {
   int capacity = 1024;
   std::vector<std::shared_ptr<Session>> narrow;  // by worker index; null: not served there
   std::vector<std::shared_ptr<Session>> wide;    // by group index; null: no wide runs there
-  // Measured ms per batch-1 request, to seed the narrow/wide choice (0: unknown).
+  // Measured ms per batch-1 request, to seed the narrow/wide choice (0: unknown), and the elements
+  // of that request's inputs (0: unknown). Where it is known, every run's time is scaled to a
+  // request of that size (ms x measured_elements / the run's input elements) before the widths
+  // are compared, so that runs of a model with dynamic dims compare like with like; else ms per row.
   double narrow_ms = 0, wide_ms = 0;
+  int64_t measured_elements = 0;
 };
 
 struct SchedulerOptions {
@@ -124,7 +128,8 @@ class Scheduler {
   // Registers a model; returns its id (ids are never reused). May be called before or after Start.
   int AddModel(ModelSpec spec);
   // Replaces a model's batching and the measured priors of its narrow/wide choice.
-  void ConfigureModel(int model, const BatchingConfig& batching, double narrow_ms, double wide_ms);
+  void ConfigureModel(int model, const BatchingConfig& batching, double narrow_ms, double wide_ms,
+                      int64_t measured_elements = 0);
   // Refuses new requests for `model` (UNAVAILABLE), runs every accepted one, then drops the model
   // and releases its sessions. Blocks until then. FAILED_PRECONDITION from a worker thread.
   absl::Status RemoveModel(int model);
@@ -263,7 +268,8 @@ class Scheduler {
   bool PartnersIdle(int w) const;
   bool QueuesEmptyFor(int w) const;
   bool ChooseWide(Slot& slot, int group, bool alone);
-  void RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, int64_t rows, int group);
+  // `elements`: the run's input elements, all requests (see ModelSpec::measured_elements).
+  void RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, int64_t rows, int64_t elements, int group);
   void GrantLeases();
   void Occupy(int threads);
   Slot* FindSlot(int model) const;

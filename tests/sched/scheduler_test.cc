@@ -54,7 +54,9 @@ class FakeSession final : public Session {
     const float first = inputs[0].tensor.data_as<float>()[0];
     if (first == kThrow) throw std::runtime_error("backend exploded");
     if (first == kFail) return absl::InternalError("model 'fake': run failed on purpose");
-    if (const microseconds cost = cost_.load(); cost.count() > 0) clock_->Advance(cost);
+    if (const microseconds cost = cost_.load(); cost.count() > 0) {
+      clock_->Advance(per_element_ ? cost * inputs[0].tensor.element_count() : cost);
+    }
     Tensor y = inputs[0].tensor.Clone();
     for (int64_t i = 0; i < y.element_count(); ++i) y.data_as<float>()[i] += 1;
     return NamedTensors{{"y", y}};
@@ -76,6 +78,11 @@ class FakeSession final : public Session {
     gate_.reset();
   }
   void set_cost(microseconds cost) { cost_ = cost; }
+  // From now on a run costs `cost` per input element (a model with dynamic dims).
+  void set_cost_per_element(microseconds cost) {
+    per_element_ = true;
+    cost_ = cost;
+  }
   const std::string& tag() const { return tag_; }
 
   static constexpr float kThrow = -1000, kFail = -2000;
@@ -84,6 +91,7 @@ class FakeSession final : public Session {
   ModelInfo info_;
   FakeClock* clock_;
   std::atomic<microseconds> cost_;
+  std::atomic<bool> per_element_{false};
   std::string tag_;
   mutable std::mutex mu_;
   std::vector<int64_t> runs_;
@@ -119,8 +127,9 @@ struct Harness {
   // A model served by every worker with fake narrow sessions (and a wide one per group).
   int Model(const std::string& name, BatchingConfig batching, int capacity = 1024,
             microseconds narrow_cost = microseconds(0), microseconds wide_cost = microseconds(0),
-            bool wide = false) {
+            bool wide = false, int64_t measured_elements = 0) {
     ModelSpec spec;
+    spec.measured_elements = measured_elements;
     spec.name = name;
     spec.batching = batching;
     spec.capacity = capacity;
@@ -529,6 +538,38 @@ TEST(Scheduler, AChoiceFollowsTheMeasuredRunsWithoutThrashing) {
   EXPECT_NE(history[0].text.find("alone: now narrow"), std::string::npos) << history[0].text;
   EXPECT_LE(wide_after, 3) << "only exploration still tries wide";
   EXPECT_NE(h.scheduler->DescribeModes().find("alone: narrow"), std::string::npos) << h.scheduler->DescribeModes();
+}
+
+// A model with dynamic dims: requests 16x larger than the measured one. Wide is faster at every
+// size (2.5 ms per element against 4 narrow); compared per row, the large wide runs would look
+// 10x slower than the small narrow measurement and the choice would flip to narrow. Scaled to
+// the measured size they compare like with like, and wide stays.
+TEST(Scheduler, RunsOfAnotherSizeAreComparedAtTheMeasuredSize) {
+  for (const int64_t measured_elements : {int64_t{2}, int64_t{0}}) {
+    SchedulerOptions options;
+    options.explore_every = 4;
+    options.min_switch_interval = milliseconds(100);
+    Harness h(2, /*group=*/true, options);
+    const int m = h.Model("dyn", Batching(1, microseconds(0)), 1024, milliseconds(8), milliseconds(5), true,
+                          measured_elements);
+    for (auto& s : h.narrow) s->set_cost_per_element(milliseconds(4));
+    h.wide_session->set_cost_per_element(microseconds(2500));
+    h.scheduler->Start();
+    int wide = 0;
+    for (int i = 0; i < 40; ++i) {
+      auto r = h.Submit(m, 1, 32).get();
+      ASSERT_TRUE(r.ok());
+      wide += r->threads == 2;
+    }
+    const auto history = h.scheduler->ModeHistory();
+    if (measured_elements > 0) {
+      EXPECT_TRUE(history.empty()) << history[0].text;
+      EXPECT_GE(wide, 30) << "wide, but for the explorations";
+    } else {
+      ASSERT_FALSE(history.empty()) << "per row, the larger runs are mistaken for slower ones";
+      EXPECT_NE(history[0].text.find("alone: now narrow"), std::string::npos) << history[0].text;
+    }
+  }
 }
 
 TEST(Scheduler, ExploringAMuchWorseWidthHappensLessOften) {
