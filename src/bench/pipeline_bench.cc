@@ -28,6 +28,8 @@ absl::StatusOr<T> OnCpu(int cpu, const std::function<absl::StatusOr<T>()>& f) {
       result = pinned.ok() ? f() : absl::StatusOr<T>(pinned);
     } catch (const std::exception& e) {
       result = absl::InternalError(absl::StrCat("cpu ", cpu, ": ", e.what()));
+    } catch (...) {
+      result = absl::InternalError(absl::StrCat("cpu ", cpu, ": an unknown exception"));
     }
   });
   thread.join();
@@ -79,13 +81,20 @@ absl::StatusOr<double> ModelMsPerFrame(Pipeline& pipeline) {
 absl::StatusOr<double> BusyModelMsPerFrame(const std::vector<std::unique_ptr<Pipeline>>& per_core,
                                            const std::vector<int>& cpus) {
   std::vector<absl::StatusOr<double>> ms(per_core.size(), absl::InternalError("not run"));
-  std::vector<std::thread> threads;
-  for (size_t i = 0; i < per_core.size(); ++i) {
-    threads.emplace_back([&, i] {
-      ms[i] = OnCpu<double>(cpus[i], [&] { return ModelMsPerFrame(*per_core[i]); });
-    });
+  {
+    std::vector<std::jthread> threads;  // joined on every way out of this block
+    threads.reserve(per_core.size());
+    for (size_t i = 0; i < per_core.size(); ++i) {
+      threads.emplace_back([&, i] {
+        try {
+          absl::Status pinned = PinCurrentThread({cpus[i]});
+          ms[i] = pinned.ok() ? ModelMsPerFrame(*per_core[i]) : absl::StatusOr<double>(pinned);
+        } catch (...) {
+          ms[i] = absl::InternalError(absl::StrCat("cpu ", cpus[i], ": an exception while timing"));
+        }
+      });
+    }
   }
-  for (std::thread& t : threads) t.join();
   double sum = 0;
   for (const auto& m : ms) {
     LOOM_RETURN_IF_ERROR(m.status());
@@ -159,7 +168,7 @@ absl::StatusOr<PipelineBenchReport> RunPipelineBench(const std::string& file, co
         return absl::FailedPreconditionError("the source gave no frame to time");
       }
       report.frames = summary.frames;
-      report.usable_cores = summary.usable_cores;
+      report.usable_cores = static_cast<int>(cpus.size());  // the cores the engine and the ideal use
       if (rep == 0) continue;
       fps[i].push_back(static_cast<double>(summary.frames) / summary.wall_s);
       if (strategies[i].strategy == PipelineStrategy::kLoom) {
@@ -169,7 +178,8 @@ absl::StatusOr<PipelineBenchReport> RunPipelineBench(const std::string& file, co
       }
     }
     if (options.progress) options.progress(rep, "ideal (one core)");
-    LOOM_ASSIGN_OR_RETURN(double model_ms, ModelMsPerFrame(*per_core[0]));
+    LOOM_ASSIGN_OR_RETURN(double model_ms,
+                          OnCpu<double>(cpus[0], [&] { return ModelMsPerFrame(*per_core[0]); }));
     if (options.progress) options.progress(rep, "ideal (every core)");
     LOOM_ASSIGN_OR_RETURN(double busy_ms, BusyModelMsPerFrame(per_core, cpus));
     if (rep > 0) {

@@ -96,14 +96,15 @@ absl::Status RunPinned(const std::vector<int>& cpus, const std::function<absl::S
   return status;
 }
 
-// Median milliseconds per run of `inputs` on `session` (one warm-up run first), on the calling
-// thread.
+// Elements of all `inputs`.
 int64_t InputElements(const NamedTensors& inputs) {
   int64_t n = 0;
   for (const NamedTensor& t : inputs) n += t.tensor.element_count();
   return n;
 }
 
+// Median milliseconds per run of `inputs` on `session` (one warm-up run first), on the calling
+// thread.
 absl::StatusOr<double> TimeRuns(Session& session, const NamedTensors& inputs, int runs) {
   LOOM_RETURN_IF_ERROR(session.Run(inputs).status());  // warm-up
   std::vector<double> ms;
@@ -554,7 +555,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::vector<ModelConfig> 
   }
   for (const auto& [name, cost] : impl->costs) {
     for (ModelCost& c : plan.costs) {
-      if (c.model == name) c.ms_by_threads = cost.ms_by_threads;
+      if (c.model == name) {
+        c.ms_by_threads = cost.ms_by_threads;
+        c.input_elements = cost.input_elements;
+      }
     }
   }
   LOOM_ASSIGN_OR_RETURN(sched::Scheduler::Layout layout, impl->BuildLayout(plan, const_entries, made));
@@ -687,7 +691,10 @@ absl::Status Engine::Impl::Replan(std::vector<std::shared_ptr<const ModelEntry>>
   scheduler->ReleaseWorkers(all);
   if (!layout.ok()) return layout.status();
   for (ModelCost& c : plan->costs) {
-    if (auto it = costs.find(c.model); it != costs.end()) c.ms_by_threads = it->second.ms_by_threads;
+    if (auto it = costs.find(c.model); it != costs.end()) {
+      c.ms_by_threads = it->second.ms_by_threads;
+      c.input_elements = it->second.input_elements;
+    }
   }
   {
     std::lock_guard<std::mutex> lock(plan_mu);

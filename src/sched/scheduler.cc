@@ -67,7 +67,8 @@ const std::vector<uint64_t>& RowBounds() {
 
 // The narrow/wide choice of one model (see the header). Requires mu_.
 struct Scheduler::ModeState {
-  // EWMAs, ms per row. Wide runs alone and under load apart too: under load a wide run shares
+  // EWMAs, ms per request of the measured size (ModelSpec::measured_elements), or per row where
+  // that is unknown. Wide runs alone and under load apart too: under load a wide run shares
   // memory bandwidth with the runs around it and is slower, and that must not decide the lone case.
   double narrow_alone_ms = 0, narrow_loaded_ms = 0, wide_ms = 0 /* alone */, wide_loaded_ms = 0;
   double WideLoaded() const { return wide_loaded_ms > 0 ? wide_loaded_ms : wide_ms; }
@@ -519,7 +520,8 @@ void Scheduler::RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, i
                           int group) {
   ModeState& m = *slot.mode;
   // ms per measured-size request where that size is known (runs of different shapes then compare),
-  // else ms per row.
+  // else ms per row. An empty run says nothing about the cost of a measured-size one.
+  if (slot.spec.measured_elements > 0 && elements <= 0) return;
   const double per = slot.spec.measured_elements > 0 && elements > 0
                          ? static_cast<double>(slot.spec.measured_elements) / static_cast<double>(elements)
                          : 1.0 / static_cast<double>(std::max<int64_t>(rows, 1));
@@ -773,7 +775,13 @@ std::optional<absl::StatusOr<InferResult>> Scheduler::TryRunInline(int model, Re
   Occupy(plan.threads);
   // Where the run happens: on the claimed cores if it is long enough to be worth the move.
   const ModeState& mode = *slot->mode;
-  const double expected_ms = plan.wide ? mode.wide_ms : std::max(mode.narrow_alone_ms, mode.narrow_loaded_ms);
+  // The mode's figures are per measured-size request (else per row): scaled to this request.
+  const int64_t elements = InputElements(request);
+  const double scale = slot->spec.measured_elements > 0 && elements > 0
+                           ? static_cast<double>(elements) / static_cast<double>(slot->spec.measured_elements)
+                           : static_cast<double>(std::max<int64_t>(request.rows, 1));
+  const double expected_ms =
+      scale * (plan.wide ? mode.wide_ms : std::max(mode.narrow_alone_ms, mode.narrow_loaded_ms));
   std::vector<int> pin_to;
   if (options_.pin_workers && !claimed.empty() && (expected_ms <= 0 || expected_ms >= options_.pin_inline_over_ms)) {
     for (int w : claimed) {

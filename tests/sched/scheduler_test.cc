@@ -564,7 +564,9 @@ TEST(Scheduler, RunsOfAnotherSizeAreComparedAtTheMeasuredSize) {
     const auto history = h.scheduler->ModeHistory();
     if (measured_elements > 0) {
       EXPECT_TRUE(history.empty()) << history[0].text;
-      EXPECT_GE(wide, 30) << "wide, but for the explorations";
+      // 40 minus every 4th (exploration); a request the partner takes while this worker is still
+      // delivering its answer counts as under load and may run narrow too: a margin for those.
+      EXPECT_GE(wide, 24) << "wide, but for the explorations";
     } else {
       ASSERT_FALSE(history.empty()) << "per row, the larger runs are mistaken for slower ones";
       EXPECT_NE(history[0].text.find("alone: now narrow"), std::string::npos) << history[0].text;
