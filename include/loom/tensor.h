@@ -133,6 +133,9 @@ struct NamedTensor {
 };
 using NamedTensors = std::vector<NamedTensor>;
 
+// Elements of all the tensors together (validated tensors: their shapes were checked).
+int64_t ElementCount(const NamedTensors& tensors);
+
 template <typename T>
 constexpr DType DTypeOf() {
   if constexpr (std::is_same_v<T, float>) return DType::kFloat32;

@@ -17,22 +17,27 @@ namespace loom::bench {
 
 namespace {
 
+// Pins the calling thread to `cpu` and runs `f` there; an exception becomes an error.
+template <typename T>
+absl::StatusOr<T> PinnedCall(int cpu, const std::function<absl::StatusOr<T>()>& f) {
+  try {
+    absl::Status pinned = PinCurrentThread({cpu});
+    return pinned.ok() ? f() : absl::StatusOr<T>(pinned);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("cpu ", cpu, ": ", e.what()));
+  } catch (...) {
+    return absl::InternalError(absl::StrCat("cpu ", cpu, ": an unknown exception"));
+  }
+}
+
 // Runs `f` on a thread of its own pinned to `cpu` (an engine made there takes that cpu as its
 // first usable one), and returns its answer.
 template <typename T>
 absl::StatusOr<T> OnCpu(int cpu, const std::function<absl::StatusOr<T>()>& f) {
   absl::StatusOr<T> result = absl::InternalError("not run");
-  std::thread thread([&] {
-    try {
-      absl::Status pinned = PinCurrentThread({cpu});
-      result = pinned.ok() ? f() : absl::StatusOr<T>(pinned);
-    } catch (const std::exception& e) {
-      result = absl::InternalError(absl::StrCat("cpu ", cpu, ": ", e.what()));
-    } catch (...) {
-      result = absl::InternalError(absl::StrCat("cpu ", cpu, ": an unknown exception"));
-    }
-  });
-  thread.join();
+  {
+    std::jthread thread([&] { result = PinnedCall(cpu, f); });
+  }  // joined here
   return result;
 }
 
@@ -86,12 +91,7 @@ absl::StatusOr<double> BusyModelMsPerFrame(const std::vector<std::unique_ptr<Pip
     threads.reserve(per_core.size());
     for (size_t i = 0; i < per_core.size(); ++i) {
       threads.emplace_back([&, i] {
-        try {
-          absl::Status pinned = PinCurrentThread({cpus[i]});
-          ms[i] = pinned.ok() ? ModelMsPerFrame(*per_core[i]) : absl::StatusOr<double>(pinned);
-        } catch (...) {
-          ms[i] = absl::InternalError(absl::StrCat("cpu ", cpus[i], ": an exception while timing"));
-        }
+        ms[i] = PinnedCall<double>(cpus[i], [&] { return ModelMsPerFrame(*per_core[i]); });
       });
     }
   }

@@ -121,6 +121,12 @@ absl::Status CheckShape(DType dtype, const Shape& shape, const TensorLimits& lim
   return CheckedElementCount(dtype, shape, limits).status();
 }
 
+int64_t ElementCount(const NamedTensors& tensors) {
+  int64_t n = 0;
+  for (const NamedTensor& t : tensors) LOOM_CHECK(!__builtin_add_overflow(n, t.tensor.element_count(), &n));
+  return n;
+}
+
 int64_t ElementCount(const Shape& shape) {
   int64_t n = 1;
   for (int64_t d : shape) {

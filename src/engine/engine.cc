@@ -96,13 +96,6 @@ absl::Status RunPinned(const std::vector<int>& cpus, const std::function<absl::S
   return status;
 }
 
-// Elements of all `inputs`.
-int64_t InputElements(const NamedTensors& inputs) {
-  int64_t n = 0;
-  for (const NamedTensor& t : inputs) n += t.tensor.element_count();
-  return n;
-}
-
 // Median milliseconds per run of `inputs` on `session` (one warm-up run first), on the calling
 // thread.
 absl::StatusOr<double> TimeRuns(Session& session, const NamedTensors& inputs, int runs) {
@@ -424,7 +417,7 @@ absl::StatusOr<EnginePlan> Engine::Impl::Plan(const std::vector<std::shared_ptr<
       return absl::Status(ms.status().code(), absl::StrCat("measuring model '", model, "': ", ms.status().message()));
     }
     costs[model].model = model;
-    costs[model].input_elements = InputElements(inputs);
+    costs[model].input_elements = ElementCount(inputs);
     costs[model].ms_by_threads.emplace_back(threads, *ms);
     std::sort(costs[model].ms_by_threads.begin(), costs[model].ms_by_threads.end());
     return *ms;
@@ -766,7 +759,7 @@ absl::Status Engine::AddModel(ModelConfig config) {
       return RunPinned(cpus, [&]() -> absl::Status {
         LOOM_ASSIGN_OR_RETURN(double ms, TimeRuns(session, inputs, impl.options.measure_runs));
         cost.ms_by_threads.emplace_back(static_cast<int>(cpus.size()), ms);
-        cost.input_elements = InputElements(inputs);
+        cost.input_elements = ElementCount(inputs);
         return absl::OkStatus();
       });
     };

@@ -52,12 +52,6 @@ const std::vector<uint64_t>& MicrosecondBounds() {
   return *bounds;
 }
 
-int64_t InputElements(const Request& request) {
-  int64_t n = 0;
-  for (const NamedTensor& t : request.inputs) n += t.tensor.element_count();
-  return n;
-}
-
 const std::vector<uint64_t>& RowBounds() {
   static const auto* bounds = new std::vector<uint64_t>{1, 2, 3, 4, 6, 8, 12, 16, 32, 64, 128, 256};
   return *bounds;
@@ -572,7 +566,7 @@ void Scheduler::RunBatch(int w, Batch batch, std::unique_lock<std::mutex>& lock)
   int64_t rows = 0, elements = 0;
   for (const auto& r : batch.requests) {
     rows += r->rows;
-    elements += InputElements(*r);
+    elements += ElementCount(r->inputs);
   }
   const int g = me.config.group;
   slot.running += rows;  // keeps the slot (RemoveModel waits) through the assembly and the run
@@ -776,7 +770,7 @@ std::optional<absl::StatusOr<InferResult>> Scheduler::TryRunInline(int model, Re
   // Where the run happens: on the claimed cores if it is long enough to be worth the move.
   const ModeState& mode = *slot->mode;
   // The mode's figures are per measured-size request (else per row): scaled to this request.
-  const int64_t elements = InputElements(request);
+  const int64_t elements = ElementCount(request.inputs);
   const double scale = slot->spec.measured_elements > 0 && elements > 0
                            ? static_cast<double>(elements) / static_cast<double>(slot->spec.measured_elements)
                            : static_cast<double>(std::max<int64_t>(request.rows, 1));
@@ -803,7 +797,7 @@ std::optional<absl::StatusOr<InferResult>> Scheduler::TryRunInline(int model, Re
 
   lock.lock();
   Occupy(-plan.threads);
-  RecordRun(*slot, plan, compute_us, request.rows, InputElements(request),
+  RecordRun(*slot, plan, compute_us, request.rows, ElementCount(request.inputs),
             workers_[static_cast<size_t>(worker)]->config.group);
   for (int w : claimed) {
     Worker& c = *workers_[static_cast<size_t>(w)];
