@@ -26,6 +26,11 @@ struct SubmitOptions {
   // Set to true by the caller, from any thread, to withdraw the request: if it has not started
   // it is answered CANCELLED without running (a request already running completes normally).
   std::shared_ptr<const std::atomic<bool>> cancelled = nullptr;
+  // Callback Submit only: when a worker serving the model is idle and nothing is queued for it,
+  // run the request on the calling thread with that worker's session, as Infer does, and call
+  // `done` there before Submit returns; otherwise queue it as usual. For a caller whose thread may
+  // spend one run of the model (a server's I/O thread), not one that must never block.
+  bool run_inline_when_idle = false;
 };
 
 struct InferResult {

@@ -581,9 +581,9 @@ Engine::~Engine() {
 
 void Engine::Submit(const std::string& model, NamedTensors inputs, const SubmitOptions& options,
                     InferCallback done) {
-  auto answer = [&](absl::Status status) {
+  auto answer = [&](absl::StatusOr<InferResult> result) {
     try {
-      done(std::move(status));
+      done(std::move(result));
     } catch (...) {
       Log().error("an inference callback threw; the exception was dropped");
     }
@@ -601,15 +601,14 @@ void Engine::Submit(const std::string& model, NamedTensors inputs, const SubmitO
     (*request)->deadline = SaturatingAdd(Clock::now(), (*m)->default_timeout);
   }
   (*request)->cancelled = options.cancelled;
+  if (options.run_inline_when_idle && (*request)->deadline > Clock::now() && !(*request)->Withdrawn()) {
+    if (auto inline_result = impl_->scheduler->TryRunInline((*m)->id, **request)) return answer(std::move(*inline_result));
+  }
   (*request)->done = std::move(done);
   absl::Status status = impl_->scheduler->Enqueue((*m)->id, *request, options.block_when_full);
   if (!status.ok()) {  // not accepted: answer here
-    InferCallback callback = std::move((*request)->done);
-    try {
-      callback(std::move(status));
-    } catch (...) {
-      Log().error("an inference callback threw; the exception was dropped");
-    }
+    done = std::move((*request)->done);
+    answer(std::move(status));
   }
 }
 

@@ -405,10 +405,6 @@ void DataPlane::CountRejected(const std::string& model, const std::string& proto
 }
 
 void DataPlane::Infer(InferRequest request, const std::string& protocol, Done done) {
-  InferImpl(std::move(request), protocol, std::move(done), /*sync=*/false);
-}
-
-void DataPlane::InferImpl(InferRequest request, const std::string& protocol, Done done, bool sync) {
   const auto start = Clock::now();
   const std::string model = request.model;
   ++in_flight_;
@@ -436,13 +432,13 @@ void DataPlane::InferImpl(InferRequest request, const std::string& protocol, Don
                                                    request.version.empty() ? "" : " version " + request.version)));
   }
   try {
-    InferKnown(*e, std::move(request), answer, sync);
+    InferKnown(*e, std::move(request), answer);
   } catch (const std::exception& ex) {
     answer(absl::InternalError(absl::StrCat("model '", model, "': ", ex.what())));  // no-op if answered
   }
 }
 
-void DataPlane::InferKnown(const Entry& e, InferRequest request, const Answer& answer, bool sync) {
+void DataPlane::InferKnown(const Entry& e, InferRequest request, const Answer& answer) {
   const std::string& model = e.name;
   if (e.pipeline) {
     if (request.inputs.size() != 1) {
@@ -529,24 +525,21 @@ void DataPlane::InferKnown(const Entry& e, InferRequest request, const Answer& a
                     response.binary = binary;
                     answer(std::move(response));
   };
-  if (sync) {
-    // The caller waits anyway: Engine::Infer runs the request on this thread when a worker of
-    // the model is idle (no hand-off to a worker and back), else queues it and waits.
-    complete(engine_->Infer(model, std::move(inputs), options));
-  } else {
-    engine_->Submit(model, std::move(inputs), options, std::move(complete));
-  }
+  // When a worker of the model is idle the request runs on this thread (no hand-off to a worker
+  // and back): the front ends call from threads that may spend one run.
+  options.run_inline_when_idle = true;
+  engine_->Submit(model, std::move(inputs), options, std::move(complete));
 }
 
 absl::StatusOr<InferResponse> DataPlane::InferSync(InferRequest request, const std::string& protocol) {
   std::mutex mu;
   std::condition_variable cv;
   std::optional<absl::StatusOr<InferResponse>> result;
-  InferImpl(std::move(request), protocol, [&](absl::StatusOr<InferResponse> r) {
+  Infer(std::move(request), protocol, [&](absl::StatusOr<InferResponse> r) {
     std::lock_guard<std::mutex> lock(mu);
     result = std::move(r);
     cv.notify_one();
-  }, /*sync=*/true);
+  });
   std::unique_lock<std::mutex> lock(mu);
   cv.wait(lock, [&] { return result.has_value(); });
   return std::move(*result);

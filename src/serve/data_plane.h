@@ -68,10 +68,12 @@ class DataPlane {
   absl::StatusOr<ModelMetadata> Metadata(const std::string& model, const std::string& version) const;
 
   using Done = std::function<void(absl::StatusOr<InferResponse>)>;
-  // Runs `request`; `done` is called exactly once (on an engine worker, or on this thread). The
-  // request's borrowed tensors must stay valid until then. `protocol` labels the metrics.
+  // Runs `request`; `done` is called exactly once, on an engine worker or on this thread: when a
+  // worker of the model is idle, the request runs here, before Infer returns (a pipeline's
+  // frame may wait here for room). The request's borrowed tensors must stay valid until `done`.
+  // `protocol` labels the metrics.
   void Infer(InferRequest request, const std::string& protocol, Done done);
-  // Infer for a caller that waits: a model's request may run on this very thread (see Engine::Infer).
+  // Infer for a caller that waits for the answer.
   absl::StatusOr<InferResponse> InferSync(InferRequest request, const std::string& protocol);
   // Counts a request the front end refused before it reached Infer (it could not be parsed).
   void CountRejected(const std::string& model, const std::string& protocol, const absl::Status& status);
@@ -100,12 +102,10 @@ class DataPlane {
   explicit DataPlane(DataPlaneOptions options);
   absl::Status LoadLocked(const std::string& name, const std::string& path_or_folder);
   std::shared_ptr<Entry> Find(const std::string& model) const;
-  // Infer; `sync`: the caller blocks until `done`, so the engine may run the request on its thread.
-  void InferImpl(InferRequest request, const std::string& protocol, Done done, bool sync);
   void Finish(const std::string& model, const std::string& protocol, std::chrono::steady_clock::time_point start,
               const absl::Status& status, bool known);
   using Answer = std::function<void(absl::StatusOr<InferResponse>)>;
-  void InferKnown(const Entry& e, InferRequest request, const Answer& answer, bool sync);
+  void InferKnown(const Entry& e, InferRequest request, const Answer& answer);
 
   DataPlaneOptions options_;
   std::unique_ptr<Engine> engine_;

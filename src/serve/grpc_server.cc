@@ -1,7 +1,11 @@
 #include "serve/grpc_server.h"
 
+#include <any>
 #include <atomic>
+#include <deque>
+#include <functional>
 #include <limits>
+#include <shared_mutex>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
@@ -178,74 +182,222 @@ void ToProto(const InferResponse& r, pb::ModelInferResponse& m) {
   }
 }
 
-// One ModelInfer call: parsed, submitted, answered when the engine answers; a cancel from the
-// client marks the request so that the engine drops it if it is still queued.
-class InferReactor final : public grpc::ServerUnaryReactor {
- public:
-  InferReactor(DataPlane& plane, const pb::ModelInferRequest* request, pb::ModelInferResponse* response)
-      : response_(response) {
-    auto parsed = FromProto(*request, plane.limits());
-    if (!parsed.ok()) {
-      plane.CountRejected(request->model_name(), "grpc", parsed.status());
-      Finish(ToGrpc(parsed.status()));
-      return;
-    }
-    parsed->cancelled = cancelled_;
-    // The request message (whose bytes the inputs borrow) lives until OnDone, after Finish.
-    plane.Infer(std::move(*parsed), "grpc", [this](absl::StatusOr<InferResponse> r) {
-      if (r.ok()) ToProto(*r, *response_);
-      Finish(ToGrpc(r.status()));
-    });
-  }
+using AsyncService = pb::GRPCInferenceService::AsyncService;
 
-  void OnCancel() override { cancelled_->store(true); }
-  void OnDone() override { delete this; }
-
- private:
-  pb::ModelInferResponse* response_;
-  std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
+// What the calls of one completion queue share: the service, the queue, and whether new calls
+// may still be asked for (not once the server stops).
+struct Queue {
+  AsyncService* service = nullptr;
+  grpc::ServerCompletionQueue* cq = nullptr;
+  std::shared_mutex* accepting_mu = nullptr;
+  const bool* accepting = nullptr;  // requires accepting_mu
 };
 
-class Service final : public pb::GRPCInferenceService::CallbackService {
+// One call, from the moment its method is asked for on a queue until it is answered and done.
+// Its events come back from the queue as tags (Tag*): arrived (the call came, or not: the server
+// stops), answered (Finish went out) and done (the call ended, or the client cancelled it). It is
+// deleted when both of the last two have come, whichever thread delivers the last one.
+class Call {
  public:
-  explicit Service(DataPlane& plane) : plane_(plane) {}
+  enum class Event { kArrived, kAnswered, kDone };
+  struct Tag {
+    Call* call;
+    Event event;
+  };
 
-  grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* context, const pb::ServerLiveRequest*,
-                                       pb::ServerLiveResponse* response) override {
-    response->set_live(true);
-    return Done(context, absl::OkStatus());
+  virtual ~Call() = default;
+
+  // On the queue's thread.
+  void Handle(Event event, bool ok) {
+    switch (event) {
+      case Event::kArrived:
+        if (!ok) {  // the server stops: this call never came, and no other tag of it will
+          delete this;
+          return;
+        }
+        pending_.store(2);  // answered and done
+        AskForNext();
+        Arrived();
+        return;
+      case Event::kDone:
+        if (context_.IsCancelled()) cancelled_->store(true);  // the engine drops it if still queued
+        return Release();
+      case Event::kAnswered:
+        return Release();
+    }
   }
 
-  grpc::ServerUnaryReactor* ServerReady(grpc::CallbackServerContext* context, const pb::ServerReadyRequest*,
-                                        pb::ServerReadyResponse* response) override {
-    response->set_ready(plane_.Ready());
-    return Done(context, absl::OkStatus());
+ protected:
+  explicit Call(const Queue& queue) : queue_(queue) { context_.AsyncNotifyWhenDone(&done_); }
+  // Asks gRPC for the next call of the same method on the same queue.
+  virtual void AskForNext() = 0;
+  // Handles the call: fills the response, answers (now, or later from any thread).
+  virtual void Arrived() = 0;
+
+  // Whether new calls may be asked for; `ask` runs under the lock, so that the queue is not shut
+  // down between the check and the request.
+  template <typename F>
+  void IfAccepting(F ask) {
+    std::shared_lock<std::shared_mutex> lock(*queue_.accepting_mu);
+    if (*queue_.accepting) ask();
   }
 
-  grpc::ServerUnaryReactor* ModelReady(grpc::CallbackServerContext* context, const pb::ModelReadyRequest* request,
-                                       pb::ModelReadyResponse* response) override {
-    const absl::Status s = plane_.ModelReady(request->name(), request->version());
-    if (s.code() == absl::StatusCode::kNotFound) return Done(context, s);
-    response->set_ready(s.ok());
-    return Done(context, absl::OkStatus());
+  Queue queue_;
+  grpc::ServerContext context_;
+  std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
+  Tag arrived_{this, Event::kArrived}, answered_{this, Event::kAnswered}, done_{this, Event::kDone};
+
+ private:
+  void Release() {
+    if (pending_.fetch_sub(1) == 1) delete this;
+  }
+  std::atomic<int> pending_{0};
+};
+
+// A unary call of one method: its request, its response and the handler that answers it.
+template <typename Request, typename Response>
+class Unary final : public Call {
+ public:
+  using Ask = void (AsyncService::*)(grpc::ServerContext*, Request*, grpc::ServerAsyncResponseWriter<Response>*,
+                                     grpc::CompletionQueue*, grpc::ServerCompletionQueue*, void*);
+  // Fills `call.response` and calls `call.Answer` exactly once, at once or later from any thread.
+  using Handler = std::function<void(Unary& call)>;
+
+  // Asks for the first call of the method on `queue`; each call that comes asks for the next.
+  static void Start(const Queue& queue, Ask ask, const Handler* handler) { (new Unary(queue, ask, handler))->AskNow(); }
+
+  // The first answer goes out; a later one (from a handler that failed after answering) is dropped.
+  void Answer(const absl::Status& status) {
+    if (answered_once_.exchange(true)) return;
+    if (status.ok()) {
+      writer_.Finish(response, grpc::Status::OK, &answered_);
+    } else {
+      writer_.FinishWithError(ToGrpc(status), &answered_);
+    }
+  }
+  const std::shared_ptr<std::atomic<bool>>& cancelled() const { return cancelled_; }
+
+  Request request;
+  Response response;
+
+ private:
+  Unary(const Queue& queue, Ask ask, const Handler* handler) : Call(queue), ask_(ask), handler_(handler) {}
+  void AskNow() { (queue_.service->*ask_)(&context_, &request, &writer_, queue_.cq, queue_.cq, &arrived_); }
+  void AskForNext() override {
+    IfAccepting([&] { (new Unary(queue_, ask_, handler_))->AskNow(); });
+  }
+  void Arrived() override {
+    try {
+      (*handler_)(*this);
+    } catch (const std::exception& e) {  // a handler answers before it could throw, or not at all
+      Answer(absl::InternalError(absl::StrCat("the call failed: ", e.what())));
+    }
   }
 
-  grpc::ServerUnaryReactor* ServerMetadata(grpc::CallbackServerContext* context, const pb::ServerMetadataRequest*,
-                                           pb::ServerMetadataResponse* response) override {
-    const serve::ServerMetadata m = plane_.Metadata();
-    response->set_name(m.name);
-    response->set_version(m.version);
-    for (const std::string& e : m.extensions) response->add_extensions(e);
-    return Done(context, absl::OkStatus());
+  Ask ask_;
+  const Handler* handler_;
+  std::atomic<bool> answered_once_{false};
+  grpc::ServerAsyncResponseWriter<Response> writer_{&context_};
+};
+
+using InferCall = Unary<pb::ModelInferRequest, pb::ModelInferResponse>;
+
+// Handles the events of `cq` until it is shut down and drained.
+void Poll(grpc::ServerCompletionQueue* cq) {
+  void* tag;
+  bool ok;
+  while (cq->Next(&tag, &ok)) {
+    auto* t = static_cast<Call::Tag*>(tag);
+    t->call->Handle(t->event, ok);
+  }
+}
+
+}  // namespace
+
+// The server: gRPC's async API, a completion queue per thread. A thread takes a call's events and
+// handles the call there: metadata is answered at once; an inference is parsed and handed to the
+// data plane, which runs it on this thread when a worker of the model is idle, else queues it and
+// answers from the worker. No hand-off to another gRPC thread on the way.
+struct GrpcServer::Impl {
+  explicit Impl(DataPlane& plane) : plane(plane) {}
+  ~Impl() {
+    for (std::thread& t : threads) t.join();
+    for (std::thread& t : admin_threads) t.join();
   }
 
-  grpc::ServerUnaryReactor* ModelMetadata(grpc::CallbackServerContext* context, const pb::ModelMetadataRequest* request,
-                                          pb::ModelMetadataResponse* response) override {
-    auto m = plane_.Metadata(request->name(), request->version());
-    if (!m.ok()) return Done(context, m.status());
-    response->set_name(m->name);
-    for (const std::string& v : m->versions) response->add_versions(v);
-    response->set_platform(m->platform);
+  void RegisterHandlers();
+  // Loads and unloads take seconds (a model is loaded and measured): they run on a thread of
+  // their own, not on a queue's.
+  template <typename Call>
+  void Admin(Call& call, std::function<absl::Status()> work);
+
+  DataPlane& plane;
+  AsyncService service;
+  std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues;
+  std::unique_ptr<grpc::Server> server;  // destroyed before its queues
+  std::vector<std::thread> threads;
+  std::shared_mutex accepting_mu;
+  bool accepting = true;  // requires accepting_mu
+  std::vector<std::function<void(const Queue&)>> starters;  // one per method: asks for its first call
+  std::deque<std::any> handlers;  // the methods' handlers, at stable addresses
+  std::mutex admin_mu;
+  std::vector<std::thread> admin_threads;  // requires admin_mu; joined at the end
+  int port = 0;
+  bool stopped = false;
+};
+
+template <typename Call>
+void GrpcServer::Impl::Admin(Call& call, std::function<absl::Status()> work) {
+  std::lock_guard<std::mutex> lock(admin_mu);
+  try {
+    admin_threads.emplace_back([&call, work = std::move(work)] {
+      absl::Status s;
+      try {
+        s = work();
+      } catch (const std::exception& e) {
+        s = absl::InternalError(absl::StrCat("repository operation failed: ", e.what()));
+      }
+      call.Answer(s);
+    });
+  } catch (const std::system_error& e) {
+    call.Answer(absl::UnavailableError(absl::StrCat("cannot start the repository operation: ", e.what())));
+  }
+}
+
+void GrpcServer::Impl::RegisterHandlers() {
+  // Registers `handler` for the method that `ask` asks for.
+  auto on = [this](auto ask, auto handler) {
+    using U = std::remove_reference_t<typename decltype(std::function(handler))::argument_type>;
+    const auto* h = std::any_cast<typename U::Handler>(&handlers.emplace_back(typename U::Handler(handler)));
+    starters.push_back([ask, h](const Queue& q) { U::Start(q, ask, h); });
+  };
+  on(&AsyncService::RequestServerLive, [](Unary<pb::ServerLiveRequest, pb::ServerLiveResponse>& c) {
+    c.response.set_live(true);
+    c.Answer(absl::OkStatus());
+  });
+  on(&AsyncService::RequestServerReady, [this](Unary<pb::ServerReadyRequest, pb::ServerReadyResponse>& c) {
+    c.response.set_ready(plane.Ready());
+    c.Answer(absl::OkStatus());
+  });
+  on(&AsyncService::RequestModelReady, [this](Unary<pb::ModelReadyRequest, pb::ModelReadyResponse>& c) {
+    const absl::Status s = plane.ModelReady(c.request.name(), c.request.version());
+    if (s.code() == absl::StatusCode::kNotFound) return c.Answer(s);
+    c.response.set_ready(s.ok());
+    c.Answer(absl::OkStatus());
+  });
+  on(&AsyncService::RequestServerMetadata, [this](Unary<pb::ServerMetadataRequest, pb::ServerMetadataResponse>& c) {
+    const serve::ServerMetadata m = plane.Metadata();
+    c.response.set_name(m.name);
+    c.response.set_version(m.version);
+    for (const std::string& e : m.extensions) c.response.add_extensions(e);
+    c.Answer(absl::OkStatus());
+  });
+  on(&AsyncService::RequestModelMetadata, [this](Unary<pb::ModelMetadataRequest, pb::ModelMetadataResponse>& c) {
+    auto m = plane.Metadata(c.request.name(), c.request.version());
+    if (!m.ok()) return c.Answer(m.status());
+    c.response.set_name(m->name);
+    for (const std::string& v : m->versions) c.response.add_versions(v);
+    c.response.set_platform(m->platform);
     auto add = [](const std::vector<TensorMetadata>& tensors, auto* field) {
       for (const TensorMetadata& t : tensors) {
         auto* out = field->Add();
@@ -254,92 +406,60 @@ class Service final : public pb::GRPCInferenceService::CallbackService {
         for (int64_t d : t.shape) out->add_shape(d);
       }
     };
-    add(m->inputs, response->mutable_inputs());
-    add(m->outputs, response->mutable_outputs());
-    return Done(context, absl::OkStatus());
-  }
-
-  grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext*, const pb::ModelInferRequest* request,
-                                       pb::ModelInferResponse* response) override {
-    return new InferReactor(plane_, request, response);
-  }
-
-  grpc::ServerUnaryReactor* RepositoryIndex(grpc::CallbackServerContext* context, const pb::RepositoryIndexRequest* request,
-                                            pb::RepositoryIndexResponse* response) override {
-    for (const RepositoryEntry& e : plane_.Index(request->ready())) {
-      auto* m = response->add_models();
-      m->set_name(e.name);
-      m->set_version(e.version);
-      m->set_state(e.state);
-      m->set_reason(e.reason);
+    add(m->inputs, c.response.mutable_inputs());
+    add(m->outputs, c.response.mutable_outputs());
+    c.Answer(absl::OkStatus());
+  });
+  on(&AsyncService::RequestModelInfer, [this](InferCall& c) {
+    auto parsed = FromProto(c.request, plane.limits());
+    if (!parsed.ok()) {
+      plane.CountRejected(c.request.model_name(), "grpc", parsed.status());
+      return c.Answer(parsed.status());
     }
-    return Done(context, absl::OkStatus());
-  }
-
-  // Loads and unloads take seconds (a model is loaded and measured): they run on a thread of
-  // their own, not on gRPC's callback threads.
-  grpc::ServerUnaryReactor* RepositoryModelLoad(grpc::CallbackServerContext* context,
-                                                const pb::RepositoryModelLoadRequest* request,
-                                                pb::RepositoryModelLoadResponse*) override {
-    return Admin(context, [this, name = request->model_name()] { return plane_.Load(name); });
-  }
-
-  grpc::ServerUnaryReactor* RepositoryModelUnload(grpc::CallbackServerContext* context,
-                                                  const pb::RepositoryModelUnloadRequest* request,
-                                                  pb::RepositoryModelUnloadResponse*) override {
-    return Admin(context, [this, name = request->model_name()] { return plane_.Unload(name); });
-  }
-
-  ~Service() override {
-    for (std::thread& t : admin_threads_) t.join();
-  }
-
- private:
-  static grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, const absl::Status& s) {
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(ToGrpc(s));
-    return reactor;
-  }
-
-  grpc::ServerUnaryReactor* Admin(grpc::CallbackServerContext* context, std::function<absl::Status()> work) {
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    std::lock_guard<std::mutex> lock(admin_mu_);
-    try {
-      admin_threads_.emplace_back([reactor, work = std::move(work)] {
-        absl::Status s;
-        try {
-          s = work();
-        } catch (const std::exception& e) {
-          s = absl::InternalError(absl::StrCat("repository operation failed: ", e.what()));
-        }
-        reactor->Finish(ToGrpc(s));
-      });
-    } catch (const std::system_error& e) {
-      reactor->Finish(ToGrpc(absl::UnavailableError(absl::StrCat("cannot start the repository operation: ", e.what()))));
-    }
-    return reactor;
-  }
-
-  DataPlane& plane_;
-  std::mutex admin_mu_;
-  std::vector<std::thread> admin_threads_;  // requires admin_mu_; joined at the end
-};
-
-}  // namespace
-
-struct GrpcServer::Impl {
-  explicit Impl(DataPlane& plane) : service(plane) {}
-  Service service;
-  std::unique_ptr<grpc::Server> server;
-  int port = 0;
-  bool stopped = false;
-};
+    parsed->cancelled = c.cancelled();
+    // The request message (whose bytes the inputs borrow) lives until the call is done.
+    plane.Infer(std::move(*parsed), "grpc", [&c](absl::StatusOr<InferResponse> r) {
+      try {
+        if (r.ok()) ToProto(*r, c.response);
+        c.Answer(r.status());
+      } catch (const std::exception& e) {
+        c.Answer(absl::ResourceExhaustedError(absl::StrCat("the response could not be made: ", e.what())));
+      }
+    });
+  });
+  on(&AsyncService::RequestRepositoryIndex,
+     [this](Unary<pb::RepositoryIndexRequest, pb::RepositoryIndexResponse>& c) {
+       for (const RepositoryEntry& e : plane.Index(c.request.ready())) {
+         auto* m = c.response.add_models();
+         m->set_name(e.name);
+         m->set_version(e.version);
+         m->set_state(e.state);
+         m->set_reason(e.reason);
+       }
+       c.Answer(absl::OkStatus());
+     });
+  on(&AsyncService::RequestRepositoryModelLoad,
+     [this](Unary<pb::RepositoryModelLoadRequest, pb::RepositoryModelLoadResponse>& c) {
+       Admin(c, [this, name = c.request.model_name()] { return plane.Load(name); });
+     });
+  on(&AsyncService::RequestRepositoryModelUnload,
+     [this](Unary<pb::RepositoryModelUnloadRequest, pb::RepositoryModelUnloadResponse>& c) {
+       Admin(c, [this, name = c.request.model_name()] { return plane.Unload(name); });
+     });
+}
 
 GrpcServer::GrpcServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 GrpcServer::~GrpcServer() { Shutdown(std::chrono::milliseconds(0)); }
 
-absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(DataPlane& plane, const std::string& host, int port) {
+int GrpcServer::DefaultThreads() {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return std::min(cores, 16) + 2;
+}
+
+absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(DataPlane& plane, const std::string& host, int port,
+                                                              int threads) {
+  if (threads <= 0) threads = DefaultThreads();
   auto impl = std::make_unique<Impl>(plane);
   grpc::ServerBuilder builder;
   const std::string address = host.find(':') != std::string::npos ? absl::StrCat("[", host, "]:", port)
@@ -350,9 +470,27 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(DataPlane& plane, 
   builder.SetMaxReceiveMessageSize(static_cast<int>(max_message));
   builder.SetMaxSendMessageSize(-1);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, plane.limits().max_connections);
+  for (int i = 0; i < threads; ++i) impl->queues.push_back(builder.AddCompletionQueue());
   impl->server = builder.BuildAndStart();
   if (!impl->server || impl->port == 0) {
+    if (impl->server) impl->server->Shutdown();
+    for (auto& q : impl->queues) {
+      q->Shutdown();
+      Poll(q.get());
+    }
     return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on ", address));
+  }
+  impl->RegisterHandlers();
+  try {
+    for (auto& q : impl->queues) {
+      const Queue queue{&impl->service, q.get(), &impl->accepting_mu, &impl->accepting};
+      for (const auto& start : impl->starters) start(queue);
+      impl->threads.emplace_back(Poll, q.get());
+    }
+  } catch (const std::system_error& e) {
+    auto server = std::unique_ptr<GrpcServer>(new GrpcServer(std::move(impl)));
+    server->Shutdown(std::chrono::milliseconds(0));
+    return absl::UnavailableError(absl::StrCat("cannot start the gRPC threads: ", e.what()));
   }
   return std::unique_ptr<GrpcServer>(new GrpcServer(std::move(impl)));
 }
@@ -362,8 +500,17 @@ int GrpcServer::port() const { return impl_->port; }
 void GrpcServer::Shutdown(std::chrono::milliseconds grace) {
   if (!impl_ || impl_->stopped) return;
   impl_->stopped = true;
+  {
+    std::unique_lock<std::shared_mutex> lock(impl_->accepting_mu);
+    impl_->accepting = false;  // no call asks for another from here on
+  }
+  // Returns once every call that came is answered and gone (cancelled past the grace).
   impl_->server->Shutdown(std::chrono::system_clock::now() + grace);
-  impl_->server->Wait();
+  for (auto& q : impl_->queues) q->Shutdown();  // each thread ends once its queue is drained
+  for (std::thread& t : impl_->threads) t.join();
+  // Queues without a thread (one could not be started) are drained here.
+  for (size_t i = impl_->threads.size(); i < impl_->queues.size(); ++i) Poll(impl_->queues[i].get());
+  impl_->threads.clear();
 }
 
 }  // namespace loom::serve

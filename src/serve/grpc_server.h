@@ -1,6 +1,8 @@
 // The gRPC front end of `loom serve`: service inference.GRPCInferenceService (the Open Inference
-// Protocol, with Triton's repository extension) on gRPC's callback API, translated onto the
-// DataPlane, nothing more.
+// Protocol, with Triton's repository extension) on gRPC's async API, translated onto the
+// DataPlane, nothing more. Each of its threads polls a completion queue of its own and handles
+// the calls that come there, an inference included when a worker of its model is idle: a call's
+// way from the socket to the model and back has no hand-off between threads.
 //
 // Inputs come as typed `contents` or as `raw_input_contents` (borrowed, never copied); outputs are
 // always answered as `raw_output_contents`, as Triton does. A call the client cancels (or whose
@@ -20,8 +22,13 @@ namespace loom::serve {
 class GrpcServer {
  public:
   ~GrpcServer();  // Shutdown(0)
-  // Listens on host:port (port 0: any free one).
-  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(DataPlane& plane, const std::string& host, int port);
+  // Listens on host:port (port 0: any free one) with `threads` completion queues, each polled by
+  // a thread of its own (0: DefaultThreads()).
+  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(DataPlane& plane, const std::string& host, int port,
+                                                           int threads = 0);
+  // The machine's cores (up to 16) plus 2: threads busy running a model inline leave others to
+  // take new calls.
+  static int DefaultThreads();
   int port() const;
   // Stops accepting calls; the calls under way have until `grace` to finish, then are cancelled.
   void Shutdown(std::chrono::milliseconds grace);

@@ -451,12 +451,18 @@ TEST(EngineFaults, ABackendThatThrowsFailsItsRequestAndTheEngineGoesOn) {
   testing::ScratchDir dir;
   auto engine = Engine::Create({ThrowingAdd(dir)});
   ASSERT_TRUE(engine.ok()) << engine.status();
-  for (bool async : {false, true}) {  // inline on the caller, and queued on a worker
-    SCOPED_TRACE(async);
+  // Inline on the caller (Infer), queued on a worker (Submit), inline in a callback Submit.
+  for (const std::string way : {"infer", "submit", "submit-inline"}) {
+    SCOPED_TRACE(way);
     auto run = [&](float v) -> absl::StatusOr<InferResult> {
       NamedTensors inputs = {{"x", Filled(v)}};
-      if (async) return (*engine)->Submit("add", std::move(inputs)).get();
-      return (*engine)->Infer("add", std::move(inputs));
+      if (way == "submit") return (*engine)->Submit("add", std::move(inputs)).get();
+      if (way == "infer") return (*engine)->Infer("add", std::move(inputs));
+      std::optional<absl::StatusOr<InferResult>> answer;
+      (*engine)->Submit("add", std::move(inputs), {.run_inline_when_idle = true},
+                        [&](absl::StatusOr<InferResult> r) { answer = std::move(r); });
+      EXPECT_TRUE(answer.has_value());  // the engine is idle: answered before Submit returned
+      return answer ? std::move(*answer) : absl::InternalError("not answered inline");
     };
     auto thrown = run(ThrowingSession::kThrow);
     EXPECT_EQ(thrown.status().code(), absl::StatusCode::kInternal);
@@ -467,7 +473,28 @@ TEST(EngineFaults, ABackendThatThrowsFailsItsRequestAndTheEngineGoesOn) {
     ASSERT_TRUE(fine.ok()) << fine.status();
     EXPECT_EQ(fine->outputs[0].tensor.data_as<float>()[0], 2.0f);
   }
-  EXPECT_EQ((*engine)->Stats("add")->failures, 4);
+  EXPECT_EQ((*engine)->Stats("add")->failures, 6);
+}
+
+TEST(Engine, ACallbackSubmitRunsOnTheCallersThreadOnlyWhenAskedAndAWorkerIsIdle) {
+  testing::ScratchDir dir;
+  ASSERT_TRUE(WriteAddModel(dir.Path("add.onnx"), 4).ok());
+  auto engine = Engine::Create({{.name = "add", .path = dir.Path("add.onnx")}});
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  for (bool ask : {true, false}) {
+    SCOPED_TRACE(ask);
+    std::promise<std::pair<std::thread::id, float>> answered;
+    (*engine)->Submit("add", {{"x", Filled(2)}}, {.run_inline_when_idle = ask}, [&](absl::StatusOr<InferResult> r) {
+      answered.set_value({std::this_thread::get_id(), r.ok() ? r->outputs[0].tensor.data_as<float>()[0] : -1.0f});
+    });
+    auto future = answered.get_future();
+    if (ask) {  // nothing else runs: a worker is idle, so the answer came before Submit returned
+      ASSERT_EQ(future.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+    }
+    const auto [thread, value] = future.get();
+    EXPECT_EQ(thread == std::this_thread::get_id(), ask);
+    EXPECT_EQ(value, 3.0f);  // x + 1
+  }
 }
 
 TEST(EngineFaults, ASessionFactoryThatThrowsIsALoadError) {
