@@ -27,6 +27,7 @@ struct ServeArgs {
   std::string host = "0.0.0.0";
   int http_port = 8000;
   int grpc_port = 8001;
+  int grpc_threads = 0;  // 0: GrpcServer::DefaultThreads()
   int cores = 0;
   std::string hint = "adaptive";
   int64_t max_body_mib = 64;
@@ -74,7 +75,7 @@ int Serve(const ServeArgs& a) {
   if (!plane.ok()) return fail(plane.status());
   auto http = serve::HttpServer::Start(**plane, a.host, a.http_port);
   if (!http.ok()) return fail(http.status());
-  auto grpc = serve::GrpcServer::Start(**plane, a.host, a.grpc_port);
+  auto grpc = serve::GrpcServer::Start(**plane, a.host, a.grpc_port, a.grpc_threads);
   if (!grpc.ok()) return fail(grpc.status());
 
   std::cout << absl::StrFormat("loom serve: HTTP on %s:%d, gRPC on %s:%d (KServe v2); SIGTERM drains\n", a.host,
@@ -122,6 +123,10 @@ CommandFn AddServeCommand(CLI::App& app) {
   app.add_option("--host", a->host, "Address to listen on")->capture_default_str();
   app.add_option("--http-port", a->http_port, "HTTP/REST port (0: any free one)")->check(CLI::Range(0, 65535))->capture_default_str();
   app.add_option("--grpc-port", a->grpc_port, "gRPC port (0: any free one)")->check(CLI::Range(0, 65535))->capture_default_str();
+  app.add_option("--grpc-threads", a->grpc_threads,
+                 "gRPC completion queues, a thread each, that also run a model inline when its worker is idle "
+                 "(0: the cores, up to 16, plus 2)")
+      ->check(CLI::Range(0, 256));
   app.add_option("--cores", a->cores, "Use only the first N usable cores")->check(CLI::Range(0, 4096));
   app.add_option("--hint", a->hint, "Plan: adaptive, throughput or latency")
       ->check(CLI::IsMember({"adaptive", "throughput", "latency"}))

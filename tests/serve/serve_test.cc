@@ -13,6 +13,7 @@
 #include <cstring>
 #include <random>
 #include <filesystem>
+#include <future>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
@@ -314,6 +315,75 @@ TEST_F(Server, GrpcTypedAndRawTensorsAndStatusCodes) {
   // Still serving.
   s = infer(request, &response);
   EXPECT_TRUE(s.ok()) << s.error_message();
+}
+
+// Calls cancelled by their client while their requests wait in the engine's queue are dropped
+// there (counted as cancelled, never run); every call is answered and the server goes on.
+TEST_F(Server, CancelledGrpcCallsAreDroppedFromTheQueue) {
+  auto meta = plane_->Metadata("face", "");
+  ASSERT_TRUE(meta.ok()) << meta.status();
+  pb::ModelInferRequest request;
+  request.set_model_name("face");
+  auto* in = request.add_inputs();
+  in->set_name(meta->inputs[0].name);
+  in->set_datatype("FP32");
+  int64_t elements = 1;
+  for (int64_t d : meta->inputs[0].shape) {
+    in->add_shape(std::max<int64_t>(d, 1));  // one row of a dynamic batch dim
+    elements *= std::max<int64_t>(d, 1);
+  }
+  request.add_raw_input_contents(std::string(static_cast<size_t>(elements) * sizeof(float), '\0'));
+  const int64_t cancelled_before = plane_->engine().Stats("face")->cancelled;
+
+  // A backlog submitted in process (a few tenths of a second of BlazeFace) keeps the workers
+  // busy, so the calls that follow wait in the queue behind it.
+  Tensor zeros = Tensor::Allocate(DType::kFloat32, Shape(in->shape().begin(), in->shape().end()));
+  std::memset(zeros.data(), 0, zeros.byte_size());
+  std::vector<std::future<absl::StatusOr<InferResult>>> backlog;
+  for (int i = 0; i < 300; ++i) {
+    backlog.push_back(plane_->engine().Submit("face", {{meta->inputs[0].name, zeros}}, {.block_when_full = true}));
+  }
+  auto stub = Stub();
+  constexpr int kCalls = 16;
+  grpc::CompletionQueue cq;
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<pb::ModelInferResponse> responses(kCalls);
+  std::vector<grpc::Status> statuses(kCalls);
+  std::vector<std::unique_ptr<grpc::ClientAsyncResponseReader<pb::ModelInferResponse>>> calls;
+  for (int i = 0; i < kCalls; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    contexts.back()->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    calls.push_back(stub->AsyncModelInfer(contexts.back().get(), request, &cq));
+    calls.back()->Finish(&responses[i], &statuses[i], reinterpret_cast<void*>(static_cast<intptr_t>(i)));
+  }
+  // A thread takes the answers (polling the queue also moves the calls' bytes). The calls are
+  // cancelled once the server holds all of them, queued behind the backlog.
+  std::atomic<int> answered{0}, ok{0};
+  std::thread answers([&] {
+    void* tag;
+    bool got;
+    while (answered < kCalls && cq.Next(&tag, &got)) {
+      const grpc::Status& st = statuses[static_cast<size_t>(reinterpret_cast<intptr_t>(tag))];
+      EXPECT_TRUE(st.ok() || st.error_code() == grpc::StatusCode::CANCELLED) << st.error_message();
+      ok += st.ok();
+      ++answered;
+    }
+  });
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (plane_->in_flight() < kCalls && answered == 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::yield();
+  }
+  const bool held = plane_->in_flight() >= kCalls;
+  for (auto& c : contexts) c->TryCancel();
+  answers.join();
+  for (auto& f : backlog) f.wait();
+  EXPECT_TRUE(held) << "the server never held the " << kCalls << " calls at once";
+  EXPECT_EQ(answered, kCalls);
+  ASSERT_TRUE(plane_->WaitIdle(std::chrono::seconds(30)));
+  const int64_t dropped = plane_->engine().Stats("face")->cancelled - cancelled_before;
+  EXPECT_EQ(dropped, kCalls - ok) << ok.load() << " of " << kCalls << " calls ran before the cancel";
+  EXPECT_GT(dropped, 0);
+  ExpectStillServing();
 }
 
 TEST(ServeRepository, UnloadAndReloadWhileRequestsRunAnswersEveryOne) {
