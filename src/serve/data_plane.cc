@@ -510,19 +510,24 @@ void DataPlane::InferKnown(const Entry& e, InferRequest request, const Answer& a
                       }
                     }
                     InferResponse response;
-                    response.model = meta->model;
-                    response.version = kVersion;
-                    response.id = meta->id;
-                    for (int i : selected) {
-                      const NamedTensor& out = r->outputs[static_cast<size_t>(i)];
-                      WireTensor t;
-                      t.name = out.name;
-                      t.type = FromDType(out.tensor.dtype());
-                      t.shape = out.tensor.shape();
-                      t.tensor = out.tensor;
-                      response.outputs.push_back(std::move(t));
+                    try {  // the engine drops what a callback throws: answer it here instead
+                      response.model = meta->model;
+                      response.version = kVersion;
+                      response.id = meta->id;
+                      for (int i : selected) {
+                        const NamedTensor& out = r->outputs[static_cast<size_t>(i)];
+                        WireTensor t;
+                        t.name = out.name;
+                        t.type = FromDType(out.tensor.dtype());
+                        t.shape = out.tensor.shape();
+                        t.tensor = out.tensor;
+                        response.outputs.push_back(std::move(t));
+                      }
+                      response.binary = binary;
+                    } catch (const std::exception& e) {
+                      return answer(absl::ResourceExhaustedError(
+                          absl::StrCat("model '", meta->model, "': the response could not be made: ", e.what())));
                     }
-                    response.binary = binary;
                     answer(std::move(response));
   };
   // When a worker of the model is idle the request runs on this thread (no hand-off to a worker

@@ -1,10 +1,12 @@
 #include "serve/grpc_server.h"
 
 #include <any>
+#include <condition_variable>
 #include <atomic>
 #include <deque>
 #include <functional>
 #include <limits>
+#include <mutex>
 #include <shared_mutex>
 #include <thread>
 
@@ -184,13 +186,38 @@ void ToProto(const InferResponse& r, pb::ModelInferResponse& m) {
 
 using AsyncService = pb::GRPCInferenceService::AsyncService;
 
-// What the calls of one completion queue share: the service, the queue, and whether new calls
-// may still be asked for (not once the server stops).
+// How many Call objects live. The server's shutdown returns once the connections are gone, not
+// once every call is answered: a call the client cancelled may still wait for the engine. The
+// queues are shut down only when no call is left to start an operation on them.
+class CallCount {
+ public:
+  void Add() {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++live_;
+  }
+  void Remove() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (--live_ == 0) cv_.notify_all();
+  }
+  void WaitForNone() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return live_ == 0; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int64_t live_ = 0;  // requires mu_
+};
+
+// What the calls of one completion queue share: the service, the queue, whether new calls may
+// still be asked for (not once the server stops), and the count of live calls.
 struct Queue {
   AsyncService* service = nullptr;
   grpc::ServerCompletionQueue* cq = nullptr;
   std::shared_mutex* accepting_mu = nullptr;
   const bool* accepting = nullptr;  // requires accepting_mu
+  CallCount* calls = nullptr;
 };
 
 // One call, from the moment its method is asked for on a queue until it is answered and done.
@@ -205,7 +232,7 @@ class Call {
     Event event;
   };
 
-  virtual ~Call() = default;
+  virtual ~Call() { queue_.calls->Remove(); }
 
   // On the queue's thread.
   void Handle(Event event, bool ok) {
@@ -216,8 +243,10 @@ class Call {
           return;
         }
         pending_.store(2);  // answered and done
-        AskForNext();
+        // The next call of the method is asked for once this one is handled: while this thread
+        // runs a model inline, gRPC gives new calls to the queues that asked.
         Arrived();
+        AskForNext();
         return;
       case Event::kDone:
         if (context_.IsCancelled()) cancelled_->store(true);  // the engine drops it if still queued
@@ -228,7 +257,10 @@ class Call {
   }
 
  protected:
-  explicit Call(const Queue& queue) : queue_(queue) { context_.AsyncNotifyWhenDone(&done_); }
+  explicit Call(const Queue& queue) : queue_(queue) {
+    queue_.calls->Add();
+    context_.AsyncNotifyWhenDone(&done_);
+  }
   // Asks gRPC for the next call of the same method on the same queue.
   virtual void AskForNext() = 0;
   // Handles the call: fills the response, answers (now, or later from any thread).
@@ -291,6 +323,8 @@ class Unary final : public Call {
       (*handler_)(*this);
     } catch (const std::exception& e) {  // a handler answers before it could throw, or not at all
       Answer(absl::InternalError(absl::StrCat("the call failed: ", e.what())));
+    } catch (...) {
+      Answer(absl::InternalError("the call failed"));
     }
   }
 
@@ -308,7 +342,11 @@ void Poll(grpc::ServerCompletionQueue* cq) {
   bool ok;
   while (cq->Next(&tag, &ok)) {
     auto* t = static_cast<Call::Tag*>(tag);
-    t->call->Handle(t->event, ok);
+    try {
+      t->call->Handle(t->event, ok);
+    } catch (...) {  // no memory for the next call of a method: this queue asks for one less
+      Log().error("gRPC: a call's event could not be handled");
+    }
   }
 }
 
@@ -338,6 +376,7 @@ struct GrpcServer::Impl {
   std::vector<std::thread> threads;
   std::shared_mutex accepting_mu;
   bool accepting = true;  // requires accepting_mu
+  CallCount calls;
   std::vector<std::function<void(const Queue&)>> starters;  // one per method: asks for its first call
   std::deque<std::any> handlers;  // the methods' handlers, at stable addresses
   std::mutex admin_mu;
@@ -356,8 +395,14 @@ void GrpcServer::Impl::Admin(Call& call, std::function<absl::Status()> work) {
         s = work();
       } catch (const std::exception& e) {
         s = absl::InternalError(absl::StrCat("repository operation failed: ", e.what()));
+      } catch (...) {
+        s = absl::InternalError("repository operation failed");
       }
-      call.Answer(s);
+      try {
+        call.Answer(s);
+      } catch (...) {
+        Log().error("gRPC: a repository operation's answer could not be sent");
+      }
     });
   } catch (const std::system_error& e) {
     call.Answer(absl::UnavailableError(absl::StrCat("cannot start the repository operation: ", e.what())));
@@ -482,12 +527,12 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(DataPlane& plane, 
   }
   impl->RegisterHandlers();
   try {
-    for (auto& q : impl->queues) {
-      const Queue queue{&impl->service, q.get(), &impl->accepting_mu, &impl->accepting};
-      for (const auto& start : impl->starters) start(queue);
+    for (auto& q : impl->queues) {  // a queue's thread first, then its calls: no call on a queue without one
       impl->threads.emplace_back(Poll, q.get());
+      const Queue queue{&impl->service, q.get(), &impl->accepting_mu, &impl->accepting, &impl->calls};
+      for (const auto& start : impl->starters) start(queue);
     }
-  } catch (const std::system_error& e) {
+  } catch (const std::exception& e) {
     auto server = std::unique_ptr<GrpcServer>(new GrpcServer(std::move(impl)));
     server->Shutdown(std::chrono::milliseconds(0));
     return absl::UnavailableError(absl::StrCat("cannot start the gRPC threads: ", e.what()));
@@ -504,11 +549,15 @@ void GrpcServer::Shutdown(std::chrono::milliseconds grace) {
     std::unique_lock<std::shared_mutex> lock(impl_->accepting_mu);
     impl_->accepting = false;  // no call asks for another from here on
   }
-  // Returns once every call that came is answered and gone (cancelled past the grace).
+  // Returns once the connections are gone (calls still under way are cancelled past the grace);
+  // the calls not matched yet come back from their queues as not ok.
   impl_->server->Shutdown(std::chrono::system_clock::now() + grace);
+  // A cancelled call may still wait for the engine (or a repository operation) to answer it: the
+  // queues stay up, polled, until no call is left.
+  impl_->calls.WaitForNone();
   for (auto& q : impl_->queues) q->Shutdown();  // each thread ends once its queue is drained
   for (std::thread& t : impl_->threads) t.join();
-  // Queues without a thread (one could not be started) are drained here.
+  // Queues without a thread (one could not be started; no call was asked for there) are drained here.
   for (size_t i = impl_->threads.size(); i < impl_->queues.size(); ++i) Poll(impl_->queues[i].get());
   impl_->threads.clear();
 }

@@ -458,11 +458,11 @@ TEST(EngineFaults, ABackendThatThrowsFailsItsRequestAndTheEngineGoesOn) {
       NamedTensors inputs = {{"x", Filled(v)}};
       if (way == "submit") return (*engine)->Submit("add", std::move(inputs)).get();
       if (way == "infer") return (*engine)->Infer("add", std::move(inputs));
-      std::optional<absl::StatusOr<InferResult>> answer;
+      // Inline if a worker is idle (the last "submit" one may still be in its callback): queued if not.
+      auto answer = std::make_shared<std::promise<absl::StatusOr<InferResult>>>();
       (*engine)->Submit("add", std::move(inputs), {.run_inline_when_idle = true},
-                        [&](absl::StatusOr<InferResult> r) { answer = std::move(r); });
-      EXPECT_TRUE(answer.has_value());  // the engine is idle: answered before Submit returned
-      return answer ? std::move(*answer) : absl::InternalError("not answered inline");
+                        [answer](absl::StatusOr<InferResult> r) { answer->set_value(std::move(r)); });
+      return answer->get_future().get();
     };
     auto thrown = run(ThrowingSession::kThrow);
     EXPECT_EQ(thrown.status().code(), absl::StatusCode::kInternal);
