@@ -314,7 +314,7 @@ class Unary final : public Call {
 
  private:
   Unary(const Queue& queue, Ask ask, const Handler* handler) : Call(queue), ask_(ask), handler_(handler) {}
-  void AskNow() { (queue_.service->*ask_)(&context_, &request, &writer_, queue_.cq, queue_.cq, &arrived_); }
+  void AskNow() { std::invoke(ask_, *queue_.service, &context_, &request, &writer_, queue_.cq, queue_.cq, &arrived_); }
   void AskForNext() override {
     IfAccepting([&] { (new Unary(queue_, ask_, handler_))->AskNow(); });
   }
