@@ -624,33 +624,19 @@ std::future<absl::StatusOr<InferResult>> Engine::Submit(const std::string& model
 
 absl::StatusOr<InferResult> Engine::Infer(const std::string& model, NamedTensors inputs,
                                           const SubmitOptions& options) {
-  LOOM_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> m, impl_->Find(model));
-  auto request = impl_->MakeRequest(*m, std::move(inputs));
-  if (!request.ok()) {
-    impl_->scheduler->CountRejected(m->id);
-    return request.status();
-  }
-  if (options.deadline) {
-    (*request)->deadline = *options.deadline;  // already past: it expires in the queue, unrun
-  } else if (m->default_timeout.count() > 0) {
-    (*request)->deadline = SaturatingAdd(Clock::now(), m->default_timeout);
-  }
-  (*request)->cancelled = options.cancelled;
-  if ((*request)->deadline > Clock::now() && !(*request)->Withdrawn()) {
-    if (auto inline_result = impl_->scheduler->TryRunInline(m->id, **request)) return std::move(*inline_result);
-  }
-  // Queued: wait on the stack, no promise.
+  // Submit's inline run when a worker is idle; otherwise queued, and waited for on the stack.
   struct Waiter {
     std::mutex mu;
     std::condition_variable cv;
     std::optional<absl::StatusOr<InferResult>> result;
   } waiter;
-  (*request)->done = [&waiter](absl::StatusOr<InferResult> r) {
+  SubmitOptions here = options;
+  here.run_inline_when_idle = true;
+  Submit(model, std::move(inputs), here, [&waiter](absl::StatusOr<InferResult> r) {
     std::lock_guard<std::mutex> lock(waiter.mu);
     waiter.result = std::move(r);
     waiter.cv.notify_one();  // under the lock: the waiter may go as soon as it is released
-  };
-  LOOM_RETURN_IF_ERROR(impl_->scheduler->Enqueue(m->id, *request, options.block_when_full));
+  });
   std::unique_lock<std::mutex> lock(waiter.mu);
   waiter.cv.wait(lock, [&] { return waiter.result.has_value(); });
   return std::move(*waiter.result);
