@@ -404,7 +404,7 @@ CommandFn AddBenchCommand(CLI::App& app) {
   serve->add_option("--grpc", sa->options.grpc_address, "... and its gRPC HOST:PORT");
   serve->add_option("--call", sa->options.model, "The model(s) to call, comma-separated; clients are spread over them (default: the first)");
   serve->add_option("--concurrency", sa->options.concurrency, "Client levels")->delimiter(',')->check(CLI::Range(1, 1024));
-  serve->add_option("--modes", sa->options.modes, "inprocess, http-binary, http-json, grpc")->delimiter(',');
+  serve->add_option("--modes", sa->options.modes, "inprocess, http-binary, http-json, grpc; http-live, grpc-live: an empty round trip (the transport floor)")->delimiter(',');
   serve->add_option("--seconds", sa->options.seconds, "Per run")->check(CLI::Range(0.1, 600.0))->capture_default_str();
   serve->add_option("--reps", sa->options.repeats, "Runs per mode and level, interleaved")->check(CLI::Range(1, 100))->capture_default_str();
   serve->add_option("--batch", sa->options.batch, "Rows per request for a dynamic batch dim")->check(CLI::Range(1, 4096))->capture_default_str();

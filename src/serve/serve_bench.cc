@@ -2,6 +2,8 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <atomic>
@@ -56,9 +58,10 @@ class HttpClient {
     return absl::OkStatus();
   }
 
-  absl::StatusOr<http::response<http::string_body>> Send(http::verb verb, const std::string& target, std::string body,
-                                                          int64_t header_length = -1) {
-    http::request<http::string_body> req{verb, target, 11};
+  // `body` is sent from where it lies (a benchmark's client copies nothing it need not).
+  absl::StatusOr<http::response<http::string_body>> Send(http::verb verb, const std::string& target,
+                                                          std::string_view body, int64_t header_length = -1) {
+    http::request<http::span_body<const char>> req{verb, target, 11};
     req.set(http::field::host, host_);
     if (header_length >= 0) {
       req.set("Inference-Header-Content-Length", std::to_string(header_length));
@@ -66,7 +69,7 @@ class HttpClient {
     } else {
       req.set(http::field::content_type, "application/json");
     }
-    req.body() = std::move(body);
+    req.body() = {body.data(), body.size()};
     req.prepare_payload();
     boost::system::error_code ec;
     http::write(socket_, req, ec);
@@ -191,9 +194,20 @@ ServerSplit ReadSplit(const std::string& http_address, const std::vector<Workloa
 struct RunResult {
   int64_t requests = 0, errors = 0;
   double seconds = 0;
+  double client_cpu_s = 0;  // CPU time of the client threads (RUSAGE_THREAD)
   std::vector<double> latencies_us;
   std::string first_error;
 };
+
+double ThreadCpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_THREAD, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6;
+}
+
+bool IsHttp(const std::string& mode) { return mode.rfind("http-", 0) == 0; }
+bool IsGrpc(const std::string& mode) { return mode.rfind("grpc", 0) == 0; }
 
 // `concurrency` closed-loop clients of one mode for `seconds`.
 RunResult RunMode(const std::string& mode, int concurrency, double seconds, const std::vector<Workload>& workloads,
@@ -213,14 +227,15 @@ RunResult RunMode(const std::string& mode, int concurrency, double seconds, cons
       HttpClient http;
       std::unique_ptr<pb::GRPCInferenceService::Stub> stub;
       absl::Status ready = absl::OkStatus();
-      if (mode == "http-binary" || mode == "http-json") ready = http.Connect(http_address);
-      if (mode == "grpc") {
+      if (IsHttp(mode)) ready = http.Connect(http_address);
+      if (IsGrpc(mode)) {
         grpc::ChannelArguments args;
         args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection per client, as separate programs
         args.SetMaxReceiveMessageSize(-1);
         stub = pb::GRPCInferenceService::NewStub(
             grpc::CreateCustomChannel(grpc_address, grpc::InsecureChannelCredentials(), args));
       }
+      const double cpu0 = ThreadCpuSeconds();
       while (ready.ok() && !stop.load(std::memory_order_relaxed)) {
         const auto t0 = Clock::now();
         absl::Status s;
@@ -235,6 +250,18 @@ RunResult RunMode(const std::string& mode, int concurrency, double seconds, cons
           } else if (r->result_int() != 200) {
             s = absl::InternalError(absl::StrCat("HTTP ", r->result_int(), ": ", r->body().substr(0, 200)));
           }
+        } else if (mode == "http-live") {
+          auto r = http.Send(http::verb::get, "/v2/health/live", "");
+          if (!r.ok()) {
+            s = r.status();
+          } else if (r->result_int() != 200) {
+            s = absl::InternalError(absl::StrCat("HTTP ", r->result_int()));
+          }
+        } else if (mode == "grpc-live") {
+          grpc::ClientContext context;
+          pb::ServerLiveResponse response;
+          const grpc::Status g = stub->ServerLive(&context, pb::ServerLiveRequest(), &response);
+          if (!g.ok()) s = absl::InternalError(absl::StrCat("gRPC ", g.error_code(), ": ", g.error_message()));
         } else {
           grpc::ClientContext context;
           pb::ModelInferResponse response;
@@ -254,7 +281,9 @@ RunResult RunMode(const std::string& mode, int concurrency, double seconds, cons
         ++errors;
         error = ready.ToString();
       }
+      const double cpu = ThreadCpuSeconds() - cpu0;
       std::lock_guard<std::mutex> lock(mu);
+      total.client_cpu_s += cpu;
       total.latencies_us.insert(total.latencies_us.end(), latencies.begin(), latencies.end());
       total.errors += errors;
       if (total.first_error.empty()) total.first_error = error;
@@ -281,8 +310,10 @@ double Median(std::vector<double> v) { return Percentile(std::move(v), 50); }
 
 absl::StatusOr<ServeBenchReport> RunServeBench(const ServeBenchOptions& o) {
   for (const std::string& m : o.modes) {
-    if (m != "inprocess" && m != "http-binary" && m != "http-json" && m != "grpc") {
-      return absl::InvalidArgumentError(absl::StrCat("mode '", m, "': expected inprocess, http-binary, http-json or grpc"));
+    if (m != "inprocess" && m != "http-binary" && m != "http-json" && m != "grpc" && m != "http-live" &&
+        m != "grpc-live") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "mode '", m, "': expected inprocess, http-binary, http-json, grpc, http-live or grpc-live"));
     }
   }
   if (o.repeats < 1 || o.seconds <= 0 || o.concurrency.empty()) {
@@ -316,7 +347,7 @@ absl::StatusOr<ServeBenchReport> RunServeBench(const ServeBenchOptions& o) {
   std::vector<std::string> modes;
   for (const std::string& m : o.modes) {
     if (m == "inprocess" && !plane) continue;  // a running server: no engine here to compare with
-    if (m == "grpc" && grpc_address.empty()) continue;
+    if (IsGrpc(m) && grpc_address.empty()) continue;
     modes.push_back(m);
   }
   // Warm-up: every mode once at the highest concurrency (connections, thread pools, caches).
@@ -325,6 +356,10 @@ absl::StatusOr<ServeBenchReport> RunServeBench(const ServeBenchOptions& o) {
     RunResult r = RunMode(m, top, std::min(0.5, o.seconds), workloads, plane ? &plane->engine() : nullptr, http_address, grpc_address);
     if (r.requests == 0) return absl::UnavailableError(absl::StrCat(m, ": no request succeeded: ", r.first_error));
   }
+  cpu_set_t affinity;
+  CPU_ZERO(&affinity);
+  const double cores = sched_getaffinity(0, sizeof(affinity), &affinity) == 0
+                           ? CPU_COUNT(&affinity) : std::max(1u, std::thread::hardware_concurrency());
   for (int c : o.concurrency) {
     std::map<std::string, std::vector<RunResult>> runs;
     std::map<std::string, std::vector<ServerSplit>> splits;
@@ -342,10 +377,13 @@ absl::StatusOr<ServeBenchReport> RunServeBench(const ServeBenchOptions& o) {
       row.mode = m;
       row.concurrency = c;
       std::vector<double> tput, p50, p90, p99;
-      double queue_s = 0, queued = 0, compute_s = 0, runs_count = 0;
+      double machine_s = 0;  // core-seconds the runs had
+      double queue_s = 0, queued = 0, compute_s = 0, runs_count = 0, client_cpu_s = 0;
       for (const RunResult& r : runs[m]) {
         row.requests += r.requests;
         row.errors += r.errors;
+        client_cpu_s += r.client_cpu_s;
+        machine_s += r.seconds * cores;
         tput.push_back(static_cast<double>(r.requests) / r.seconds);
         p50.push_back(Percentile(r.latencies_us, 50));
         p90.push_back(Percentile(r.latencies_us, 90));
@@ -361,6 +399,10 @@ absl::StatusOr<ServeBenchReport> RunServeBench(const ServeBenchOptions& o) {
       row.p50_us = Median(p50);
       row.p90_us = Median(p90);
       row.p99_us = Median(p99);
+      if (m != "inprocess" && row.requests > 0) {  // in process, the clients' threads run the models
+        row.client_cpu_us = client_cpu_s / static_cast<double>(row.requests) * 1e6;
+        row.client_cpu_share = machine_s > 0 ? client_cpu_s / machine_s : 0;
+      }
       if (queued > 0) row.server_queue_us = queue_s / queued * 1e6;
       if (runs_count > 0) row.server_compute_us = compute_s / runs_count * 1e6;
       report.rows.push_back(row);
@@ -376,23 +418,30 @@ std::string ServeBenchReport::Format() const {
   if (!plan.empty()) out << plan << "\n";
   out << "model " << model << ": closed-loop clients; medians of the repeats; ratio and overhead against in-process "
       << "at the same concurrency\n";
-  out << absl::StrFormat("%-12s %5s %10s %9s %9s %9s %8s %11s %10s %10s %7s\n", "mode", "conc", "req/s", "p50 us",
-                         "p90 us", "p99 us", "x inproc", "p50 +us", "queue us", "compute us", "errors");
+  out << absl::StrFormat("%-12s %5s %10s %9s %9s %9s %8s %11s %10s %10s %10s %8s %7s\n", "mode", "conc", "req/s",
+                         "p50 us", "p90 us", "p99 us", "x inproc", "p50 +us", "queue us", "compute us", "client us",
+                         "client%", "errors");
   std::map<int, const ServeBenchRow*> inprocess;
   for (const ServeBenchRow& r : rows) {
     if (r.mode == "inprocess") inprocess[r.concurrency] = &r;
   }
   for (const ServeBenchRow& r : rows) {
-    const auto it = inprocess.find(r.concurrency);
+    const bool live = r.mode == "http-live" || r.mode == "grpc-live";  // no model runs: nothing to compare
+    const auto it = live ? inprocess.end() : inprocess.find(r.concurrency);
     const std::string ratio = it != inprocess.end() && it->second->throughput > 0
                                   ? absl::StrFormat("%.3f", r.throughput / it->second->throughput) : "-";
     const std::string overhead = it != inprocess.end() ? absl::StrFormat("%.1f", r.p50_us - it->second->p50_us) : "-";
-    out << absl::StrFormat("%-12s %5d %10.1f %9.1f %9.1f %9.1f %8s %11s %10.1f %10.1f %7d\n", r.mode, r.concurrency,
-                           r.throughput, r.p50_us, r.p90_us, r.p99_us, ratio, overhead, r.server_queue_us,
-                           r.server_compute_us, r.errors);
+    const bool has_client = r.mode != "inprocess";
+    out << absl::StrFormat("%-12s %5d %10.1f %9.1f %9.1f %9.1f %8s %11s %10.1f %10.1f %10s %8s %7d\n", r.mode,
+                           r.concurrency, r.throughput, r.p50_us, r.p90_us, r.p99_us, ratio, overhead,
+                           r.server_queue_us, r.server_compute_us,
+                           has_client ? absl::StrFormat("%.1f", r.client_cpu_us) : "-",
+                           has_client ? absl::StrFormat("%.1f", 100 * r.client_cpu_share) : "-", r.errors);
   }
   out << "queue us: the engine's mean wait per request; compute us: its mean per run (a batch); both from /metrics "
-         "over each mode's runs (in-process runs count there too)\n";
+         "over each mode's runs (in-process runs count there too)\n"
+         "client us: the load generator's CPU per request; client%: its share of this process's cores, which the "
+         "server did not have; http-live, grpc-live: an empty round trip (health), the transport's own floor\n";
   return out.str();
 }
 
@@ -402,7 +451,8 @@ std::string ServeBenchReport::Json() const {
     rows_json.push_back({{"mode", r.mode}, {"concurrency", r.concurrency}, {"requests", r.requests},
                          {"errors", r.errors}, {"throughput", r.throughput}, {"p50_us", r.p50_us},
                          {"p90_us", r.p90_us}, {"p99_us", r.p99_us}, {"server_queue_us", r.server_queue_us},
-                         {"server_compute_us", r.server_compute_us}});
+                         {"server_compute_us", r.server_compute_us}, {"client_cpu_us", r.client_cpu_us},
+                         {"client_cpu_share", r.client_cpu_share}});
   }
   return json({{"model", model}, {"rows", rows_json}}).dump(2);
 }

@@ -24,6 +24,8 @@ struct ServeBenchOptions {
 
   std::string model;  // the model(s) to call, comma-separated, clients spread over them ("" = the first)
   std::vector<int> concurrency = {1, 2, 4, 8};
+  // inprocess, http-binary, http-json, grpc; http-live and grpc-live time an empty round trip
+  // (the health endpoints): each transport's own floor on this machine.
   std::vector<std::string> modes = {"inprocess", "http-binary", "http-json", "grpc"};
   double seconds = 2.0;  // per run
   int repeats = 3;       // runs per (mode, level), interleaved; medians reported
@@ -38,6 +40,10 @@ struct ServeBenchRow {
   double p50_us = 0, p90_us = 0, p99_us = 0;  // medians of repeats
   double server_queue_us = 0;    // the engine's mean wait per request, from /metrics
   double server_compute_us = 0;  // its mean time per run (a batch of requests), from /metrics
+  // The load generator's own cost (not in-process, where the clients run the models): its
+  // threads' CPU time per answered request, and as a share of the cores this process may use.
+  // On a small machine the clients take cores the server would otherwise have.
+  double client_cpu_us = 0, client_cpu_share = 0;
 };
 
 struct ServeBenchReport {

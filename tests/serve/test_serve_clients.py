@@ -357,13 +357,20 @@ def test_bench_serve_reports_every_mode_side_by_side(tmp_path):
     """`loom bench serve` runs (its figures are not asserted: speed lives in the bench itself)."""
     add = str(tmp_path / "add.onnx")
     _loom._write_add_model(add, 4)
+    modes = ["inprocess", "http-binary", "http-json", "grpc", "http-live", "grpc-live"]
     out = subprocess.run([BINARY, "bench", "serve", "--model", f"add={add}", "--concurrency", "1,2", "--seconds", "0.2",
-                          "--reps", "1", "--json", "-"], capture_output=True, text=True, timeout=300)
+                          "--reps", "1", "--modes", ",".join(modes), "--json", "-"],
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["model"] == "add"
     seen = {(r["mode"], r["concurrency"]) for r in report["rows"]}
-    assert seen == {(m, c) for m in ["inprocess", "http-binary", "http-json", "grpc"] for c in [1, 2]}
+    assert seen == {(m, c) for m in modes for c in [1, 2]}
     for r in report["rows"]:
         assert r["requests"] > 0 and r["errors"] == 0, r
         assert r["p50_us"] <= r["p90_us"] <= r["p99_us"], r
+        # The load generator's own CPU is measured wherever it is not the engine's caller.
+        if r["mode"] == "inprocess":
+            assert r["client_cpu_us"] == 0, r
+        else:
+            assert r["client_cpu_us"] > 0 and 0 < r["client_cpu_share"] <= 1, r
