@@ -432,16 +432,17 @@ std::string ServeBenchReport::Format() const {
                                   ? absl::StrFormat("%.3f", r.throughput / it->second->throughput) : "-";
     const std::string overhead = it != inprocess.end() ? absl::StrFormat("%.1f", r.p50_us - it->second->p50_us) : "-";
     const bool has_client = r.mode != "inprocess";
-    out << absl::StrFormat("%-12s %5d %10.1f %9.1f %9.1f %9.1f %8s %11s %10.1f %10.1f %10s %8s %7d\n", r.mode,
+    out << absl::StrFormat("%-12s %5d %10.1f %9.1f %9.1f %9.1f %8s %11s %10s %10s %10s %8s %7d\n", r.mode,
                            r.concurrency, r.throughput, r.p50_us, r.p90_us, r.p99_us, ratio, overhead,
-                           r.server_queue_us, r.server_compute_us,
+                           live ? "-" : absl::StrFormat("%.1f", r.server_queue_us),
+                           live ? "-" : absl::StrFormat("%.1f", r.server_compute_us),
                            has_client ? absl::StrFormat("%.1f", r.client_cpu_us) : "-",
                            has_client ? absl::StrFormat("%.1f", 100 * r.client_cpu_share) : "-", r.errors);
   }
   out << "queue us: the engine's mean wait per request; compute us: its mean per run (a batch); both from /metrics "
          "over each mode's runs (in-process runs count there too)\n"
-         "client us: the load generator's CPU per request; client%: its share of this process's cores, which the "
-         "server did not have; http-live, grpc-live: an empty round trip (health), the transport's own floor\n";
+         "client us: the load generator's CPU per answered request; client%: its share of the cores this process may "
+         "use (both pooled over the repeats); http-live, grpc-live: an empty round trip (health), the transport's own floor\n";
   return out.str();
 }
 
