@@ -19,6 +19,9 @@ absl::Status PinCurrentThread(const std::vector<int>& cpus);
 // The calling thread's allowed cpus.
 std::vector<int> CurrentThreadCpus();
 
+// CPU seconds (user + system) the calling thread has used so far.
+double ThreadCpuSeconds();
+
 // "0-3,6" for {0,1,2,3,6}.
 std::string FormatCpuList(const std::vector<int>& cpus);
 

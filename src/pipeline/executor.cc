@@ -1,10 +1,9 @@
 #include "pipeline/executor.h"
 
-#include <sys/resource.h>
-
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "core/cpu_set.h"
 #include "core/stats.h"
 
 namespace loom::pipeline {
@@ -69,13 +68,6 @@ class FrameContext final : public NodeContext {
 };
 
 }  // namespace
-
-double ThreadCpuSeconds() {
-  rusage u{};
-  getrusage(RUSAGE_THREAD, &u);
-  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
-         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
-}
 
 Executor::Executor(Graph& graph, int threads) : graph_(graph), capacity_(std::max(threads, 1)) {
   for (int t = 0; t < capacity_; ++t) threads_.emplace_back([this, t] { Loop(t); });

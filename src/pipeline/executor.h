@@ -64,9 +64,6 @@ class Executor {
 // "timings_ms": {node: {"compute", "model_wait", "core_wait"}}, "error" when it failed}.
 nlohmann::json RecordOf(const Frame& frame);
 
-// CPU seconds of the calling thread so far.
-double ThreadCpuSeconds();
-
 }  // namespace loom::pipeline
 
 #endif  // LOOM_PIPELINE_EXECUTOR_H_

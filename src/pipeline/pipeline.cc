@@ -77,7 +77,7 @@ absl::StatusOr<PipelineSummary> Pipeline::Run(const RunOptions& options) {
   absl::Status sink_status;
   const int64_t total = source->total().value_or(-1);
   const auto start = Clock::now();
-  const double reader_cpu0 = pipeline::ThreadCpuSeconds();
+  const double reader_cpu0 = ThreadCpuSeconds();
   auto executor = std::make_unique<Executor>(g, g.in_flight);
 
   // Writes a finished frame to the sinks and callbacks, in order; an exception from a callback
@@ -142,7 +142,7 @@ absl::StatusOr<PipelineSummary> Pipeline::Run(const RunOptions& options) {
   }
   if (!status.ok()) executor->Abort();
   executor.reset();  // joins the pipeline threads
-  summary.reader_cpu_s = pipeline::ThreadCpuSeconds() - reader_cpu0;
+  summary.reader_cpu_s = ThreadCpuSeconds() - reader_cpu0;
   for (auto& sink : sinks) {
     absl::Status s = sink->Close();
     if (sink_status.ok() && !s.ok()) sink_status = s;

@@ -2,8 +2,6 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sched.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <atomic>
@@ -20,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "core/cpu_set.h"
 #include "core/tensor_util.h"
 #include "grpc_service.grpc.pb.h"
 #include "serve/data_plane.h"
@@ -199,15 +198,36 @@ struct RunResult {
   std::string first_error;
 };
 
-double ThreadCpuSeconds() {
-  rusage u{};
-  getrusage(RUSAGE_THREAD, &u);
-  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
-         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6;
-}
-
 bool IsHttp(const std::string& mode) { return mode.rfind("http-", 0) == 0; }
 bool IsGrpc(const std::string& mode) { return mode.rfind("grpc", 0) == 0; }
+
+// One request of `mode` from a client's connection; its error, or OK.
+absl::Status CallOnce(const std::string& mode, const Workload& w, Engine* engine, HttpClient& http,
+                      pb::GRPCInferenceService::Stub* stub) {
+  if (mode == "inprocess") return engine->Infer(w.model, w.inputs).status();
+  if (IsHttp(mode)) {
+    const bool live = mode == "http-live", binary = mode == "http-binary";
+    auto r = live ? http.Send(http::verb::get, "/v2/health/live", "")
+                  : http.Send(http::verb::post, "/v2/models/" + w.model + "/infer",
+                              binary ? w.binary_body : w.json_body, binary ? w.binary_header : -1);
+    if (!r.ok()) return r.status();
+    if (r->result_int() != 200) {
+      return absl::InternalError(absl::StrCat("HTTP ", r->result_int(), ": ", r->body().substr(0, 200)));
+    }
+    return absl::OkStatus();
+  }
+  grpc::ClientContext context;
+  grpc::Status g;
+  if (mode == "grpc-live") {
+    pb::ServerLiveResponse response;
+    g = stub->ServerLive(&context, pb::ServerLiveRequest(), &response);
+  } else {
+    pb::ModelInferResponse response;
+    g = stub->ModelInfer(&context, w.grpc, &response);
+  }
+  if (!g.ok()) return absl::InternalError(absl::StrCat("gRPC ", g.error_code(), ": ", g.error_message()));
+  return absl::OkStatus();
+}
 
 // `concurrency` closed-loop clients of one mode for `seconds`.
 RunResult RunMode(const std::string& mode, int concurrency, double seconds, const std::vector<Workload>& workloads,
@@ -217,79 +237,70 @@ RunResult RunMode(const std::string& mode, int concurrency, double seconds, cons
   RunResult total;
   std::vector<std::thread> threads;
   const auto start = Clock::now();
-  for (int c = 0; c < concurrency; ++c) {
-    const size_t which = static_cast<size_t>(c) % workloads.size();  // clients spread over the models
-    threads.emplace_back([&, which] {
-      const Workload& w = workloads[which];
-      std::vector<double> latencies;
-      int64_t errors = 0;
-      std::string error;
-      HttpClient http;
-      std::unique_ptr<pb::GRPCInferenceService::Stub> stub;
-      absl::Status ready = absl::OkStatus();
-      if (IsHttp(mode)) ready = http.Connect(http_address);
-      if (IsGrpc(mode)) {
-        grpc::ChannelArguments args;
-        args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection per client, as separate programs
-        args.SetMaxReceiveMessageSize(-1);
-        stub = pb::GRPCInferenceService::NewStub(
-            grpc::CreateCustomChannel(grpc_address, grpc::InsecureChannelCredentials(), args));
+  auto client = [&](size_t which) {
+    const Workload& w = workloads[which];
+    std::vector<double> latencies;
+    int64_t errors = 0;
+    std::string error;
+    HttpClient http;
+    std::unique_ptr<pb::GRPCInferenceService::Stub> stub;
+    absl::Status ready = absl::OkStatus();
+    if (IsHttp(mode)) ready = http.Connect(http_address);
+    if (IsGrpc(mode)) {
+      grpc::ChannelArguments args;
+      args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection per client, as separate programs
+      args.SetMaxReceiveMessageSize(-1);
+      stub = pb::GRPCInferenceService::NewStub(
+          grpc::CreateCustomChannel(grpc_address, grpc::InsecureChannelCredentials(), args));
+    }
+    const double cpu0 = ThreadCpuSeconds();
+    while (ready.ok() && !stop.load(std::memory_order_relaxed)) {
+      const auto t0 = Clock::now();
+      absl::Status s;
+      try {
+        s = CallOnce(mode, w, engine, http, stub.get());
+      } catch (const std::exception& e) {  // nothing leaves a client thread: an error of the run
+        s = absl::InternalError(absl::StrCat(mode, ": ", e.what()));
       }
-      const double cpu0 = ThreadCpuSeconds();
-      while (ready.ok() && !stop.load(std::memory_order_relaxed)) {
-        const auto t0 = Clock::now();
-        absl::Status s;
-        if (mode == "inprocess") {
-          s = engine->Infer(w.model, w.inputs).status();
-        } else if (mode == "http-binary" || mode == "http-json") {
-          const bool binary = mode == "http-binary";
-          auto r = http.Send(http::verb::post, "/v2/models/" + w.model + "/infer", binary ? w.binary_body : w.json_body,
-                             binary ? w.binary_header : -1);
-          if (!r.ok()) {
-            s = r.status();
-          } else if (r->result_int() != 200) {
-            s = absl::InternalError(absl::StrCat("HTTP ", r->result_int(), ": ", r->body().substr(0, 200)));
-          }
-        } else if (mode == "http-live") {
-          auto r = http.Send(http::verb::get, "/v2/health/live", "");
-          if (!r.ok()) {
-            s = r.status();
-          } else if (r->result_int() != 200) {
-            s = absl::InternalError(absl::StrCat("HTTP ", r->result_int()));
-          }
-        } else if (mode == "grpc-live") {
-          grpc::ClientContext context;
-          pb::ServerLiveResponse response;
-          const grpc::Status g = stub->ServerLive(&context, pb::ServerLiveRequest(), &response);
-          if (!g.ok()) s = absl::InternalError(absl::StrCat("gRPC ", g.error_code(), ": ", g.error_message()));
-        } else {
-          grpc::ClientContext context;
-          pb::ModelInferResponse response;
-          const grpc::Status g = stub->ModelInfer(&context, w.grpc, &response);
-          if (!g.ok()) s = absl::InternalError(absl::StrCat("gRPC ", g.error_code(), ": ", g.error_message()));
-        }
-        const double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
-        if (s.ok()) {
-          latencies.push_back(us);
-        } else {
-          ++errors;
-          if (error.empty()) error = s.ToString();
-          if (errors > 100 && latencies.empty()) break;  // nothing works: stop early, reported
-        }
-      }
-      if (!ready.ok()) {
+      const double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+      if (s.ok()) {
+        latencies.push_back(us);
+      } else {
         ++errors;
-        error = ready.ToString();
+        if (error.empty()) error = s.ToString();
+        if (errors > 100 && latencies.empty()) break;  // nothing works: stop early, reported
       }
-      const double cpu = ThreadCpuSeconds() - cpu0;
-      std::lock_guard<std::mutex> lock(mu);
-      total.client_cpu_s += cpu;
-      total.latencies_us.insert(total.latencies_us.end(), latencies.begin(), latencies.end());
-      total.errors += errors;
-      if (total.first_error.empty()) total.first_error = error;
-    });
+    }
+    if (!ready.ok()) {
+      ++errors;
+      error = ready.ToString();
+    }
+    const double cpu = ThreadCpuSeconds() - cpu0;
+    std::lock_guard<std::mutex> lock(mu);
+    total.client_cpu_s += cpu;
+    total.latencies_us.insert(total.latencies_us.end(), latencies.begin(), latencies.end());
+    total.errors += errors;
+    if (total.first_error.empty()) total.first_error = error;
+  };
+  try {
+    for (int c = 0; c < concurrency; ++c) {
+      const size_t which = static_cast<size_t>(c) % workloads.size();  // clients spread over the models
+      threads.emplace_back([&, which] {
+        try {
+          client(which);
+        } catch (const std::exception& e) {  // never std::terminate: the run reports it
+          std::lock_guard<std::mutex> lock(mu);
+          ++total.errors;
+          if (total.first_error.empty()) total.first_error = absl::StrCat(mode, " client: ", e.what());
+        }
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  } catch (const std::exception& e) {  // a client thread could not start: stop the others, report it
+    std::lock_guard<std::mutex> lock(mu);
+    ++total.errors;
+    total.first_error = absl::StrCat(mode, ": cannot start client ", threads.size() + 1, ": ", e.what());
   }
-  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
   stop = true;
   for (auto& t : threads) t.join();
   total.seconds = std::chrono::duration<double>(Clock::now() - start).count();
@@ -356,10 +367,7 @@ absl::StatusOr<ServeBenchReport> RunServeBench(const ServeBenchOptions& o) {
     RunResult r = RunMode(m, top, std::min(0.5, o.seconds), workloads, plane ? &plane->engine() : nullptr, http_address, grpc_address);
     if (r.requests == 0) return absl::UnavailableError(absl::StrCat(m, ": no request succeeded: ", r.first_error));
   }
-  cpu_set_t affinity;
-  CPU_ZERO(&affinity);
-  const double cores = sched_getaffinity(0, sizeof(affinity), &affinity) == 0
-                           ? CPU_COUNT(&affinity) : std::max(1u, std::thread::hardware_concurrency());
+  const double cores = static_cast<double>(UsableCpus().size());
   for (int c : o.concurrency) {
     std::map<std::string, std::vector<RunResult>> runs;
     std::map<std::string, std::vector<ServerSplit>> splits;
