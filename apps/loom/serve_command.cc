@@ -125,7 +125,7 @@ CommandFn AddServeCommand(CLI::App& app) {
   app.add_option("--grpc-port", a->grpc_port, "gRPC port (0: any free one)")->check(CLI::Range(0, 65535))->capture_default_str();
   app.add_option("--grpc-threads", a->grpc_threads,
                  "gRPC completion queues, a thread each, that also run a model inline when its worker is idle "
-                 "(0: the cores, up to 16, plus 2)")
+                 "(0: the usable cores, up to 16, plus 2)")
       ->check(CLI::Range(0, 256));
   app.add_option("--cores", a->cores, "Use only the first N usable cores")->check(CLI::Range(0, 4096));
   app.add_option("--hint", a->hint, "Plan: adaptive, throughput or latency")

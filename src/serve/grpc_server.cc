@@ -13,6 +13,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
+#include "core/cpu_set.h"
 #include "core/log.h"
 #include "grpc_service.grpc.pb.h"
 
@@ -498,8 +499,8 @@ GrpcServer::GrpcServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 GrpcServer::~GrpcServer() { Shutdown(std::chrono::milliseconds(0)); }
 
 int GrpcServer::DefaultThreads() {
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  return std::min(cores, 16) + 2;
+  const int cores = static_cast<int>(UsableCpus().size());  // taskset and cgroups honoured
+  return std::min(std::max(cores, 1), 16) + 2;
 }
 
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(DataPlane& plane, const std::string& host, int port,

@@ -26,7 +26,7 @@ class GrpcServer {
   // a thread of its own (0: DefaultThreads()).
   static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(DataPlane& plane, const std::string& host, int port,
                                                            int threads = 0);
-  // The machine's cores (up to 16) plus 2: threads busy running a model inline leave others to
+  // The cores this process may use (up to 16) plus 2: threads busy running a model inline leave others to
   // take new calls.
   static int DefaultThreads();
   int port() const;
