@@ -4,7 +4,9 @@
 #include <cmath>
 #include <unistd.h>
 
+#include <bit>
 #include <latch>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -25,6 +27,8 @@ int64_t MicrosBetween(TimePoint a, TimePoint b) {
 
 constexpr double kEwmaWeight = 0.2;  // of the newest run
 constexpr size_t kMaxHistory = 100;
+
+Shape FirstShape(const NamedTensors& inputs) { return inputs.empty() ? Shape{} : inputs[0].tensor.shape(); }
 
 void Ewma(double& average, double sample) {
   average = average <= 0 ? sample : average + kEwmaWeight * (sample - average);
@@ -59,7 +63,7 @@ const std::vector<uint64_t>& RowBounds() {
 
 }  // namespace
 
-// The narrow/wide choice of one model (see the header). Requires mu_.
+// The narrow/wide choice of one model at one size of request (see the header). Requires mu_.
 struct Scheduler::ModeState {
   // EWMAs, ms per request of the measured size (ModelSpec::measured_elements), or per row where
   // that is unknown. Wide runs alone and under load apart too: under load a wide run shares
@@ -69,7 +73,60 @@ struct Scheduler::ModeState {
   bool wide_alone = false, wide_loaded = false;
   TimePoint switched_alone{}, switched_loaded{};
   int64_t decisions_alone = 0, decisions_loaded = 0, narrow_runs = 0, wide_runs = 0;
+  // A size first seen (not the measured one): the preferred width, then the other, runs
+  // kFirstSightRuns times alone and under load, and then this size's own runs decide.
+  bool first_sight = false;
+  int64_t runs[2][2] = {};  // [alone][wide]
+  std::string shape;        // a run's first input, naming the size in the plan,
+  int64_t elements = 0;     // and its input elements
+};
+
+// A model's choices by size of request: input elements rounded down to a power of 2 (-1: sizes
+// unknown, one choice per model, ms per row).
+struct Scheduler::Modes {
+  static constexpr int64_t kFirstSightRuns = 2;
+  std::map<int, ModeState> by_size;
+  int measured = -1;  // the size the plan's costs were measured at
   int group_workers = 1;  // k: narrow runs a wide run replaces
+
+  static int SizeOf(int64_t measured_elements, int64_t elements) {
+    if (measured_elements <= 0 || elements <= 0) return -1;
+    return static_cast<int>(std::bit_width(static_cast<uint64_t>(elements))) - 1;
+  }
+  // The choice at `size`; a size first seen starts from the measured size's preferences.
+  ModeState& At(int size) {
+    auto it = by_size.find(size);
+    if (it != by_size.end()) return it->second;
+    ModeState& fresh = by_size[size];
+    const ModeState& seed = by_size[measured];
+    fresh.wide_alone = seed.wide_alone;
+    fresh.wide_loaded = seed.wide_loaded;
+    fresh.first_sight = true;
+    return fresh;
+  }
+  // The plan's costs at the size they were measured at; what was measured at other sizes (on
+  // another layout, perhaps) is forgotten. Wide under load is measured afresh on the layout.
+  void Seed(double narrow_ms, double wide_ms, int64_t measured_elements, double margin) {
+    by_size.clear();
+    measured = SizeOf(measured_elements, measured_elements);
+    ModeState& m = by_size[measured];
+    m.narrow_alone_ms = m.narrow_loaded_ms = narrow_ms;
+    m.wide_ms = wide_ms;
+    if (narrow_ms > 0 && wide_ms > 0) {
+      m.wide_alone = wide_ms < narrow_ms * (1 - margin);
+      m.wide_loaded = 1.0 / wide_ms > group_workers / narrow_ms * (1 + margin);
+    }
+  }
+  // ms per measured-size request expected of a run at `size` (the measured size's where this one
+  // has no measurement yet).
+  double ExpectedMs(int size, bool wide) {
+    for (const int s : {size, measured}) {
+      const ModeState& m = At(s);
+      const double ms = wide ? m.wide_ms : std::max(m.narrow_alone_ms, m.narrow_loaded_ms);
+      if (ms > 0) return ms;
+    }
+    return 0;
+  }
 };
 
 Scheduler::Group Scheduler::MakeGroup(GroupConfig config) const {
@@ -106,30 +163,12 @@ Scheduler::~Scheduler() {
   clock_->Unregister(&mu_, &state_cv_);
 }
 
-namespace {
-
-void SeedMode(double narrow_ms, double wide_ms, double margin, int group_workers, double& narrow_alone,
-              double& narrow_loaded, double& wide, bool& wide_alone, bool& wide_loaded) {
-  narrow_alone = narrow_loaded = narrow_ms;
-  wide = wide_ms;
-  wide_alone = wide_loaded = false;
-  if (narrow_ms > 0 && wide_ms > 0) {
-    wide_alone = wide_ms < narrow_ms * (1 - margin);
-    wide_loaded = 1.0 / wide_ms > group_workers / narrow_ms * (1 + margin);
-  }
-}
-
-}  // namespace
-
 int Scheduler::AddModel(ModelSpec spec) {
   auto slot = std::make_shared<Slot>();
-  slot->mode = std::make_unique<ModeState>();
+  slot->modes = std::make_unique<Modes>();
   std::lock_guard<std::mutex> lock(mu_);
-  ModeState& m = *slot->mode;
-  m.group_workers = groups_.empty() ? 1 : static_cast<int>(groups_[0].config.workers.size());
-  SeedMode(spec.narrow_ms, spec.wide_ms, options_.switch_margin, m.group_workers, m.narrow_alone_ms,
-           m.narrow_loaded_ms, m.wide_ms, m.wide_alone, m.wide_loaded);
-  m.wide_loaded_ms = 0;  // measured afresh on the new layout
+  slot->modes->group_workers = groups_.empty() ? 1 : static_cast<int>(groups_[0].config.workers.size());
+  slot->modes->Seed(spec.narrow_ms, spec.wide_ms, spec.measured_elements, options_.switch_margin);
   spec.narrow.resize(workers_.size());
   spec.wide.resize(groups_.size());
   slot->spec = std::move(spec);
@@ -146,10 +185,7 @@ void Scheduler::ConfigureModel(int model, const BatchingConfig& batching, double
   if (!slot) return;
   slot->spec.batching = batching;
   slot->spec.measured_elements = measured_elements;
-  ModeState& m = *slot->mode;
-  SeedMode(narrow_ms, wide_ms, options_.switch_margin, m.group_workers, m.narrow_alone_ms,
-           m.narrow_loaded_ms, m.wide_ms, m.wide_alone, m.wide_loaded);
-  m.wide_loaded_ms = 0;  // measured afresh on the new layout
+  slot->modes->Seed(narrow_ms, wide_ms, measured_elements, options_.switch_margin);
 }
 
 Scheduler::Slot* Scheduler::FindSlot(int model) const {
@@ -486,15 +522,20 @@ void Scheduler::WorkerLoop(int w) {
   state_cv_.notify_all();
 }
 
-bool Scheduler::ChooseWide(Slot& slot, int group, bool alone) {
+bool Scheduler::ChooseWide(Slot& slot, int group, bool alone, int64_t elements) {
   if (!options_.adaptive || group < 0 || static_cast<size_t>(group) >= slot.spec.wide.size() ||
       !slot.spec.wide[static_cast<size_t>(group)]) {
     return false;
   }
-  ModeState& m = *slot.mode;
+  const int group_workers = slot.modes->group_workers;
+  ModeState& m = slot.modes->At(Modes::SizeOf(slot.spec.measured_elements, elements));
   const bool preferred = alone ? m.wide_alone : m.wide_loaded;
   int64_t& decisions = alone ? m.decisions_alone : m.decisions_loaded;
   ++decisions;
+  if (m.first_sight) {  // each width a few times at this size: the preferred one, then the other
+    if (m.runs[alone][preferred] < Modes::kFirstSightRuns) return preferred;
+    if (m.runs[alone][!preferred] < Modes::kFirstSightRuns) return !preferred;
+  }
   if (options_.explore_every <= 0) return preferred;
   // Exploring costs what the other width loses against the preferred one: try it less often the
   // worse it measured (by that ratio, at most 8x less often). Alone the cost is the request's own
@@ -502,7 +543,7 @@ bool Scheduler::ChooseWide(Slot& slot, int group, bool alone) {
   double worse = 1;
   const double narrow_ms = alone || m.narrow_loaded_ms <= 0 ? m.narrow_alone_ms : m.narrow_loaded_ms;
   if (m.wide_ms > 0 && narrow_ms > 0) {
-    const double wide_cost = alone ? m.wide_ms : m.WideLoaded() * m.group_workers;
+    const double wide_cost = alone ? m.wide_ms : m.WideLoaded() * group_workers;
     worse = preferred ? narrow_ms / wide_cost : wide_cost / narrow_ms;
   }
   const auto every = static_cast<int64_t>(std::llround(options_.explore_every * std::clamp(worse, 1.0, 8.0)));
@@ -511,8 +552,15 @@ bool Scheduler::ChooseWide(Slot& slot, int group, bool alone) {
 }
 
 void Scheduler::RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, int64_t rows, int64_t elements,
-                          int group) {
-  ModeState& m = *slot.mode;
+                          const Shape& shape, int group) {
+  const int group_workers = slot.modes->group_workers;
+  const int size = Modes::SizeOf(slot.spec.measured_elements, elements);
+  ModeState& m = slot.modes->At(size);
+  ++m.runs[plan.alone][plan.wide];
+  if (m.shape.empty()) {
+    m.shape = ShapeToString(shape);
+    m.elements = elements;
+  }
   // ms per measured-size request where that size is known (runs of different shapes then compare),
   // else ms per row. An empty run says nothing about the cost of a measured-size one.
   if (slot.spec.measured_elements > 0 && elements <= 0) return;
@@ -528,15 +576,16 @@ void Scheduler::RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, i
     ++m.narrow_runs;
   }
   // A preference changes only on measurements of both widths (a few runs each), never on one.
-  if (group < 0 || !options_.adaptive || m.wide_ms <= 0 || m.wide_runs < 2 || m.narrow_runs < 2) return;
+  if (group < 0 || !options_.adaptive || m.wide_runs < 2 || m.narrow_runs < 2) return;
   const TimePoint now = clock_->Now();
   const double margin = options_.switch_margin;
-  auto note = [&](const std::string& text) {
+  auto note = [&](std::string text) {
+    if (size >= 0) absl::StrAppend(&text, " at ", m.shape);
     history_.push_back({now, slot.spec.name, text});
     if (history_.size() > kMaxHistory) history_.erase(history_.begin());
     Log().info("plan: model '{}' {}", slot.spec.name, text);
   };
-  if (m.narrow_alone_ms > 0 && now - m.switched_alone >= options_.min_switch_interval) {
+  if (m.wide_ms > 0 && m.narrow_alone_ms > 0 && now - m.switched_alone >= options_.min_switch_interval) {
     const bool want = m.wide_alone ? m.wide_ms < m.narrow_alone_ms * (1 + margin)
                                    : m.wide_ms < m.narrow_alone_ms * (1 - margin);
     if (want != m.wide_alone) {
@@ -547,8 +596,8 @@ void Scheduler::RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, i
     }
   }
   const double narrow_ms = m.narrow_loaded_ms > 0 ? m.narrow_loaded_ms : m.narrow_alone_ms;
-  if (narrow_ms > 0 && now - m.switched_loaded >= options_.min_switch_interval) {
-    const double wide_rate = 1000.0 / m.WideLoaded(), narrow_rate = 1000.0 * m.group_workers / narrow_ms;
+  if (m.WideLoaded() > 0 && narrow_ms > 0 && now - m.switched_loaded >= options_.min_switch_interval) {
+    const double wide_rate = 1000.0 / m.WideLoaded(), narrow_rate = 1000.0 * group_workers / narrow_ms;
     const bool want = m.wide_loaded ? wide_rate > narrow_rate * (1 - margin)
                                     : wide_rate > narrow_rate * (1 + margin);
     if (want != m.wide_loaded) {
@@ -572,7 +621,7 @@ void Scheduler::RunBatch(int w, Batch batch, std::unique_lock<std::mutex>& lock)
   slot.running += rows;  // keeps the slot (RemoveModel waits) through the assembly and the run
   RunPlan plan;
   plan.alone = QueuedFor(w) == 0 && PartnersIdle(w);
-  bool wide = ChooseWide(slot, g, plan.alone) && groups_[static_cast<size_t>(g)].assembling < 0;
+  bool wide = ChooseWide(slot, g, plan.alone, elements) && groups_[static_cast<size_t>(g)].assembling < 0;
   if (wide) {
     // Wait for the partners to lend their cores (each joins when its current work ends).
     Group& group = groups_[static_cast<size_t>(g)];
@@ -627,7 +676,9 @@ void Scheduler::RunBatch(int w, Batch batch, std::unique_lock<std::mutex>& lock)
   Occupy(-plan.threads);
   me.busy_us += compute_us;
   ++me.runs;
-  RecordRun(slot, plan, compute_us, rows, elements, g);
+  Shape shape = FirstShape(batch.requests[0]->inputs);
+  if (batch.requests.size() > 1 && !shape.empty()) shape[0] = rows;  // requests batched along dim 0
+  RecordRun(slot, plan, compute_us, rows, elements, shape, g);
   if (wide) {
     Group& group = groups_[static_cast<size_t>(g)];
     group.assembling = -1;
@@ -721,6 +772,7 @@ std::optional<absl::StatusOr<InferResult>> Scheduler::TryRunInline(int model, Re
   if (!slot || slot->removing || stopping_ || pausing_ || !started_) return std::nullopt;
   request.model = model;
   request.enqueued = clock_->Now();
+  const int64_t elements = ElementCount(request.inputs);
   std::vector<int> claimed;
   RunPlan plan;
   int worker = -1;
@@ -751,7 +803,7 @@ std::optional<absl::StatusOr<InferResult>> Scheduler::TryRunInline(int model, Re
     if (worker < 0) return std::nullopt;
     const int g = workers_[static_cast<size_t>(worker)]->config.group;
     plan.alone = QueuedFor(worker) == 0 && PartnersIdle(worker);
-    if (plan.alone && ChooseWide(*slot, g, /*alone=*/true)) {
+    if (plan.alone && ChooseWide(*slot, g, /*alone=*/true, elements)) {
       plan.wide = true;
       plan.session = slot->spec.wide[static_cast<size_t>(g)];
       plan.threads = groups_[static_cast<size_t>(g)].cpu_count;
@@ -768,14 +820,12 @@ std::optional<absl::StatusOr<InferResult>> Scheduler::TryRunInline(int model, Re
   slot->running += request.rows;
   Occupy(plan.threads);
   // Where the run happens: on the claimed cores if it is long enough to be worth the move.
-  const ModeState& mode = *slot->mode;
-  // The mode's figures are per measured-size request (else per row): scaled to this request.
-  const int64_t elements = ElementCount(request.inputs);
+  // The figures are per measured-size request (else per row): scaled to this request.
   const double scale = slot->spec.measured_elements > 0 && elements > 0
                            ? static_cast<double>(elements) / static_cast<double>(slot->spec.measured_elements)
                            : static_cast<double>(std::max<int64_t>(request.rows, 1));
   const double expected_ms =
-      scale * (plan.wide ? mode.wide_ms : std::max(mode.narrow_alone_ms, mode.narrow_loaded_ms));
+      scale * slot->modes->ExpectedMs(Modes::SizeOf(slot->spec.measured_elements, elements), plan.wide);
   std::vector<int> pin_to;
   if (options_.pin_workers && !claimed.empty() && (expected_ms <= 0 || expected_ms >= options_.pin_inline_over_ms)) {
     for (int w : claimed) {
@@ -797,7 +847,7 @@ std::optional<absl::StatusOr<InferResult>> Scheduler::TryRunInline(int model, Re
 
   lock.lock();
   Occupy(-plan.threads);
-  RecordRun(*slot, plan, compute_us, request.rows, ElementCount(request.inputs),
+  RecordRun(*slot, plan, compute_us, request.rows, elements, FirstShape(request.inputs),
             workers_[static_cast<size_t>(worker)]->config.group);
   for (int w : claimed) {
     Worker& c = *workers_[static_cast<size_t>(w)];
@@ -932,7 +982,7 @@ absl::Status Scheduler::Reconfigure(Layout layout) {
     s->spec.wide = m < layout.wide.size() ? std::move(layout.wide[m]) : std::vector<std::shared_ptr<Session>>{};
     s->spec.narrow.resize(workers_.size());
     s->spec.wide.resize(groups_.size());
-    s->mode->group_workers = groups_.empty() ? 1 : static_cast<int>(groups_[0].config.workers.size());
+    s->modes->group_workers = groups_.empty() ? 1 : static_cast<int>(groups_[0].config.workers.size());
   }
   pausing_ = false;
   if (started_) StartWorkers();
@@ -1032,13 +1082,21 @@ std::string Scheduler::DescribeModes() const {
     bool wide_any = false;
     for (const auto& p : s->spec.wide) wide_any |= p != nullptr;
     if (!wide_any) continue;
-    const ModeState& m = *s->mode;
-    const double narrow_loaded = m.narrow_loaded_ms > 0 ? m.narrow_loaded_ms : m.narrow_alone_ms;
-    absl::StrAppend(&out, absl::StrFormat(
-        "    %-24s alone: %-6s (wide %.2f ms, narrow %.2f ms)  under load: %-6s (wide %.1f/s, narrow %.1f/s)  runs: %d narrow, %d wide\n",
-        s->spec.name, m.wide_alone ? "wide" : "narrow", m.wide_ms, m.narrow_alone_ms,
-        m.wide_loaded ? "wide" : "narrow", m.WideLoaded() > 0 ? 1000.0 / m.WideLoaded() : 0.0,
-        narrow_loaded > 0 ? 1000.0 * m.group_workers / narrow_loaded : 0.0, m.narrow_runs, m.wide_runs));
+    for (const auto& [size, m] : s->modes->by_size) {
+      if (size != s->modes->measured && m.narrow_runs + m.wide_runs == 0) continue;  // seen, not run yet
+      const double narrow_loaded = m.narrow_loaded_ms > 0 ? m.narrow_loaded_ms : m.narrow_alone_ms;
+      const std::string name = size < 0 ? s->spec.name
+                               : absl::StrCat(s->spec.name, " ", m.shape.empty() ? "(measured size)" : m.shape);
+      // The EWMAs are per measured-size request: shown at this size's own.
+      const double k = size >= 0 && m.elements > 0 && s->spec.measured_elements > 0
+                           ? static_cast<double>(m.elements) / static_cast<double>(s->spec.measured_elements)
+                           : 1.0;
+      absl::StrAppend(&out, absl::StrFormat(
+          "    %-24s alone: %-6s (wide %.2f ms, narrow %.2f ms)  under load: %-6s (wide %.1f/s, narrow %.1f/s)  runs: %d narrow, %d wide\n",
+          name, m.wide_alone ? "wide" : "narrow", k * m.wide_ms, k * m.narrow_alone_ms, m.wide_loaded ? "wide" : "narrow",
+          m.WideLoaded() > 0 ? 1000.0 / (k * m.WideLoaded()) : 0.0,
+          narrow_loaded > 0 ? 1000.0 * s->modes->group_workers / (k * narrow_loaded) : 0.0, m.narrow_runs, m.wide_runs));
+    }
   }
   return out;
 }

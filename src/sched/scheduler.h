@@ -9,9 +9,12 @@
 //   - alone (nothing else queued, the rest of the group idle): the lower-latency width;
 //   - under load: the width with the higher measured throughput (usually narrow: independent
 //     single-thread runs scale better than one run over several threads).
-// The measurements behind both choices are the runs themselves (EWMA per model), seeded with the
-// plan's costs, so a core taken by another process (contention) shows up as slower wide runs and
-// moves the choice back to narrow. A preference switches only past a margin and at most once per
+// The measurements behind both choices are the runs themselves (EWMA per model and size of request:
+// input elements within a factor of 2), seeded with the plan's costs at the size it measured, so a
+// core taken by another process (contention) shows up as slower wide runs and moves the choice back
+// to narrow. Whether more threads pay depends on the size (a small run is all overhead, a large one
+// all compute): a size first seen starts from the measured size's preferences and runs each width
+// twice, alone and under load, before its own measurements decide. A preference switches only past a margin and at most once per
 // `min_switch_interval`, so the choice does not thrash; each switch is recorded with its reason.
 //
 // Leases. Any idle worker's cores can be lent: to a wide run of a group partner, to a caller that
@@ -218,12 +221,13 @@ class Scheduler {
   };
   Group MakeGroup(GroupConfig config) const;
   struct ModeState;  // scheduler.cc
+  struct Modes;      // scheduler.cc
   struct Slot {
     ModelSpec spec;
     RequestQueue queue;
     bool removing = false;
     int64_t running = 0;  // requests in runs now
-    std::unique_ptr<ModeState> mode;
+    std::unique_ptr<Modes> modes;
     // Counters and histograms, read without mu_.
     std::atomic<int64_t> requests{0}, successes{0}, failures{0}, deadline_exceeded{0},
         cancelled{0}, rejected{0}, batches{0}, batch_rows{0};
@@ -267,9 +271,11 @@ class Scheduler {
   void ReleasePartners(const Group& group, int w);
   bool PartnersIdle(int w) const;
   bool QueuesEmptyFor(int w) const;
-  bool ChooseWide(Slot& slot, int group, bool alone);
-  // `elements`: the run's input elements, all requests (see ModelSpec::measured_elements).
-  void RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, int64_t rows, int64_t elements, int group);
+  // `elements`: the run's input elements, all requests (see ModelSpec::measured_elements); `shape`:
+  // its first input's, to name the size in the plan.
+  bool ChooseWide(Slot& slot, int group, bool alone, int64_t elements);
+  void RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, int64_t rows, int64_t elements,
+                 const Shape& shape, int group);
   void GrantLeases();
   void Occupy(int threads);
   Slot* FindSlot(int model) const;

@@ -55,7 +55,7 @@ class FakeSession final : public Session {
     if (first == kThrow) throw std::runtime_error("backend exploded");
     if (first == kFail) return absl::InternalError("model 'fake': run failed on purpose");
     if (const microseconds cost = cost_.load(); cost.count() > 0) {
-      clock_->Advance(per_element_ ? cost * inputs[0].tensor.element_count() : cost);
+      clock_->Advance(per_element_ ? fixed_.load() + cost * inputs[0].tensor.element_count() : cost);
     }
     Tensor y = inputs[0].tensor.Clone();
     for (int64_t i = 0; i < y.element_count(); ++i) y.data_as<float>()[i] += 1;
@@ -78,9 +78,10 @@ class FakeSession final : public Session {
     gate_.reset();
   }
   void set_cost(microseconds cost) { cost_ = cost; }
-  // From now on a run costs `cost` per input element (a model with dynamic dims).
-  void set_cost_per_element(microseconds cost) {
+  // From now on a run costs `fixed` plus `cost` per input element (a model with dynamic dims).
+  void set_cost_per_element(microseconds cost, microseconds fixed = microseconds(0)) {
     per_element_ = true;
+    fixed_ = fixed;
     cost_ = cost;
   }
   const std::string& tag() const { return tag_; }
@@ -92,6 +93,7 @@ class FakeSession final : public Session {
   FakeClock* clock_;
   std::atomic<microseconds> cost_;
   std::atomic<bool> per_element_{false};
+  std::atomic<microseconds> fixed_{microseconds(0)};
   std::string tag_;
   mutable std::mutex mu_;
   std::vector<int64_t> runs_;
@@ -573,6 +575,52 @@ TEST(Scheduler, RunsOfAnotherSizeAreComparedAtTheMeasuredSize) {
       EXPECT_NE(history[0].text.find("alone: now narrow"), std::string::npos) << history[0].text;
     }
   }
+}
+
+TEST(Scheduler, EachSizeOfRequestGetsTheWidthMeasuredAtThatSize) {
+  // Wide has a fixed 6 ms of overhead and half the cost per element: at the measured size (2
+  // elements) it is slower, 8 ms against 4; at 64 elements it is faster, 70 ms against 128. One
+  // choice per model, scaled by elements, would keep the large requests narrow.
+  SchedulerOptions options;
+  options.explore_every = 0;  // only the first sight of a size explores
+  options.min_switch_interval = milliseconds(0);
+  Harness h(2, /*group=*/true, options);
+  const int m = h.Model("det", Batching(1, microseconds(0)), 1024, milliseconds(4), milliseconds(8), true,
+                        /*measured_elements=*/2);
+  for (auto& s : h.narrow) s->set_cost_per_element(milliseconds(2));
+  h.wide_session->set_cost_per_element(milliseconds(1), milliseconds(6));
+  h.scheduler->Start();
+  // Inline runs on the caller's thread: the workers never get work, so every request finds them
+  // all idle (alone), and the order of the choices is fixed.
+  auto run = [&](int64_t width) -> int {
+    Request r;
+    r.inputs = {{"x", Rows(1, width, 1)}};
+    r.rows = 1;
+    r.batch_key = BatchKey(r.inputs);
+    r.deadline = TimePoint::max();
+    auto answer = h.scheduler->TryRunInline(m, r);
+    EXPECT_TRUE(answer.has_value() && answer->ok());
+    return answer.has_value() && answer->ok() ? (*answer)->threads : 0;
+  };
+  std::vector<int> large, small;
+  for (int i = 0; i < 8; ++i) large.push_back(run(64));
+  for (int i = 0; i < 4; ++i) small.push_back(run(2));
+  // First sight of 64: the measured size's choice (narrow) twice, then the other width twice; then
+  // its own runs decide: wide.
+  EXPECT_EQ(large, (std::vector<int>{1, 1, 2, 2, 2, 2, 2, 2}));
+  EXPECT_EQ(small, (std::vector<int>{1, 1, 1, 1})) << "the measured size keeps its own choice";
+  const auto history = h.scheduler->ModeHistory();
+  ASSERT_EQ(history.size(), 1u);
+  EXPECT_EQ(history[0].text.find("alone: now wide"), 0u) << history[0].text;
+  EXPECT_NE(history[0].text.find("at [1,64]"), std::string::npos) << history[0].text;
+  // The plan shows each size's figures at that size.
+  const std::string modes = h.scheduler->DescribeModes();
+  auto line = [&](const std::string& start) {
+    const size_t at = modes.find(start);
+    return at == std::string::npos ? std::string() : modes.substr(at, modes.find('\n', at) - at);
+  };
+  EXPECT_NE(line("det [1,64] ").find("alone: wide   (wide 70.00 ms, narrow 128.00 ms)"), std::string::npos) << modes;
+  EXPECT_NE(line("det [1,2] ").find("alone: narrow (wide 8.00 ms, narrow 4.00 ms)"), std::string::npos) << modes;
 }
 
 TEST(Scheduler, ExploringAMuchWorseWidthHappensLessOften) {
