@@ -50,6 +50,11 @@ struct PipelineBenchReport {
   std::vector<double> busy_model_ms_runs;
   double busy_ideal_fps = 0;
   double ideal_fps = 0;
+  // Loom's fraction of each ideal, per round (that round's Loom run over that round's ideal pass,
+  // measured a few seconds apart, so that a machine drifting between rounds drifts out of the
+  // ratio) and its median: the figure the verdict quotes.
+  std::vector<double> of_ideal_runs, of_busy_ideal_runs;
+  double of_ideal = 0, of_busy_ideal = 0;
   std::string plan;
   std::string verdict;
   // PipelineBenchOptions::trace: Loom's last repetition as Chrome trace-event JSON (engine runs

@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -201,6 +202,16 @@ TEST(CliBench, ChainReportsTheStrategiesAndTheChainsIdeal) {
   const double busy_ms = j["busy_model_ms_per_frame"].get<double>();
   EXPECT_GT(busy_ms, 0);
   EXPECT_NEAR(j["busy_ideal_fps"].get<double>(), j["usable_cores"].get<int>() * 1000.0 / busy_ms, 1e-6);
+  // Loom's fraction of each ideal, round by round: that round's Loom run over that round's pass.
+  ASSERT_EQ(j["of_ideal_runs"].size(), 1u);
+  const double loom_fps = j["strategies"][2]["fps_runs"][0].get<double>();
+  EXPECT_NEAR(j["of_ideal_runs"][0].get<double>(),
+              loom_fps * j["model_ms_runs"][0].get<double>() / (j["usable_cores"].get<int>() * 1000.0), 1e-9);
+  EXPECT_NEAR(j["of_busy_ideal"].get<double>(),
+              loom_fps * j["busy_model_ms_runs"][0].get<double>() / (j["usable_cores"].get<int>() * 1000.0), 1e-9);
+  char quoted[32];
+  std::snprintf(quoted, sizeof quoted, "%.2f of ideal", j["of_ideal"].get<double>());
+  EXPECT_NE(j["verdict"].get<std::string>().find(quoted), std::string::npos) << j["verdict"];
   // Every node of the chain has its split: own compute, model wait, core wait.
   for (const char* node : {"det", "boxes", "crops", "cls", "upright", "rec", "text"}) {
     EXPECT_TRUE(j["loom_nodes"].contains(node)) << node;
