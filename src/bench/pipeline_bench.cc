@@ -218,7 +218,7 @@ absl::StatusOr<PipelineBenchReport> RunPipelineBench(const std::string& file, co
     absl::StrAppend(&report.verdict, absl::StrFormat(" (%.2f of the ideal at costs measured with every core busy)",
                                                      report.of_busy_ideal));
   }
-  absl::StrAppend(&report.verdict, " (medians of each round's ratio)");
+  if (report.ideal_fps > 0) absl::StrAppend(&report.verdict, " (medians of each round's ratio)");
   return report;
 }
 
@@ -243,7 +243,8 @@ std::string PipelineBenchReport::Table() const {
                            "ideal, busy cores", busy_ideal_fps, "", 1000.0 / busy_ideal_fps, busy_model_ms_per_frame);
   }
   if (!of_ideal_runs.empty()) {
-    out << absl::StrFormat("loom of ideal      %s  (each round's Loom run over its ideal pass; median %.2f)\n",
+    out << absl::StrFormat("loom of ideal      %s  (each round's Loom run over its ideal pass; median %.2f; the ideal "
+                           "rows above are the median passes)\n",
                            absl::StrJoin(of_ideal_runs, " ", [](std::string* o, double v) {
                              absl::StrAppend(o, absl::StrFormat("%.2f", v));
                            }),

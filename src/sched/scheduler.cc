@@ -28,7 +28,14 @@ int64_t MicrosBetween(TimePoint a, TimePoint b) {
 constexpr double kEwmaWeight = 0.2;  // of the newest run
 constexpr size_t kMaxHistory = 100;
 
-Shape FirstShape(const NamedTensors& inputs) { return inputs.empty() ? Shape{} : inputs[0].tensor.shape(); }
+// A request's first input as one row of it (dim 0 set to 1 where it holds the request's rows), to
+// name a size in the plan.
+Shape RowShape(const Request& request) {
+  if (request.inputs.empty()) return {};
+  Shape shape = request.inputs[0].tensor.shape();
+  if (!shape.empty() && request.rows > 1 && shape[0] == request.rows) shape[0] = 1;
+  return shape;
+}
 
 void Ewma(double& average, double sample) {
   average = average <= 0 ? sample : average + kEwmaWeight * (sample - average);
@@ -81,17 +88,19 @@ struct Scheduler::ModeState {
   int64_t elements = 0;     // and its input elements
 };
 
-// A model's choices by size of request: input elements rounded down to a power of 2 (-1: sizes
-// unknown, one choice per model, ms per row).
+// A model's choices by size of request: input elements per row rounded down to a power of 2 (-1:
+// sizes unknown, one choice per model, ms per row). Per row, so that a model whose only dynamic
+// dim is the batch keeps one choice at every batch size, as the measured request is one row.
 struct Scheduler::Modes {
   static constexpr int64_t kFirstSightRuns = 2;
   std::map<int, ModeState> by_size;
   int measured = -1;  // the size the plan's costs were measured at
   int group_workers = 1;  // k: narrow runs a wide run replaces
 
-  static int SizeOf(int64_t measured_elements, int64_t elements) {
-    if (measured_elements <= 0 || elements <= 0) return -1;
-    return static_cast<int>(std::bit_width(static_cast<uint64_t>(elements))) - 1;
+  static int SizeOf(int64_t measured_elements, int64_t elements, int64_t rows) {
+    const int64_t per_row = elements / std::max<int64_t>(rows, 1);
+    if (measured_elements <= 0 || per_row <= 0) return -1;
+    return static_cast<int>(std::bit_width(static_cast<uint64_t>(per_row))) - 1;
   }
   // The choice at `size`; a size first seen starts from the measured size's preferences.
   ModeState& At(int size) {
@@ -104,18 +113,26 @@ struct Scheduler::Modes {
     fresh.first_sight = true;
     return fresh;
   }
-  // The plan's costs at the size they were measured at; what was measured at other sizes (on
-  // another layout, perhaps) is forgotten. Wide under load is measured afresh on the layout.
+  // The plan's costs at the size they were measured at (a re-plan's, perhaps on another layout):
+  // that size's averages and preferences start from them, its counts go on (a choice can change
+  // on the runs to come); what was measured at other sizes is forgotten (they see first sight
+  // again); wide under load is measured afresh on the layout.
   void Seed(double narrow_ms, double wide_ms, int64_t measured_elements, double margin) {
+    const int size = SizeOf(measured_elements, measured_elements, 1);
+    auto it = by_size.find(size);
+    ModeState m = it != by_size.end() ? it->second : ModeState{};
     by_size.clear();
-    measured = SizeOf(measured_elements, measured_elements);
-    ModeState& m = by_size[measured];
+    measured = size;
+    m.first_sight = false;
     m.narrow_alone_ms = m.narrow_loaded_ms = narrow_ms;
     m.wide_ms = wide_ms;
+    m.wide_loaded_ms = 0;
+    m.wide_alone = m.wide_loaded = false;
     if (narrow_ms > 0 && wide_ms > 0) {
       m.wide_alone = wide_ms < narrow_ms * (1 - margin);
       m.wide_loaded = 1.0 / wide_ms > group_workers / narrow_ms * (1 + margin);
     }
+    by_size[measured] = std::move(m);
   }
   // ms per measured-size request expected of a run at `size` (the measured size's where this one
   // has no measurement yet).
@@ -522,17 +539,17 @@ void Scheduler::WorkerLoop(int w) {
   state_cv_.notify_all();
 }
 
-bool Scheduler::ChooseWide(Slot& slot, int group, bool alone, int64_t elements) {
+bool Scheduler::ChooseWide(Slot& slot, int group, bool alone, int64_t elements, int64_t rows) {
   if (!options_.adaptive || group < 0 || static_cast<size_t>(group) >= slot.spec.wide.size() ||
       !slot.spec.wide[static_cast<size_t>(group)]) {
     return false;
   }
   const int group_workers = slot.modes->group_workers;
-  ModeState& m = slot.modes->At(Modes::SizeOf(slot.spec.measured_elements, elements));
+  ModeState& m = slot.modes->At(Modes::SizeOf(slot.spec.measured_elements, elements, rows));
   const bool preferred = alone ? m.wide_alone : m.wide_loaded;
   int64_t& decisions = alone ? m.decisions_alone : m.decisions_loaded;
   ++decisions;
-  if (m.first_sight) {  // each width a few times at this size: the preferred one, then the other
+  if (m.first_sight && options_.explore_every > 0) {  // each width a few times at this size: the preferred one, then the other
     if (m.runs[alone][preferred] < Modes::kFirstSightRuns) return preferred;
     if (m.runs[alone][!preferred] < Modes::kFirstSightRuns) return !preferred;
   }
@@ -554,12 +571,12 @@ bool Scheduler::ChooseWide(Slot& slot, int group, bool alone, int64_t elements) 
 void Scheduler::RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, int64_t rows, int64_t elements,
                           const Shape& shape, int group) {
   const int group_workers = slot.modes->group_workers;
-  const int size = Modes::SizeOf(slot.spec.measured_elements, elements);
+  const int size = Modes::SizeOf(slot.spec.measured_elements, elements, rows);
   ModeState& m = slot.modes->At(size);
   ++m.runs[plan.alone][plan.wide];
   if (m.shape.empty()) {
     m.shape = ShapeToString(shape);
-    m.elements = elements;
+    m.elements = elements / std::max<int64_t>(rows, 1);
   }
   // ms per measured-size request where that size is known (runs of different shapes then compare),
   // else ms per row. An empty run says nothing about the cost of a measured-size one.
@@ -621,7 +638,7 @@ void Scheduler::RunBatch(int w, Batch batch, std::unique_lock<std::mutex>& lock)
   slot.running += rows;  // keeps the slot (RemoveModel waits) through the assembly and the run
   RunPlan plan;
   plan.alone = QueuedFor(w) == 0 && PartnersIdle(w);
-  bool wide = ChooseWide(slot, g, plan.alone, elements) && groups_[static_cast<size_t>(g)].assembling < 0;
+  bool wide = ChooseWide(slot, g, plan.alone, elements, rows) && groups_[static_cast<size_t>(g)].assembling < 0;
   if (wide) {
     // Wait for the partners to lend their cores (each joins when its current work ends).
     Group& group = groups_[static_cast<size_t>(g)];
@@ -676,9 +693,7 @@ void Scheduler::RunBatch(int w, Batch batch, std::unique_lock<std::mutex>& lock)
   Occupy(-plan.threads);
   me.busy_us += compute_us;
   ++me.runs;
-  Shape shape = FirstShape(batch.requests[0]->inputs);
-  if (batch.requests.size() > 1 && !shape.empty()) shape[0] = rows;  // requests batched along dim 0
-  RecordRun(slot, plan, compute_us, rows, elements, shape, g);
+  RecordRun(slot, plan, compute_us, rows, elements, RowShape(*batch.requests[0]), g);
   if (wide) {
     Group& group = groups_[static_cast<size_t>(g)];
     group.assembling = -1;
@@ -803,7 +818,7 @@ std::optional<absl::StatusOr<InferResult>> Scheduler::TryRunInline(int model, Re
     if (worker < 0) return std::nullopt;
     const int g = workers_[static_cast<size_t>(worker)]->config.group;
     plan.alone = QueuedFor(worker) == 0 && PartnersIdle(worker);
-    if (plan.alone && ChooseWide(*slot, g, /*alone=*/true, elements)) {
+    if (plan.alone && ChooseWide(*slot, g, /*alone=*/true, elements, request.rows)) {
       plan.wide = true;
       plan.session = slot->spec.wide[static_cast<size_t>(g)];
       plan.threads = groups_[static_cast<size_t>(g)].cpu_count;
@@ -825,7 +840,7 @@ std::optional<absl::StatusOr<InferResult>> Scheduler::TryRunInline(int model, Re
                            ? static_cast<double>(elements) / static_cast<double>(slot->spec.measured_elements)
                            : static_cast<double>(std::max<int64_t>(request.rows, 1));
   const double expected_ms =
-      scale * slot->modes->ExpectedMs(Modes::SizeOf(slot->spec.measured_elements, elements), plan.wide);
+      scale * slot->modes->ExpectedMs(Modes::SizeOf(slot->spec.measured_elements, elements, request.rows), plan.wide);
   std::vector<int> pin_to;
   if (options_.pin_workers && !claimed.empty() && (expected_ms <= 0 || expected_ms >= options_.pin_inline_over_ms)) {
     for (int w : claimed) {
@@ -847,7 +862,7 @@ std::optional<absl::StatusOr<InferResult>> Scheduler::TryRunInline(int model, Re
 
   lock.lock();
   Occupy(-plan.threads);
-  RecordRun(*slot, plan, compute_us, request.rows, elements, FirstShape(request.inputs),
+  RecordRun(*slot, plan, compute_us, request.rows, elements, RowShape(request),
             workers_[static_cast<size_t>(worker)]->config.group);
   for (int w : claimed) {
     Worker& c = *workers_[static_cast<size_t>(w)];

@@ -10,11 +10,12 @@
 //   - under load: the width with the higher measured throughput (usually narrow: independent
 //     single-thread runs scale better than one run over several threads).
 // The measurements behind both choices are the runs themselves (EWMA per model and size of request:
-// input elements within a factor of 2), seeded with the plan's costs at the size it measured, so a
+// input elements per row, rounded down to a power of 2), seeded with the plan's costs at the size it measured, so a
 // core taken by another process (contention) shows up as slower wide runs and moves the choice back
 // to narrow. Whether more threads pay depends on the size (a small run is all overhead, a large one
 // all compute): a size first seen starts from the measured size's preferences and runs each width
-// twice, alone and under load, before its own measurements decide. A preference switches only past a margin and at most once per
+// twice, alone and under load (a wide run under load waits for its partners' current runs), before
+// its own measurements decide (unless explore_every is 0: then it keeps the copied preferences). A preference switches only past a margin and at most once per
 // `min_switch_interval`, so the choice does not thrash; each switch is recorded with its reason.
 //
 // Leases. Any idle worker's cores can be lent: to a wide run of a group partner, to a caller that
@@ -271,9 +272,9 @@ class Scheduler {
   void ReleasePartners(const Group& group, int w);
   bool PartnersIdle(int w) const;
   bool QueuesEmptyFor(int w) const;
-  // `elements`: the run's input elements, all requests (see ModelSpec::measured_elements); `shape`:
-  // its first input's, to name the size in the plan.
-  bool ChooseWide(Slot& slot, int group, bool alone, int64_t elements);
+  // `elements`, `rows`: the run's input elements and rows, all requests (see
+  // ModelSpec::measured_elements); `shape`: a row of its first input, to name the size in the plan.
+  bool ChooseWide(Slot& slot, int group, bool alone, int64_t elements, int64_t rows);
   void RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, int64_t rows, int64_t elements,
                  const Shape& shape, int group);
   void GrantLeases();

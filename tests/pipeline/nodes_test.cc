@@ -132,20 +132,21 @@ TEST(CtcDecoder, CollapsesRepeatsAndDropsBlanks) {
 }
 
 TEST(CtcDecoder, TakesTheFirstOfEqualMaximaAndReadsARowOfNanAsBlank) {
-  // 40 classes (past a vector's width): at step 0 classes 5 and 37 tie, at step 1 a later class
-  // wins, step 2 is NaN throughout (a broken output must not index outside the charset).
+  // 40 classes (past a vector's width): at step 0 classes 6 and 33 tie (in different lanes of a
+  // 4-, 8- or 16-wide vector), at step 1 a later class wins, step 2 is NaN throughout (a broken
+  // output must not index outside the charset).
   std::vector<std::string> charset(40);
   for (size_t c = 1; c < charset.size(); ++c) charset[c] = std::string(1, static_cast<char>('A' + c % 26));
   charset.back() = " ";
   Tensor p = Tensor::Allocate(DType::kFloat32, {1, 3, 40});
   float* d = p.data_as<float>();
-  d[5] = d[37] = 0.5f;
+  d[6] = d[33] = 0.5f;
   d[40 + 2] = 0.3f;
-  d[40 + 33] = 0.6f;
+  d[40 + 35] = 0.6f;
   for (int c = 0; c < 40; ++c) d[80 + c] = std::nanf("");
   auto texts = DecodeCtc(p, charset);
   ASSERT_TRUE(texts.ok()) << texts.status();
-  EXPECT_EQ((*texts)[0].text, charset[5] + charset[33]);
+  EXPECT_EQ((*texts)[0].text, charset[6] + charset[35]);
 }
 
 TEST(TextBatch, PadsEveryCropToTheWidestAtTheGivenHeight) {

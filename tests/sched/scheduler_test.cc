@@ -547,6 +547,8 @@ TEST(Scheduler, AChoiceFollowsTheMeasuredRunsWithoutThrashing) {
 // 10x slower than the small narrow measurement and the choice would flip to narrow. Scaled to
 // the measured size they compare like with like, and wide stays.
 TEST(Scheduler, RunsOfAnotherSizeAreComparedAtTheMeasuredSize) {
+  // Measured at 2 elements (narrow 8 ms, wide 5 ms); requests of 3 elements, the same size class
+  // (a power of 2 apart at most) and 1.5x the work: 12 ms narrow, 7.5 ms wide.
   for (const int64_t measured_elements : {int64_t{2}, int64_t{0}}) {
     SchedulerOptions options;
     options.explore_every = 4;
@@ -557,9 +559,12 @@ TEST(Scheduler, RunsOfAnotherSizeAreComparedAtTheMeasuredSize) {
     for (auto& s : h.narrow) s->set_cost_per_element(milliseconds(4));
     h.wide_session->set_cost_per_element(microseconds(2500));
     h.scheduler->Start();
+    // Without sizes the runs are compared per row, at a scale the priors were not measured at:
+    // 32-element rows make the mistake plain (narrow 128 ms, wide 80 ms against priors of 8 and 5).
+    const int64_t width = measured_elements > 0 ? 3 : 32;
     int wide = 0;
     for (int i = 0; i < 40; ++i) {
-      auto r = h.Submit(m, 1, 32).get();
+      auto r = h.Submit(m, 1, width).get();
       ASSERT_TRUE(r.ok());
       wide += r->threads == 2;
     }
@@ -567,8 +572,11 @@ TEST(Scheduler, RunsOfAnotherSizeAreComparedAtTheMeasuredSize) {
     if (measured_elements > 0) {
       EXPECT_TRUE(history.empty()) << history[0].text;
       // (How many ran wide depends on how many requests found both workers idle, which the
-      // threads decide: the choice itself is what is checked.)
-      EXPECT_NE(h.scheduler->DescribeModes().find("alone: wide"), std::string::npos) << h.scheduler->DescribeModes();
+      // threads decide: the choice itself is what is checked, on the line of the size that ran.)
+      const std::string modes = h.scheduler->DescribeModes();
+      const size_t at = modes.find("dyn [1,3] ");
+      ASSERT_NE(at, std::string::npos) << "the runs landed on the measured size: " << modes;
+      EXPECT_NE(modes.substr(at, modes.find('\n', at) - at).find("alone: wide"), std::string::npos) << modes;
       EXPECT_GE(wide, 1);
     } else {
       ASSERT_FALSE(history.empty()) << "per row, the larger runs are mistaken for slower ones";
@@ -582,7 +590,7 @@ TEST(Scheduler, EachSizeOfRequestGetsTheWidthMeasuredAtThatSize) {
   // elements) it is slower, 8 ms against 4; at 64 elements it is faster, 70 ms against 128. One
   // choice per model, scaled by elements, would keep the large requests narrow.
   SchedulerOptions options;
-  options.explore_every = 0;  // only the first sight of a size explores
+  options.explore_every = 1000;  // only the first sight of a size explores (0 would turn it off too)
   options.min_switch_interval = milliseconds(0);
   Harness h(2, /*group=*/true, options);
   const int m = h.Model("det", Batching(1, microseconds(0)), 1024, milliseconds(4), milliseconds(8), true,
@@ -621,6 +629,34 @@ TEST(Scheduler, EachSizeOfRequestGetsTheWidthMeasuredAtThatSize) {
   };
   EXPECT_NE(line("det [1,64] ").find("alone: wide   (wide 70.00 ms, narrow 128.00 ms)"), std::string::npos) << modes;
   EXPECT_NE(line("det [1,2] ").find("alone: narrow (wide 8.00 ms, narrow 4.00 ms)"), std::string::npos) << modes;
+}
+
+TEST(Scheduler, RowsBatchedTogetherAreSizedPerRow) {
+  // A model whose only dynamic dim is the batch: requests of 1, 2 and 4 rows are one size, the
+  // measured one, whatever the batch (no first sight, no second choice).
+  SchedulerOptions options;
+  Harness h(2, /*group=*/true, options);
+  const int m = h.Model("fixed", Batching(1, microseconds(0)), 1024, milliseconds(4), milliseconds(8), true,
+                        /*measured_elements=*/2);
+  h.scheduler->Start();
+  for (const int64_t rows : {1, 2, 4, 1, 4}) ASSERT_TRUE(h.Submit(m, rows, 2).get().ok());
+  const std::string modes = h.scheduler->DescribeModes();
+  EXPECT_NE(modes.find("fixed [1,2] "), std::string::npos) << modes;
+  EXPECT_EQ(modes.find("fixed", modes.find("fixed") + 1), std::string::npos) << "one line: " << modes;
+}
+
+TEST(Scheduler, WithExploringOffASizeFirstSeenKeepsTheMeasuredSizesChoice) {
+  SchedulerOptions options;
+  options.explore_every = 0;
+  Harness h(2, /*group=*/true, options);
+  const int m = h.Model("det", Batching(1, microseconds(0)), 1024, milliseconds(4), milliseconds(8), true,
+                        /*measured_elements=*/2);
+  h.scheduler->Start();
+  for (int i = 0; i < 8; ++i) {
+    auto r = h.Submit(m, 1, 64).get();
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->threads, 1) << "run " << i << ": narrow, as measured, never tried wide";
+  }
 }
 
 TEST(Scheduler, ExploringAMuchWorseWidthHappensLessOften) {
