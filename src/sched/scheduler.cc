@@ -549,7 +549,8 @@ bool Scheduler::ChooseWide(Slot& slot, int group, bool alone, int64_t elements, 
   const bool preferred = alone ? m.wide_alone : m.wide_loaded;
   int64_t& decisions = alone ? m.decisions_alone : m.decisions_loaded;
   ++decisions;
-  if (m.first_sight && options_.explore_every > 0) {  // each width a few times at this size: the preferred one, then the other
+  // A size first seen: each width a few times at this size, the preferred one first.
+  if (m.first_sight && options_.explore_every > 0) {
     if (m.runs[alone][preferred] < Modes::kFirstSightRuns) return preferred;
     if (m.runs[alone][!preferred] < Modes::kFirstSightRuns) return !preferred;
   }
