@@ -570,13 +570,13 @@ bool Scheduler::ChooseWide(Slot& slot, int group, bool alone, int64_t elements, 
 }
 
 void Scheduler::RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, int64_t rows, int64_t elements,
-                          const Shape& shape, int group) {
+                          const Request& first, int group) {
   const int group_workers = slot.modes->group_workers;
   const int size = Modes::SizeOf(slot.spec.measured_elements, elements, rows);
   ModeState& m = slot.modes->At(size);
   ++m.runs[plan.alone][plan.wide];
-  if (m.shape.empty()) {
-    m.shape = ShapeToString(shape);
+  if (m.shape.empty()) {  // once per size: not a shape copy on every run
+    m.shape = ShapeToString(RowShape(first));
     m.elements = elements / std::max<int64_t>(rows, 1);
   }
   // ms per measured-size request where that size is known (runs of different shapes then compare),
@@ -694,7 +694,7 @@ void Scheduler::RunBatch(int w, Batch batch, std::unique_lock<std::mutex>& lock)
   Occupy(-plan.threads);
   me.busy_us += compute_us;
   ++me.runs;
-  RecordRun(slot, plan, compute_us, rows, elements, RowShape(*batch.requests[0]), g);
+  RecordRun(slot, plan, compute_us, rows, elements, *batch.requests[0], g);
   if (wide) {
     Group& group = groups_[static_cast<size_t>(g)];
     group.assembling = -1;
@@ -863,7 +863,7 @@ std::optional<absl::StatusOr<InferResult>> Scheduler::TryRunInline(int model, Re
 
   lock.lock();
   Occupy(-plan.threads);
-  RecordRun(*slot, plan, compute_us, request.rows, elements, RowShape(request),
+  RecordRun(*slot, plan, compute_us, request.rows, elements, request,
             workers_[static_cast<size_t>(worker)]->config.group);
   for (int w : claimed) {
     Worker& c = *workers_[static_cast<size_t>(w)];

@@ -273,10 +273,11 @@ class Scheduler {
   bool PartnersIdle(int w) const;
   bool QueuesEmptyFor(int w) const;
   // `elements`, `rows`: the run's input elements and rows, all requests (see
-  // ModelSpec::measured_elements); `shape`: a row of its first input, to name the size in the plan.
+  // ModelSpec::measured_elements); `first`: its first request, whose first input names the size
+  // in the plan.
   bool ChooseWide(Slot& slot, int group, bool alone, int64_t elements, int64_t rows);
   void RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, int64_t rows, int64_t elements,
-                 const Shape& shape, int group);
+                 const Request& first, int group);
   void GrantLeases();
   void Occupy(int threads);
   Slot* FindSlot(int model) const;
