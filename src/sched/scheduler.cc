@@ -85,7 +85,13 @@ struct Scheduler::ModeState {
   bool first_sight = false;
   int64_t runs[2][2] = {};  // [alone][wide]
   std::string shape;        // a run's first input, naming the size in the plan,
-  int64_t elements = 0;     // and its input elements
+  int64_t elements = 0;     // and its input elements per row
+  // What turns the EWMAs (per measured-size request) into figures at this size, for people.
+  double ToThisSize(int size, int64_t measured_elements) const {
+    return size >= 0 && elements > 0 && measured_elements > 0
+               ? static_cast<double>(elements) / static_cast<double>(measured_elements)
+               : 1.0;
+  }
 };
 
 // A model's choices by size of request: input elements per row rounded down to a power of 2 (-1:
@@ -597,6 +603,7 @@ void Scheduler::RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, i
   if (group < 0 || !options_.adaptive || m.wide_runs < 2 || m.narrow_runs < 2) return;
   const TimePoint now = clock_->Now();
   const double margin = options_.switch_margin;
+  const double k = m.ToThisSize(size, slot.spec.measured_elements);  // the note's figures at this size
   auto note = [&](std::string text) {
     if (size >= 0) absl::StrAppend(&text, " at ", m.shape);
     history_.push_back({now, slot.spec.name, text});
@@ -610,7 +617,7 @@ void Scheduler::RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, i
       m.wide_alone = want;
       m.switched_alone = now;
       note(absl::StrFormat("alone: now %s (wide %.2f ms vs narrow %.2f ms per request, measured)",
-                           want ? "wide" : "narrow", m.wide_ms, m.narrow_alone_ms));
+                           want ? "wide" : "narrow", k * m.wide_ms, k * m.narrow_alone_ms));
     }
   }
   const double narrow_ms = m.narrow_loaded_ms > 0 ? m.narrow_loaded_ms : m.narrow_alone_ms;
@@ -622,7 +629,7 @@ void Scheduler::RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, i
       m.wide_loaded = want;
       m.switched_loaded = now;
       note(absl::StrFormat("under load: now %s (wide %.1f/s vs narrow %.1f/s per group, measured)",
-                           want ? "wide" : "narrow", wide_rate, narrow_rate));
+                           want ? "wide" : "narrow", wide_rate / k, narrow_rate / k));
     }
   }
 }
@@ -1103,15 +1110,15 @@ std::string Scheduler::DescribeModes() const {
       const double narrow_loaded = m.narrow_loaded_ms > 0 ? m.narrow_loaded_ms : m.narrow_alone_ms;
       const std::string name = size < 0 ? s->spec.name
                                : absl::StrCat(s->spec.name, " ", m.shape.empty() ? "(measured size)" : m.shape);
-      // The EWMAs are per measured-size request: shown at this size's own.
-      const double k = size >= 0 && m.elements > 0 && s->spec.measured_elements > 0
-                           ? static_cast<double>(m.elements) / static_cast<double>(s->spec.measured_elements)
-                           : 1.0;
+      // The EWMAs are per measured-size request: shown at this size's own; a width this size has
+      // not run (alone, say, where every run of it had company) has no figure.
+      const double k = m.ToThisSize(size, s->spec.measured_elements);
+      auto ms = [k](double v) { return v > 0 ? absl::StrFormat("%.2f ms", k * v) : std::string("not run"); };
+      auto rate = [k](double v) { return v > 0 ? absl::StrFormat("%.1f/s", 1000.0 / (k * v)) : std::string("not run"); };
       absl::StrAppend(&out, absl::StrFormat(
-          "    %-24s alone: %-6s (wide %.2f ms, narrow %.2f ms)  under load: %-6s (wide %.1f/s, narrow %.1f/s)  runs: %d narrow, %d wide\n",
-          name, m.wide_alone ? "wide" : "narrow", k * m.wide_ms, k * m.narrow_alone_ms, m.wide_loaded ? "wide" : "narrow",
-          m.WideLoaded() > 0 ? 1000.0 / (k * m.WideLoaded()) : 0.0,
-          narrow_loaded > 0 ? 1000.0 * s->modes->group_workers / (k * narrow_loaded) : 0.0, m.narrow_runs, m.wide_runs));
+          "    %-24s alone: %-6s (wide %s, narrow %s)  under load: %-6s (wide %s, narrow %s)  runs: %d narrow, %d wide\n",
+          name, m.wide_alone ? "wide" : "narrow", ms(m.wide_ms), ms(m.narrow_alone_ms), m.wide_loaded ? "wide" : "narrow",
+          rate(m.WideLoaded()), rate(narrow_loaded / s->modes->group_workers), m.narrow_runs, m.wide_runs));
     }
   }
   return out;

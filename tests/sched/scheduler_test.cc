@@ -621,6 +621,8 @@ TEST(Scheduler, EachSizeOfRequestGetsTheWidthMeasuredAtThatSize) {
   ASSERT_EQ(history.size(), 1u);
   EXPECT_EQ(history[0].text.find("alone: now wide"), 0u) << history[0].text;
   EXPECT_NE(history[0].text.find("at [1,64]"), std::string::npos) << history[0].text;
+  EXPECT_NE(history[0].text.find("(wide 70.00 ms vs narrow 128.00 ms per request"), std::string::npos)
+      << "the switch quotes its figures at its own size: " << history[0].text;
   // The plan shows each size's figures at that size.
   const std::string modes = h.scheduler->DescribeModes();
   auto line = [&](const std::string& start) {
