@@ -22,8 +22,6 @@ struct Entry {
   bool children = false;  // processes: also report with start-up
 };
 
-double Median(std::vector<double> v) { return Percentile(std::move(v), 50); }
-
 std::string Describe(const WorkloadSpec& spec, int64_t inferences) {
   std::vector<std::string> names;
   for (const BenchModel& m : spec.models) names.push_back(m.name);

@@ -17,8 +17,6 @@
 namespace loom::bench {
 namespace {
 
-double Median(std::vector<double> v) { return Percentile(std::move(v), 50); }
-
 // What one measurement window saw.
 struct Window {
   std::vector<double> latencies_ms;

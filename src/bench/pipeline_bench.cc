@@ -189,16 +189,16 @@ absl::StatusOr<PipelineBenchReport> RunPipelineBench(const std::string& file, co
   }
   std::vector<std::string> verdict;
   for (size_t i = 0; i < strategies.size(); ++i) {
-    report.strategies.push_back({strategies[i].name, fps[i], Percentile(fps[i], 50)});
+    report.strategies.push_back({strategies[i].name, fps[i], Median(fps[i])});
   }
   const double loom = report.strategies.back().median_fps;
   for (size_t i = 0; i + 1 < report.strategies.size(); ++i) {
     verdict.push_back(absl::StrFormat("%.2fx %s", loom / report.strategies[i].median_fps, report.strategies[i].name));
   }
-  report.host_share = Percentile(host_share, 50);
+  report.host_share = Median(host_share);
   report.plan = loaded.back()->DescribePlan();
-  report.model_ms_per_frame = Percentile(report.model_ms_runs, 50);
-  report.busy_model_ms_per_frame = Percentile(report.busy_model_ms_runs, 50);
+  report.model_ms_per_frame = Median(report.model_ms_runs);
+  report.busy_model_ms_per_frame = Median(report.busy_model_ms_runs);
   if (report.model_ms_per_frame > 0) report.ideal_fps = report.usable_cores * 1000.0 / report.model_ms_per_frame;
   if (report.busy_model_ms_per_frame > 0) {
     report.busy_ideal_fps = report.usable_cores * 1000.0 / report.busy_model_ms_per_frame;
@@ -210,8 +210,8 @@ absl::StatusOr<PipelineBenchReport> RunPipelineBench(const std::string& file, co
     report.of_ideal_runs.push_back(loom_runs[r] * report.model_ms_runs[r] / (cores * 1000.0));
     report.of_busy_ideal_runs.push_back(loom_runs[r] * report.busy_model_ms_runs[r] / (cores * 1000.0));
   }
-  report.of_ideal = Percentile(report.of_ideal_runs, 50);
-  report.of_busy_ideal = Percentile(report.of_busy_ideal_runs, 50);
+  report.of_ideal = Median(report.of_ideal_runs);
+  report.of_busy_ideal = Median(report.of_busy_ideal_runs);
   report.verdict = absl::StrCat("verdict: loom = ", absl::StrJoin(verdict, ", "));
   if (report.ideal_fps > 0) absl::StrAppend(&report.verdict, absl::StrFormat("; %.2f of ideal", report.of_ideal));
   if (report.busy_ideal_fps > 0) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstddef>
 #include <vector>
 
 namespace loom {
@@ -16,6 +17,17 @@ inline double Percentile(std::vector<double> samples, double p) {
   const double rank = std::ceil(p / 100.0 * static_cast<double>(samples.size()));
   const size_t index = static_cast<size_t>(std::clamp(rank, 1.0, static_cast<double>(samples.size()))) - 1;
   return samples[index];
+}
+
+// The median of `samples`: the middle one, or the mean of the two middle ones for an even count
+// (a benchmark's repetitions, where nearest rank would quote the lower of two); 0 for none.
+inline double Median(std::vector<double> samples) {
+  if (samples.empty()) return 0;
+  const size_t mid = samples.size() / 2;
+  std::nth_element(samples.begin(), samples.begin() + static_cast<std::ptrdiff_t>(mid), samples.end());
+  const double upper = samples[mid];
+  if (samples.size() % 2 == 1) return upper;
+  return (*std::max_element(samples.begin(), samples.begin() + static_cast<std::ptrdiff_t>(mid)) + upper) / 2;
 }
 
 struct LatencySummary {

@@ -106,7 +106,7 @@ absl::StatusOr<double> TimeRuns(Session& session, const NamedTensors& inputs, in
     LOOM_RETURN_IF_ERROR(session.Run(inputs).status());
     ms.push_back(MillisecondsSince(start));
   }
-  return Percentile(ms, 50);
+  return Median(ms);
 }
 
 std::string Quote(const std::string& s) { return "'" + s + "'"; }

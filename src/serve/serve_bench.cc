@@ -19,6 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "core/cpu_set.h"
+#include "core/stats.h"
 #include "core/tensor_util.h"
 #include "grpc_service.grpc.pb.h"
 #include "serve/data_plane.h"
@@ -307,15 +308,6 @@ RunResult RunMode(const std::string& mode, int concurrency, double seconds, cons
   total.requests = static_cast<int64_t>(total.latencies_us.size());
   return total;
 }
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p / 100.0 * static_cast<double>(v.size())));
-  return v[i];
-}
-
-double Median(std::vector<double> v) { return Percentile(std::move(v), 50); }
 
 }  // namespace
 
