@@ -244,7 +244,7 @@ std::string PipelineBenchReport::Table() const {
   }
   if (!of_ideal_runs.empty()) {
     out << absl::StrFormat("loom of ideal      %s  (each round's Loom run over its ideal pass; median %.2f; the ideal "
-                           "rows above are the median passes)\n",
+                           "rows above are the medians of those passes)\n",
                            absl::StrJoin(of_ideal_runs, " ", [](std::string* o, double v) {
                              absl::StrAppend(o, absl::StrFormat("%.2f", v));
                            }),
