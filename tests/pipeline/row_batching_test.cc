@@ -106,17 +106,20 @@ TEST(RowBatching, TextLinesGoAloneAtTheirOwnWidthBucketWhenBatchingDoesNotPay) {
   ASSERT_TRUE(t.batch->Process(frame, context).ok());
   ASSERT_TRUE(t.infer->Process(frame, context).ok());
   // Every row alone, each at its width rounded up to 32 (capped at 1280): no row pays for another.
+  // The widest go first, so that the last rows to run are short ones.
   ASSERT_EQ(context.submitted.size(), 4u);
-  EXPECT_EQ(context.submitted[0].second, (Shape{1, 3, 48, 128}));
+  EXPECT_EQ(context.submitted[0].second, (Shape{1, 3, 48, 1280}));
   EXPECT_EQ(context.submitted[1].second, (Shape{1, 3, 48, 1024}));
-  EXPECT_EQ(context.submitted[2].second, (Shape{1, 3, 48, 96}));
-  EXPECT_EQ(context.submitted[3].second, (Shape{1, 3, 48, 1280}));
+  EXPECT_EQ(context.submitted[2].second, (Shape{1, 3, 48, 128}));
+  EXPECT_EQ(context.submitted[3].second, (Shape{1, 3, 48, 96}));
   // The decision is asked once per shape group with more than one row: none here.
   EXPECT_TRUE(context.asked.empty());
   const Value& out = frame.values.at("rec");
   ASSERT_EQ(out.parts.size(), 4u);
-  EXPECT_NEAR(out.parts[0].padding[0], 1.0f - 100.0f / 128.0f, 1e-6);
-  EXPECT_NEAR(out.parts[3].padding[0], 0.0f, 1e-6);
+  EXPECT_EQ(out.parts[0].rows, (std::vector<int64_t>{3}));
+  EXPECT_EQ(out.parts[2].rows, (std::vector<int64_t>{0}));
+  EXPECT_NEAR(out.parts[2].padding[0], 1.0f - 100.0f / 128.0f, 1e-6);
+  EXPECT_NEAR(out.parts[0].padding[0], 0.0f, 1e-6);
   // Outputs of different lengths are not joined: asking for one tensor is a clear error.
   auto joined = context.Await(out.outputs);
   ASSERT_FALSE(joined.ok());
@@ -134,15 +137,15 @@ TEST(RowBatching, RowsOfOneBucketShareRequestsWhenTheDecisionSaysSoAndComeBackIn
   ASSERT_EQ(context.asked.size(), 1u);
   EXPECT_EQ(context.asked[0].second, (Shape{3, 48, 160}));
   ASSERT_EQ(context.submitted.size(), 3u);
-  EXPECT_EQ(context.submitted[0].second, (Shape{2, 3, 48, 128}));  // rows 0 and 2
-  EXPECT_EQ(context.submitted[1].second, (Shape{1, 3, 48, 128}));  // row 3
-  EXPECT_EQ(context.submitted[2].second, (Shape{1, 3, 48, 1024}));  // row 1
+  EXPECT_EQ(context.submitted[0].second, (Shape{1, 3, 48, 1024}));  // row 1, the widest first
+  EXPECT_EQ(context.submitted[1].second, (Shape{2, 3, 48, 128}));  // rows 0 and 2
+  EXPECT_EQ(context.submitted[2].second, (Shape{1, 3, 48, 128}));  // row 3
   const Value& out = frame.values.at("rec");
   ASSERT_EQ(out.parts.size(), 3u);
-  EXPECT_EQ(out.parts[0].rows, (std::vector<int64_t>{0, 2}));
-  EXPECT_NEAR(out.parts[0].padding[1], 1.0f - 110.0f / 128.0f, 1e-6);
+  EXPECT_EQ(out.parts[1].rows, (std::vector<int64_t>{0, 2}));
+  EXPECT_NEAR(out.parts[1].padding[1], 1.0f - 110.0f / 128.0f, 1e-6);
   // Each part's rows carry their own pixels back.
-  auto first = context.Await(out.parts[0].outputs);
+  auto first = context.Await(out.parts[1].outputs);
   ASSERT_TRUE(first.ok());
   EXPECT_FLOAT_EQ((*first)[0].tensor.data_as<float>()[0], Normalised(10));
   EXPECT_FLOAT_EQ((*first)[0].tensor.data_as<float>()[16 * 4], Normalised(30));

@@ -184,8 +184,11 @@ class InferNode final : public Node {
     }
   }
 
-  // Rows of possibly different shapes (single-input model): grouped by shape, in order of first
-  // appearance; each group cut into requests of the measured size.
+  // Rows of possibly different shapes (single-input model): grouped by shape, the largest shape
+  // first (longest processing time first: the workers take requests in order, so the last ones
+  // to run are the short ones, and the cores finish a frame's rows together rather than one of
+  // them running its longest line alone at the end); each group cut into requests of the
+  // measured size.
   void SubmitRows(NodeContext& context, const Value& in, std::vector<OutputPart>& parts) const {
     std::vector<std::pair<Shape, std::vector<int64_t>>> groups;
     for (size_t i = 0; i < in.rows.size(); ++i) {
@@ -197,6 +200,8 @@ class InferNode final : public Node {
       }
       it->second.push_back(static_cast<int64_t>(i));
     }
+    std::stable_sort(groups.begin(), groups.end(),
+                     [](const auto& a, const auto& b) { return ElementCount(a.first) > ElementCount(b.first); });
     for (const auto& [shape, members] : groups) {
       const int64_t n = static_cast<int64_t>(members.size());
       int64_t per = n > 1 ? RowsPerRequest(context, shape) : 1;
