@@ -95,10 +95,14 @@ struct Scheduler::ModeState {
 };
 
 // A model's choices by size of request: input elements per row rounded down to a power of 2 (-1:
-// sizes unknown, one choice per model, ms per row). Per row, so that a model whose only dynamic
-// dim is the batch keeps one choice at every batch size, as the measured request is one row.
+// sizes unknown, one choice per model, ms per row), but the measured request's own size is a
+// class of its own (kMeasuredSize): the plan's figures are for that shape, not for its neighbours
+// (PP-OCR det's load-time probe runs as fast on one thread as on two, a 544x256 page twice as fast
+// on two). Per row, so that a model whose only dynamic dim is the batch keeps one choice at every
+// batch size, as the measured request is one row.
 struct Scheduler::Modes {
   static constexpr int64_t kFirstSightRuns = 2;
+  static constexpr int kMeasuredSize = 64;  // the power-of-2 classes are bit widths of an int64: 0..63
   std::map<int, ModeState> by_size;
   int measured = -1;  // the size the plan's costs were measured at
   int group_workers = 1;  // k: narrow runs a wide run replaces
@@ -106,6 +110,7 @@ struct Scheduler::Modes {
   static int SizeOf(int64_t measured_elements, int64_t elements, int64_t rows) {
     const int64_t per_row = elements / std::max<int64_t>(rows, 1);
     if (measured_elements <= 0 || per_row <= 0) return -1;
+    if (per_row == measured_elements) return kMeasuredSize;
     return static_cast<int>(std::bit_width(static_cast<uint64_t>(per_row))) - 1;
   }
   // The choice at `size`; a size first seen starts from the measured size's preferences.

@@ -10,7 +10,8 @@
 //   - under load: the width with the higher measured throughput (usually narrow: independent
 //     single-thread runs scale better than one run over several threads).
 // The measurements behind both choices are the runs themselves (EWMA per model and size of request:
-// input elements per row, rounded down to a power of 2), seeded with the plan's costs at the size it measured, so a
+// input elements per row, rounded down to a power of 2; the size the plan measured at is a size of
+// its own), seeded with the plan's costs at the size it measured, so a
 // core taken by another process (contention) shows up as slower wide runs and moves the choice back
 // to narrow. Whether more threads pay depends on the size (a small run is all overhead, a large one
 // all compute): a size first seen starts from the measured size's preferences and runs each width

@@ -633,6 +633,41 @@ TEST(Scheduler, EachSizeOfRequestGetsTheWidthMeasuredAtThatSize) {
   EXPECT_NE(line("det [1,2] ").find("alone: narrow (wide 8.00 ms, narrow 4.00 ms)"), std::string::npos) << modes;
 }
 
+TEST(Scheduler, ASizeNextToTheMeasuredOneIsASizeOfItsOwn) {
+  // The plan measured 8 elements, where narrow wins (16 ms against 18: wide has 10 ms of overhead
+  // and half the cost per element); at 15 elements, in the same power of 2, wide wins (25 ms
+  // against 30). The measured figures are for 8 elements only: 15 goes through first sight.
+  SchedulerOptions options;
+  options.explore_every = 1000;
+  options.min_switch_interval = milliseconds(0);
+  Harness h(2, /*group=*/true, options);
+  const int m = h.Model("det", Batching(1, microseconds(0)), 1024, milliseconds(16), milliseconds(18), true,
+                        /*measured_elements=*/8);
+  for (auto& s : h.narrow) s->set_cost_per_element(milliseconds(2));
+  h.wide_session->set_cost_per_element(milliseconds(1), milliseconds(10));
+  h.scheduler->Start();
+  auto run = [&](int64_t width) -> int {
+    Request r;
+    r.inputs = {{"x", Rows(1, width, 1)}};
+    r.rows = 1;
+    r.batch_key = BatchKey(r.inputs);
+    r.deadline = TimePoint::max();
+    auto answer = h.scheduler->TryRunInline(m, r);
+    EXPECT_TRUE(answer.has_value() && answer->ok());
+    return answer.has_value() && answer->ok() ? (*answer)->threads : 0;
+  };
+  std::vector<int> near, measured;
+  for (int i = 0; i < 6; ++i) near.push_back(run(15));
+  for (int i = 0; i < 4; ++i) measured.push_back(run(8));
+  EXPECT_EQ(near, (std::vector<int>{1, 1, 2, 2, 2, 2})) << "15 elements learn that wide pays there";
+  EXPECT_EQ(measured, (std::vector<int>{1, 1, 1, 1})) << "the measured size keeps the plan's choice";
+  const auto history = h.scheduler->ModeHistory();
+  ASSERT_EQ(history.size(), 1u);
+  EXPECT_NE(history[0].text.find("alone: now wide (wide 25.00 ms vs narrow 30.00 ms"), std::string::npos)
+      << history[0].text;
+  EXPECT_NE(history[0].text.find("at [1,15]"), std::string::npos) << history[0].text;
+}
+
 TEST(Scheduler, RowsBatchedTogetherAreSizedPerRow) {
   // A model whose only dynamic dim is the batch: requests of 1, 2 and 4 rows are one size, the
   // measured one, whatever the batch (no first sight, no second choice).
