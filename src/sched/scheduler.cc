@@ -86,6 +86,19 @@ struct Scheduler::ModeState {
   int64_t runs[2][2] = {};  // [alone][wide]
   std::string shape;        // a run's first input, naming the size in the plan,
   int64_t elements = 0;     // and its input elements per row
+  // The width these figures call for, alone or under load: the other one only past the margin
+  // (so that the choice does not flip on noise); the current one where a figure is missing.
+  bool Wanted(bool alone, int group_workers, double margin) const {
+    if (alone) {
+      if (wide_ms <= 0 || narrow_alone_ms <= 0) return wide_alone;
+      return wide_ms < narrow_alone_ms * (wide_alone ? 1 + margin : 1 - margin);
+    }
+    const double narrow_ms = NarrowLoaded();
+    if (WideLoaded() <= 0 || narrow_ms <= 0) return wide_loaded;
+    const double wide_rate = 1000.0 / WideLoaded(), narrow_rate = 1000.0 * group_workers / narrow_ms;
+    return wide_rate > narrow_rate * (wide_loaded ? 1 - margin : 1 + margin);
+  }
+  double NarrowLoaded() const { return narrow_loaded_ms > 0 ? narrow_loaded_ms : narrow_alone_ms; }
   // What turns the EWMAs (per measured-size request) into figures at this size, for people.
   double ToThisSize(int size, int64_t measured_elements) const {
     return size >= 0 && elements > 0 && measured_elements > 0
@@ -565,12 +578,20 @@ bool Scheduler::ChooseWide(Slot& slot, int group, bool alone, int64_t elements, 
     if (m.runs[alone][preferred] < Modes::kFirstSightRuns) return preferred;
     if (m.runs[alone][!preferred] < Modes::kFirstSightRuns) return !preferred;
   }
+  // The figures call for the other width, whose figure at this size is not a measurement of its
+  // own runs (the load-time probe's, while the preferred width's runs came out slower than the
+  // probe said; or the measured size's): it runs now, a few times, rather than when the exploring
+  // schedule comes round, so that a stale figure does not keep the worse width for long.
+  if (options_.explore_every > 0 && m.runs[alone][!preferred] < Modes::kFirstSightRuns &&
+      m.Wanted(alone, group_workers, options_.switch_margin) != preferred) {
+    return !preferred;
+  }
   if (options_.explore_every <= 0) return preferred;
   // Exploring costs what the other width loses against the preferred one: try it less often the
   // worse it measured (by that ratio, at most 8x less often). Alone the cost is the request's own
   // time; under load it is core time (a wide run holds every worker of the group).
   double worse = 1;
-  const double narrow_ms = alone || m.narrow_loaded_ms <= 0 ? m.narrow_alone_ms : m.narrow_loaded_ms;
+  const double narrow_ms = alone ? m.narrow_alone_ms : m.NarrowLoaded();
   if (m.wide_ms > 0 && narrow_ms > 0) {
     const double wide_cost = alone ? m.wide_ms : m.WideLoaded() * group_workers;
     worse = preferred ? narrow_ms / wide_cost : wide_cost / narrow_ms;
@@ -597,11 +618,16 @@ void Scheduler::RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, i
                          ? static_cast<double>(slot.spec.measured_elements) / static_cast<double>(elements)
                          : 1.0 / static_cast<double>(std::max<int64_t>(rows, 1));
   const double ms = static_cast<double>(compute_us) / 1000.0 * per;
+  // A width's first run at a size is a warm-up, counted but not averaged: ONNX Runtime plans and
+  // allocates for a shape it has not run (PP-OCR det's first run at 544x256 takes 1.2-1.4x its
+  // next ones: `loom run --warmup 0 --repeat 1`), and an average that starts from it would hold
+  // that against the width for many runs. (The plan's probe warmed the measured size up.)
+  const bool warm_up = m.runs[0][plan.wide] + m.runs[1][plan.wide] == 1 && size != slot.modes->measured;
   if (plan.wide) {
-    Ewma(plan.alone ? m.wide_ms : m.wide_loaded_ms, ms);
+    if (!warm_up) Ewma(plan.alone ? m.wide_ms : m.wide_loaded_ms, ms);
     ++m.wide_runs;
   } else {
-    Ewma(plan.alone ? m.narrow_alone_ms : m.narrow_loaded_ms, ms);
+    if (!warm_up) Ewma(plan.alone ? m.narrow_alone_ms : m.narrow_loaded_ms, ms);
     ++m.narrow_runs;
   }
   // A preference changes only on measurements of both widths (a few runs each), never on one.
@@ -615,9 +641,8 @@ void Scheduler::RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, i
     if (history_.size() > kMaxHistory) history_.erase(history_.begin());
     Log().info("plan: model '{}' {}", slot.spec.name, text);
   };
-  if (m.wide_ms > 0 && m.narrow_alone_ms > 0 && now - m.switched_alone >= options_.min_switch_interval) {
-    const bool want = m.wide_alone ? m.wide_ms < m.narrow_alone_ms * (1 + margin)
-                                   : m.wide_ms < m.narrow_alone_ms * (1 - margin);
+  if (now - m.switched_alone >= options_.min_switch_interval) {
+    const bool want = m.Wanted(/*alone=*/true, group_workers, margin);
     if (want != m.wide_alone) {
       m.wide_alone = want;
       m.switched_alone = now;
@@ -625,16 +650,14 @@ void Scheduler::RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, i
                            want ? "wide" : "narrow", k * m.wide_ms, k * m.narrow_alone_ms));
     }
   }
-  const double narrow_ms = m.narrow_loaded_ms > 0 ? m.narrow_loaded_ms : m.narrow_alone_ms;
-  if (m.WideLoaded() > 0 && narrow_ms > 0 && now - m.switched_loaded >= options_.min_switch_interval) {
-    const double wide_rate = 1000.0 / m.WideLoaded(), narrow_rate = 1000.0 * group_workers / narrow_ms;
-    const bool want = m.wide_loaded ? wide_rate > narrow_rate * (1 - margin)
-                                    : wide_rate > narrow_rate * (1 + margin);
+  if (now - m.switched_loaded >= options_.min_switch_interval) {
+    const bool want = m.Wanted(/*alone=*/false, group_workers, margin);
     if (want != m.wide_loaded) {
       m.wide_loaded = want;
       m.switched_loaded = now;
       note(absl::StrFormat("under load: now %s (wide %.1f/s vs narrow %.1f/s per group, measured)",
-                           want ? "wide" : "narrow", wide_rate / k, narrow_rate / k));
+                           want ? "wide" : "narrow", 1000.0 / (k * m.WideLoaded()),
+                           1000.0 * group_workers / (k * m.NarrowLoaded())));
     }
   }
 }
@@ -1112,7 +1135,7 @@ std::string Scheduler::DescribeModes() const {
     if (!wide_any) continue;
     for (const auto& [size, m] : s->modes->by_size) {
       if (size != s->modes->measured && m.narrow_runs + m.wide_runs == 0) continue;  // seen, not run yet
-      const double narrow_loaded = m.narrow_loaded_ms > 0 ? m.narrow_loaded_ms : m.narrow_alone_ms;
+      const double narrow_loaded = m.NarrowLoaded();
       const std::string name = size < 0 ? s->spec.name
                                : absl::StrCat(s->spec.name, " ", m.shape.empty() ? "(measured size)" : m.shape);
       // The EWMAs are per measured-size request: shown at this size's own; a width this size has

@@ -15,8 +15,11 @@
 // core taken by another process (contention) shows up as slower wide runs and moves the choice back
 // to narrow. Whether more threads pay depends on the size (a small run is all overhead, a large one
 // all compute): a size first seen starts from the measured size's preferences and runs each width
-// twice, alone and under load (a wide run under load waits for its partners' current runs), before
-// its own measurements decide (unless explore_every is 0: then it keeps the copied preferences). A preference switches only past a margin and at most once per
+// twice, alone and under load (a wide run under load waits for its partners' current runs; a
+// width's first run at a size is a warm-up, not averaged), before its own measurements decide
+// (unless explore_every is 0: then it keeps the copied preferences). Where the preferred width's
+// runs come out slower than a figure of the other width that no run of its own at that size has
+// confirmed (the probe's), the other runs at once rather than when exploring comes round. A preference switches only past a margin and at most once per
 // `min_switch_interval`, so the choice does not thrash; each switch is recorded with its reason.
 //
 // Leases. Any idle worker's cores can be lent: to a wide run of a group partner, to a caller that

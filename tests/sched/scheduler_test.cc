@@ -41,9 +41,11 @@ class FakeSession final : public Session {
 
   absl::StatusOr<NamedTensors> Run(const NamedTensors& inputs) override {
     std::optional<std::shared_future<void>> gate;  // read under the lock: Unblock() resets it
+    microseconds cold{0};
     {
       std::lock_guard<std::mutex> lock(mu_);
       runs_.push_back(inputs[0].tensor.dim(0));
+      if (shapes_seen_.insert(inputs[0].tensor.element_count()).second) cold = first_run_extra_;
       if (entered_) {
         entered_->set_value();
         entered_.reset();
@@ -55,7 +57,7 @@ class FakeSession final : public Session {
     if (first == kThrow) throw std::runtime_error("backend exploded");
     if (first == kFail) return absl::InternalError("model 'fake': run failed on purpose");
     if (const microseconds cost = cost_.load(); cost.count() > 0) {
-      clock_->Advance(per_element_ ? fixed_.load() + cost * inputs[0].tensor.element_count() : cost);
+      clock_->Advance(cold + (per_element_ ? fixed_.load() + cost * inputs[0].tensor.element_count() : cost));
     }
     Tensor y = inputs[0].tensor.Clone();
     for (int64_t i = 0; i < y.element_count(); ++i) y.data_as<float>()[i] += 1;
@@ -84,6 +86,11 @@ class FakeSession final : public Session {
     fixed_ = fixed;
     cost_ = cost;
   }
+  // From now on the first run at each input size costs `extra` more (a runtime planning a shape).
+  void set_first_run_extra(microseconds extra) {
+    std::lock_guard<std::mutex> lock(mu_);
+    first_run_extra_ = extra;
+  }
   const std::string& tag() const { return tag_; }
 
   static constexpr float kThrow = -1000, kFail = -2000;
@@ -97,6 +104,8 @@ class FakeSession final : public Session {
   std::string tag_;
   mutable std::mutex mu_;
   std::vector<int64_t> runs_;
+  std::set<int64_t> shapes_seen_;
+  microseconds first_run_extra_{0};
   std::optional<std::promise<void>> entered_;
   std::optional<std::shared_future<void>> gate_;
 };
@@ -666,6 +675,69 @@ TEST(Scheduler, ASizeNextToTheMeasuredOneIsASizeOfItsOwn) {
   EXPECT_NE(history[0].text.find("alone: now wide (wide 25.00 ms vs narrow 30.00 ms"), std::string::npos)
       << history[0].text;
   EXPECT_NE(history[0].text.find("at [1,15]"), std::string::npos) << history[0].text;
+}
+
+TEST(Scheduler, WhenThePreferredWidthRunsSlowerThanTheProbeSaidTheOtherIsTriedAtOnce) {
+  // The probe said narrow 4 ms, wide 8: narrow. The runs of this very size take 20 ms narrow (a
+  // cold cache, a busier machine), so the probe's wide figure, never run since, now looks better:
+  // wide runs at once (not in `explore_every` runs), measures 6 ms, and the choice moves to wide.
+  SchedulerOptions options;
+  options.explore_every = 1000;
+  options.min_switch_interval = milliseconds(0);
+  Harness h(2, /*group=*/true, options);
+  const int m = h.Model("det", Batching(1, microseconds(0)), 1024, milliseconds(4), milliseconds(8), true,
+                        /*measured_elements=*/2);
+  for (auto& s : h.narrow) s->set_cost_per_element(milliseconds(10));
+  h.wide_session->set_cost_per_element(milliseconds(1), milliseconds(4));
+  h.scheduler->Start();
+  std::vector<int> widths;
+  for (int i = 0; i < 6; ++i) {
+    Request r;
+    r.inputs = {{"x", Rows(1, 2, 1)}};
+    r.rows = 1;
+    r.batch_key = BatchKey(r.inputs);
+    r.deadline = TimePoint::max();
+    auto answer = h.scheduler->TryRunInline(m, r);
+    ASSERT_TRUE(answer.has_value() && answer->ok());
+    widths.push_back((*answer)->threads);
+  }
+  // The EWMA of narrow passes the probe's wide figure (8 ms) past the margin on its second run.
+  EXPECT_EQ(widths, (std::vector<int>{1, 1, 2, 2, 2, 2}));
+  const auto history = h.scheduler->ModeHistory();
+  ASSERT_EQ(history.size(), 1u);
+  EXPECT_EQ(history[0].text.find("alone: now wide"), 0u) << history[0].text;
+}
+
+TEST(Scheduler, AWidthsFirstRunAtASizeIsAWarmUpNotAMeasurement) {
+  // As EachSizeOfRequestGetsTheWidthMeasuredAtThatSize, but the wide session's first run at a
+  // shape costs 200 ms more (a runtime planning it). Averaged in, that run would keep 64 elements
+  // narrow (230 ms against 128 after two runs); as a warm-up, the second run decides: 70 ms, wide.
+  SchedulerOptions options;
+  options.explore_every = 1000;
+  options.min_switch_interval = milliseconds(0);
+  Harness h(2, /*group=*/true, options);
+  const int m = h.Model("det", Batching(1, microseconds(0)), 1024, milliseconds(4), milliseconds(8), true,
+                        /*measured_elements=*/2);
+  for (auto& s : h.narrow) s->set_cost_per_element(milliseconds(2));
+  h.wide_session->set_cost_per_element(milliseconds(1), milliseconds(6));
+  h.wide_session->set_first_run_extra(milliseconds(200));
+  h.scheduler->Start();
+  std::vector<int> widths;
+  for (int i = 0; i < 8; ++i) {
+    Request r;
+    r.inputs = {{"x", Rows(1, 64, 1)}};
+    r.rows = 1;
+    r.batch_key = BatchKey(r.inputs);
+    r.deadline = TimePoint::max();
+    auto answer = h.scheduler->TryRunInline(m, r);
+    ASSERT_TRUE(answer.has_value() && answer->ok());
+    widths.push_back((*answer)->threads);
+  }
+  EXPECT_EQ(widths, (std::vector<int>{1, 1, 2, 2, 2, 2, 2, 2}));
+  const auto history = h.scheduler->ModeHistory();
+  ASSERT_EQ(history.size(), 1u);
+  EXPECT_NE(history[0].text.find("alone: now wide (wide 70.00 ms vs narrow 128.00 ms"), std::string::npos)
+      << history[0].text;
 }
 
 TEST(Scheduler, RowsBatchedTogetherAreSizedPerRow) {
