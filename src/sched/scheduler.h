@@ -123,6 +123,7 @@ struct WorkerStats {
   double busy_seconds = 0;  // running batches (narrow, or leading a wide run), or lent
   int64_t runs = 0;
   int tid = 0;              // the worker thread's Linux thread id (0 before Start)
+  bool assembling = false;  // leading a wide run, waiting for its partners to end theirs
 };
 
 class Scheduler {

@@ -526,6 +526,47 @@ TEST(Scheduler, ALoneRequestRunsWideAndAFullQueueNarrow) {
   EXPECT_LE(h.scheduler->max_busy_threads(), 2);
 }
 
+TEST(Scheduler, AWideRunUnderLoadIsChargedTheWaitForItsPartners) {
+  // Wide: 5 ms on 2 cores, narrow 20 ms on 1: under load wide is preferred (200/s per group
+  // against 100/s). A wide run under load first waits for its partner to end its run, here 30 ms
+  // of the fake clock, while its leader's core idles: per group that is 15 ms more per run, and
+  // the figure wide under load is measured at is 50/s, not 200/s.
+  SchedulerOptions options;
+  options.explore_every = 0;
+  Harness h(2, /*group=*/true, options);
+  const int add = h.Model("add", Batching(1, microseconds(0)), 1024, milliseconds(20), milliseconds(5), true);
+  const int other = h.Model("other", Batching(1, microseconds(0)));  // narrow only, free
+  h.scheduler->Start();
+  // One worker runs `other`, held at a gate, so that `add` finds its partner busy: under load.
+  std::promise<void> open;
+  std::shared_future<void> gate = open.get_future().share();
+  std::future<void> entered[2] = {h.narrow[2]->BlockNextRun(gate), h.narrow[3]->BlockNextRun(gate)};
+  Answer held = h.Submit(other, 1, 2);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  int busy = -1;
+  while (busy < 0 && std::chrono::steady_clock::now() < until) {
+    for (int w = 0; w < 2; ++w) {
+      if (entered[w].wait_for(std::chrono::milliseconds(1)) == std::future_status::ready) busy = w;
+    }
+  }
+  ASSERT_GE(busy, 0) << "no worker ran the gated request";
+  const int leader = 1 - busy;
+  Answer wide = h.Submit(add, 1, 2);
+  while (!h.scheduler->Workers()[static_cast<size_t>(leader)].assembling && std::chrono::steady_clock::now() < until) {
+    std::this_thread::yield();
+  }
+  ASSERT_TRUE(h.scheduler->Workers()[static_cast<size_t>(leader)].assembling) << "the wide run never waited";
+  h.clock.Advance(milliseconds(30));  // the partner's run goes on meanwhile
+  open.set_value();
+  ASSERT_TRUE(held.get().ok());
+  auto answer = wide.get();
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->threads, 2);
+  for (auto& s : h.narrow) s->Unblock();
+  const std::string modes = h.scheduler->DescribeModes();
+  EXPECT_NE(modes.find("under load: wide   (wide 50.0/s, narrow 100.0/s)"), std::string::npos) << modes;
+}
+
 TEST(Scheduler, AChoiceFollowsTheMeasuredRunsWithoutThrashing) {
   SchedulerOptions options;
   options.explore_every = 4;  // every 4th decision tries the other width
