@@ -158,6 +158,20 @@ struct Harness {
     return scheduler->AddModel(std::move(spec));
   }
 
+  // Runs one row of `width` inline on the calling thread (TryRunInline: every worker idle, so the
+  // request is alone) and returns the intra-op threads it ran with; 0, failing the test, if it
+  // did not run.
+  int RunInline(int model, int64_t width) {
+    Request r;
+    r.inputs = {{"x", Rows(1, width, 1)}};
+    r.rows = 1;
+    r.batch_key = BatchKey(r.inputs);
+    r.deadline = TimePoint::max();
+    auto answer = scheduler->TryRunInline(model, r);
+    EXPECT_TRUE(answer.has_value() && answer->ok());
+    return answer.has_value() && answer->ok() ? (*answer)->threads : 0;
+  }
+
   // Enqueues rows of `width` filled with `value`; the answer arrives in the future.
   Answer Submit(int model, int64_t rows, int64_t width, float value = 1,
                 TimePoint deadline = TimePoint::max(), bool block = false,
@@ -650,16 +664,7 @@ TEST(Scheduler, EachSizeOfRequestGetsTheWidthMeasuredAtThatSize) {
   h.scheduler->Start();
   // Inline runs on the caller's thread: the workers never get work, so every request finds them
   // all idle (alone), and the order of the choices is fixed.
-  auto run = [&](int64_t width) -> int {
-    Request r;
-    r.inputs = {{"x", Rows(1, width, 1)}};
-    r.rows = 1;
-    r.batch_key = BatchKey(r.inputs);
-    r.deadline = TimePoint::max();
-    auto answer = h.scheduler->TryRunInline(m, r);
-    EXPECT_TRUE(answer.has_value() && answer->ok());
-    return answer.has_value() && answer->ok() ? (*answer)->threads : 0;
-  };
+  auto run = [&](int64_t width) { return h.RunInline(m, width); };
   std::vector<int> large, small;
   for (int i = 0; i < 8; ++i) large.push_back(run(64));
   for (int i = 0; i < 4; ++i) small.push_back(run(2));
@@ -696,16 +701,7 @@ TEST(Scheduler, ASizeNextToTheMeasuredOneIsASizeOfItsOwn) {
   for (auto& s : h.narrow) s->set_cost_per_element(milliseconds(2));
   h.wide_session->set_cost_per_element(milliseconds(1), milliseconds(10));
   h.scheduler->Start();
-  auto run = [&](int64_t width) -> int {
-    Request r;
-    r.inputs = {{"x", Rows(1, width, 1)}};
-    r.rows = 1;
-    r.batch_key = BatchKey(r.inputs);
-    r.deadline = TimePoint::max();
-    auto answer = h.scheduler->TryRunInline(m, r);
-    EXPECT_TRUE(answer.has_value() && answer->ok());
-    return answer.has_value() && answer->ok() ? (*answer)->threads : 0;
-  };
+  auto run = [&](int64_t width) { return h.RunInline(m, width); };
   std::vector<int> near, measured;
   for (int i = 0; i < 6; ++i) near.push_back(run(15));
   for (int i = 0; i < 4; ++i) measured.push_back(run(8));
@@ -732,16 +728,7 @@ TEST(Scheduler, WhenThePreferredWidthRunsSlowerThanTheProbeSaidTheOtherIsTriedAt
   h.wide_session->set_cost_per_element(milliseconds(1), milliseconds(4));
   h.scheduler->Start();
   std::vector<int> widths;
-  for (int i = 0; i < 6; ++i) {
-    Request r;
-    r.inputs = {{"x", Rows(1, 2, 1)}};
-    r.rows = 1;
-    r.batch_key = BatchKey(r.inputs);
-    r.deadline = TimePoint::max();
-    auto answer = h.scheduler->TryRunInline(m, r);
-    ASSERT_TRUE(answer.has_value() && answer->ok());
-    widths.push_back((*answer)->threads);
-  }
+  for (int i = 0; i < 6; ++i) widths.push_back(h.RunInline(m, 2));
   // The EWMA of narrow passes the probe's wide figure (8 ms) past the margin on its second run.
   EXPECT_EQ(widths, (std::vector<int>{1, 1, 2, 2, 2, 2}));
   const auto history = h.scheduler->ModeHistory();
@@ -764,16 +751,7 @@ TEST(Scheduler, AWidthsFirstRunAtASizeIsAWarmUpNotAMeasurement) {
   h.wide_session->set_first_run_extra(milliseconds(200));
   h.scheduler->Start();
   std::vector<int> widths;
-  for (int i = 0; i < 8; ++i) {
-    Request r;
-    r.inputs = {{"x", Rows(1, 64, 1)}};
-    r.rows = 1;
-    r.batch_key = BatchKey(r.inputs);
-    r.deadline = TimePoint::max();
-    auto answer = h.scheduler->TryRunInline(m, r);
-    ASSERT_TRUE(answer.has_value() && answer->ok());
-    widths.push_back((*answer)->threads);
-  }
+  for (int i = 0; i < 8; ++i) widths.push_back(h.RunInline(m, 64));
   EXPECT_EQ(widths, (std::vector<int>{1, 1, 2, 2, 2, 2, 2, 2}));
   const auto history = h.scheduler->ModeHistory();
   ASSERT_EQ(history.size(), 1u);
