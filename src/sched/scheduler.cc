@@ -7,6 +7,7 @@
 #include <bit>
 #include <latch>
 #include <map>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -118,6 +119,13 @@ struct Scheduler::Modes {
   static constexpr int kMeasuredSize = 64;  // the power-of-2 classes are bit widths of an int64: 0..63
   std::map<int, ModeState> by_size;
   int measured = -1;  // the size the plan's costs were measured at
+  // The (session, input elements per row) pairs that have run: a pair's first run is a warm-up.
+  // Bounded (shapes come from requests): past the bound, runs count as warm.
+  static constexpr size_t kMaxWarmed = 4096;
+  std::set<std::pair<const void*, int64_t>> warmed;
+  bool WarmUp(const void* session, int64_t per_row) {
+    return warmed.size() < kMaxWarmed && warmed.insert({session, per_row}).second;
+  }
   int group_workers = 1;  // k: narrow runs a wide run replaces
 
   static int SizeOf(int64_t measured_elements, int64_t elements, int64_t rows) {
@@ -146,6 +154,7 @@ struct Scheduler::Modes {
     auto it = by_size.find(size);
     ModeState m = it != by_size.end() ? it->second : ModeState{};
     by_size.clear();
+    warmed.clear();  // a re-plan's sessions are new
     measured = size;
     m.first_sight = false;
     m.narrow_alone_ms = m.narrow_loaded_ms = narrow_ms;
@@ -403,6 +412,7 @@ bool Scheduler::JoinPending(int w) {
     const int leader = groups_[static_cast<size_t>(g)].assembling;
     me.state = WorkerState::kLent;
     me.lent_to = leader;
+    me.lent_since = clock_->Now();
     workers_[static_cast<size_t>(leader)]->cv.notify_all();
     return true;
   }
@@ -578,10 +588,11 @@ bool Scheduler::ChooseWide(Slot& slot, int group, bool alone, int64_t elements, 
     if (m.runs[alone][preferred] < Modes::kFirstSightRuns) return preferred;
     if (m.runs[alone][!preferred] < Modes::kFirstSightRuns) return !preferred;
   }
-  // The figures call for the other width, whose figure at this size is not a measurement of its
-  // own runs (the load-time probe's, while the preferred width's runs came out slower than the
-  // probe said; or the measured size's): it runs now, a few times, rather than when the exploring
-  // schedule comes round, so that a stale figure does not keep the worse width for long.
+  // The figures call for the other width, whose figure is not yet a measurement of its own runs
+  // (at the measured size: the load-time probe's, while the preferred width's runs came out slower
+  // than the probe said; other sizes run both widths at first sight): it runs now, a few times,
+  // rather than when the exploring schedule comes round, so that a stale figure does not keep the
+  // worse width for long.
   if (options_.explore_every > 0 && m.runs[alone][!preferred] < Modes::kFirstSightRuns &&
       m.Wanted(alone, group_workers, options_.switch_margin) != preferred) {
     return !preferred;
@@ -618,11 +629,12 @@ void Scheduler::RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, i
                          ? static_cast<double>(slot.spec.measured_elements) / static_cast<double>(elements)
                          : 1.0 / static_cast<double>(std::max<int64_t>(rows, 1));
   const double ms = static_cast<double>(compute_us) / 1000.0 * per;
-  // A width's first run at a size is a warm-up, counted but not averaged: ONNX Runtime plans and
-  // allocates for a shape it has not run (PP-OCR det's first run at 544x256 takes 1.2-1.4x its
+  // A session's first run at a shape is a warm-up, counted but not averaged: ONNX Runtime plans
+  // and allocates for a shape it has not run (PP-OCR det's first run at 544x256 takes 1.2-1.4x its
   // next ones: `loom run --warmup 0 --repeat 1`), and an average that starts from it would hold
   // that against the width for many runs. (The plan's probe warmed the measured size up.)
-  const bool warm_up = m.runs[0][plan.wide] + m.runs[1][plan.wide] == 1 && size != slot.modes->measured;
+  const bool warm_up =
+      size != slot.modes->measured && slot.modes->WarmUp(plan.session.get(), elements / std::max<int64_t>(rows, 1));
   if (plan.wide) {
     if (!warm_up) Ewma(plan.alone ? m.wide_ms : m.wide_loaded_ms, ms);
     ++m.wide_runs;
@@ -707,7 +719,15 @@ void Scheduler::RunBatch(int w, Batch batch, std::unique_lock<std::mutex>& lock)
       group.assembling = -1;
       ReleasePartners(group, w);
     }
-    assembly_us = MicrosBetween(assembly_start, clock_->Now());
+    // The cores that idled for this wide run: the leader's while it waited, each partner's from
+    // when it joined (the last one joins as the run starts).
+    const TimePoint now = clock_->Now();
+    assembly_us = MicrosBetween(assembly_start, now);
+    if (wide) {
+      for (int p : group.config.workers) {
+        if (p != w) assembly_us += MicrosBetween(workers_[static_cast<size_t>(p)]->lent_since, now);
+      }
+    }
   }
   if (wide) {
     plan.wide = true;
@@ -732,9 +752,9 @@ void Scheduler::RunBatch(int w, Batch batch, std::unique_lock<std::mutex>& lock)
   Occupy(-plan.threads);
   me.busy_us += compute_us;
   ++me.runs;
-  // Under load a wide run also costs the time its leader's cores idled while the partners ended
-  // their runs: per group, that wait over the group's workers (the partners worked meanwhile).
-  // Uncharged, wide under load measured better than it was and the choice flipped to it.
+  // Under load a wide run also costs the time its workers' cores idled while the last partners
+  // ended their runs: per group, that idle time over the group's workers. Uncharged, wide under
+  // load measured better than it was and the choice flipped to it.
   const int64_t charged_us =
       wide && !plan.alone ? compute_us + assembly_us / std::max(slot.modes->group_workers, 1) : compute_us;
   RecordRun(slot, plan, charged_us, rows, elements, *batch.requests[0], g);
@@ -1147,10 +1167,13 @@ std::string Scheduler::DescribeModes() const {
       const std::string name = size < 0 ? s->spec.name
                                : absl::StrCat(s->spec.name, " ", m.shape.empty() ? "(measured size)" : m.shape);
       // The EWMAs are per measured-size request: shown at this size's own; a width this size has
-      // not run (alone, say, where every run of it had company) has no figure.
+      // not measured (alone, say, where every run of it had company, or only a warm-up ran) has no
+      // figure.
       const double k = m.ToThisSize(size, s->spec.measured_elements);
-      auto ms = [k](double v) { return v > 0 ? absl::StrFormat("%.2f ms", k * v) : std::string("not run"); };
-      auto rate = [k](double v) { return v > 0 ? absl::StrFormat("%.1f/s", 1000.0 / (k * v)) : std::string("not run"); };
+      auto ms = [k](double v) { return v > 0 ? absl::StrFormat("%.2f ms", k * v) : std::string("not measured"); };
+      auto rate = [k](double v) {
+        return v > 0 ? absl::StrFormat("%.1f/s", 1000.0 / (k * v)) : std::string("not measured");
+      };
       absl::StrAppend(&out, absl::StrFormat(
           "    %-24s alone: %-6s (wide %s, narrow %s)  under load: %-6s (wide %s, narrow %s)  runs: %d narrow, %d wide\n",
           name, m.wide_alone ? "wide" : "narrow", ms(m.wide_ms), ms(m.narrow_alone_ms), m.wide_loaded ? "wide" : "narrow",

@@ -11,15 +11,16 @@
 //     single-thread runs scale better than one run over several threads).
 // The measurements behind both choices are the runs themselves (EWMA per model and size of request:
 // input elements per row, rounded down to a power of 2; the size the plan measured at is a size of
-// its own), seeded with the plan's costs at the size it measured, so a
-// core taken by another process (contention) shows up as slower wide runs and moves the choice back
-// to narrow. Whether more threads pay depends on the size (a small run is all overhead, a large one
-// all compute): a size first seen starts from the measured size's preferences and runs each width
-// twice, alone and under load (a wide run under load waits for its partners' current runs; a
-// width's first run at a size is a warm-up, not averaged), before its own measurements decide
-// (unless explore_every is 0: then it keeps the copied preferences). Where the preferred width's
-// runs come out slower than a figure of the other width that no run of its own at that size has
-// confirmed (the probe's), the other runs at once rather than when exploring comes round. A preference switches only past a margin and at most once per
+// its own), seeded with the plan's costs at the size it measured, so a core taken by another
+// process (contention) shows up as slower wide runs and moves the choice back to narrow. Whether
+// more threads pay depends on the size (a small run is all overhead, a large one all compute): a
+// size first seen starts from the measured size's preferences and runs each width twice, alone and
+// under load, before its own measurements decide (unless explore_every is 0: then it keeps the
+// copied preferences). A session's first run at a shape is a warm-up, not averaged; a wide run
+// under load waits for its partners' current runs and is charged the time its cores idled. Where
+// the preferred width runs slower than a figure of the other that no run of its own at that size
+// has confirmed (the probe's), the other runs at once rather than when exploring comes round. A
+// preference switches only past a margin and at most once per
 // `min_switch_interval`, so the choice does not thrash; each switch is recorded with its reason.
 //
 // Leases. Any idle worker's cores can be lent: to a wide run of a group partner, to a caller that
@@ -214,6 +215,7 @@ class Scheduler {
     // The thread sleeps until it is idle again (it saw work while claimed, lent or running): whoever
     // makes it idle must wake it. An idle worker asleep waiting for work needs no such wake.
     bool waits_for_idle = false;
+    TimePoint lent_since{};  // kLent to a wide run's leader: since when (its cores idle until the run)
     std::condition_variable cv;
     std::thread thread;
     std::atomic<int64_t> busy_us{0};
