@@ -164,6 +164,22 @@ TEST(RowBatching, RowsOfOneBucketShareRequestsWhenTheDecisionSaysSoAndComeBackIn
   for (int r = 0; r < 4; ++r) EXPECT_FLOAT_EQ(joined.data_as<float>()[r * 3 * 4], Normalised(values[r])) << r;
 }
 
+TEST(RowBatching, TheLargestRequestGoesFirstRowsTimesWidthNotTheWidestRow) {
+  TwoNodes t = TextRowsIntoTheRecogniser();
+  ScriptedContext context(*t.models, /*rows_per_request=*/2);
+  // Row 0 alone at 320; rows 1 and 2 share a request at 224: 448 columns of work, sent first.
+  Frame frame = FrameOfCrops({Crop(300, 10), Crop(200, 20), Crop(210, 30)});
+  ASSERT_TRUE(t.batch->Process(frame, context).ok());
+  ASSERT_TRUE(t.infer->Process(frame, context).ok());
+  ASSERT_EQ(context.submitted.size(), 2u);
+  EXPECT_EQ(context.submitted[0].second, (Shape{2, 3, 48, 224}));
+  EXPECT_EQ(context.submitted[1].second, (Shape{1, 3, 48, 320}));
+  const Value& out = frame.values.at("rec");
+  ASSERT_EQ(out.parts.size(), 2u);
+  EXPECT_EQ(out.parts[0].rows, (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(out.parts[1].rows, (std::vector<int64_t>{0}));
+}
+
 TEST(RowBatching, TheEngineMeasuresEachRowShapeOnceAndDecidesFromItsOwnNumbers) {
   auto engine = Engine::Create({{.name = "rec", .path = testing::ModelPath("ch_PP-OCRv4_rec_infer.onnx"), .max_batch_size = 1, .max_request_rows = 64}},
                                {.cores = 1});

@@ -184,11 +184,11 @@ class InferNode final : public Node {
     }
   }
 
-  // Rows of possibly different shapes (single-input model): grouped by shape, the largest shape
-  // first (longest processing time first: the workers take requests in order, so the last ones
-  // to run are the short ones, and the cores finish a frame's rows together rather than one of
-  // them running its longest line alone at the end); each group cut into requests of the
-  // measured size.
+  // Rows of possibly different shapes (single-input model): grouped by shape, each group cut into
+  // requests of the measured size, and the requests sent the largest first (longest processing
+  // time first: the workers take requests in order, so the last ones to run are the short ones,
+  // and the cores finish a frame's rows together rather than one of them running its longest
+  // line alone at the end).
   void SubmitRows(NodeContext& context, const Value& in, std::vector<OutputPart>& parts) const {
     std::vector<std::pair<Shape, std::vector<int64_t>>> groups;
     for (size_t i = 0; i < in.rows.size(); ++i) {
@@ -200,8 +200,7 @@ class InferNode final : public Node {
       }
       it->second.push_back(static_cast<int64_t>(i));
     }
-    std::stable_sort(groups.begin(), groups.end(),
-                     [](const auto& a, const auto& b) { return ElementCount(a.first) > ElementCount(b.first); });
+    std::vector<std::pair<OutputPart, Tensor>> requests;
     for (const auto& [shape, members] : groups) {
       const int64_t n = static_cast<int64_t>(members.size());
       int64_t per = n > 1 ? RowsPerRequest(context, shape) : 1;
@@ -213,11 +212,16 @@ class InferNode final : public Node {
           part.rows.push_back(members[static_cast<size_t>(k)]);
           rows.push_back(&in.rows[static_cast<size_t>(members[static_cast<size_t>(k)])]);
         }
-        Tensor batch = rows.size() == 1 ? *rows[0] : StackRows(rows);
         part.padding = Padding(part.rows, in.row_widths, shape.empty() ? 0 : shape.back());
-        part.outputs = context.Submit(model_, {{inputs_[0].first, std::move(batch)}});
-        parts.push_back(std::move(part));
+        requests.emplace_back(std::move(part), rows.size() == 1 ? *rows[0] : StackRows(rows));
       }
+    }
+    std::stable_sort(requests.begin(), requests.end(), [](const auto& a, const auto& b) {
+      return a.second.element_count() > b.second.element_count();
+    });
+    for (auto& [part, batch] : requests) {
+      part.outputs = context.Submit(model_, {{inputs_[0].first, std::move(batch)}});
+      parts.push_back(std::move(part));
     }
   }
 
