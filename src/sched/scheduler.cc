@@ -81,6 +81,17 @@ struct Scheduler::ModeState {
   bool wide_alone = false, wide_loaded = false;
   TimePoint switched_alone{}, switched_loaded{};
   int64_t decisions_alone = 0, decisions_loaded = 0, narrow_runs = 0, wide_runs = 0;
+  // Exploring backs off, per situation ([alone]): each try of the other width doubles the
+  // interval to the next (at most kMaxExploreBackoff times), and a switch starts it over. A try
+  // that leaves the choice as it was costs core time (under load, the partners' wait as well):
+  // a choice confirmed again and again is re-checked less and less often, but always re-checked.
+  static constexpr int kMaxExploreBackoff = 5;
+  int explore_backoff[2] = {};
+  int64_t explored_at[2] = {};  // the decision count of the last try or switch
+  void StartExploringOver(bool alone) {
+    explore_backoff[alone] = 0;
+    explored_at[alone] = alone ? decisions_alone : decisions_loaded;
+  }
   // A size first seen (not the measured one): the preferred width, then the other, runs
   // kFirstSightRuns times alone and under load, and then this size's own runs decide.
   bool first_sight = false;
@@ -157,6 +168,8 @@ struct Scheduler::Modes {
     warmed.clear();  // a re-plan's sessions are new
     measured = size;
     m.first_sight = false;
+    m.StartExploringOver(/*alone=*/true);  // new figures: checked at the usual pace again
+    m.StartExploringOver(/*alone=*/false);
     m.narrow_alone_ms = m.narrow_loaded_ms = narrow_ms;
     m.wide_ms = wide_ms;
     m.wide_loaded_ms = 0;
@@ -607,9 +620,12 @@ bool Scheduler::ChooseWide(Slot& slot, int group, bool alone, int64_t elements, 
     const double wide_cost = alone ? m.wide_ms : m.WideLoaded() * group_workers;
     worse = preferred ? narrow_ms / wide_cost : wide_cost / narrow_ms;
   }
-  const auto every = static_cast<int64_t>(std::llround(options_.explore_every * std::clamp(worse, 1.0, 8.0)));
-  if (decisions % every == 0) return !preferred;
-  return preferred;
+  const int64_t every = std::llround(options_.explore_every * std::clamp(worse, 1.0, 8.0))
+                       << m.explore_backoff[alone];
+  if (decisions - m.explored_at[alone] < every) return preferred;
+  m.explored_at[alone] = decisions;
+  m.explore_backoff[alone] = std::min(m.explore_backoff[alone] + 1, ModeState::kMaxExploreBackoff);
+  return !preferred;
 }
 
 void Scheduler::RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, int64_t rows, int64_t elements,
@@ -658,6 +674,7 @@ void Scheduler::RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, i
     if (want != m.wide_alone) {
       m.wide_alone = want;
       m.switched_alone = now;
+      m.StartExploringOver(/*alone=*/true);
       note(absl::StrFormat("alone: now %s (wide %.2f ms vs narrow %.2f ms per request, measured)",
                            want ? "wide" : "narrow", k * m.wide_ms, k * m.narrow_alone_ms));
     }
@@ -667,6 +684,7 @@ void Scheduler::RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, i
     if (want != m.wide_loaded) {
       m.wide_loaded = want;
       m.switched_loaded = now;
+      m.StartExploringOver(/*alone=*/false);
       note(absl::StrFormat("under load: now %s (wide %.1f/s vs narrow %.1f/s per group, measured)",
                            want ? "wide" : "narrow", 1000.0 / (k * m.WideLoaded()),
                            1000.0 * group_workers / (k * m.NarrowLoaded())));

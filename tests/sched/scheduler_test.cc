@@ -819,6 +819,43 @@ TEST(Scheduler, ExploringAMuchWorseWidthHappensLessOften) {
   EXPECT_TRUE(h.scheduler->ModeHistory().empty()) << "exploring never switched the choice";
 }
 
+TEST(Scheduler, ExploringBacksOffWhileTheChoiceHoldsAndStartsOverOnASwitch) {
+  // Narrow and wide cost the same (4 ms) at the measured size: narrow stays (a switch needs a 5 %
+  // margin), and every try of wide confirms it. Each try doubles the interval to the next: the
+  // 4th, 12th and 28th decisions try wide, not every 4th.
+  SchedulerOptions options;
+  options.explore_every = 4;
+  options.min_switch_interval = milliseconds(0);
+  Harness h(2, /*group=*/true, options);
+  const int m = h.Model("add", Batching(1, microseconds(0)), 1024, milliseconds(4), milliseconds(4), true,
+                        /*measured_elements=*/2);
+  h.scheduler->Start();
+  std::vector<int> tried;  // the decisions (1-based) that ran wide
+  for (int i = 1; i <= 40; ++i) {
+    if (h.RunInline(m, 2) == 2) tried.push_back(i);
+  }
+  EXPECT_EQ(tried, (std::vector<int>{4, 12, 28})) << "tries at intervals of 4, 8, 16";
+  EXPECT_TRUE(h.scheduler->ModeHistory().empty());
+  // Wide becomes 4x faster. The next try, 32 decisions after the last (the 60th), measures it,
+  // and the choice switches to wide; the interval starts over, so narrow, now the other width,
+  // is tried again within a few decisions (at the backed-off pace, not before the 60+4x32nd).
+  h.wide_session->set_cost(milliseconds(1));
+  std::vector<int> narrow;  // the decisions that ran narrow
+  for (int i = 41; i <= 100; ++i) {
+    if (h.RunInline(m, 2) == 1) narrow.push_back(i);
+  }
+  const auto history = h.scheduler->ModeHistory();
+  ASSERT_FALSE(history.empty());
+  EXPECT_EQ(history[0].text.find("alone: now wide"), 0u) << history[0].text;
+  ASSERT_FALSE(narrow.empty());
+  EXPECT_EQ(narrow.size() >= 19 ? narrow[18] : 0, 59) << "narrow up to the 59th decision, wide tried at the 60th";
+  std::vector<int> after(narrow.begin() + std::min<size_t>(19, narrow.size()), narrow.end());
+  ASSERT_FALSE(after.empty()) << "narrow is tried again after the switch";
+  // (4 decisions, times how much worse narrow measured: wide's average falls from 3.4 ms towards
+  // 1, against narrow's 4: the 74th decision. Without the start-over: not before the 124th.)
+  EXPECT_EQ(after, (std::vector<int>{74})) << "at the start-over pace";
+}
+
 TEST(Scheduler, WorkQueuedWhileAnInlineRunHoldsTheWorkerRunsWhenItEnds) {
   Harness h(1);
   const int m = h.Model("add", Batching(1, microseconds(0)));
