@@ -122,8 +122,10 @@ struct EngineOptions {
   TensorLimits limits = {};
   // Most bytes of input one request may carry (all its tensors together).
   int64_t max_request_bytes = int64_t{2} << 30;
-  // Adaptive plan: every n-th narrow/wide decision tries the other width, to keep its measurement
-  // current when the machine changes (another process, thermal limits). 0: never.
+  // Adaptive plan: n narrow/wide decisions after its last try, the other width is tried again, to
+  // keep its measurement current when the machine changes (another process, thermal limits); n
+  // grows with how much worse that width measured (up to 8x) and doubles with each try (up to
+  // 32x) until the choice switches or the plan is remade. 0: never.
   int explore_every = 50;
 };
 

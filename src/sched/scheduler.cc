@@ -82,9 +82,9 @@ struct Scheduler::ModeState {
   TimePoint switched_alone{}, switched_loaded{};
   int64_t decisions_alone = 0, decisions_loaded = 0, narrow_runs = 0, wide_runs = 0;
   // Exploring backs off, per situation ([alone]): each try of the other width doubles the
-  // interval to the next (at most kMaxExploreBackoff times), and a switch starts it over. A try
-  // that leaves the choice as it was costs core time (under load, the partners' wait as well):
-  // a choice confirmed again and again is re-checked less and less often, but always re-checked.
+  // interval to the next (at most kMaxExploreBackoff times), and a switch or a re-plan starts it
+  // over. A try that leaves the choice as it was costs core time (under load, the partners' wait
+  // as well): a choice confirmed again and again is re-checked less and less often, but always.
   static constexpr int kMaxExploreBackoff = 5;
   int explore_backoff[2] = {};
   int64_t explored_at[2] = {};  // the decision count of the last try or switch
@@ -597,7 +597,11 @@ bool Scheduler::ChooseWide(Slot& slot, int group, bool alone, int64_t elements, 
   int64_t& decisions = alone ? m.decisions_alone : m.decisions_loaded;
   ++decisions;
   // A size first seen: each width a few times at this size, the preferred one first.
+  // (Exploring's interval counts from the last of these runs, as from any try of the other width.)
   if (m.first_sight && options_.explore_every > 0) {
+    const bool first_runs = m.runs[alone][preferred] < Modes::kFirstSightRuns ||
+                            m.runs[alone][!preferred] < Modes::kFirstSightRuns;
+    if (first_runs) m.explored_at[alone] = decisions;
     if (m.runs[alone][preferred] < Modes::kFirstSightRuns) return preferred;
     if (m.runs[alone][!preferred] < Modes::kFirstSightRuns) return !preferred;
   }
@@ -608,6 +612,7 @@ bool Scheduler::ChooseWide(Slot& slot, int group, bool alone, int64_t elements, 
   // worse width for long.
   if (options_.explore_every > 0 && m.runs[alone][!preferred] < Modes::kFirstSightRuns &&
       m.Wanted(alone, group_workers, options_.switch_margin) != preferred) {
+    m.explored_at[alone] = decisions;
     return !preferred;
   }
   if (options_.explore_every <= 0) return preferred;

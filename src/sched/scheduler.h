@@ -90,9 +90,10 @@ struct SchedulerOptions {
   double switch_margin = 0.05;
   // ...and at most this often per model and situation (alone / under load).
   std::chrono::milliseconds min_switch_interval{1000};
-  // Every n-th decision (per model, size and situation) tries the other mode, to keep its
-  // measurement current; n grows with how much worse the other mode measured, up to 8x, and
-  // doubles with each try, up to 32x, until a switch starts it over (0: never explore).
+  // n decisions after the last try of the other mode (per model, size and situation), it is tried
+  // again, to keep its measurement current; n grows with how much worse the other mode measured,
+  // up to 8x, and doubles with each try, up to 32x, until a switch or a re-plan starts it over
+  // (0: never explore).
   int explore_every = 50;
   // Pin worker threads to their cpus (tests with fake sessions may run anywhere).
   bool pin_workers = true;

@@ -802,10 +802,11 @@ TEST(Scheduler, ExploringAMuchWorseWidthHappensLessOften) {
   options.explore_every = 4;
   Harness h(2, /*group=*/true, options);
   // Wide measured 4x slower than narrow for a lone request: trying it every 4th decision would
-  // run 16 of 64 requests wide; it is tried every 4 x 4 = 16th decision instead. (A request can
-  // also count as under load — the previous run's worker is still delivering its answer — where
-  // wide costs 2 workers x 20 ms against 5 ms, and is tried every 32nd: at least 1 and at most 4
-  // explorations either way, never 16.)
+  // run 16 of 64 requests wide; it is tried 4 x 4 = 16 decisions after the last try instead (the
+  // 16th, then 32 later with the back-off). (A request can also count as under load — the
+  // previous run's worker is still delivering its answer — where wide costs 2 workers x 20 ms
+  // against 5 ms, and is tried at the 32nd: at least 1 and at most 4 explorations either way,
+  // never 16.)
   const int m = h.Model("add", Batching(1, microseconds(0)), 1024, milliseconds(5), milliseconds(20), true);
   h.scheduler->Start();
   int wide = 0;
@@ -815,7 +816,7 @@ TEST(Scheduler, ExploringAMuchWorseWidthHappensLessOften) {
     wide += r->threads == 2;
   }
   EXPECT_GE(wide, 1) << "exploration goes on";
-  EXPECT_LE(wide, 4) << "every 16th (or 32nd) decision, not every 4th";
+  EXPECT_LE(wide, 4) << "16 (or 32) decisions apart at least, not every 4th";
   EXPECT_TRUE(h.scheduler->ModeHistory().empty()) << "exploring never switched the choice";
 }
 
@@ -838,7 +839,7 @@ TEST(Scheduler, ExploringBacksOffWhileTheChoiceHoldsAndStartsOverOnASwitch) {
   EXPECT_TRUE(h.scheduler->ModeHistory().empty());
   // Wide becomes 4x faster. The next try, 32 decisions after the last (the 60th), measures it,
   // and the choice switches to wide; the interval starts over, so narrow, now the other width,
-  // is tried again within a few decisions (at the backed-off pace, not before the 60+4x32nd).
+  // is tried again within a few decisions (at the backed-off pace, not before the 60+4x16th).
   h.wide_session->set_cost(milliseconds(1));
   std::vector<int> narrow;  // the decisions that ran narrow
   for (int i = 41; i <= 100; ++i) {
