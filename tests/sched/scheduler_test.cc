@@ -593,16 +593,17 @@ TEST(Scheduler, AChoiceFollowsTheMeasuredRunsWithoutThrashing) {
   Harness h(2, /*group=*/true, options);
   const int m = h.Model("add", Batching(1, microseconds(0)), 1024, milliseconds(8), milliseconds(5), true);
   h.scheduler->Start();
-  // One client: alone every time. Wide is preferred until wide runs become slow (a core taken
-  // by something else): then narrow, after the measurements say so and the interval has passed.
-  for (int i = 0; i < 8; ++i) ASSERT_TRUE(h.Submit(m, 1, 2).get().ok());
+  // One client, inline: alone every time (a queued request could find the last run's worker
+  // still answering, under load). Wide is preferred until wide runs become slow (a core taken by
+  // something else): then narrow, after the measurements say so and the interval has passed.
+  for (int i = 0; i < 8; ++i) ASSERT_GT(h.RunInline(m, 2), 0);
   EXPECT_TRUE(h.scheduler->ModeHistory().empty()) << "no change while wide stays faster";
   h.wide_session->set_cost(milliseconds(20));
   int wide_after = 0;
   for (int i = 0; i < 40; ++i) {
-    auto r = h.Submit(m, 1, 2).get();
-    ASSERT_TRUE(r.ok());
-    if (i >= 30) wide_after += r->threads == 2;
+    const int threads = h.RunInline(m, 2);
+    ASSERT_GT(threads, 0);
+    if (i >= 30) wide_after += threads == 2;
   }
   const auto history = h.scheduler->ModeHistory();
   ASSERT_EQ(history.size(), 1u) << "one switch, no thrash";
