@@ -599,11 +599,11 @@ bool Scheduler::ChooseWide(Slot& slot, int group, bool alone, int64_t elements, 
   // A size first seen: each width a few times at this size, the preferred one first.
   // (Exploring's interval counts from the last of these runs, as from any try of the other width.)
   if (m.first_sight && options_.explore_every > 0) {
-    const bool first_runs = m.runs[alone][preferred] < Modes::kFirstSightRuns ||
-                            m.runs[alone][!preferred] < Modes::kFirstSightRuns;
-    if (first_runs) m.explored_at[alone] = decisions;
-    if (m.runs[alone][preferred] < Modes::kFirstSightRuns) return preferred;
-    if (m.runs[alone][!preferred] < Modes::kFirstSightRuns) return !preferred;
+    const bool preferred_due = m.runs[alone][preferred] < Modes::kFirstSightRuns;
+    if (preferred_due || m.runs[alone][!preferred] < Modes::kFirstSightRuns) {
+      m.explored_at[alone] = decisions;
+      return preferred_due ? preferred : !preferred;
+    }
   }
   // The figures call for the other width, whose figure is not yet a measurement of its own runs
   // (at the measured size: the load-time probe's, while the preferred width's runs came out slower
