@@ -72,6 +72,9 @@ std::string PipelineTraceJson(const std::string& engine_trace, const std::vector
 
 struct PipelineOptions {
   std::string input = "";             // overrides the file's source path
+  // Model files that replace the file's own, by model name (a model exported from PyTorch, your
+  // trained weights in place of the shipped ones). A name the file does not have is an error.
+  std::map<std::string, std::string> model_paths = {};
   std::string output_dir = "out";     // sinks write here
   std::optional<int> in_flight = std::nullopt;  // overrides the file's (1..64)
   std::optional<int64_t> limit = std::nullopt;  // overrides source.limit

@@ -2,6 +2,7 @@
 // sinks, and the engine (or naive sessions) for its models.
 #include "pipeline/graph.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <mutex>
 
@@ -54,6 +55,16 @@ absl::StatusOr<std::unique_ptr<Graph>> LoadGraph(const std::string& yaml_path, c
   g->options = options;
   const std::string base = fs::path(yaml_path).parent_path().string();
   LOOM_ASSIGN_OR_RETURN(EngineConfig config, ParseEngineConfig(root, yaml_path, {"source", "in_flight", "nodes", "sinks"}));
+  for (const auto& [model, path] : options.model_paths) {
+    auto it = std::find_if(config.models.begin(), config.models.end(), [&](const ModelConfig& m) { return m.name == model; });
+    if (it == config.models.end()) {
+      std::vector<std::string> names;
+      for (const ModelConfig& m : config.models) names.push_back(m.name);
+      return absl::InvalidArgumentError(absl::StrCat("pipeline '", yaml_path, "' has no model '", model,
+                                                     "' to replace (its models: ", absl::StrJoin(names, ", "), ")"));
+    }
+    it->path = path;
+  }
   for (ModelConfig& m : config.models) {
     if (!m.max_batch_size) {
       m.max_batch_size = 1;  // no frame's output depends on another's batch...

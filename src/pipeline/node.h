@@ -124,7 +124,12 @@ class BuildContext {
   // The value named by `params[port]` (default: the frame, for images), which must exist and be
   // of `type`.
   absl::StatusOr<ValueSpec> Input(const YAML::Node& params, const std::string& node,
-                                  const std::string& port, ValueType type) const;
+                                  const std::string& port, ValueType type) const {
+    return Input(params, node, port, std::vector<ValueType>{type});
+  }
+  // The same, for a port that takes any of `types` (the first is the default's type).
+  absl::StatusOr<ValueSpec> Input(const YAML::Node& params, const std::string& node,
+                                  const std::string& port, const std::vector<ValueType>& types) const;
   // The value named `value` (a node's name), which must exist and be of `type`; `at` for errors.
   absl::StatusOr<ValueSpec> Value(const YAML::Node& at, const std::string& node,
                                   const std::string& value, ValueType type) const;

@@ -1,8 +1,10 @@
 // Node types by name: one line each.
+#include <algorithm>
 #include <filesystem>
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 #include "engine/yaml_reader.h"
 #include "pipeline/nodes/nodes.h"
@@ -22,6 +24,9 @@ const std::map<std::string, NodeFactory>& Registry() {
       {"angle", MakeAngleNode},
       {"ctc", MakeCtcNode},
       {"topk", MakeTopKNode},
+      {"box_crop", MakeBoxCropNode},
+      {"landmarks", MakeLandmarksNode},
+      {"classify", MakeClassifyNode},
   };
   return *registry;
 }
@@ -79,13 +84,14 @@ absl::StatusOr<ValueSpec> BuildContext::Value(const YAML::Node& at, const std::s
 }
 
 absl::StatusOr<ValueSpec> BuildContext::Input(const YAML::Node& params, const std::string& node,
-                                              const std::string& port, ValueType type) const {
+                                              const std::string& port,
+                                              const std::vector<ValueType>& types) const {
   std::string value;
   const YAML::Node named = params.IsMap() ? params[port] : YAML::Node();
   if (named) {
     if (!named.IsScalar()) return Error(named, node, "'" + port + "' must name a node");
     value = named.Scalar();
-  } else if (type == ValueType::kImage) {
+  } else if (types.front() == ValueType::kImage) {
     value = "image";  // the frame itself
   } else {
     return Error(params, node, "missing input '" + port + "'");
@@ -95,9 +101,11 @@ absl::StatusOr<ValueSpec> BuildContext::Input(const YAML::Node& params, const st
     return Error(named ? named : params, node,
                  absl::StrCat("input '", port, "' names '", value, "', which is not an earlier node"));
   }
-  if (it->second.type != type) {
+  if (std::find(types.begin(), types.end(), it->second.type) == types.end()) {
+    std::vector<std::string> names;
+    for (ValueType t : types) names.push_back(ValueTypeName(t));
     return Error(named ? named : params, node,
-                 absl::StrCat("input '", port, "' expects ", ValueTypeName(type), ", but node '", value,
+                 absl::StrCat("input '", port, "' expects ", absl::StrJoin(names, " or "), ", but node '", value,
                               "' produces ", ValueTypeName(it->second.type)));
   }
   return it->second;

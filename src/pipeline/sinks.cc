@@ -123,6 +123,26 @@ void DrawLabel(cv::Mat& canvas, const std::string& text, cv::Point anchor, doubl
   cv::putText(canvas, text, cv::Point(x + pad, y - pad), font, scale, {0, 0, 0}, thickness, cv::LINE_AA);
 }
 
+// A detection's box, its detector's keypoints, the landmarks placed on it, and a label: its class
+// (a classifier's, with its probability) or the detector's name and score.
+void DrawDetection(cv::Mat& canvas, const std::string& name, const vision::Detection& d) {
+  const cv::Scalar green(0, 200, 0);
+  cv::rectangle(canvas, cv::Point2f(d.x_min, d.y_min), cv::Point2f(d.x_max, d.y_max), green, 2);
+  const int radius = std::clamp(cvRound(d.width() / 40), 2, 64);
+  for (const vision::Point& k : d.keypoints) cv::circle(canvas, cv::Point2f(k.x, k.y), radius, {0, 0, 255}, cv::FILLED);
+  const int dot = std::clamp(cvRound(d.width() / 100), 1, 16);
+  for (const vision::Point& k : d.landmarks) cv::circle(canvas, cv::Point2f(k.x, k.y), dot, {255, 255, 0}, cv::FILLED);
+  std::string label = absl::StrFormat("%s %.2f", name, d.score);
+  if (d.label >= 0) {
+    label = absl::StrFormat("%s %.2f", d.label_name.empty() ? absl::StrCat("class ", d.label) : d.label_name,
+                            d.label_score);
+  } else if (d.class_id >= 0) {
+    label = absl::StrFormat("class %d %.2f", d.class_id, d.score);
+  }
+  DrawLabel(canvas, label, cv::Point(cvRound(d.x_min), cvRound(d.y_min) - 2),
+            std::max(14.0, static_cast<double>(d.height()) / 8), green);
+}
+
 }  // namespace
 
 void Annotate(const Frame& frame, cv::Mat& canvas) {
@@ -135,17 +155,9 @@ void Annotate(const Frame& frame, cv::Mat& canvas) {
   for (const auto& [name, v] : frame.values) {
     switch (v.type) {
       case ValueType::kDetections:
-        for (const vision::Detection& d : v.detections) {
-          const cv::Scalar green(0, 200, 0);
-          cv::rectangle(canvas, cv::Point2f(d.x_min, d.y_min), cv::Point2f(d.x_max, d.y_max), green, 2);
-          const int radius = std::clamp(cvRound(d.width() / 40), 2, 64);
-          for (size_t k = 0; k < d.keypoints.size(); ++k) {
-            const cv::Point2f p(d.keypoints[k].x, d.keypoints[k].y);
-            cv::circle(canvas, p, radius, {0, 0, 255}, cv::FILLED);
-          }
-          DrawLabel(canvas, absl::StrFormat("%s %.2f", name, d.score), cv::Point(cvRound(d.x_min), cvRound(d.y_min) - 2),
-                    std::max(14.0, static_cast<double>(d.height()) / 8), green);
-        }
+        // A chain's stages each hold the same faces; what the frame records is what is drawn.
+        if (!frame.record.contains(name)) break;
+        for (const vision::Detection& d : v.detections) DrawDetection(canvas, name, d);
         break;
       case ValueType::kLines:
         for (const vision::LineSegment& l : v.lines) {

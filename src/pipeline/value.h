@@ -42,9 +42,13 @@ struct Value {
                                                // differ (text lines at their own width bucket)
   std::vector<int64_t> row_widths;             // kTensor: each row's content width (text lines), if known
   vision::ImageTransform to_image;             // kTensor from preprocess: input pixel -> image pixel
+  // Fan-outs of detections (box_crop, and preprocess over its crops): per crop or row, the map
+  // from its pixels (a crop's, or the model input's) to the frame's, and in `detections` the
+  // detection it was cut from, so that decoders put their answers back on the right one.
+  std::vector<vision::ImageTransform> row_to_image;
   PendingOutputs outputs;                      // kOutputs: every row, joined in input order
   std::vector<OutputPart> parts;               // kOutputs: the requests it was run as
-  std::vector<vision::Detection> detections;   // kDetections
+  std::vector<vision::Detection> detections;   // kDetections; kCrops/kTensor: each row's owner
   std::vector<vision::TextBox> boxes;          // kTextBoxes
   std::vector<cv::Mat> crops;                  // kCrops
   std::vector<bool> rotated;                   // kCrops: turned 180° by an angle node

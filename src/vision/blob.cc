@@ -1,5 +1,6 @@
 #include "vision/blob.h"
 
+#include <array>
 #include <cmath>
 #include <filesystem>
 
@@ -70,6 +71,7 @@ absl::StatusOr<BlobOptions> BlobOptionsFor(const TensorInfo& input, cv::Size fal
 namespace {
 
 absl::StatusOr<Tensor> BlobFromImageImpl(const cv::Mat& image, const BlobOptions& options);
+Tensor Normalize(const cv::Mat& image, const BlobOptions& options);
 
 }  // namespace
 
@@ -98,6 +100,19 @@ absl::StatusOr<Tensor> BlobFromImage(const cv::Mat& image, const BlobOptions& op
 }
 
 namespace {
+
+// The 8-bit gradient magnitude of an image's gray levels (BlobOptions::Filter::kSobel).
+cv::Mat SobelMagnitude(const cv::Mat& image) {
+  cv::Mat gray = image;
+  if (image.channels() == 3) cv::cvtColor(image, gray, cv::COLOR_BGR2GRAY);
+  if (image.channels() == 4) cv::cvtColor(image, gray, cv::COLOR_BGRA2GRAY);
+  cv::Mat dx, dy, magnitude, out;
+  cv::Sobel(gray, dx, CV_32F, 1, 0, 3);
+  cv::Sobel(gray, dy, CV_32F, 0, 1, 3);
+  cv::magnitude(dx, dy, magnitude);
+  magnitude.convertTo(out, CV_8U);  // rounded, saturated at 255
+  return out;
+}
 
 absl::StatusOr<Tensor> BlobFromImageImpl(const cv::Mat& image, const BlobOptions& options) {
   if (image.empty() || image.depth() != CV_8U ||
@@ -133,47 +148,58 @@ absl::StatusOr<Tensor> BlobFromImageImpl(const cv::Mat& image, const BlobOptions
     resized = image;
   }
 
-  // Convert to the requested channel order.
-  const int in_c = resized.channels();
-  int code = -1;
+  if (options.filter == BlobOptions::Filter::kSobel) resized = SobelMagnitude(resized);
+  if (options.channels == ChannelOrder::kGray && resized.channels() != 1) {
+    cv::Mat gray;
+    cv::cvtColor(resized, gray, resized.channels() == 3 ? cv::COLOR_BGR2GRAY : cv::COLOR_BGRA2GRAY);
+    resized = gray;
+  }
+  return Normalize(resized, options);
+}
+
+// The resized 8-bit image (1, 3 or 4 channels; gray already when the model takes gray) into the
+// tensor in one pass: per output channel, the source channel it reads (or an opaque alpha) and a
+// 256-entry table of (p - mean) * scale / std.
+Tensor Normalize(const cv::Mat& image, const BlobOptions& options) {
+  const int in_c = image.channels();
+  const int out_c = ChannelCount(options.channels);
+  constexpr int kOpaque = -1;  // an alpha channel the image does not have: 255
+  std::array<int, 4> source{};
   switch (options.channels) {
-    case ChannelOrder::kBGR: code = in_c == 1 ? cv::COLOR_GRAY2BGR : in_c == 4 ? cv::COLOR_BGRA2BGR : -1; break;
-    case ChannelOrder::kRGB: code = in_c == 1 ? cv::COLOR_GRAY2RGB : in_c == 4 ? cv::COLOR_BGRA2RGB : cv::COLOR_BGR2RGB; break;
-    case ChannelOrder::kBGRA: code = in_c == 1 ? cv::COLOR_GRAY2BGRA : in_c == 3 ? cv::COLOR_BGR2BGRA : -1; break;
-    case ChannelOrder::kRGBA: code = in_c == 1 ? cv::COLOR_GRAY2RGBA : in_c == 3 ? cv::COLOR_BGR2RGBA : cv::COLOR_BGRA2RGBA; break;
-    case ChannelOrder::kGray: code = in_c == 3 ? cv::COLOR_BGR2GRAY : in_c == 4 ? cv::COLOR_BGRA2GRAY : -1; break;
+    case ChannelOrder::kBGR: source = {0, 1, 2, 0}; break;
+    case ChannelOrder::kRGB: source = {2, 1, 0, 0}; break;
+    case ChannelOrder::kBGRA: source = {0, 1, 2, 3}; break;
+    case ChannelOrder::kRGBA: source = {2, 1, 0, 3}; break;
+    case ChannelOrder::kGray: source = {0, 0, 0, 0}; break;
   }
-  cv::Mat ordered;
-  if (code >= 0) {
-    cv::cvtColor(resized, ordered, code);
-  } else {
-    ordered = resized;
+  for (int c = 0; c < out_c; ++c) {
+    if (in_c == 1 && source[c] != 3) source[c] = 0;  // gray into every colour channel
+    if (source[c] == 3 && in_c != 4) source[c] = kOpaque;
   }
-  const int channels = ordered.channels();
-
-  // Per-channel affine map: v = (p - mean) * scale / std = p * alpha + beta.
-  cv::Mat as_float;
-  ordered.convertTo(as_float, CV_32F);
-  std::vector<cv::Mat> planes;
-  cv::split(as_float, planes);
-  for (int ch = 0; ch < channels; ++ch) {
-    const double alpha = options.scale / options.std[ch];
-    const double beta = -options.mean[ch] * alpha;
-    planes[ch].convertTo(planes[ch], CV_32F, alpha, beta);
+  std::array<std::array<float, 256>, 4> table;
+  for (int c = 0; c < out_c; ++c) {
+    const double alpha = options.scale / options.std[c];
+    for (int p = 0; p < 256; ++p) table[c][p] = static_cast<float>((p - options.mean[c]) * alpha);
   }
-
   const int h = options.height, w = options.width;
-  if (options.layout == ImageLayout::kNHWC) {
-    Tensor out = Tensor::Allocate(DType::kFloat32, {1, h, w, channels});  // [1,H,W,C] f32
-    cv::Mat dst(h, w, CV_32FC(channels), out.data());
-    cv::merge(planes, dst);
-    return out;
-  }
-  Tensor out = Tensor::Allocate(DType::kFloat32, {1, channels, h, w});  // [1,C,H,W] f32
-  auto* base = out.data_as<float>();
-  for (int ch = 0; ch < channels; ++ch) {
-    cv::Mat dst(h, w, CV_32F, base + static_cast<size_t>(ch) * h * w);
-    planes[ch].copyTo(dst);
+  const bool nhwc = options.layout == ImageLayout::kNHWC;
+  Tensor out = Tensor::Allocate(DType::kFloat32, nhwc ? Shape{1, h, w, out_c} : Shape{1, out_c, h, w});
+  float* base = out.data_as<float>();
+  const size_t plane = static_cast<size_t>(h) * w;
+  for (int y = 0; y < h; ++y) {
+    const uint8_t* row = image.ptr<uint8_t>(y);
+    for (int c = 0; c < out_c; ++c) {
+      const std::array<float, 256>& t = table[c];
+      const int s = source[c];
+      // [1,H,W,C]: element (y, x, c); [1,C,H,W]: element (c, y, x).
+      float* dst = nhwc ? base + static_cast<size_t>(y) * w * out_c + c : base + c * plane + static_cast<size_t>(y) * w;
+      const ptrdiff_t step = nhwc ? out_c : 1;
+      if (s == kOpaque) {
+        for (int x = 0; x < w; ++x) dst[x * step] = t[255];
+      } else {
+        for (int x = 0; x < w; ++x) dst[x * step] = t[row[x * in_c + s]];
+      }
+    }
   }
   return out;
 }

@@ -33,6 +33,11 @@ struct BlobOptions {
   // (in pixel units, before normalisation). Exclusive with center_crop.
   bool letterbox = false;
   double pad_value = 0;
+  // Applied to the resized image before the channel order: kSobel replaces it with the gradient
+  // magnitude of its gray levels (3x3 Sobel in x and y, sqrt(dx^2 + dy^2), saturated to 8 bits),
+  // the edge map some classifiers are trained on; every output channel then carries it.
+  enum class Filter { kNone, kSobel };
+  Filter filter = Filter::kNone;
 };
 
 // Where a pixel of the model's input came from in the image: image = (input - offset) / scale.

@@ -2,6 +2,7 @@
 #ifndef LOOM_VISION_DETECTION_H_
 #define LOOM_VISION_DETECTION_H_
 
+#include <string>
 #include <vector>
 
 namespace loom::vision {
@@ -11,11 +12,17 @@ struct Point {
 };
 
 // An axis-aligned box with optional keypoints, in the coordinates the decoder was asked for
-// (normalised [0,1] or pixels).
+// (normalised [0,1] or pixels). Later stages of a chain add to it: the points a landmark model
+// placed on it, and the class a classifier gave it.
 struct Detection {
   float x_min = 0, y_min = 0, x_max = 0, y_max = 0;
   float score = 0;
-  std::vector<Point> keypoints;
+  std::vector<Point> keypoints;  // the detector's own (BlazeFace: eyes, nose, mouth, ears)
+  int class_id = -1;             // a multi-class detector's class (YOLO), or -1
+  std::vector<Point> landmarks;  // from a landmark model (68 points for a face), or empty
+  int label = -1;                // from a classifier of the detection's crop, or -1
+  float label_score = 0;         // that class's probability
+  std::string label_name;        // its name, when the classifier was given names
 
   float width() const { return x_max - x_min; }
   float height() const { return y_max - y_min; }

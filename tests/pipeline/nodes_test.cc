@@ -58,9 +58,14 @@ TEST(BlazeFaceDecoder, RejectsOutputsOfAnotherShape) {
 }
 
 TEST(WeightedNms, BlendsOverlapsByScoreAndKeepsTheRest) {
-  std::vector<Detection> in = {{0, 0, 10, 10, 0.9f, {{1, 1}}},
-                               {1, 0, 11, 10, 0.3f, {{3, 1}}},
-                               {50, 50, 60, 60, 0.5f, {{55, 55}}}};
+  auto box = [](float x1, float y1, float x2, float y2, float score, Point keypoint) {
+    Detection d;
+    d.x_min = x1, d.y_min = y1, d.x_max = x2, d.y_max = y2, d.score = score;
+    d.keypoints = {keypoint};
+    return d;
+  };
+  std::vector<Detection> in = {box(0, 0, 10, 10, 0.9f, {1, 1}), box(1, 0, 11, 10, 0.3f, {3, 1}),
+                               box(50, 50, 60, 60, 0.5f, {55, 55})};
   auto out = WeightedNms(in, 0.3f);
   ASSERT_EQ(out.size(), 2u);
   EXPECT_FLOAT_EQ(out[0].score, 0.9f);

@@ -3,6 +3,7 @@
 //   preprocess: face_in   (optional: map back through its letterbox/crop; default a plain resize
 //                          of the frame, `image`)
 //   threshold: 0.5  iou: 0.3
+//   record: true     (false: the faces only feed later nodes; a chain records its last stage)
 // Record: "<name>": [{"box": [x1, y1, x2, y2], "score": s, "keypoints": [[x, y] x 6]}]
 #include "pipeline/nodes/nodes.h"
 
@@ -14,9 +15,9 @@ namespace {
 class BlazeFaceNode final : public Node {
  public:
   BlazeFaceNode(std::string name, std::string input, CoordinateMap map, int input_size,
-                vision::BlazeFaceOptions options)
+                vision::BlazeFaceOptions options, bool record)
       : Node(std::move(name)), input_(std::move(input)), map_(std::move(map)),
-        input_size_(input_size), options_(options) {}
+        input_size_(input_size), options_(options), record_(record) {}
 
   absl::Status Process(Frame& frame, NodeContext& context) const override {
     LOOM_ASSIGN_OR_RETURN(NamedTensors outputs, AwaitOutputs(frame, input_, context));
@@ -26,7 +27,7 @@ class BlazeFaceNode final : public Node {
     v.type = ValueType::kDetections;
     LOOM_ASSIGN_OR_RETURN(v.detections, vision::DecodeBlazeFace(outputs, input_size_, options));
     ToImage(map_.For(frame, input_size_, input_size_), v.detections);
-    frame.record[name()] = ToJson(v.detections);
+    if (record_) frame.record[name()] = ToJson(v.detections);
     frame.values[name()] = std::move(v);
     return absl::OkStatus();
   }
@@ -36,12 +37,13 @@ class BlazeFaceNode final : public Node {
   CoordinateMap map_;
   int input_size_;
   vision::BlazeFaceOptions options_;
+  bool record_;
 };
 
 }  // namespace
 
 LOOM_NODE_FACTORY_IMPL(MakeBlazeFaceNode) {
-  LOOM_RETURN_IF_ERROR(context.Keys(params, name, {"input", "model", "image", "preprocess", "threshold", "iou"}));
+  LOOM_RETURN_IF_ERROR(context.Keys(params, name, {"input", "model", "image", "preprocess", "threshold", "iou", "record"}));
   const YamlReader r = context.Reader(name);
   LOOM_ASSIGN_OR_RETURN(ValueSpec input, context.Input(params, name, "input", ValueType::kOutputs));
   LOOM_ASSIGN_OR_RETURN(CoordinateMap map, ReadCoordinateMap(params, name, context));
@@ -56,9 +58,10 @@ LOOM_NODE_FACTORY_IMPL(MakeBlazeFaceNode) {
   LOOM_ASSIGN_OR_RETURN(double iou, r.Double(params, "iou", 0, 1, 0.3));
   options.score_threshold = static_cast<float>(threshold);
   options.iou_threshold = static_cast<float>(iou);
+  LOOM_ASSIGN_OR_RETURN(bool record, r.Bool(params, "record", true));
   context.Declare(name, {ValueType::kDetections, std::nullopt, name});
   return std::unique_ptr<Node>(new BlazeFaceNode(name, input.producer, std::move(map),
-                                                 static_cast<int>(info->inputs[0].shape[1].value), options));
+                                                 static_cast<int>(info->inputs[0].shape[1].value), options, record));
 }
 
 }  // namespace loom::pipeline

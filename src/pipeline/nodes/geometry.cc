@@ -69,9 +69,20 @@ nlohmann::json ToJson(const std::vector<vision::Detection>& detections) {
   for (const vision::Detection& d : detections) {
     nlohmann::json keypoints = nlohmann::json::array();
     for (const vision::Point& p : d.keypoints) keypoints.push_back(Point(p.x, p.y));
-    out.push_back({{"box", {Round(d.x_min, 1), Round(d.y_min, 1), Round(d.x_max, 1), Round(d.y_max, 1)}},
-                   {"score", Round(d.score, 4)},
-                   {"keypoints", keypoints}});
+    nlohmann::json entry = {{"box", {Round(d.x_min, 1), Round(d.y_min, 1), Round(d.x_max, 1), Round(d.y_max, 1)}},
+                            {"score", Round(d.score, 4)}};
+    if (d.class_id >= 0) entry["class"] = d.class_id;
+    if (!d.keypoints.empty()) entry["keypoints"] = keypoints;
+    if (!d.landmarks.empty()) {
+      nlohmann::json landmarks = nlohmann::json::array();
+      for (const vision::Point& p : d.landmarks) landmarks.push_back(Point(p.x, p.y));
+      entry["landmarks"] = std::move(landmarks);
+    }
+    if (d.label >= 0) {
+      entry["label"] = d.label_name.empty() ? nlohmann::json(d.label) : nlohmann::json(d.label_name);
+      entry["label_score"] = Round(d.label_score, 4);
+    }
+    out.push_back(std::move(entry));
   }
   return out;
 }

@@ -24,6 +24,9 @@ LOOM_NODE_FACTORY(MakeTextBatchNode);    // text_batch: crops -> a [N,3,H,W] bat
 LOOM_NODE_FACTORY(MakeAngleNode);        // angle: classifier outputs + crops -> upright crops
 LOOM_NODE_FACTORY(MakeCtcNode);          // ctc: recogniser outputs -> texts
 LOOM_NODE_FACTORY(MakeTopKNode);         // topk: outputs -> softmax top-k classes
+LOOM_NODE_FACTORY(MakeBoxCropNode);      // box_crop: detections -> a crop per detection (fan-out)
+LOOM_NODE_FACTORY(MakeLandmarksNode);    // landmarks: outputs -> points on each detection
+LOOM_NODE_FACTORY(MakeClassifyNode);     // classify: outputs -> a class per detection
 
 #undef LOOM_NODE_FACTORY
 

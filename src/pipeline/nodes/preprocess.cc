@@ -1,12 +1,17 @@
-// preprocess: an image → a model input tensor, the way blobFromImage makes it.
-//   input: image            (an image value; default the frame)
+// preprocess: an image → a model input tensor, the way blobFromImage makes it; or a fan-out's
+// crops → one [N,...] batch, a row per crop.
+//   input: image            (an image value, default the frame; or a crops value)
 //   model: face             (optional: take size, layout and channel count from this model's input)
-//   size: [W, H]            (or max_side + multiple_of for models with dynamic H/W)
+//   size: [W, H]            (or max_side + multiple_of for models with dynamic H/W; images only)
 //   layout: NCHW | NHWC     channels: BGR | RGB | RGBA | BGRA | GRAY
 //   scale: 0.0078431        mean: [127.5, 127.5, 127.5]   std: [1, 1, 1]
 //   crop: false | letterbox: false (+ pad: 0)   keep the aspect: crop the centre, or pad around
-// Decoders given `preprocess: <this node>` map their coordinates back through the resize.
+//   filter: none | sobel    sobel: the gray levels' gradient magnitude in every channel
+// Decoders given `preprocess: <this node>` map their coordinates back through the resize (and,
+// for crops, through each crop's place in the frame).
 #include "pipeline/nodes/nodes.h"
+
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 
@@ -21,20 +26,51 @@ class PreprocessNode final : public Node {
       : Node(std::move(name)), input_(std::move(input)), blob_(blob), max_side_(max_side), multiple_(multiple) {}
 
   absl::Status Process(Frame& frame, NodeContext&) const override {
-    const cv::Mat& image = frame.values.at(input_).image;
-    vision::BlobOptions blob = blob_;
-    if (multiple_ > 0) {  // dynamic size: fit within max_side, round to the multiple
-      const double f = std::min(1.0, static_cast<double>(max_side_) / std::max(image.cols, image.rows));
-      blob.width = std::max(multiple_, static_cast<int>(std::lround(image.cols * f / multiple_)) * multiple_);
-      blob.height = std::max(multiple_, static_cast<int>(std::lround(image.rows * f / multiple_)) * multiple_);
-    }
-    LOOM_ASSIGN_OR_RETURN(Tensor t, vision::BlobFromImage(image, blob));
+    const Value& in = frame.values.at(input_);
     Value v;
     v.type = ValueType::kTensor;
-    v.tensor = std::move(t);
-    v.to_image = vision::TransformFor(image.size(), blob);
+    if (in.type == ValueType::kCrops) {
+      LOOM_ASSIGN_OR_RETURN(v.tensor, Rows(in, v.row_to_image));
+      v.detections = in.detections;
+    } else {
+      vision::BlobOptions blob = blob_;
+      if (multiple_ > 0) {  // dynamic size: fit within max_side, round to the multiple
+        const double f = std::min(1.0, static_cast<double>(max_side_) / std::max(in.image.cols, in.image.rows));
+        blob.width = std::max(multiple_, static_cast<int>(std::lround(in.image.cols * f / multiple_)) * multiple_);
+        blob.height = std::max(multiple_, static_cast<int>(std::lround(in.image.rows * f / multiple_)) * multiple_);
+      }
+      LOOM_ASSIGN_OR_RETURN(v.tensor, vision::BlobFromImage(in.image, blob));
+      v.to_image = vision::TransformFor(in.image.size(), blob);
+    }
     frame.values[name()] = std::move(v);
     return absl::OkStatus();
+  }
+
+ private:
+  // Every crop as a row of one [N,...] tensor, and per row the map from model-input pixels to the
+  // frame's: through the resize into the crop, then the crop's place in the frame.
+  absl::StatusOr<Tensor> Rows(const Value& in, std::vector<vision::ImageTransform>& to_image) const {
+    const int64_t ch = vision::ChannelCount(blob_.channels);
+    const Shape row = blob_.layout == ImageLayout::kNCHW ? Shape{ch, blob_.height, blob_.width}
+                                                         : Shape{blob_.height, blob_.width, ch};
+    Shape shape{static_cast<int64_t>(in.crops.size())};
+    shape.insert(shape.end(), row.begin(), row.end());
+    LOOM_ASSIGN_OR_RETURN(Tensor out, Tensor::TryAllocate(DType::kFloat32, shape));
+    const size_t row_bytes = in.crops.empty() ? 0 : out.byte_size() / in.crops.size();
+    for (size_t i = 0; i < in.crops.size(); ++i) {
+      LOOM_ASSIGN_OR_RETURN(Tensor one, vision::BlobFromImage(in.crops[i], blob_));
+      std::memcpy(static_cast<std::byte*>(out.data()) + i * row_bytes, one.data(), row_bytes);
+      const vision::ImageTransform resize = vision::TransformFor(in.crops[i].size(), blob_);
+      const vision::ImageTransform crop = i < in.row_to_image.size() ? in.row_to_image[i] : vision::ImageTransform{};
+      // model -> crop: c = (m - o1) / s1; crop -> frame: f = (c - o2) / s2 = (m - o1 - o2 s1) / (s1 s2)
+      vision::ImageTransform t;
+      t.scale_x = resize.scale_x * crop.scale_x;
+      t.scale_y = resize.scale_y * crop.scale_y;
+      t.offset_x = resize.offset_x + crop.offset_x * resize.scale_x;
+      t.offset_y = resize.offset_y + crop.offset_y * resize.scale_y;
+      to_image.push_back(t);
+    }
+    return out;
   }
 
  private:
@@ -60,9 +96,11 @@ constexpr int64_t kMaxSide = 16384;  // pixels: a larger model input is a mistak
 LOOM_NODE_FACTORY_IMPL(MakePreprocessNode) {
   BuildContext& c = context;
   LOOM_RETURN_IF_ERROR(c.Keys(params, name, {"input", "model", "size", "max_side", "multiple_of", "layout",
-                                             "channels", "scale", "mean", "std", "crop", "letterbox", "pad"}));
+                                             "channels", "scale", "mean", "std", "crop", "letterbox", "pad",
+                                             "filter"}));
   const YamlReader r = c.Reader(name);
-  LOOM_ASSIGN_OR_RETURN(ValueSpec input, c.Input(params, name, "input", ValueType::kImage));
+  LOOM_ASSIGN_OR_RETURN(ValueSpec input, c.Input(params, name, "input", {ValueType::kImage, ValueType::kCrops}));
+  const bool crops = input.type == ValueType::kCrops;
   vision::BlobOptions blob;
   int max_side = 0, multiple = 0;
   if (params["model"]) {
@@ -109,12 +147,22 @@ LOOM_NODE_FACTORY_IMPL(MakePreprocessNode) {
   LOOM_ASSIGN_OR_RETURN(blob.letterbox, r.Bool(params, "letterbox", false));
   LOOM_ASSIGN_OR_RETURN(blob.pad_value, r.Double(params, "pad", -1e6, 1e6, 0.0));
   if (blob.letterbox && blob.center_crop) return c.Error(params, name, "'crop' and 'letterbox' exclude each other");
+  LOOM_ASSIGN_OR_RETURN(std::string filter, r.Choice(params, "filter", {"none", "sobel"}, "none"));
+  if (filter == "sobel") blob.filter = vision::BlobOptions::Filter::kSobel;
+  if (crops && multiple > 0) {
+    return c.Error(params, name, "crops are batched at one size: give 'size' or a 'model' with a fixed input size, "
+                                 "not 'max_side'/'multiple_of'");
+  }
 
   ValueSpec out{ValueType::kTensor, std::nullopt, name};
   const int64_t ch = vision::ChannelCount(blob.channels);
-  if (multiple == 0) {
-    out.shape = blob.layout == ImageLayout::kNCHW ? Shape{1, ch, blob.height, blob.width}
-                                                  : Shape{1, blob.height, blob.width, ch};
+  const Shape row = blob.layout == ImageLayout::kNCHW ? Shape{ch, blob.height, blob.width}
+                                                      : Shape{blob.height, blob.width, ch};
+  if (crops) {
+    out.row_classes = {row};  // a fan-out: the infer node measures how many rows run best together
+  } else if (multiple == 0) {
+    out.shape = Shape{1};
+    out.shape->insert(out.shape->end(), row.begin(), row.end());
   }
   c.Declare(name, out);
   return std::unique_ptr<Node>(new PreprocessNode(name, input.producer, blob, max_side, multiple));
