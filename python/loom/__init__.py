@@ -29,22 +29,23 @@ worker wait for the GIL.
 Memory: a C-contiguous input array of the model's dtype is not copied — do not write to it until
 its answer arrives; anything else is converted once. Output arrays share the engine's buffers.
 """
-import asyncio
-import atexit
-import collections
-import concurrent.futures
-import os
+import asyncio as _asyncio
+import atexit as _atexit
+import collections as _collections
+import concurrent.futures as _futures
+import os as _os
 
 from . import _loom
 from . import errors
 from ._records import record as _record
+from ._torch import from_torch
 from .errors import (AlreadyExists, Cancelled, DeadlineExceeded, Error, FailedPrecondition, Internal,
                      InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unavailable, Unimplemented)
 
 __version__ = _loom.__version__
 
 _loom._set_error_classes({name: getattr(errors, name) for name in errors.__all__})
-atexit.register(_loom._stop_completions)
+_atexit.register(_loom._stop_completions)
 
 _HINTS = ("adaptive", "throughput", "latency")
 
@@ -76,11 +77,36 @@ class Model:
         if unknown:
             raise InvalidArgument(f"unknown model option(s) {unknown}; known: {', '.join(self._OPTIONS)}")
         self.name = name
-        self.path = os.fspath(path)
+        self.path = _os.fspath(path)
         self.options = options
 
     def _dict(self):
         return {"name": self.name, "path": self.path, **self.options}
+
+    def save(self, repository):
+        """Writes the model into a ``loom serve --repository`` folder: ``REPOSITORY/NAME/model.onnx``
+        (a hard link to :attr:`path` where the file system allows, else a copy) and, when the model
+        has options, ``config.yaml`` with them (``warmup`` arrays are not written). Returns the
+        model's folder."""
+        import json
+        import shutil
+        folder = _os.path.join(_os.fspath(repository), self.name)
+        _os.makedirs(folder, exist_ok=True)
+        target = _os.path.join(folder, "model.onnx")
+        if _os.path.exists(target):
+            _os.unlink(target)
+        try:
+            _os.link(self.path, target)
+        except OSError:
+            shutil.copyfile(self.path, target)
+        options = {k: v for k, v in self.options.items() if k != "warmup" and v is not None}
+        config = _os.path.join(folder, "config.yaml")
+        if options:
+            with open(config, "w") as f:
+                f.write(json.dumps(options) + "\n")  # JSON is YAML
+        elif _os.path.exists(config):
+            _os.unlink(config)
+        return folder
 
     def __repr__(self):
         extra = "".join(f", {k}={v!r}" for k, v in self.options.items()
@@ -96,9 +122,9 @@ def _model_dict(m):
         return m._dict()
     if isinstance(m, dict):
         return dict(m)
-    if isinstance(m, (str, os.PathLike)):
-        path = os.fspath(m)
-        return {"name": os.path.splitext(os.path.basename(path))[0], "path": path}
+    if isinstance(m, (str, _os.PathLike)):
+        path = _os.fspath(m)
+        return {"name": _os.path.splitext(_os.path.basename(path))[0], "path": path}
     raise InvalidArgument(f"a model is a loom.Model, a dict or a path, got {type(m).__name__}")
 
 
@@ -125,7 +151,7 @@ class Engine:
     def from_config(cls, path):
         """An engine from a YAML or JSON config file (the format of ``loom`` and pipelines)."""
         engine = cls.__new__(cls)
-        engine._e = _loom._Engine.from_config(os.fspath(path))
+        engine._e = _loom._Engine.from_config(_os.fspath(path))
         return engine
 
     # -- requests -------------------------------------------------------------------------------
@@ -144,7 +170,7 @@ class Engine:
         A full queue fails the future with :class:`ResourceExhausted`, unless ``block=True``
         (then this call waits for room, up to the deadline).
         """
-        future = concurrent.futures.Future()
+        future = _futures.Future()
         future.set_running_or_notify_cancel()
         self._e.submit_callback(model, inputs, deadline_s, block, _resolver(future))
         return future
@@ -152,7 +178,7 @@ class Engine:
     def submit_many(self, model, inputs, deadline_s=None):
         """Queues a list of requests (a whole folder at once); returns their futures, in order.
         Waits for room when the queue is full rather than failing."""
-        futures = [concurrent.futures.Future() for _ in inputs]
+        futures = [_futures.Future() for _ in inputs]
         for f in futures:
             f.set_running_or_notify_cancel()
         self._e.submit_many(model, list(inputs), deadline_s, True, [_resolver(f) for f in futures])
@@ -171,7 +197,7 @@ class Engine:
             in_flight = max(2, workers) * 2 * max(1, self._e.max_batch_size(model))
         if in_flight < 1:
             raise InvalidArgument(f"in_flight must be at least 1, got {in_flight}")
-        pending = collections.deque()  # a caller that stops early leaves these to finish unobserved
+        pending = _collections.deque()  # a caller that stops early leaves these to finish unobserved
         for x in inputs:
             pending.append(self.submit(model, x, deadline_s, block=True))
             if len(pending) >= in_flight:
@@ -181,7 +207,7 @@ class Engine:
 
     async def infer_async(self, model, inputs, deadline_s=None):
         """``await``-able :meth:`infer`: resolves on the calling event loop's thread."""
-        loop = asyncio.get_running_loop()
+        loop = _asyncio.get_running_loop()
         future = loop.create_future()
 
         def done(outputs, error):
@@ -282,21 +308,26 @@ class Pipeline:
     """Several models per frame from a YAML pipeline (``pipelines/*.yaml``), on one engine.
 
     ``Pipeline(path, input=None, output_dir="out", in_flight=None, limit=None, cores=0,
-    strategy="loom", sinks=False)``. Records are dicts: each node's output (boxes, quads and
-    keypoints as NumPy arrays, texts as strings), ``"frame"``, ``"source"``, ``"timings"``
-    (per node: compute, model wait, core wait in ms) and ``"error"`` for a frame that failed.
+    strategy="loom", sinks=False, models=None)``. ``models`` replaces model files of the YAML by
+    name: ``{"landmarks": loom.from_torch(net, x)}`` (a :class:`Model`, or a path). Records are
+    dicts: each node's output (boxes, quads and keypoints as NumPy arrays, texts as strings),
+    ``"frame"``, ``"source"``, ``"timings"`` (per node: compute, model wait, core wait in ms) and
+    ``"error"`` for a frame that failed.
     """
 
     def __init__(self, path, input=None, output_dir="out", in_flight=None, limit=None, cores=0,
-                 strategy="loom", sinks=False):
-        self.path = os.fspath(path)
-        self._p = _loom._Pipeline(self.path, os.fspath(input) if input else "", os.fspath(output_dir),
-                                  in_flight, limit, int(cores), strategy, bool(sinks))
+                 strategy="loom", sinks=False, models=None):
+        self.path = _os.fspath(path)
+        paths = {}
+        for name, m in (models or {}).items():
+            paths[str(name)] = m.path if isinstance(m, Model) else _os.fspath(m)
+        self._p = _loom._Pipeline(self.path, _os.fspath(input) if input else "", _os.fspath(output_dir),
+                                  in_flight, limit, int(cores), strategy, bool(sinks), paths)
 
     def run(self, source=None, limit=None):
         """Runs over the file's source (or ``source``: an image, folder, glob or video) and yields
         records in frame order while it runs."""
-        stream = self._p.run(os.fspath(source) if source else "", limit)
+        stream = self._p.run(_os.fspath(source) if source else "", limit)
         try:
             while True:
                 item = stream.next()
@@ -331,7 +362,7 @@ class Pipeline:
     def bench(self, reps=3, input=None, limit=None):
         """``loom pipeline bench``: sequential loop, thread per model and Loom, as a dict."""
         import json
-        return json.loads(self._p.bench(reps, os.fspath(input) if input else "", limit))
+        return json.loads(self._p.bench(reps, _os.fspath(input) if input else "", limit))
 
     @property
     def plan(self):
@@ -364,7 +395,7 @@ class InferenceSession:
         if isinstance(path_or_bytes, (bytes, bytearray)):
             raise InvalidArgument("loom.InferenceSession loads a model from a file path, not bytes")
         intra = getattr(sess_options, "intra_op_num_threads", 0) or threads
-        self._path = os.fspath(path_or_bytes)
+        self._path = _os.fspath(path_or_bytes)
         self._s = _loom._Session(self._path, int(intra))
 
     def get_inputs(self):
@@ -384,6 +415,6 @@ class InferenceSession:
 
 from . import bench  # noqa: E402  (after the classes it reports on)
 
-__all__ = ["Engine", "Model", "Pipeline", "InferenceSession", "NodeArg", "bench", "usable_cores", "Error",
+__all__ = ["Engine", "Model", "Pipeline", "InferenceSession", "NodeArg", "from_torch", "bench", "usable_cores", "Error",
            "InvalidArgument", "NotFound", "AlreadyExists", "ResourceExhausted", "DeadlineExceeded", "Unavailable",
            "Cancelled", "FailedPrecondition", "Unimplemented", "PermissionDenied", "Internal"]

@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 
-_ARRAY_KEYS = ("box", "quad", "keypoints")
+_ARRAY_KEYS = ("box", "quad", "keypoints", "landmarks")
 
 
 def _convert(value):

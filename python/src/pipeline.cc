@@ -3,6 +3,7 @@
 // (submit / next), and the pipeline benchmark.
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -93,9 +94,10 @@ class PyPipeline {
  public:
   PyPipeline(const std::string& path, const std::string& input, const std::string& output_dir,
              std::optional<int> in_flight, std::optional<int64_t> limit, int cores, const std::string& strategy,
-             bool sinks)
+             bool sinks, const std::map<std::string, std::string>& model_paths)
       : path_(path) {
     options_.input = input;
+    options_.model_paths = model_paths;
     options_.output_dir = output_dir;
     options_.in_flight = in_flight;
     options_.limit = limit;
@@ -199,9 +201,10 @@ void RegisterPipeline(py::module_& m) {
       .def("close", &RecordStream::Close);
   py::class_<PyPipeline>(m, "_Pipeline")
       .def(py::init<const std::string&, const std::string&, const std::string&, std::optional<int>,
-                    std::optional<int64_t>, int, const std::string&, bool>(),
+                    std::optional<int64_t>, int, const std::string&, bool, const std::map<std::string, std::string>&>(),
            py::arg("path"), py::arg("input") = "", py::arg("output_dir") = "out", py::arg("in_flight") = py::none(),
-           py::arg("limit") = py::none(), py::arg("cores") = 0, py::arg("strategy") = "loom", py::arg("sinks") = false)
+           py::arg("limit") = py::none(), py::arg("cores") = 0, py::arg("strategy") = "loom", py::arg("sinks") = false,
+           py::arg("model_paths") = std::map<std::string, std::string>{})
       .def("run", &PyPipeline::Run, py::arg("source") = "", py::arg("limit") = py::none())
       .def("submit", &PyPipeline::Submit, py::arg("frame"), py::arg("name") = "")
       .def("submit_encoded", &PyPipeline::SubmitEncoded, py::arg("data"), py::arg("name") = "")
