@@ -355,6 +355,12 @@ class Pipeline:
                 return
             yield _record(item)
 
+    def next(self, wait=True):
+        """The next finished record in frame order; ``None`` when none is ready (``wait=False``),
+        or after :meth:`finish` once every record is out."""
+        item = self._p.next(wait)
+        return None if item is None else _record(item)
+
     def finish(self):
         """No more frames: ``results(wait=True)`` ends once the last one is out."""
         self._p.finish()

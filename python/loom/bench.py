@@ -3,6 +3,10 @@
 Each function returns the same report as ``loom bench ... --json``: a dict with every strategy's
 throughput and latencies, the ideal, Loom's plan and the verdict. Relative paths are resolved
 against the current directory, then against the Loom checkout this module was built from.
+
+From the command line, the benchmarks whose strategies are Python's own (PyTorch):
+
+    python3 -m loom.bench face-chain [--frames 48] [--reps 3] [--html FILE] [--json FILE]
 """
 import json
 import os
@@ -79,3 +83,29 @@ def python_overhead(runs=5000, reps=5):
     return {"runs": runs, "reps": reps, "cpp_infer_p50_us": statistics.median(cpp),
             "python_infer_p50_us": statistics.median(py),
             "python_overhead_p50_us": statistics.median(py) - statistics.median(cpp)}
+
+
+def face_chain(video="data/Megamind.avi", frames=48, reps=3, strategies=None, cores=0):
+    """The face chain (BlazeFace -> landmarks -> frown classifier) in torch eager (reference BLAS and
+    OpenBLAS), nn.DataParallel, TorchScript, ONNX Runtime sessions one after another and a thread per
+    model, beside Loom's pipeline and the chain's ideal (see ``python3 -m loom.bench face-chain -h``)."""
+    from . import _face_chain_bench
+    return _face_chain_bench.run(video, frames, reps, strategies, cores)
+
+
+_COMMANDS = {"face-chain": "_face_chain_bench"}
+
+
+def main(argv=None):
+    import importlib
+    import sys
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in _COMMANDS:
+        print("usage: python3 -m loom.bench {" + ",".join(_COMMANDS) + "} [options]  (-h for each)", file=sys.stderr)
+        return 2
+    return importlib.import_module("." + _COMMANDS[argv[0]], __package__).main(argv[1:])
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())

@@ -112,41 +112,65 @@ def MobileNetV3_Small(num_classes=2):  # noqa: N802
 
 
 # -- preprocessing, as the models were trained (and as pipelines/face-chain.yaml does it) ------------
-def square_crop(image, box, scale):
-    """The crop of ``image`` around ``box`` (x1, y1, x2, y2) made square and grown by ``scale``,
-    clamped to the image; returns the crop (a view) and its top-left corner."""
-    x1, y1, x2, y2 = box
-    side = max(x2 - x1, y2 - y1) * scale
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    return region_crop(image, (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2))
+def crop_region(box, landmarks=None, points=None, square=False, scale=(1.0, 1.0), within_box=False, min_size=8):
+    """The region (x1, y1, x2, y2) Loom's ``box_crop`` node cuts for a detection: its ``box``, or
+    the bounding box of ``landmarks[points]``; made square, grown about its centre by ``scale``
+    (x, y), kept inside ``box`` (``within_box``), and at least ``min_size`` a side (grown back
+    into the box rather than out of it)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    rx1, ry1, rx2, ry2 = x1, y1, x2, y2
+    if points is not None:
+        p = np.asarray(landmarks, np.float64)[list(points)]
+        rx1, ry1 = p.min(axis=0)
+        rx2, ry2 = p.max(axis=0)
+        if not np.all(np.isfinite([rx1, ry1, rx2, ry2])):
+            rx1, ry1, rx2, ry2 = x1, y1, x2, y2
+    cx, cy = (rx1 + rx2) / 2, (ry1 + ry2) / 2
+    w, h = max(0.0, rx2 - rx1), max(0.0, ry2 - ry1)
+    if square:
+        w = h = max(w, h)
+    w, h = w * scale[0], h * scale[1]
+    rx1, ry1, rx2, ry2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+    if within_box:
+        rx1, ry1, rx2, ry2 = max(rx1, x1), max(ry1, y1), min(rx2, x2), min(ry2, y2)
+        cx, cy = (rx1 + rx2) / 2, (ry1 + ry2) / 2
+
+    def grow(lo, hi, centre, box_lo, box_hi):
+        if hi - lo >= min_size:
+            return lo, hi
+        lo, hi = centre - min_size / 2, centre + min_size / 2
+        if within_box and box_hi - box_lo >= min_size:
+            shift = box_lo - lo if lo < box_lo else (box_hi - hi if hi > box_hi else 0.0)
+            lo, hi = lo + shift, hi + shift
+        return lo, hi
+
+    rx1, rx2 = grow(rx1, rx2, cx, x1, x2)
+    ry1, ry2 = grow(ry1, ry2, cy, y1, y2)
+    return rx1, ry1, rx2, ry2
 
 
-def region_crop(image, region, min_size=8):
-    """The crop of ``image`` over ``region`` (x1, y1, x2, y2) in whole pixels, clamped to the image,
-    at least ``min_size`` a side where the image allows; the crop and its top-left corner."""
+def cut(image, region):
+    """The crop of ``image`` over ``region`` in whole pixels inside the image (at least 1x1), as
+    ``box_crop`` cuts it; returns the crop (a view) and its top-left corner."""
     h, w = image.shape[:2]
     x1, y1, x2, y2 = region
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    if x2 - x1 < min_size:
-        x1, x2 = cx - min_size / 2, cx + min_size / 2
-    if y2 - y1 < min_size:
-        y1, y2 = cy - min_size / 2, cy + min_size / 2
-    ix1 = min(max(int(math.floor(x1)), 0), w - 1)
-    iy1 = min(max(int(math.floor(y1)), 0), h - 1)
-    ix2 = min(max(int(math.ceil(x2)), ix1 + 1), w)
-    iy2 = min(max(int(math.ceil(y2)), iy1 + 1), h)
+
+    def clamp(v, lo, hi):
+        return lo if not v > lo else (int(v) if v < hi else hi)
+
+    ix1, iy1 = clamp(math.floor(x1), 0, w - 1), clamp(math.floor(y1), 0, h - 1)
+    ix2, iy2 = clamp(math.ceil(x2), ix1 + 1, w), clamp(math.ceil(y2), iy1 + 1, h)
     return image[iy1:iy2, ix1:ix2], (ix1, iy1)
 
 
-def brow_region(landmarks, face_box):
-    """The brow crop's region: the eyebrow points' box grown by BROW_CROP_SCALE, inside the face."""
-    brows = np.asarray(landmarks, dtype=np.float64)[list(BROW_POINTS)]
-    x1, y1 = brows.min(axis=0)
-    x2, y2 = brows.max(axis=0)
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    w, h = (x2 - x1) * BROW_CROP_SCALE[0], (y2 - y1) * BROW_CROP_SCALE[1]
-    fx1, fy1, fx2, fy2 = face_box
-    return (max(cx - w / 2, fx1), max(cy - h / 2, fy1), min(cx + w / 2, fx2), min(cy + h / 2, fy2))
+def face_crop(image, box):
+    """The landmark model's crop of a face (square, grown by FACE_CROP_SCALE)."""
+    return cut(image, crop_region(box, square=True, scale=(FACE_CROP_SCALE, FACE_CROP_SCALE)))
+
+
+def brow_crop(image, box, landmarks):
+    """The classifier's crop: the eyebrow points' box grown by BROW_CROP_SCALE, inside the face."""
+    return cut(image, crop_region(box, landmarks, BROW_POINTS, scale=BROW_CROP_SCALE, within_box=True))
 
 
 def landmark_input(crops):
@@ -243,14 +267,12 @@ def calibration_crops(data_dir, frames=96):
     for image, record in zip(images, detector.results(wait=True)):
         for face in record.get("faces", []):
             box = [float(v) for v in face["box"]]
-            crop, _ = square_crop(image, box, FACE_CROP_SCALE)
-            faces.append(crop)
+            faces.append(face_crop(image, box)[0])
             (rx, ry), (lx, ly) = face["keypoints"][0], face["keypoints"][1]
             d = max(math.hypot(lx - rx, ly - ry), 4.0)
             eye_y = (ry + ly) / 2
             region = (min(rx, lx) - 0.3 * d, eye_y - 0.55 * d, max(rx, lx) + 0.3 * d, eye_y - 0.1 * d)
-            region = (max(region[0], box[0]), max(region[1], box[1]), min(region[2], box[2]), min(region[3], box[3]))
-            brows.append(region_crop(image, region)[0])
+            brows.append(cut(image, crop_region(box, [region[:2], region[2:]], (0, 1), within_box=True))[0])
     if not faces:
         raise RuntimeError(f"no face found in {data_dir} to calibrate the seed models on")
     return faces, brows

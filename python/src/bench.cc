@@ -9,6 +9,7 @@
 #include <pybind11/stl.h>
 
 #include "bench/bench.h"
+#include "bench/html_report.h"
 #include "bench/load.h"
 #include "errors.h"
 #include "runtime/synthetic_models.h"
@@ -97,6 +98,27 @@ void RegisterBench(py::module_& m) {
     }
     return Unwrap(std::move(report)).ToJson().dump();
   }, py::arg("runs"));
+  // Reports of the Python benchmarks, drawn like `loom bench --html`: a bar chart's JSON, and a page.
+  m.def("_bar_chart",
+        [](const std::string& title, const std::string& caption, const std::string& y_title,
+           const std::vector<std::string>& labels, const std::vector<double>& medians,
+           const std::vector<std::vector<double>>& repetitions, double ideal, const std::string& ideal_label) {
+          return bench::BarChart(title, caption, y_title, labels, medians, repetitions, ideal, ideal_label).dump();
+        },
+        py::arg("title"), py::arg("caption"), py::arg("y_title"), py::arg("labels"), py::arg("medians"),
+        py::arg("repetitions"), py::arg("ideal") = 0.0, py::arg("ideal_label") = "");
+  m.def("_render_html",
+        [](const std::string& title, const std::string& verdict, const std::string& table, const std::string& plan,
+           const std::vector<std::string>& charts) {
+          bench::HtmlPage page = bench::NewPage(title, verdict, table, plan);
+          for (const std::string& c : charts) {
+            nlohmann::json chart = nlohmann::json::parse(c, nullptr, /*allow_exceptions=*/false);
+            if (chart.is_discarded()) Raise(absl::InvalidArgumentError("a chart is not JSON"));
+            page.charts.push_back(std::move(chart));
+          }
+          return bench::RenderHtml(page);
+        },
+        py::arg("title"), py::arg("verdict"), py::arg("table"), py::arg("plan"), py::arg("charts"));
   m.def("_cli_path", &CliPath);
   // Synthetic models whose answers are known exactly (tests, the overhead benchmark).
   m.def("_write_add_model", [](const std::string& path, int64_t width) { Check(WriteAddModel(path, width)); },

@@ -9,6 +9,7 @@ void RegisterEngine(py::module_& m);
 void RegisterPipeline(py::module_& m);
 void RegisterSession(py::module_& m);
 void RegisterBench(py::module_& m);
+void RegisterVision(py::module_& m);
 }  // namespace loom::python
 
 PYBIND11_MODULE(_loom, m) {
@@ -21,4 +22,5 @@ PYBIND11_MODULE(_loom, m) {
   loom::python::RegisterPipeline(m);
   loom::python::RegisterSession(m);
   loom::python::RegisterBench(m);
+  loom::python::RegisterVision(m);
 }

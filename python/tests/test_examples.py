@@ -36,3 +36,11 @@ def test_dask_folder_finds_the_face_on_two_single_core_workers():
     lines = out.strip().splitlines()
     assert lines[0].startswith("messi5.jpg: face score ") and float(lines[0].split()[3]) > 0.5, out
     assert lines[1].startswith("imageTextN.png: face score ") and float(lines[1].split()[3]) < 0.5, out
+
+
+def test_face_chain_runs_the_torch_models_on_loom_and_writes_the_video(tmp_path):
+    out = run("face_chain.py", "--limit", "8", "--out", str(tmp_path / "chain.avi"))
+    assert "frowning faces; annotated video: " in out, out
+    normal, frown = int(out.split()[0]), int(out.split()[3])
+    assert normal + frown >= 8, out  # Megamind's first frames: one or two faces each
+    assert (tmp_path / "chain.avi").stat().st_size > 10000
