@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "apps/loom/commands.h"
+#include "apps/loom/options.h"
 #include "bench/pipeline_bench.h"
 #include "core/stats.h"
 #include "loom/engine.h"
@@ -17,12 +18,14 @@ namespace {
 
 struct PipelineArgs {
   std::string file, input, output = "out", json, trace, html;
+  std::vector<std::string> models;  // NAME=PATH
   int in_flight = 0, cores = 0, reps = 3;
   int64_t limit = 0;
 };
 
-PipelineOptions Options(const PipelineArgs& a) {
+absl::StatusOr<PipelineOptions> Options(const PipelineArgs& a) {
   PipelineOptions o;
+  LOOM_ASSIGN_OR_RETURN(o.model_paths, ParseNamePaths("--model", a.models));
   o.input = a.input;
   o.output_dir = a.output;
   if (a.in_flight > 0) o.in_flight = a.in_flight;
@@ -37,7 +40,9 @@ int Fail(const char* what, const absl::Status& s) {
 }
 
 int Run(const PipelineArgs& a) {
-  PipelineOptions options = Options(a);
+  absl::StatusOr<PipelineOptions> parsed = Options(a);
+  if (!parsed.ok()) return Fail("run", parsed.status());
+  PipelineOptions options = *std::move(parsed);
   std::vector<PipelineRecord> records;  // --trace: every frame's node timings
   if (!a.trace.empty()) options.on_record = [&](const PipelineRecord& r) { records.push_back(r); };
   auto p = Pipeline::Load(a.file, options);
@@ -86,7 +91,9 @@ int Run(const PipelineArgs& a) {
 
 int Bench(const PipelineArgs& a) {
   bench::PipelineBenchOptions options;
-  options.pipeline = Options(a);
+  absl::StatusOr<PipelineOptions> parsed = Options(a);
+  if (!parsed.ok()) return Fail("bench", parsed.status());
+  options.pipeline = *std::move(parsed);
   options.reps = a.reps;
   options.trace = !a.trace.empty() || !a.html.empty();  // the report's timeline needs the trace
   options.progress = [&](int round, const std::string& strategy) {
@@ -129,6 +136,7 @@ CommandFn AddPipelineCommand(CLI::App& app) {
     sub->add_option("--limit", a->limit, "At most this many frames")->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
     sub->add_option("--in-flight", a->in_flight, "Frames in flight (overrides the file's)")->check(CLI::Range(1, 64));
     sub->add_option("--cores", a->cores, "Cores for the engine (0: all usable)")->check(CLI::Range(0, 4096));
+    sub->add_option("--model", a->models, "NAME=PATH: replace the file's model NAME by this file (repeatable)");
   }
   run->add_option("--output", a->output, "Folder for the sinks' files")->capture_default_str();
   run->add_option("--trace", a->trace, "Write a Chrome trace-event JSON of the run to FILE (Perfetto, chrome://tracing): the engine's runs and queue waits per worker, every node of every frame per pipeline thread");
