@@ -11,12 +11,14 @@
 
 namespace loom::cli {
 
-// "NAME=PATH" (a model's name and its file): both parts non-empty. The error names the flag and
-// the value as given.
-absl::StatusOr<std::pair<std::string, std::string>> ParseNamePath(const std::string& flag, const std::string& value);
-// Every value of a repeated NAME=PATH flag, by name; a name given twice is an error.
+// "NAME=VALUE" (a model's name and its file, a node's key and its value): both parts non-empty.
+// The error names the flag, the value as given and the `form` expected ("NAME=PATH").
+absl::StatusOr<std::pair<std::string, std::string>> ParseNamePath(const std::string& flag, const std::string& value,
+                                                                  const std::string& form = "NAME=PATH");
+// Every value of a repeated NAME=VALUE flag, by name; a name given twice is an error.
 absl::StatusOr<std::map<std::string, std::string>> ParseNamePaths(const std::string& flag,
-                                                                  const std::vector<std::string>& values);
+                                                                  const std::vector<std::string>& values,
+                                                                  const std::string& form = "NAME=PATH");
 
 }  // namespace loom::cli
 

@@ -19,6 +19,8 @@ namespace {
 struct PipelineArgs {
   std::string file, input, output = "out", json, trace, html;
   std::vector<std::string> models;  // NAME=PATH
+  std::vector<std::string> sets;    // NODE.KEY=VALUE
+  bool resume = false;
   int in_flight = 0, cores = 0, reps = 3;
   int64_t limit = 0;
 };
@@ -26,6 +28,8 @@ struct PipelineArgs {
 absl::StatusOr<PipelineOptions> Options(const PipelineArgs& a) {
   PipelineOptions o;
   LOOM_ASSIGN_OR_RETURN(o.model_paths, ParseNamePaths("--model", a.models));
+  LOOM_ASSIGN_OR_RETURN(o.overrides, ParseNamePaths("--set", a.sets, "NODE.KEY=VALUE"));
+  o.resume = a.resume;
   o.input = a.input;
   o.output_dir = a.output;
   if (a.in_flight > 0) o.in_flight = a.in_flight;
@@ -68,6 +72,10 @@ int Run(const PipelineArgs& a) {
       return Fail("run", absl::InternalError("cannot write the trace '" + a.trace + "'"));
     }
     std::cerr << "trace (Perfetto, chrome://tracing): " << a.trace << "\n";
+  }
+  if (summary->skipped > 0) {
+    std::cerr << absl::StrFormat("%d images already recorded by an earlier run were left out (--resume)\n",
+                                 summary->skipped);
   }
   std::cerr << absl::StrFormat("%d frames in %.2f s (%.1f frames/s), %d failed; output in %s/\n",
                                summary->frames, summary->wall_s, summary->frames / std::max(summary->wall_s, 1e-9),
@@ -137,7 +145,11 @@ CommandFn AddPipelineCommand(CLI::App& app) {
     sub->add_option("--in-flight", a->in_flight, "Frames in flight (overrides the file's)")->check(CLI::Range(1, 64));
     sub->add_option("--cores", a->cores, "Cores for the engine (0: all usable)")->check(CLI::Range(0, 4096));
     sub->add_option("--model", a->models, "NAME=PATH: replace the file's model NAME by this file (repeatable)");
+    sub->add_option("--set", a->sets, "NODE.KEY=VALUE: replace a node's parameter, e.g. det_in.size=640 (repeatable)");
   }
+  run->add_flag("--resume", a->resume,
+                "Continue an interrupted run over image files: keep its jsonl records, run only the images "
+                "not recorded yet (or recorded with an error), append their records");
   run->add_option("--output", a->output, "Folder for the sinks' files")->capture_default_str();
   run->add_option("--trace", a->trace, "Write a Chrome trace-event JSON of the run to FILE (Perfetto, chrome://tracing): the engine's runs and queue waits per worker, every node of every frame per pipeline thread");
   bench->add_option("--reps", a->reps, "Timed repetitions")->check(CLI::Range(1, 100))->capture_default_str();

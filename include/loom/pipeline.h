@@ -75,12 +75,20 @@ struct PipelineOptions {
   // Model files that replace the file's own, by model name (a model exported from PyTorch, your
   // trained weights in place of the shipped ones). A name the file does not have is an error.
   std::map<std::string, std::string> model_paths = {};
+  // Node parameters that replace the file's, as "NODE.KEY" -> a YAML value ("det_in.size" -> "640"):
+  // one file, run at another size or threshold. Checked like the file's own.
+  std::map<std::string, std::string> overrides = {};
   std::string output_dir = "out";     // sinks write here
   std::optional<int> in_flight = std::nullopt;  // overrides the file's (1..64)
   std::optional<int64_t> limit = std::nullopt;  // overrides source.limit
   int cores = 0;                      // engine cores (0: all usable)
   PipelineStrategy strategy = PipelineStrategy::kLoom;
   bool sinks = true;                  // false: run without writing anything (bench, Submit API)
+  // Continue an interrupted run over image files: the records of the file's jsonl sink that have
+  // no error are kept, and their images left out of the source; the rest (images never recorded,
+  // and those whose record was an error) run again and are appended. Every image ends up recorded
+  // exactly once. Needs a jsonl sink.
+  bool resume = false;
   // false: the file may name no source (its frames come from Submit only, as in `loom serve`).
   bool require_source = true;
   // Run the models on this engine (not owned) instead of an engine of the pipeline's own: its
@@ -96,6 +104,7 @@ struct PipelineOptions {
 struct PipelineSummary {
   int64_t frames = 0;
   int64_t failed = 0;
+  int64_t skipped = 0;  // images left out by PipelineOptions::resume (recorded by an earlier run)
   double wall_s = 0;
   std::map<std::string, NodeTiming> node_mean;  // per node, mean per frame
   // CPU time of Loom's own threads: pre/post-processing (the frames' threads) and decoding (the

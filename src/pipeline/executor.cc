@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/cpu_set.h"
 #include "core/stats.h"
+#include "vision/blob.h"
 
 namespace loom::pipeline {
 namespace {
@@ -69,13 +70,22 @@ class FrameContext final : public NodeContext {
 
 }  // namespace
 
-Executor::Executor(Graph& graph, int threads) : graph_(graph), capacity_(std::max(threads, 1)) {
+Executor::Executor(Graph& graph, int threads, std::vector<Sink*> sinks)
+    : graph_(graph), sinks_(std::move(sinks)), capacity_(std::max(threads, 1)) {
   for (int t = 0; t < capacity_; ++t) threads_.emplace_back([this, t] { Loop(t); });
 }
 
 Executor::~Executor() {
   Abort();
-  for (std::thread& t : threads_) t.join();
+  Join();
+}
+
+double Executor::Join() {
+  for (std::thread& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  return cpu_s_;
 }
 
 bool Executor::Push(std::unique_ptr<Frame> frame) {
@@ -118,11 +128,6 @@ void Executor::Abort() {
   cv_.notify_all();
 }
 
-double Executor::cpu_seconds() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return cpu_s_;
-}
-
 void Executor::Loop(int thread) {
   const double cpu0 = ThreadCpuSeconds();
   std::unique_lock<std::mutex> lock(mu_);
@@ -132,7 +137,7 @@ void Executor::Loop(int thread) {
     std::unique_ptr<Frame> frame = std::move(todo_.front());
     todo_.pop_front();
     lock.unlock();
-    if (frame->error.empty()) Process(*frame, thread);
+    Process(*frame, thread);
     lock.lock();
     --processing_;
     done_[frame->index] = std::move(frame);
@@ -141,30 +146,56 @@ void Executor::Loop(int thread) {
   cpu_s_ += ThreadCpuSeconds() - cpu0;
 }
 
+namespace {
+
+// Runs `step` on a core leased through `context`, books its time under `name`, and turns anything
+// it throws into a status.
+template <typename Step>
+absl::Status Timed(Frame& frame, FrameContext& context, const std::string& name, int thread, Step&& step) {
+  const auto start = Clock::now();
+  absl::Status status = context.Acquire();
+  if (status.ok()) {
+    try {
+      status = step();
+    } catch (const std::bad_alloc&) {
+      status = absl::ResourceExhaustedError("out of memory");
+    } catch (const std::exception& e) {
+      status = absl::InternalError(e.what());
+    } catch (...) {
+      status = absl::InternalError("unknown exception");
+    }
+    if (absl::Status lease = context.TakeLeaseError(); status.ok() && !lease.ok()) status = lease;
+  }
+  const double total = MillisecondsSince(start);
+  const auto [model_wait, core_wait] = context.TakeWaits();
+  frame.timings[name] = {std::max(0.0, total - model_wait - core_wait), model_wait, core_wait, start, thread};
+  return status;
+}
+
+}  // namespace
+
 void Executor::Process(Frame& frame, int thread) {
   FrameContext context(*graph_.inference);
+  if (!frame.decode_path.empty()) {
+    const absl::Status decoded = Timed(frame, context, "decode", thread, [&]() -> absl::Status {
+      LOOM_ASSIGN_OR_RETURN(cv::Mat image, vision::ReadImage(frame.decode_path));
+      frame.values["image"].image = std::move(image);
+      return absl::OkStatus();
+    });
+    frame.decode_path.clear();
+    if (!decoded.ok()) frame.error = std::string(decoded.message());
+  }
   for (const auto& node : graph_.nodes) {
-    const auto start = Clock::now();
-    absl::Status status = context.Acquire();
-    if (status.ok()) {
-      try {
-        status = node->Process(frame, context);
-      } catch (const std::bad_alloc&) {
-        status = absl::ResourceExhaustedError("out of memory");
-      } catch (const std::exception& e) {
-        status = absl::InternalError(e.what());
-      } catch (...) {
-        status = absl::InternalError("unknown exception");
-      }
-      if (absl::Status lease = context.TakeLeaseError(); status.ok() && !lease.ok()) status = lease;
-    }
-    const double total = MillisecondsSince(start);
-    const auto [model_wait, core_wait] = context.TakeWaits();
-    frame.timings[node->name()] = {std::max(0.0, total - model_wait - core_wait), model_wait, core_wait, start, thread};
-    if (!status.ok()) {
-      frame.error = absl::StrCat("node '", node->name(), "': ", status.message());
-      break;
-    }
+    if (!frame.error.empty()) break;
+    const absl::Status status = Timed(frame, context, node->name(), thread, [&] { return node->Process(frame, context); });
+    if (!status.ok()) frame.error = absl::StrCat("node '", node->name(), "': ", status.message());
+  }
+  if (!sinks_.empty()) {
+    // A sink that cannot prepare the frame says so when it writes it.
+    (void)Timed(frame, context, "sinks", thread, [&] {
+      for (Sink* sink : sinks_) sink->Prepare(frame);
+      return absl::OkStatus();
+    });
   }
   context.Release();
 }

@@ -26,7 +26,10 @@ namespace loom::pipeline {
 
 class Executor {
  public:
-  Executor(Graph& graph, int threads);
+  // `sinks` (not owned; may be empty): each frame's Prepare runs on the pipeline thread after the
+  // nodes, so that drawing and encoding share the leased cores too; their Write stays in order,
+  // with the caller.
+  Executor(Graph& graph, int threads, std::vector<Sink*> sinks = {});
   ~Executor();  // Abort, then joins the threads
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
@@ -39,13 +42,16 @@ class Executor {
   std::unique_ptr<Frame> Pop(bool wait);
   void Finish();  // no more Push
   void Abort();   // stop: frames in flight finish, queued ones are dropped
-  double cpu_seconds() const;  // of the pipeline threads so far (those that have ended)
+  // Waits for the pipeline threads to end (after Finish and the last Pop, or Abort) and returns
+  // the CPU time they spent, for the run's summary. Idempotent.
+  double Join();
 
  private:
   void Loop(int thread);
   void Process(Frame& frame, int thread);
 
   Graph& graph_;
+  std::vector<Sink*> sinks_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::unique_ptr<Frame>> todo_;

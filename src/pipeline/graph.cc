@@ -30,6 +30,36 @@ CvThreadsState& CvThreads() {
   return *state;
 }
 
+// PipelineOptions::overrides onto the file's nodes: "NODE.KEY" -> a YAML value.
+absl::Status ApplyOverrides(const YAML::Node& nodes, const std::map<std::string, std::string>& overrides,
+                            const std::string& file) {
+  for (const auto& [target, value] : overrides) {
+    const size_t dot = target.find('.');
+    if (dot == std::string::npos || dot == 0 || dot + 1 == target.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("override '", target, "': expected NODE.KEY"));
+    }
+    const std::string node = target.substr(0, dot), key = target.substr(dot + 1);
+    bool found = false;
+    std::vector<std::string> names;
+    for (YAML::Node n : nodes) {
+      if (!n.IsMap() || !n["name"] || !n["name"].IsScalar()) continue;
+      names.push_back(n["name"].Scalar());
+      if (names.back() != node) continue;
+      try {
+        n[key] = YAML::Load(value);
+      } catch (const YAML::Exception& e) {
+        return absl::InvalidArgumentError(absl::StrCat("override '", target, "': '", value, "' is not YAML: ", e.msg));
+      }
+      found = true;
+    }
+    if (!found) {
+      return absl::InvalidArgumentError(absl::StrCat("override '", target, "': pipeline '", file, "' has no node '",
+                                                     node, "' (its nodes: ", absl::StrJoin(names, ", "), ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 OpenCvThreadCap::OpenCvThreadCap() {
@@ -112,6 +142,7 @@ absl::StatusOr<std::unique_ptr<Graph>> LoadGraph(const std::string& yaml_path, c
   const YAML::Node nodes = root["nodes"];
   if (!nodes) return r.Error(root, "'nodes' must be a non-empty list, got nothing");
   LOOM_RETURN_IF_ERROR(r.List(nodes, "'nodes'"));
+  LOOM_RETURN_IF_ERROR(ApplyOverrides(nodes, options.overrides, yaml_path));
   for (const YAML::Node& n : nodes) {
     if (!n.IsMap()) return r.Error(n, "a node must be a mapping such as {name: a, type: preprocess, ...}");
     LOOM_ASSIGN_OR_RETURN(std::string name, r.String(n, "name"));
@@ -132,7 +163,7 @@ absl::StatusOr<std::unique_ptr<Graph>> LoadGraph(const std::string& yaml_path, c
   // Sinks are checked before the models load too; they are made (and their folders created)
   // only when this run writes.
   const YAML::Node sinks = root["sinks"];
-  if (sinks) LOOM_RETURN_IF_ERROR(MakeSinks(sinks, r, options.output_dir, /*open=*/false).status());
+  if (sinks) LOOM_RETURN_IF_ERROR(MakeSinks(sinks, r, {.output_dir = options.output_dir, .open = false}).status());
 
   // Models, warmed up (and, by the engine, measured) on the shapes the graph sends them.
   for (ModelConfig& m : config.models) {

@@ -134,6 +134,10 @@ class BuildContext {
   absl::StatusOr<ValueSpec> Value(const YAML::Node& at, const std::string& node,
                                   const std::string& value, ValueType type) const;
   std::string Path(const std::string& relative) const;  // resolved against the YAML's folder
+  // Class names under `params[key]`: a list of strings, or a file (one name per line); none when
+  // the key is absent.
+  absl::StatusOr<std::vector<std::string>> Labels(const YAML::Node& params, const std::string& node,
+                                                  const std::string& key = "labels") const;
   const ModelInfo* Model(const std::string& name) const { return models_->FindModel(name); }
 
   void Declare(const std::string& name, ValueSpec spec) { values_[name] = std::move(spec); }

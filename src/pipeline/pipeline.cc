@@ -1,6 +1,8 @@
 // The public Pipeline: a loaded Graph, run over its source (Run) or fed by the caller (Submit).
 #include "loom/pipeline.h"
 
+#include <filesystem>
+#include <fstream>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -45,6 +47,36 @@ absl::Status Guard(const char* what, Fn&& fn) {
   }
 }
 
+// A resumed run's starting point: the records of `path` (a jsonl sink's file) that name their
+// source and carry no error are kept — the first of each source only — and the file is rewritten
+// with just those (an error record, or a line cut short by a crash, is dropped and its image runs
+// again). Returns the sources kept. A missing file is a fresh start.
+absl::StatusOr<std::set<std::string>> KeepRecorded(const std::string& path) {
+  std::set<std::string> done;
+  std::ifstream in(path);
+  if (!in) return done;
+  std::string kept;
+  for (std::string line; std::getline(in, line);) {
+    const nlohmann::json r = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (r.is_discarded() || !r.is_object() || r.contains("error") || !r.contains("source") ||
+        !r["source"].is_string() || !done.insert(r["source"].get<std::string>()).second) {
+      continue;
+    }
+    absl::StrAppend(&kept, line, "\n");
+  }
+  in.close();
+  const std::string tmp = path + ".resume";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << kept;
+    if (!out) return absl::InternalError(absl::StrCat("cannot write '", tmp, "'"));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot replace '", path, "': ", ec.message()));
+  return done;
+}
+
 }  // namespace
 
 Pipeline::Pipeline() = default;
@@ -66,11 +98,22 @@ absl::StatusOr<PipelineSummary> Pipeline::Run(const RunOptions& options) {
   if (!options.input.empty()) spec.path = options.input;
   if (options.limit) spec.limit = *options.limit;
   if (spec.limit < 0) return absl::InvalidArgumentError("limit must be >= 0");
+  if (g.options.resume) {
+    const std::string records = pipeline::JsonLinesPath(g.sinks, g.options.output_dir);
+    if (records.empty() || !g.options.sinks) {
+      return absl::FailedPreconditionError(absl::StrCat("resuming needs the records of a jsonl sink, and pipeline '",
+                                                        g.file, "' writes none"));
+    }
+    LOOM_ASSIGN_OR_RETURN(spec.skip, KeepRecorded(records));
+  }
   LOOM_ASSIGN_OR_RETURN(auto source, pipeline::FrameSource::Open(spec));
   std::vector<std::unique_ptr<pipeline::Sink>> sinks;
   if (g.sinks.IsSequence()) {
-    LOOM_ASSIGN_OR_RETURN(sinks, pipeline::MakeSinks(g.sinks, YamlReader(g.file), g.options.output_dir));
+    LOOM_ASSIGN_OR_RETURN(sinks, pipeline::MakeSinks(g.sinks, YamlReader(g.file),
+                                                     {.output_dir = g.options.output_dir, .append = g.options.resume}));
   }
+  std::vector<pipeline::Sink*> sink_views;
+  for (auto& sink : sinks) sink_views.push_back(sink.get());
   const auto& progress = options.progress;
   PipelineSummary summary;
   std::map<std::string, NodeTiming> totals;
@@ -78,7 +121,8 @@ absl::StatusOr<PipelineSummary> Pipeline::Run(const RunOptions& options) {
   const int64_t total = source->total().value_or(-1);
   const auto start = Clock::now();
   const double reader_cpu0 = ThreadCpuSeconds();
-  auto executor = std::make_unique<Executor>(g, g.in_flight);
+  summary.skipped = source->skipped();
+  auto executor = std::make_unique<Executor>(g, g.in_flight, sink_views);
 
   // Writes a finished frame to the sinks and callbacks, in order; an exception from a callback
   // ends the run with an error.
@@ -112,19 +156,18 @@ absl::StatusOr<PipelineSummary> Pipeline::Run(const RunOptions& options) {
   absl::Status status;
   while (status.ok()) {
     auto frame = std::make_unique<Frame>();
-    absl::Status decode_error;
     bool more = false;
     {
-      // Decoding is Loom's own work too: it runs on a leased core.
+      // Reading is Loom's own work too: it runs on a leased core (a video's frames decode here, in
+      // order; image files decode on the pipeline threads, in parallel).
       auto lease = g.inference->Lease();
       if (!lease.ok()) {
         status = lease.status();
         break;
       }
-      status = Guard("source", [&] { more = source->Next(*frame, decode_error); });
+      status = Guard("source", [&] { more = source->Next(*frame); });
     }
     if (!status.ok() || !more) break;
-    if (!decode_error.ok()) frame->error = std::string(decode_error.message());
     executor->Push(std::move(frame));
     while (status.ok()) {
       std::unique_ptr<Frame> done = executor->Pop(false);
@@ -141,7 +184,8 @@ absl::StatusOr<PipelineSummary> Pipeline::Run(const RunOptions& options) {
     }
   }
   if (!status.ok()) executor->Abort();
-  executor.reset();  // joins the pipeline threads
+  summary.pipeline_cpu_s = executor->Join();
+  executor.reset();
   summary.reader_cpu_s = ThreadCpuSeconds() - reader_cpu0;
   for (auto& sink : sinks) {
     absl::Status s = sink->Close();

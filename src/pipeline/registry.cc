@@ -1,6 +1,7 @@
 // Node types by name: one line each.
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -27,6 +28,8 @@ const std::map<std::string, NodeFactory>& Registry() {
       {"box_crop", MakeBoxCropNode},
       {"landmarks", MakeLandmarksNode},
       {"classify", MakeClassifyNode},
+      {"letterbox", MakeLetterboxNode},
+      {"yolo", MakeYoloNode},
   };
   return *registry;
 }
@@ -109,6 +112,26 @@ absl::StatusOr<ValueSpec> BuildContext::Input(const YAML::Node& params, const st
                               "' produces ", ValueTypeName(it->second.type)));
   }
   return it->second;
+}
+
+absl::StatusOr<std::vector<std::string>> BuildContext::Labels(const YAML::Node& params, const std::string& node,
+                                                               const std::string& key) const {
+  std::vector<std::string> labels;
+  const YAML::Node l = params.IsMap() ? params[key] : YAML::Node();
+  if (!l) return labels;
+  const YamlReader r = Reader(node);
+  if (l.IsSequence()) {
+    for (const YAML::Node& e : l) {
+      LOOM_ASSIGN_OR_RETURN(std::string label, r.StringValue(e, key));
+      labels.push_back(std::move(label));
+    }
+    return labels;
+  }
+  LOOM_ASSIGN_OR_RETURN(std::string path, r.String(params, key));
+  std::ifstream in(Path(path));
+  if (!in) return Error(l, node, "label file '" + Path(path) + "' cannot be read");
+  for (std::string line; std::getline(in, line);) labels.push_back(line);
+  return labels;
 }
 
 std::string BuildContext::Path(const std::string& relative) const {

@@ -19,7 +19,8 @@ namespace fs = std::filesystem;
 
 class JsonLinesSink final : public Sink {
  public:
-  explicit JsonLinesSink(std::string path) : path_(std::move(path)), out_(path_) {}
+  JsonLinesSink(std::string path, bool append)
+      : path_(std::move(path)), out_(path_, append ? std::ios::app : std::ios::trunc) {}
   absl::Status Write(const Frame&, const nlohmann::json& record) override {
     out_ << record.dump() << "\n";
     return out_ ? absl::OkStatus() : absl::InternalError(absl::StrCat("cannot write '", path_, "'"));
@@ -53,30 +54,53 @@ class TextSink final : public Sink {
   }
 };
 
+// The frame's image with what its nodes found drawn on it; empty when it has no image.
+cv::Mat Annotated(const Frame& frame) {
+  auto it = frame.values.find("image");
+  if (it == frame.values.end() || it->second.image.empty()) return {};
+  cv::Mat canvas = it->second.image.clone();
+  Annotate(frame, canvas);
+  return canvas;
+}
+
 class AnnotateSink final : public Sink {
  public:
-  explicit AnnotateSink(std::string dir) : dir_(std::move(dir)) {}
+  AnnotateSink(std::string dir, bool by_source) : dir_(std::move(dir)), by_source_(by_source) {}
+  void Prepare(Frame& frame) override {
+    const cv::Mat canvas = Annotated(frame);
+    std::vector<uchar> jpeg;
+    if (!canvas.empty() && cv::imencode(".jpg", canvas, jpeg)) {
+      frame.prepared_bytes[index()].assign(reinterpret_cast<const char*>(jpeg.data()), jpeg.size());
+    }
+  }
   absl::Status Write(const Frame& frame, const nlohmann::json&) override {
     auto it = frame.values.find("image");
-    if (it == frame.values.end() || it->second.image.empty()) return absl::OkStatus();
-    cv::Mat canvas = it->second.image.clone();
-    Annotate(frame, canvas);
-    const std::string path = absl::StrFormat("%s/frame_%06d.jpg", dir_, frame.index);
-    return cv::imwrite(path, canvas) ? absl::OkStatus() : absl::InternalError(absl::StrCat("cannot write '", path, "'"));
+    if (it == frame.values.end() || it->second.image.empty()) return absl::OkStatus();  // a failed decode
+    const std::string path = by_source_ ? absl::StrCat(dir_, "/", fs::path(frame.source).stem().string(), ".jpg")
+                                        : absl::StrFormat("%s/frame_%06d.jpg", dir_, frame.index);
+    auto bytes = frame.prepared_bytes.find(index());
+    if (bytes == frame.prepared_bytes.end()) return absl::InternalError(absl::StrCat("cannot encode '", path, "'"));
+    std::ofstream out(path, std::ios::binary);
+    out.write(bytes->second.data(), static_cast<std::streamsize>(bytes->second.size()));
+    return out ? absl::OkStatus() : absl::InternalError(absl::StrCat("cannot write '", path, "'"));
   }
 
  private:
   std::string dir_;
+  bool by_source_;
 };
 
 class VideoSink final : public Sink {
  public:
   VideoSink(std::string path, double fps) : path_(std::move(path)), fps_(fps > 0 ? fps : 25) {}
+  void Prepare(Frame& frame) override {
+    cv::Mat canvas = Annotated(frame);
+    if (!canvas.empty()) frame.prepared_images[index()] = std::move(canvas);
+  }
   absl::Status Write(const Frame& frame, const nlohmann::json&) override {
-    auto it = frame.values.find("image");
-    if (it == frame.values.end() || it->second.image.empty()) return absl::OkStatus();
-    cv::Mat canvas = it->second.image.clone();
-    Annotate(frame, canvas);
+    auto it = frame.prepared_images.find(index());
+    if (it == frame.prepared_images.end()) return absl::OkStatus();  // no image (a failed decode)
+    cv::Mat canvas = it->second;
     if (!writer_.isOpened()) {
       size_ = canvas.size();
       if (!writer_.open(path_, cv::VideoWriter::fourcc('M', 'J', 'P', 'G'), fps_, size_)) {
@@ -137,7 +161,8 @@ void DrawDetection(cv::Mat& canvas, const std::string& name, const vision::Detec
     label = absl::StrFormat("%s %.2f", d.label_name.empty() ? absl::StrCat("class ", d.label) : d.label_name,
                             d.label_score);
   } else if (d.class_id >= 0) {
-    label = absl::StrFormat("class %d %.2f", d.class_id, d.score);
+    label = absl::StrFormat("%s %.2f", d.class_name.empty() ? absl::StrCat("class ", d.class_id) : d.class_name,
+                            d.score);
   }
   DrawLabel(canvas, label, cv::Point(cvRound(d.x_min), cvRound(d.y_min) - 2),
             std::max(14.0, static_cast<double>(d.height()) / 8), green);
@@ -198,10 +223,22 @@ void Annotate(const Frame& frame, cv::Mat& canvas) {
   }
 }
 
+std::string JsonLinesPath(const YAML::Node& sinks, const std::string& output_dir) {
+  if (!sinks.IsSequence()) return "";
+  for (const YAML::Node& s : sinks) {
+    if (s.IsMap() && s["type"] && s["type"].IsScalar() && s["type"].Scalar() == "jsonl") {
+      const std::string path = s["path"] && s["path"].IsScalar() ? s["path"].Scalar() : "results.jsonl";
+      return (fs::path(output_dir) / path).string();
+    }
+  }
+  return "";
+}
+
 absl::StatusOr<std::vector<std::unique_ptr<Sink>>> MakeSinks(const YAML::Node& sinks,
                                                              const YamlReader& r,
-                                                             const std::string& output_dir,
-                                                             bool open) {
+                                                             const SinkOptions& options) {
+  const std::string& output_dir = options.output_dir;
+  const bool open = options.open;
   std::vector<std::unique_ptr<Sink>> out;
   LOOM_RETURN_IF_ERROR(r.List(sinks, "'sinks'", /*allow_empty=*/true));
   std::error_code ec;
@@ -218,17 +255,18 @@ absl::StatusOr<std::vector<std::unique_ptr<Sink>>> MakeSinks(const YAML::Node& s
     if (type == "jsonl") {
       LOOM_RETURN_IF_ERROR(sr.Keys(s, {"type", "path"}, "the sink"));
       LOOM_ASSIGN_OR_RETURN(std::string path, sr.String(s, "path", "results.jsonl"));
-      if (open) out.push_back(std::make_unique<JsonLinesSink>(under(path)));
+      if (open) out.push_back(std::make_unique<JsonLinesSink>(under(path), options.append));
     } else if (type == "text") {
       LOOM_RETURN_IF_ERROR(sr.Keys(s, {"type"}, "the sink"));
       if (open) out.push_back(std::make_unique<TextSink>());
     } else if (type == "annotate") {
-      LOOM_RETURN_IF_ERROR(sr.Keys(s, {"type", "dir"}, "the sink"));
+      LOOM_RETURN_IF_ERROR(sr.Keys(s, {"type", "dir", "name"}, "the sink"));
       LOOM_ASSIGN_OR_RETURN(std::string dir, sr.String(s, "dir", "annotated"));
+      LOOM_ASSIGN_OR_RETURN(std::string name, sr.Choice(s, "name", {"frame", "source"}, "frame"));
       if (!open) continue;
       fs::create_directories(under(dir), ec);
       if (ec) return absl::InternalError(absl::StrCat("cannot create '", under(dir), "': ", ec.message()));
-      out.push_back(std::make_unique<AnnotateSink>(under(dir)));
+      out.push_back(std::make_unique<AnnotateSink>(under(dir), name == "source"));
     } else {
       LOOM_RETURN_IF_ERROR(sr.Keys(s, {"type", "path", "fps"}, "the sink"));
       LOOM_ASSIGN_OR_RETURN(std::string path, sr.String(s, "path", "annotated.avi"));
@@ -236,6 +274,7 @@ absl::StatusOr<std::vector<std::unique_ptr<Sink>>> MakeSinks(const YAML::Node& s
       if (open) out.push_back(std::make_unique<VideoSink>(under(path), fps));
     }
   }
+  for (size_t i = 0; i < out.size(); ++i) out[i]->index_ = i;
   return out;
 }
 

@@ -9,7 +9,6 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "vision/blob.h"
 
 namespace loom::pipeline {
 namespace {
@@ -83,14 +82,18 @@ absl::StatusOr<std::unique_ptr<FrameSource>> FrameSource::Open(const SourceSpec&
     source->files_.push_back(spec.path);
   }
   std::sort(source->files_.begin(), source->files_.end());
+  if (!spec.skip.empty() && !source->video_) {
+    const size_t before = source->files_.size();
+    std::erase_if(source->files_, [&](const std::string& f) { return spec.skip.count(f) > 0; });
+    source->skipped_ = static_cast<int64_t>(before - source->files_.size());
+  }
   if (!source->video_) source->total_ = (static_cast<int64_t>(source->files_.size()) + spec.stride - 1) / spec.stride;
   if (spec.limit > 0 && source->total_) source->total_ = std::min(*source->total_, spec.limit);
   if (spec.limit > 0 && !source->total_) source->total_ = spec.limit;
   return source;
 }
 
-bool FrameSource::Next(Frame& frame, absl::Status& decode_error) {
-  decode_error = absl::OkStatus();
+bool FrameSource::Next(Frame& frame) {
   if (spec_.limit > 0 && produced_ >= spec_.limit) return false;
   Value image;
   image.type = ValueType::kImage;
@@ -119,12 +122,7 @@ bool FrameSource::Next(Frame& frame, absl::Status& decode_error) {
     const std::string path = files_[next_file_];
     next_file_ += static_cast<size_t>(spec_.stride);
     frame.source = path;
-    auto decoded = vision::ReadImage(path);
-    if (decoded.ok()) {
-      image.image = *decoded;
-    } else {
-      decode_error = decoded.status();
-    }
+    frame.decode_path = path;
   }
   frame.index = produced_++;
   frame.values["image"] = std::move(image);

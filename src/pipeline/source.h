@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 
 #include <opencv2/videoio.hpp>
@@ -17,6 +18,8 @@ struct SourceSpec {
   std::string path;
   int stride = 1;
   int64_t limit = 0;  // 0: all
+  // Image files to leave out (a resumed run: those already recorded), by the name records give.
+  std::set<std::string> skip;
 };
 
 class FrameSource {
@@ -26,10 +29,12 @@ class FrameSource {
   // video with no frame.
   static absl::StatusOr<std::unique_ptr<FrameSource>> Open(const SourceSpec& spec);
 
-  // The next frame: index, source name and the decoded "image" value. An image that cannot be
-  // decoded still yields its frame, with `decode_error` set (its record will say why). False at
-  // the end.
-  bool Next(Frame& frame, absl::Status& decode_error);
+  // The next frame: index, source name and the decoded "image" value — or, for an image file,
+  // its path in `frame.decode_path`, decoded later by the pipeline thread that takes the frame.
+  // A video frame that cannot be decoded ends the video (see error()). False at the end.
+  bool Next(Frame& frame);
+  // Image files left out because SourceSpec::skip names them.
+  int64_t skipped() const { return skipped_; }
   std::optional<int64_t> total() const { return total_; }  // frames to come, when known
   double fps() const { return fps_; }                       // the video's, else 0
   // Set when a video ended before the frame count its container declares (a frame failed to
@@ -42,7 +47,7 @@ class FrameSource {
   std::unique_ptr<cv::VideoCapture> video_;
   std::string video_name_;
   size_t next_file_ = 0;
-  int64_t produced_ = 0, video_frame_ = 0;
+  int64_t produced_ = 0, video_frame_ = 0, skipped_ = 0;
   std::optional<int64_t> total_;
   int64_t declared_frames_ = 0;  // the container's frame count (0: unknown)
   cv::Mat first_;                // the first frame, read at Open

@@ -64,6 +64,13 @@ struct Frame {
   nlohmann::json record = nlohmann::json::object();  // what sinks write for this frame
   std::map<std::string, NodeTiming> timings;         // per node
   std::string error;         // why the frame failed (a decode error, or "node 'x': ...")
+  // An image file still to decode: the pipeline thread that takes the frame decodes it first (on
+  // its leased core, so that a folder's images decode in parallel), into "image".
+  std::string decode_path;
+  // What each sink made of the frame on the pipeline thread (an encoded annotated copy, a drawn
+  // video frame), by sink index, for the in-order write.
+  std::map<size_t, std::string> prepared_bytes;
+  std::map<size_t, cv::Mat> prepared_images;
 };
 
 }  // namespace loom::pipeline

@@ -3,6 +3,7 @@
 #include <array>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
@@ -225,11 +226,38 @@ ImageTransform TransformFor(cv::Size image, const BlobOptions& options) {
   return t;
 }
 
+namespace {
+
+// libjpeg decodes a JPEG cut short (a copy interrupted, a download stopped) into an image whose
+// missing rows are gray, and OpenCV only warns: a file that starts as a JPEG must end with its
+// end-of-image marker (trailing zero padding allowed), or it is refused.
+absl::Status CheckJpegEnd(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  unsigned char head[2] = {0, 0};
+  if (!in.read(reinterpret_cast<char*>(head), 2) || head[0] != 0xFF || head[1] != 0xD8) return absl::OkStatus();
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  const std::streamoff tail = std::min<std::streamoff>(size, 4096);
+  std::string bytes(static_cast<size_t>(tail), '\0');
+  in.seekg(size - tail);
+  if (!in.read(bytes.data(), tail)) return absl::OkStatus();  // unreadable: imread says why
+  size_t end = bytes.size();
+  while (end > 0 && bytes[end - 1] == '\0') --end;
+  if (end >= 2 && static_cast<unsigned char>(bytes[end - 2]) == 0xFF && static_cast<unsigned char>(bytes[end - 1]) == 0xD9) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat("image file '", path,
+                                                 "' is a truncated JPEG (it does not end with the end-of-image marker)"));
+}
+
+}  // namespace
+
 absl::StatusOr<cv::Mat> ReadImage(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) {
     return absl::NotFoundError(absl::StrCat("image file '", path, "' does not exist"));
   }
+  if (absl::Status whole = CheckJpegEnd(path); !whole.ok()) return whole;
   cv::Mat image;
   try {
     image = cv::imread(path, cv::IMREAD_COLOR);

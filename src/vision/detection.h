@@ -19,6 +19,7 @@ struct Detection {
   float score = 0;
   std::vector<Point> keypoints;  // the detector's own (BlazeFace: eyes, nose, mouth, ears)
   int class_id = -1;             // a multi-class detector's class (YOLO), or -1
+  std::string class_name;        // its name, when the detector was given names
   std::vector<Point> landmarks;  // from a landmark model (68 points for a face), or empty
   int label = -1;                // from a classifier of the detection's crop, or -1
   float label_score = 0;         // that class's probability

@@ -271,8 +271,8 @@ TEST(PipelineErrors, YamlSyntaxGivesLineAndColumn) {
 TEST(PipelineErrors, UnknownNodeTypeListsTheKnownOnes) {
   const absl::Status s = LoadError(Models() + "nodes:\n  - {name: a, type: resize}\n");
   EXPECT_NE(s.message().find("p.yaml:5:21: node 'a': unknown node type 'resize' (known: angle, blazeface, "
-                             "box_crop, classify, crop, ctc, db, infer, landmarks, mlsd, preprocess, "
-                             "text_batch, topk)"),
+                             "box_crop, classify, crop, ctc, db, infer, landmarks, letterbox, mlsd, preprocess, "
+                             "text_batch, topk, yolo)"),
             std::string::npos) << s;
 }
 

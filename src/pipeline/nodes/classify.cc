@@ -8,7 +8,6 @@
 // Output: the detections, each with `label`, `label_score` and `label_name`, in the same order.
 // Record: "<name>": [{"box", "score", "keypoints", "landmarks"?, "label": name or index, "label_score"}]
 #include <cmath>
-#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "pipeline/nodes/nodes.h"
@@ -88,18 +87,7 @@ LOOM_NODE_FACTORY_IMPL(MakeClassifyNode) {
   if (preprocess.row_classes.empty()) {
     return context.Error(params["preprocess"], name, "'preprocess' must name a preprocess node over crops");
   }
-  std::vector<std::string> labels;
-  if (const YAML::Node l = params["labels"]; l && l.IsSequence()) {
-    for (const YAML::Node& e : l) {
-      LOOM_ASSIGN_OR_RETURN(std::string label, r.StringValue(e, "labels"));
-      labels.push_back(label);
-    }
-  } else if (l) {
-    LOOM_ASSIGN_OR_RETURN(std::string path, r.String(params, "labels"));
-    std::ifstream in(context.Path(path));
-    if (!in) return context.Error(l, name, "label file '" + context.Path(path) + "' cannot be read");
-    for (std::string line; std::getline(in, line);) labels.push_back(line);
-  }
+  LOOM_ASSIGN_OR_RETURN(std::vector<std::string> labels, context.Labels(params, name));
   LOOM_ASSIGN_OR_RETURN(bool record, r.Bool(params, "record", true));
   context.Declare(name, {ValueType::kDetections, std::nullopt, name});
   return std::unique_ptr<Node>(

@@ -72,6 +72,7 @@ nlohmann::json ToJson(const std::vector<vision::Detection>& detections) {
     nlohmann::json entry = {{"box", {Round(d.x_min, 1), Round(d.y_min, 1), Round(d.x_max, 1), Round(d.y_max, 1)}},
                             {"score", Round(d.score, 4)}};
     if (d.class_id >= 0) entry["class"] = d.class_id;
+    if (!d.class_name.empty()) entry["class_name"] = d.class_name;
     if (!d.keypoints.empty()) entry["keypoints"] = keypoints;
     if (!d.landmarks.empty()) {
       nlohmann::json landmarks = nlohmann::json::array();

@@ -38,7 +38,7 @@ void ToImage(const vision::ImageTransform& t, std::vector<vision::LineSegment>& 
 void ToImage(const vision::ImageTransform& t, cv::Size image, std::vector<vision::TextBox>& boxes);
 
 // Record entries, coordinates rounded to 0.1 pixel and scores to 1e-4 (stable, readable output):
-//   detection: {"box": [x1, y1, x2, y2], "score": s, "class": c?, "keypoints": [[x, y], ...]?,
+//   detection: {"box": [x1, y1, x2, y2], "score": s, "class": c?, "class_name": n?, "keypoints": [[x, y], ...]?,
 //               "landmarks": [[x, y], ...]?, "label": name or index?, "label_score": p?}
 //              (the optional keys only where a stage set them)
 //   line:      [x1, y1, x2, y2, score]

@@ -27,6 +27,8 @@ LOOM_NODE_FACTORY(MakeTopKNode);         // topk: outputs -> softmax top-k class
 LOOM_NODE_FACTORY(MakeBoxCropNode);      // box_crop: detections -> a crop per detection (fan-out)
 LOOM_NODE_FACTORY(MakeLandmarksNode);    // landmarks: outputs -> points on each detection
 LOOM_NODE_FACTORY(MakeClassifyNode);     // classify: outputs -> a class per detection
+LOOM_NODE_FACTORY(MakeLetterboxNode);    // letterbox: image -> YOLO's padded input tensor
+LOOM_NODE_FACTORY(MakeYoloNode);         // yolo: outputs -> boxes with classes (class-wise NMS)
 
 #undef LOOM_NODE_FACTORY
 

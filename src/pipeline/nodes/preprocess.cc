@@ -22,8 +22,12 @@ namespace {
 
 class PreprocessNode final : public Node {
  public:
-  PreprocessNode(std::string name, std::string input, vision::BlobOptions blob, int max_side, int multiple)
-      : Node(std::move(name)), input_(std::move(input)), blob_(blob), max_side_(max_side), multiple_(multiple) {}
+  // `letterbox_stride` > 0: YOLO's letterbox — the longer side scaled to max_side (up or down),
+  // the aspect kept, each side padded up to a multiple of the stride (centred).
+  PreprocessNode(std::string name, std::string input, vision::BlobOptions blob, int max_side, int multiple,
+                 int letterbox_stride = 0)
+      : Node(std::move(name)), input_(std::move(input)), blob_(blob), max_side_(max_side), multiple_(multiple),
+        letterbox_stride_(letterbox_stride) {}
 
   absl::Status Process(Frame& frame, NodeContext&) const override {
     const Value& in = frame.values.at(input_);
@@ -34,7 +38,15 @@ class PreprocessNode final : public Node {
       v.detections = in.detections;
     } else {
       vision::BlobOptions blob = blob_;
-      if (multiple_ > 0) {  // dynamic size: fit within max_side, round to the multiple
+      if (letterbox_stride_ > 0) {
+        const double r = static_cast<double>(max_side_) / std::max(in.image.cols, in.image.rows);
+        auto padded = [&](int side) {
+          const int scaled = std::max(1, static_cast<int>(std::lround(side * r)));
+          return (scaled + letterbox_stride_ - 1) / letterbox_stride_ * letterbox_stride_;
+        };
+        blob.width = padded(in.image.cols);
+        blob.height = padded(in.image.rows);
+      } else if (multiple_ > 0) {  // dynamic size: fit within max_side, round to the multiple
         const double f = std::min(1.0, static_cast<double>(max_side_) / std::max(in.image.cols, in.image.rows));
         blob.width = std::max(multiple_, static_cast<int>(std::lround(in.image.cols * f / multiple_)) * multiple_);
         blob.height = std::max(multiple_, static_cast<int>(std::lround(in.image.rows * f / multiple_)) * multiple_);
@@ -76,7 +88,7 @@ class PreprocessNode final : public Node {
  private:
   std::string input_;
   vision::BlobOptions blob_;
-  int max_side_, multiple_;
+  int max_side_, multiple_, letterbox_stride_;
 };
 
 absl::StatusOr<std::array<double, 4>> FourValues(const YamlReader& r, const YAML::Node& params,
@@ -92,6 +104,37 @@ absl::StatusOr<std::array<double, 4>> FourValues(const YamlReader& r, const YAML
 constexpr int64_t kMaxSide = 16384;  // pixels: a larger model input is a mistake
 
 }  // namespace
+
+// letterbox: YOLO's input — the image scaled so that its longer side is `size` (up or down), the
+// aspect kept, each side padded (centred) with `pad` up to a multiple of `stride`; NCHW RGB in
+// [0, 1] unless told otherwise. Decoders given `preprocess: <this node>` map boxes back through it.
+//   input: image   size: 640   stride: 32   pad: 114
+//   layout, channels, scale, mean, std: as preprocess (defaults NCHW, RGB, 1/255, 0, 1)
+LOOM_NODE_FACTORY_IMPL(MakeLetterboxNode) {
+  LOOM_RETURN_IF_ERROR(context.Keys(params, name, {"input", "size", "stride", "pad", "layout", "channels", "scale",
+                                                   "mean", "std"}));
+  const YamlReader r = context.Reader(name);
+  LOOM_ASSIGN_OR_RETURN(ValueSpec input, context.Input(params, name, "input", ValueType::kImage));
+  LOOM_ASSIGN_OR_RETURN(int64_t size, r.Int(params, "size", 32, kMaxSide, 640));
+  LOOM_ASSIGN_OR_RETURN(int64_t stride, r.Int(params, "stride", 1, 1024, 32));
+  if (size % stride != 0) {
+    return context.Error(params["size"], name, absl::StrCat("'size' (", size, ") must be a multiple of 'stride' (",
+                                                            stride, ")"));
+  }
+  vision::BlobOptions blob;
+  blob.letterbox = true;
+  LOOM_ASSIGN_OR_RETURN(blob.pad_value, r.Double(params, "pad", 0, 255, 114));
+  LOOM_ASSIGN_OR_RETURN(std::string layout, r.Choice(params, "layout", {"NCHW", "NHWC"}, "NCHW"));
+  blob.layout = layout == "NCHW" ? ImageLayout::kNCHW : ImageLayout::kNHWC;
+  LOOM_ASSIGN_OR_RETURN(std::string channels, r.Choice(params, "channels", {"BGR", "RGB", "GRAY"}, "RGB"));
+  blob.channels = *vision::ParseChannelOrder(channels);
+  LOOM_ASSIGN_OR_RETURN(blob.scale, r.Double(params, "scale", -1e6, 1e6, 1.0 / 255.0));
+  LOOM_ASSIGN_OR_RETURN(blob.mean, FourValues(r, params, "mean", 0, -1e6, 1e6));
+  LOOM_ASSIGN_OR_RETURN(blob.std, FourValues(r, params, "std", 1, 1e-9, 1e9));
+  context.Declare(name, {ValueType::kTensor, std::nullopt, name});
+  return std::unique_ptr<Node>(new PreprocessNode(name, input.producer, blob, static_cast<int>(size), 0,
+                                                  static_cast<int>(stride)));
+}
 
 LOOM_NODE_FACTORY_IMPL(MakePreprocessNode) {
   BuildContext& c = context;

@@ -1,8 +1,7 @@
 // topk: a classifier's output → its k best classes after a softmax (skipped if the output
-// already sums to 1).   input: cls   k: 5   labels: optional file, one label per line
+// already sums to 1).   input: cls   k: 5   labels: optional: a list, or a file with one per line
 // Record: "<name>": [{"class": i, "label": l, "score": s}]  (one list per row of the batch)
 #include <cmath>
-#include <fstream>
 
 #include "core/tensor_util.h"
 #include "pipeline/nodes/nodes.h"
@@ -60,13 +59,7 @@ LOOM_NODE_FACTORY_IMPL(MakeTopKNode) {
   LOOM_ASSIGN_OR_RETURN(ValueSpec input, context.Input(params, name, "input", ValueType::kOutputs));
   LOOM_ASSIGN_OR_RETURN(int64_t k64, r.Int(params, "k", 1, 1000, 5));
   const int k = static_cast<int>(k64);
-  std::vector<std::string> labels;
-  if (params["labels"]) {
-    LOOM_ASSIGN_OR_RETURN(std::string path, r.String(params, "labels"));
-    std::ifstream in(context.Path(path));
-    if (!in) return context.Error(params["labels"], name, "label file '" + context.Path(path) + "' cannot be read");
-    for (std::string line; std::getline(in, line);) labels.push_back(line);
-  }
+  LOOM_ASSIGN_OR_RETURN(std::vector<std::string> labels, context.Labels(params, name));
   // The record is the output; nothing downstream reads a value from it.
   context.Declare(name, {ValueType::kTexts, std::nullopt, name});
   return std::unique_ptr<Node>(new TopKNode(name, input.producer, k, std::move(labels)));
