@@ -1,6 +1,7 @@
 // `loom pipeline run FILE.yaml` and `loom pipeline bench FILE.yaml`.
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 
@@ -9,6 +10,7 @@
 #include "apps/loom/commands.h"
 #include "apps/loom/options.h"
 #include "bench/pipeline_bench.h"
+#include "bench/pipeline_strategies.h"
 #include "core/stats.h"
 #include "loom/engine.h"
 #include "loom/pipeline.h"
@@ -104,6 +106,19 @@ int Bench(const PipelineArgs& a) {
   options.pipeline = *std::move(parsed);
   options.reps = a.reps;
   options.trace = !a.trace.empty() || !a.html.empty();  // the report's timeline needs the trace
+  std::error_code ec;
+  options.self_exe = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  const std::filesystem::path scratch =
+      std::filesystem::temp_directory_path(ec) / ("loom-pipeline-bench-" + std::to_string(getpid()));
+  std::filesystem::create_directories(scratch, ec);
+  options.scratch_dir = ec ? "" : scratch.string();
+  struct RemoveScratch {
+    std::filesystem::path dir;
+    ~RemoveScratch() {
+      std::error_code ignored;
+      std::filesystem::remove_all(dir, ignored);
+    }
+  } remove_scratch{scratch};
   options.progress = [&](int round, const std::string& strategy) {
     std::cerr << absl::StrFormat("\rround %d/%d  %-18s", round, a.reps, strategy) << std::flush;
   };
@@ -138,6 +153,12 @@ CommandFn AddPipelineCommand(CLI::App& app) {
   app.require_subcommand(1);
   auto* run = app.add_subcommand("run", "Run a pipeline over its source (or --input)");
   auto* bench = app.add_subcommand("bench", "The pipeline as a sequential loop, a thread per model, and with Loom");
+  // Internal: a process of `bench`'s process strategy.
+  auto* child = app.add_subcommand("bench-child", "")->group("");
+  child->add_option("FILE", a->file)->required();
+  child->add_option("--files", a->input)->required();
+  child->add_option("--model", a->models);
+  child->add_option("--set", a->sets);
   for (CLI::App* sub : {run, bench}) {
     sub->add_option("FILE", a->file, "Pipeline YAML")->required();
     sub->add_option("--input", a->input, "Image, folder, glob or video (overrides the file's source)");
@@ -156,7 +177,15 @@ CommandFn AddPipelineCommand(CLI::App& app) {
   bench->add_option("--json", a->json, "Write the report as JSON to FILE (- for stdout)");
   bench->add_option("--trace", a->trace, "Write Loom's last repetition as Chrome trace-event JSON to FILE (engine runs per worker, every node of every frame per pipeline thread)");
   bench->add_option("--html", a->html, "Write a self-contained HTML report to FILE: frames/s per strategy, where a frame's time goes per node, Loom's timeline");
-  return [a, run]() { return run->parsed() ? Run(*a) : Bench(*a); };
+  return [a, run, child]() {
+    if (child->parsed()) {
+      absl::StatusOr<PipelineOptions> options = Options(*a);
+      if (!options.ok()) return Fail("bench-child", options.status());
+      options->input.clear();
+      return bench::PipelineChildMain(a->file, *options, a->input);
+    }
+    return run->parsed() ? Run(*a) : Bench(*a);
+  };
 }
 
 }  // namespace loom::cli

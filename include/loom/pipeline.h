@@ -128,6 +128,7 @@ struct ImageView {
 // One run's choices, beside the options the pipeline was loaded with.
 struct RunOptions {
   std::string input = "";                       // another source for this run (file, folder, glob, video)
+  std::vector<std::string> files = {};          // or these image files, in this order
   std::optional<int64_t> limit = std::nullopt;  // at most this many frames
   // Every record, in frame order, on the thread running Run (besides PipelineOptions::on_record).
   std::function<void(const PipelineRecord&)> on_record = nullptr;
@@ -162,6 +163,10 @@ class Pipeline {
   absl::StatusOr<int64_t> SubmitEncoded(const std::string& bytes, const std::string& source_name = "");
   std::optional<PipelineRecord> Next(bool wait = true);
   void Finish();
+
+  // The image files a Run with `options` would read, in order (its input, limit and resume
+  // left-outs aside); empty for a video.
+  absl::StatusOr<std::vector<std::string>> ImageFiles(const RunOptions& options = {}) const;
 
   // The engine's plan and the pipeline's threads and core leases beside it.
   std::string DescribePlan() const;

@@ -17,9 +17,13 @@
 namespace loom::bench {
 
 struct PipelineBenchOptions {
-  PipelineOptions pipeline;  // input, limit, in_flight, cores (sinks are off)
+  PipelineOptions pipeline;  // input, limit, in_flight, cores, model_paths, overrides (sinks are off)
   int reps = 3;              // after one untimed round of every strategy
   bool trace = false;        // record Loom's last repetition (PipelineBenchReport::trace_json)
+  // For a source of image files: the `loom` binary whose `pipeline bench-child` runs the process
+  // strategy (empty: no process strategy), and a folder for its file lists.
+  std::string self_exe;
+  std::string scratch_dir;
   std::function<void(int round, const std::string& strategy)> progress = nullptr;
 };
 
@@ -34,7 +38,8 @@ struct PipelineBenchReport {
   int64_t frames = 0;  // per run
   int reps = 0;
   int usable_cores = 0;
-  std::vector<PipelineStrategyResult> strategies;  // sequential, thread-per-model, loom
+  // sequential, thread-per-model, [threads, processes, processes (with start-up): image files], loom
+  std::vector<PipelineStrategyResult> strategies;
   std::map<std::string, NodeTiming> loom_nodes;     // Loom's per-node split, last run
   double host_share = 0;  // Loom's own threads' CPU / the cores' time (median)
   // The chain's ideal: its models' single-thread cost per frame (every run of one pass over the
@@ -50,11 +55,17 @@ struct PipelineBenchReport {
   std::vector<double> busy_model_ms_runs;
   double busy_ideal_fps = 0;
   double ideal_fps = 0;
+  // The ideal with the host work in it: the one-core pipeline's whole time per frame (decoding,
+  // pre/post-processing and the models, all on its one core), alone and on every core at once.
+  // Where host work is a large share (a folder of large photos), this is what the cores can give.
+  double full_ms_per_frame = 0, busy_full_ms_per_frame = 0;
+  std::vector<double> full_ms_runs, busy_full_ms_runs;
+  double full_ideal_fps = 0, busy_full_ideal_fps = 0;
   // Loom's fraction of each ideal, per round (that round's Loom run over that round's ideal pass,
   // measured a few seconds apart, so that a machine drifting between rounds drifts out of the
   // ratio) and its median: the figure the verdict quotes.
-  std::vector<double> of_ideal_runs, of_busy_ideal_runs;
-  double of_ideal = 0, of_busy_ideal = 0;
+  std::vector<double> of_ideal_runs, of_busy_ideal_runs, of_full_ideal_runs, of_busy_full_ideal_runs;
+  double of_ideal = 0, of_busy_ideal = 0, of_full_ideal = 0, of_busy_full_ideal = 0;
   std::string plan;
   std::string verdict;
   // PipelineBenchOptions::trace: Loom's last repetition as Chrome trace-event JSON (engine runs

@@ -1,7 +1,8 @@
 #include "bench/strategies.h"
 
+#include "bench/child_process.h"
+
 #include <fcntl.h>
-#include <spawn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,8 +17,6 @@
 #include "absl/strings/str_cat.h"
 #include "core/stats.h"
 #include "core/tensor_rows.h"
-
-extern char** environ;
 
 namespace loom::bench {
 namespace {
@@ -147,50 +146,6 @@ absl::StatusOr<StrategyRun> Threads(const Workload& w, bool global_pool, int thr
   return run;
 }
 
-std::string SelfDescribe(const std::vector<std::string>& argv) {
-  std::string out;
-  for (const auto& a : argv) absl::StrAppend(&out, out.empty() ? "" : " ", a);
-  return out;
-}
-
-struct Child {
-  pid_t pid = -1;
-  FILE* to = nullptr;    // its stdin
-  FILE* from = nullptr;  // its stdout
-};
-
-absl::StatusOr<Child> Spawn(const std::vector<std::string>& argv) {
-  int in[2], out[2];
-  if (pipe(in) != 0 || pipe(out) != 0) return absl::InternalError("pipe failed");
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, in[0], STDIN_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
-  for (int fd : {in[0], in[1], out[0], out[1]}) posix_spawn_file_actions_addclose(&actions, fd);
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  Child child;
-  const int rc = posix_spawn(&child.pid, args[0], &actions, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  close(in[0]);
-  close(out[1]);
-  if (rc != 0) {
-    close(in[1]);
-    close(out[0]);
-    return absl::InternalError(absl::StrCat("cannot start '", SelfDescribe(argv), "'"));
-  }
-  child.to = fdopen(in[1], "w");
-  child.from = fdopen(out[0], "r");
-  return child;
-}
-
-std::string ReadLine(FILE* f) {
-  std::string line;
-  for (int c; (c = std::fgetc(f)) != EOF && c != '\n';) line.push_back(static_cast<char>(c));
-  return line;
-}
-
 }  // namespace
 
 std::string StaticLayout::Name() const {
@@ -313,12 +268,7 @@ absl::StatusOr<StrategyRun> RunInChildren(const Workload& w, ChildMode mode,
   const auto spawned = Clock::now();
   std::vector<Child> children;
   auto abandon = [&](absl::Status status) {
-    for (Child& c : children) {
-      kill(c.pid, SIGKILL);
-      waitpid(c.pid, nullptr, 0);
-      fclose(c.to);
-      fclose(c.from);
-    }
+    Abandon(children);
     return status;
   };
   for (int part = 0; part < count; ++part) {
@@ -333,10 +283,7 @@ absl::StatusOr<StrategyRun> RunInChildren(const Workload& w, ChildMode mode,
     if (line != "ready") return abandon(absl::InternalError(absl::StrCat(ChildModeName(mode), " child: ", line)));
   }
   const auto go = Clock::now();
-  for (Child& c : children) {
-    std::fputs("go\n", c.to);
-    std::fflush(c.to);
-  }
+  for (Child& c : children) WriteLine(c.to, "go");
   std::vector<std::string> results;
   for (Child& c : children) results.push_back(ReadLine(c.from));
   run.wall_s = MillisecondsSince(go) / 1000.0;

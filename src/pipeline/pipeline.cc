@@ -96,6 +96,7 @@ absl::StatusOr<PipelineSummary> Pipeline::Run(const RunOptions& options) {
   pipeline::Graph& g = *graph_;
   pipeline::SourceSpec spec = g.source;
   if (!options.input.empty()) spec.path = options.input;
+  if (!options.files.empty()) spec.files = options.files;
   if (options.limit) spec.limit = *options.limit;
   if (spec.limit < 0) return absl::InvalidArgumentError("limit must be >= 0");
   if (g.options.resume) {
@@ -263,6 +264,21 @@ std::optional<PipelineRecord> Pipeline::Next(bool wait) {
 
 void Pipeline::Finish() {
   if (stream_) stream_->Finish();
+}
+
+absl::StatusOr<std::vector<std::string>> Pipeline::ImageFiles(const RunOptions& options) const {
+  pipeline::SourceSpec spec = graph_->source;
+  if (!options.input.empty()) spec.path = options.input;
+  if (!options.files.empty()) spec.files = options.files;
+  if (options.limit) spec.limit = *options.limit;
+  LOOM_ASSIGN_OR_RETURN(auto source, pipeline::FrameSource::Open(spec));
+  std::vector<std::string> files = source->files();
+  std::vector<std::string> out;
+  for (size_t i = 0; i < files.size() && (spec.limit <= 0 || static_cast<int64_t>(out.size()) < spec.limit);
+       i += static_cast<size_t>(spec.stride)) {
+    out.push_back(files[i]);
+  }
+  return out;
 }
 
 std::string Pipeline::DescribePlan() const {

@@ -36,7 +36,9 @@ absl::StatusOr<std::unique_ptr<FrameSource>> FrameSource::Open(const SourceSpec&
   source->spec_ = spec;
   std::error_code ec;
   const bool pattern = spec.path.find_first_of("*?[") != std::string::npos;
-  if (pattern) {
+  if (!spec.files.empty()) {
+    source->files_ = spec.files;  // the caller's order: not sorted below
+  } else if (pattern) {
     glob_t g{};
     if (glob(spec.path.c_str(), 0, nullptr, &g) == 0) {
       for (size_t i = 0; i < g.gl_pathc; ++i) {
@@ -81,7 +83,7 @@ absl::StatusOr<std::unique_ptr<FrameSource>> FrameSource::Open(const SourceSpec&
   } else {
     source->files_.push_back(spec.path);
   }
-  std::sort(source->files_.begin(), source->files_.end());
+  if (spec.files.empty()) std::sort(source->files_.begin(), source->files_.end());
   if (!spec.skip.empty() && !source->video_) {
     const size_t before = source->files_.size();
     std::erase_if(source->files_, [&](const std::string& f) { return spec.skip.count(f) > 0; });

@@ -7,6 +7,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 #include <opencv2/videoio.hpp>
 
@@ -20,6 +21,8 @@ struct SourceSpec {
   int64_t limit = 0;  // 0: all
   // Image files to leave out (a resumed run: those already recorded), by the name records give.
   std::set<std::string> skip;
+  // Image files to read, in this order, instead of `path`.
+  std::vector<std::string> files;
 };
 
 class FrameSource {
@@ -35,6 +38,8 @@ class FrameSource {
   bool Next(Frame& frame);
   // Image files left out because SourceSpec::skip names them.
   int64_t skipped() const { return skipped_; }
+  // The image files to read (empty for a video), in order.
+  const std::vector<std::string>& files() const { return files_; }
   std::optional<int64_t> total() const { return total_; }  // frames to come, when known
   double fps() const { return fps_; }                       // the video's, else 0
   // Set when a video ended before the frame count its container declares (a frame failed to
