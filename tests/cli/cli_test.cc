@@ -219,6 +219,38 @@ TEST(CliBench, ChainReportsTheStrategiesAndTheChainsIdeal) {
   EXPECT_GT(j["loom_nodes"]["text"]["model_wait_ms"].get<double>(), 0);
 }
 
+// A folder job's bench: beside the sequential loop and thread per model, the folder strategies
+// (a thread per core over a share of the files, a process per share with and without its
+// start-up), and the ideal with the host work in it.
+TEST(CliBench, PipelineBenchOverAFolderAddsThreadsAndProcesses) {
+  ScratchDir dir;
+  std::filesystem::create_directories(dir.Path("in"));
+  for (int i = 0; i < 4; ++i) {
+    std::filesystem::copy_file(testing::DataPath("messi5.jpg"), dir.Path("in/p" + std::to_string(i) + ".jpg"));
+  }
+  Result r = Loom("pipeline bench " + std::string(LOOM_SOURCE_DIR) + "/pipelines/detect-folder.yaml --input '" +
+                  dir.Path("in") + "/*.jpg' --model det=" + ModelPath("seeded_yolov5n.onnx") +
+                  " --set det_in.size=320 --reps 1 --json -");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  std::vector<std::string> names;
+  for (const auto& s : j["strategies"]) {
+    names.push_back(s["strategy"]);
+    EXPECT_GT(s["fps"].get<double>(), 0) << s["strategy"];
+  }
+  const int cores = j["usable_cores"].get<int>();
+  if (cores > 1) {
+    EXPECT_EQ(names, (std::vector<std::string>{"sequential", "thread-per-model", "threads", "processes",
+                                               "processes (with start-up)", "loom"}));
+    EXPECT_LT(j["strategies"][4]["fps"].get<double>(), j["strategies"][3]["fps"].get<double>())
+        << "start-up is part of the second";
+  }
+  const double full_ms = j["full_ms_per_frame"].get<double>();
+  EXPECT_GT(full_ms, j["model_ms_per_frame"].get<double>()) << "the whole time holds the models' and more";
+  EXPECT_NEAR(j["full_ideal_fps"].get<double>(), cores * 1000.0 / full_ms, 1e-6);
+  EXPECT_NE(j["verdict"].get<std::string>().find("with host work in the ideal"), std::string::npos);
+}
+
 // Chrome trace-event JSON: a named track per worker, a span per run whose rows add up to the
 // timed repetition's inferences, a queue-wait span pair per request.
 TEST(CliTrace, BenchCopiesTracesLoomsRuns) {
