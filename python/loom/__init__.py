@@ -308,26 +308,30 @@ class Pipeline:
     """Several models per frame from a YAML pipeline (``pipelines/*.yaml``), on one engine.
 
     ``Pipeline(path, input=None, output_dir="out", in_flight=None, limit=None, cores=0,
-    strategy="loom", sinks=False, models=None)``. ``models`` replaces model files of the YAML by
-    name: ``{"landmarks": loom.from_torch(net, x)}`` (a :class:`Model`, or a path). Records are
+    strategy="loom", sinks=False, models=None, set=None)``. ``models`` replaces model files of the
+    YAML by name: ``{"landmarks": loom.from_torch(net, x)}`` (a :class:`Model`, or a path);
+    ``set`` replaces node parameters: ``{"det_in.size": 640}``. Records are
     dicts: each node's output (boxes, quads and keypoints as NumPy arrays, texts as strings),
     ``"frame"``, ``"source"``, ``"timings"`` (per node: compute, model wait, core wait in ms) and
     ``"error"`` for a frame that failed.
     """
 
     def __init__(self, path, input=None, output_dir="out", in_flight=None, limit=None, cores=0,
-                 strategy="loom", sinks=False, models=None):
+                 strategy="loom", sinks=False, models=None, set=None):
+        import json
         self.path = _os.fspath(path)
         paths = {}
         for name, m in (models or {}).items():
             paths[str(name)] = m.path if isinstance(m, Model) else _os.fspath(m)
+        overrides = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (set or {}).items()}
         self._p = _loom._Pipeline(self.path, _os.fspath(input) if input else "", _os.fspath(output_dir),
-                                  in_flight, limit, int(cores), strategy, bool(sinks), paths)
+                                  in_flight, limit, int(cores), strategy, bool(sinks), paths, overrides)
 
-    def run(self, source=None, limit=None):
-        """Runs over the file's source (or ``source``: an image, folder, glob or video) and yields
-        records in frame order while it runs."""
-        stream = self._p.run(_os.fspath(source) if source else "", limit)
+    def run(self, source=None, limit=None, files=None):
+        """Runs over the file's source (or ``source``: an image, folder, glob or video; or
+        ``files``: a list of image files, in that order) and yields records in frame order while it
+        runs."""
+        stream = self._p.run(_os.fspath(source) if source else "", limit, [_os.fspath(f) for f in files or []])
         try:
             while True:
                 item = stream.next()

@@ -41,6 +41,7 @@ import queue
 import numpy as np
 
 from . import _loom
+from ._torch import blas_in_use
 
 _ROOT = _loom._source_dir
 # Debian's libblas.so.3 implementations: python3-torch pulls in the reference BLAS (libblas3);
@@ -120,19 +121,6 @@ def ort_runner(path, threads=0):
 
 
 # -- torch, in a process per BLAS ---------------------------------------------------------------
-def _blas_in_use():
-    """Which libblas.so.3 this process loaded, from its memory maps: 'OpenBLAS' or 'reference BLAS'."""
-    try:
-        with open("/proc/self/maps") as f:
-            paths = {line.split()[-1] for line in f if line.rstrip().endswith("libblas.so.3") or "libblas.so.3." in line}
-    except OSError:
-        return "unknown"
-    real = {os.path.realpath(p) for p in paths}
-    if any("openblas" in p for p in real):
-        return "OpenBLAS"
-    return "reference BLAS" if real else "unknown"
-
-
 def _torch_models(mode, threads):
     import torch
     from . import seed_models as sm
@@ -183,7 +171,7 @@ def _worker(frames_path, threads):
                 frame = np.asarray(frame)
                 labels.append(chain_frame(frame, detector(frame), landmarks, frown))
             seconds = time.perf_counter() - start
-            answer = {"seconds": seconds, "labels": labels, "blas": _blas_in_use(), "threads": torch.get_num_threads(),
+            answer = {"seconds": seconds, "labels": labels, "blas": blas_in_use(), "threads": torch.get_num_threads(),
                       "faces": sum(len(f) for f in faces)}
         except Exception as e:  # the parent reports it; the worker goes on
             answer = {"error": f"{type(e).__name__}: {e}"}

@@ -68,6 +68,21 @@ def _outputs_of(result, torch):
                           "tensor or a tuple of tensors")
 
 
+def blas_in_use():
+    """Which libblas.so.3 this process loaded, from its memory maps: 'OpenBLAS', 'reference BLAS'
+    (Debian's libblas3) or 'unknown'. Debian's torch reaches its BLAS through that library, which
+    update-alternatives (or LD_LIBRARY_PATH) chooses."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if line.rstrip().endswith("libblas.so.3") or "libblas.so.3." in line}
+    except OSError:
+        return "unknown"
+    real = {os.path.realpath(p) for p in paths}
+    if any("openblas" in p for p in real):
+        return "OpenBLAS"
+    return "reference BLAS" if real else "unknown"
+
+
 def _fingerprint(module, args, export, torch):
     """A hash of everything the exported file depends on: the weights and buffers, the module's
     structure, the example inputs' shapes and dtypes, the export arguments and torch's version."""

@@ -94,10 +94,12 @@ class PyPipeline {
  public:
   PyPipeline(const std::string& path, const std::string& input, const std::string& output_dir,
              std::optional<int> in_flight, std::optional<int64_t> limit, int cores, const std::string& strategy,
-             bool sinks, const std::map<std::string, std::string>& model_paths)
+             bool sinks, const std::map<std::string, std::string>& model_paths,
+             const std::map<std::string, std::string>& overrides)
       : path_(path) {
     options_.input = input;
     options_.model_paths = model_paths;
+    options_.overrides = overrides;
     options_.output_dir = output_dir;
     options_.in_flight = in_flight;
     options_.limit = limit;
@@ -124,9 +126,11 @@ class PyPipeline {
     pipeline_.reset();
   }
 
-  std::unique_ptr<RecordStream> Run(const std::string& source, std::optional<int64_t> limit) {
+  std::unique_ptr<RecordStream> Run(const std::string& source, std::optional<int64_t> limit,
+                                    const std::vector<std::string>& files) {
     RunOptions options;
     options.input = source;
+    options.files = files;
     options.limit = limit;
     return std::make_unique<RecordStream>(*pipeline_, options, static_cast<size_t>(2 * pipeline_->in_flight() + 2));
   }
@@ -201,11 +205,14 @@ void RegisterPipeline(py::module_& m) {
       .def("close", &RecordStream::Close);
   py::class_<PyPipeline>(m, "_Pipeline")
       .def(py::init<const std::string&, const std::string&, const std::string&, std::optional<int>,
-                    std::optional<int64_t>, int, const std::string&, bool, const std::map<std::string, std::string>&>(),
+                    std::optional<int64_t>, int, const std::string&, bool, const std::map<std::string, std::string>&,
+                    const std::map<std::string, std::string>&>(),
            py::arg("path"), py::arg("input") = "", py::arg("output_dir") = "out", py::arg("in_flight") = py::none(),
            py::arg("limit") = py::none(), py::arg("cores") = 0, py::arg("strategy") = "loom", py::arg("sinks") = false,
-           py::arg("model_paths") = std::map<std::string, std::string>{})
-      .def("run", &PyPipeline::Run, py::arg("source") = "", py::arg("limit") = py::none())
+           py::arg("model_paths") = std::map<std::string, std::string>{},
+           py::arg("overrides") = std::map<std::string, std::string>{})
+      .def("run", &PyPipeline::Run, py::arg("source") = "", py::arg("limit") = py::none(),
+           py::arg("files") = std::vector<std::string>{})
       .def("submit", &PyPipeline::Submit, py::arg("frame"), py::arg("name") = "")
       .def("submit_encoded", &PyPipeline::SubmitEncoded, py::arg("data"), py::arg("name") = "")
       .def("next", &PyPipeline::Next, py::arg("wait") = true)

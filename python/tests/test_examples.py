@@ -30,12 +30,22 @@ def test_ocr_folder_reads_the_text():
     assert "technical details are too complex to cover in the book itself." in out
 
 
-def test_dask_folder_finds_the_face_on_two_single_core_workers():
-    out = run("dask_folder.py", os.path.join(ROOT, "data", "messi5.jpg"), os.path.join(ROOT, "data", "imageTextN.png"),
+def test_dask_folder_runs_the_folder_job_on_two_workers_with_disjoint_cores():
+    out = run("dask_folder.py", os.path.join(ROOT, "data", "messi5.jpg"), os.path.join(ROOT, "data", "text_motion.jpg"),
               "--workers", "2")
     lines = out.strip().splitlines()
-    assert lines[0].startswith("messi5.jpg: face score ") and float(lines[0].split()[3]) > 0.5, out
-    assert lines[1].startswith("imageTextN.png: face score ") and float(lines[1].split()[3]) < 0.5, out
+    cores = [line.split("cores ")[1] for line in lines if line.startswith("worker ")]
+    assert len(cores) == 2 and cores[0] != cores[1], out
+    assert "messi5.jpg: {'faces': 1}" in lines, out
+    assert lines[-1].startswith("text_motion.jpg: "), out
+
+
+def test_detect_folder_compares_the_torch_loops_with_loom_on_the_same_boxes():
+    out = run("detect_folder.py", "--model", "n", "--size", "320")
+    for name in ("torch eager", "thread pool", "process pool", "loom"):
+        line = next(l for l in out.splitlines() if l.strip().startswith(name))
+        assert "(same boxes as torch eager)" in line, out
+    assert "verdict: loom = " in out
 
 
 def test_face_chain_runs_the_torch_models_on_loom_and_writes_the_video(tmp_path):
