@@ -7,6 +7,7 @@ against the current directory, then against the Loom checkout this module was bu
 From the command line, the benchmarks whose strategies are Python's own (PyTorch):
 
     python3 -m loom.bench face-chain [--frames 48] [--reps 3] [--html FILE] [--json FILE]
+    python3 -m loom.bench dask [--count 64] [--reps 3] [--json FILE]
 """
 import json
 import os
@@ -93,7 +94,7 @@ def face_chain(video="data/Megamind.avi", frames=48, reps=3, strategies=None, co
     return _face_chain_bench.run(video, frames, reps, strategies, cores)
 
 
-_COMMANDS = {"face-chain": "_face_chain_bench"}
+_COMMANDS = {"face-chain": "_face_chain_bench", "dask": "_dask_bench"}
 
 
 def main(argv=None):

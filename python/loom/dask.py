@@ -18,7 +18,8 @@ cores (default: the host's usable cores divided by the Loom workers on that host
 one claims); a worker that finds no free slot — more Loom workers than cores on the host — fails
 its task with an error that says so, rather than sharing cores.
 
-Work: the inputs are cut into contiguous partitions (default: four per worker), each a task. A
+Work: the inputs are cut into contiguous partitions (default: up to four per worker, of at least 16
+inputs where there are enough), each a task. A
 partition's records come back whole (or are written to its own file, atomically), so a partition
 rerun after its worker died replaces its records: no input is lost or recorded twice. Workers
 should run one task thread each (``--nthreads 1``, ``threads_per_worker=1``): Loom plans the
@@ -145,6 +146,13 @@ def _partitions(items, count):
     return [items[bounds[i]:bounds[i + 1]] for i in range(count)]
 
 
+def _default_partitions(items, workers):
+    """Up to four partitions per worker (load balance, and little to rerun when one dies), but at
+    least 16 items each where there are enough: a partition runs as one pipeline run, whose first
+    and last frames leave the worker's cores part idle."""
+    return max(workers, min(4 * workers, items // 16))
+
+
 def _workers(client):
     workers = client.scheduler_info()["workers"]
     if not workers:
@@ -168,7 +176,7 @@ def run_pipeline(client, pipeline, files, output=None, *, models=None, set=None,
     order. With ``output`` (a folder every worker can write): each partition writes
     ``part-NNNNN.jsonl`` there; returns their paths in order. ``models``/``set``: as
     :class:`loom.Pipeline`'s (paths, not Models: the workers load them). ``partitions``: how many
-    tasks (default four per worker).
+    tasks (default: up to four per worker, 16 files or more each).
     """
     import loom
     files = [os.fspath(f) for f in files]
@@ -178,7 +186,7 @@ def run_pipeline(client, pipeline, files, output=None, *, models=None, set=None,
     overrides = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (set or {}).items()}
     if output is not None:
         os.makedirs(output, exist_ok=True)
-    parts = _partitions(files, partitions or 4 * len(_workers(client)))
+    parts = _partitions(files, partitions or _default_partitions(len(files), len(_workers(client))))
     futures = [client.submit(_pipeline_task, os.path.abspath(pipeline), models, overrides, part, output, i,
                              cores_per_worker, pure=False, retries=2) for i, part in enumerate(parts)]
     if output is not None:
@@ -198,6 +206,6 @@ def map_model(client, model, inputs, *, partitions=None, cores_per_worker=None):
     m = loom._model_dict(model)
     m.pop("warmup", None)
     inputs = list(inputs)
-    parts = _partitions(inputs, partitions or 4 * len(_workers(client)))
+    parts = _partitions(inputs, partitions or _default_partitions(len(inputs), len(_workers(client))))
     futures = [client.submit(_model_task, m, part, cores_per_worker, pure=False, retries=2) for part in parts]
     return [out for part in client.gather(futures) for out in part]

@@ -126,3 +126,14 @@ def test_a_worker_killed_mid_run_loses_no_image_and_records_none_twice(cluster, 
                 seen[r["source"]] = seen.get(r["source"], 0) + 1
     assert sorted(seen) == files
     assert all(count == 1 for count in seen.values()), seen
+
+
+def test_the_dask_bench_compares_the_cluster_with_one_process():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "loom.bench", "dask", "--count", "4", "--reps", "1", "--json", "-"],
+                         capture_output=True, text=True, env=dict(os.environ), timeout=600)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["records"] == {"single process": 4, "dask": 4}
+    assert 0 < report["dask_over_single"] and len(report["workers"]) == report["cores"]
