@@ -6,8 +6,10 @@
 #ifndef LOOM_CORE_CLOCK_H_
 #define LOOM_CORE_CLOCK_H_
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -89,6 +91,11 @@ class FakeClock final : public SchedClock {
   TimePoint now_;
   std::vector<std::pair<std::mutex*, std::condition_variable*>> waiters_;
 };
+
+// Whole microseconds from `a` to `b`; 0 if `b` is not after `a`.
+inline int64_t MicrosBetween(TimePoint a, TimePoint b) {
+  return std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::microseconds>(b - a).count());
+}
 
 // a + b, saturating at TimePoint::max() (deadlines far in the future must not wrap).
 inline TimePoint SaturatingAdd(TimePoint a, std::chrono::microseconds b) {
