@@ -103,21 +103,27 @@ absl::StatusOr<double> BusyModelMsPerFrame(const std::vector<std::unique_ptr<Pip
   return sum / static_cast<double>(ms.size());
 }
 
-}  // namespace
+struct Strategy {
+  const char* name;
+  PipelineStrategy strategy;
+  int in_flight;  // 0: the file's
+};
 
-absl::StatusOr<PipelineBenchReport> RunPipelineBench(const std::string& file, const PipelineBenchOptions& options) {
-  struct Strategy {
-    const char* name;
-    PipelineStrategy strategy;
-    int in_flight;  // 0: the file's
-  };
-  // The sequential loop is one frame at a time on plain sessions; thread-per-model keeps frames
-  // in flight on plain sessions, each model on its own thread; loom is the engine.
-  const std::vector<Strategy> strategies = {{"sequential", PipelineStrategy::kSequential, 1},
-                                            {"thread-per-model", PipelineStrategy::kThreadPerModel, 0},
-                                            {"loom", PipelineStrategy::kLoom, 0}};
+// The sequential loop is one frame at a time on plain sessions; thread-per-model keeps frames in
+// flight on plain sessions, each model on its own thread; loom is the engine (last: the verdict
+// compares it with the others).
+const std::vector<Strategy>& Strategies() {
+  static const auto* strategies =
+      new std::vector<Strategy>{{"sequential", PipelineStrategy::kSequential, 1},
+                                {"thread-per-model", PipelineStrategy::kThreadPerModel, 0},
+                                {"loom", PipelineStrategy::kLoom, 0}};
+  return *strategies;
+}
+
+absl::StatusOr<std::vector<std::unique_ptr<Pipeline>>> LoadStrategies(
+    const std::string& file, const PipelineBenchOptions& options) {
   std::vector<std::unique_ptr<Pipeline>> loaded;
-  for (const Strategy& s : strategies) {
+  for (const Strategy& s : Strategies()) {
     PipelineOptions o = options.pipeline;
     o.strategy = s.strategy;
     o.sinks = false;
@@ -125,57 +131,122 @@ absl::StatusOr<PipelineBenchReport> RunPipelineBench(const std::string& file, co
     LOOM_ASSIGN_OR_RETURN(auto p, Pipeline::Load(file, o));
     loaded.push_back(std::move(p));
   }
+  return loaded;
+}
+
+// The cores the engine and the ideal use: the first `cores` usable ones (all when 0).
+std::vector<int> BenchCpus(const PipelineBenchOptions& options) {
+  std::vector<int> usable = UsableCpus();
+  const int n =
+      options.pipeline.cores > 0 ? options.pipeline.cores : static_cast<int>(usable.size());
+  usable.resize(std::min(usable.size(), static_cast<size_t>(std::max(n, 1))));
+  return usable;
+}
+
+// What the rounds measured (round 0, the warm-up, aside).
+struct Rounds {
+  std::vector<std::vector<double>> fps;  // [strategy][round]
+  std::vector<double> host_share;        // Loom's, per round
+};
+
+// One run of strategy `i` (`rep` 0: the warm-up round, not kept): its frames/s and, for Loom, its
+// host share, node timings and (the last round, when asked) its trace.
+absl::Status RunStrategy(size_t i, int rep, Pipeline& pipeline, const PipelineBenchOptions& options,
+                         PipelineBenchReport& report, Rounds& rounds) {
+  const bool loom = Strategies()[i].strategy == PipelineStrategy::kLoom;
+  // The trace: Loom's last repetition, every record's node timings and the engine's runs.
+  const bool trace = options.trace && rep == options.reps && loom && pipeline.engine() != nullptr;
+  std::vector<PipelineRecord> records;
+  RunOptions run_options;
+  if (trace) {
+    run_options.on_record = [&records](const PipelineRecord& r) {
+      records.push_back(r);
+      records.back().json.clear();  // the timings are what the trace needs
+    };
+    pipeline.engine()->StartTrace();
+  }
+  auto run = pipeline.Run(run_options);
+  if (trace) {
+    const std::string engine_trace = pipeline.engine()->StopTrace();
+    if (run.ok()) report.trace_json = PipelineTraceJson(engine_trace, records);
+  }
+  LOOM_ASSIGN_OR_RETURN(PipelineSummary summary, std::move(run));
+  if (summary.frames == 0 || summary.wall_s <= 0) {
+    return absl::FailedPreconditionError("the source gave no frame to time");
+  }
+  report.frames = summary.frames;
+  if (rep == 0) return absl::OkStatus();
+  rounds.fps[i].push_back(static_cast<double>(summary.frames) / summary.wall_s);
+  if (loom) {
+    rounds.host_share.push_back((summary.pipeline_cpu_s + summary.reader_cpu_s) /
+                                (summary.wall_s * summary.usable_cores));
+    report.loom_nodes = summary.node_mean;
+  }
+  return absl::OkStatus();
+}
+
+// The ideals from each round's passes, Loom's fraction of each round by round, and the verdict.
+void Conclude(PipelineBenchReport& report) {
+  report.model_ms_per_frame = Median(report.model_ms_runs);
+  report.busy_model_ms_per_frame = Median(report.busy_model_ms_runs);
+  if (report.model_ms_per_frame > 0) {
+    report.ideal_fps = report.usable_cores * 1000.0 / report.model_ms_per_frame;
+  }
+  if (report.busy_model_ms_per_frame > 0) {
+    report.busy_ideal_fps = report.usable_cores * 1000.0 / report.busy_model_ms_per_frame;
+  }
+  // Round by round: Loom's frames/s over the ideal's (cores x 1000 / that round's model ms).
+  const std::vector<double>& loom_runs = report.strategies.back().fps;
+  for (size_t r = 0; r < loom_runs.size() && r < report.model_ms_runs.size(); ++r) {
+    const double cores = report.usable_cores;
+    report.of_ideal_runs.push_back(loom_runs[r] * report.model_ms_runs[r] / (cores * 1000.0));
+    report.of_busy_ideal_runs.push_back(loom_runs[r] * report.busy_model_ms_runs[r] /
+                                        (cores * 1000.0));
+  }
+  report.of_ideal = Median(report.of_ideal_runs);
+  report.of_busy_ideal = Median(report.of_busy_ideal_runs);
+  std::vector<std::string> verdict;
+  const double loom = report.strategies.back().median_fps;
+  for (size_t i = 0; i + 1 < report.strategies.size(); ++i) {
+    verdict.push_back(absl::StrFormat("%.2fx %s", loom / report.strategies[i].median_fps,
+                                      report.strategies[i].name));
+  }
+  report.verdict = absl::StrCat("verdict: loom = ", absl::StrJoin(verdict, ", "));
+  if (report.ideal_fps > 0) {
+    absl::StrAppend(&report.verdict, absl::StrFormat("; %.2f of ideal", report.of_ideal));
+  }
+  if (report.busy_ideal_fps > 0) {
+    absl::StrAppend(&report.verdict,
+                    absl::StrFormat(" (%.2f of the ideal at costs measured with every core busy)",
+                                    report.of_busy_ideal));
+  }
+  if (report.ideal_fps > 0) absl::StrAppend(&report.verdict, " (medians of each round's ratio)");
+}
+
+}  // namespace
+
+absl::StatusOr<PipelineBenchReport> RunPipelineBench(const std::string& file,
+                                                     const PipelineBenchOptions& options) {
+  LOOM_ASSIGN_OR_RETURN(std::vector<std::unique_ptr<Pipeline>> loaded,
+                        LoadStrategies(file, options));
   PipelineBenchReport report;
   report.file = file;
   report.reps = options.reps;
-  std::vector<std::vector<double>> fps(strategies.size());
-  std::vector<double> host_share;
   // The ideal is measured in every round too, after the strategies, so that it sees the same
   // machine (a shared machine drifts: one pass alone at the end could be a lucky or an unlucky one).
-  const std::vector<int> cpus = [&] {
-    std::vector<int> usable = UsableCpus();
-    const int n = options.pipeline.cores > 0 ? options.pipeline.cores : static_cast<int>(usable.size());
-    usable.resize(std::min(usable.size(), static_cast<size_t>(std::max(n, 1))));
-    return usable;
-  }();
+  const std::vector<int> cpus = BenchCpus(options);
+  report.usable_cores = static_cast<int>(cpus.size());  // the cores the engine and the ideal use
   std::vector<std::unique_ptr<Pipeline>> per_core;
   for (int cpu : cpus) {
     LOOM_ASSIGN_OR_RETURN(auto p, LoadOneCore(file, options, cpu));
     per_core.push_back(std::move(p));
   }
+  Rounds rounds;
+  rounds.fps.resize(Strategies().size());
   for (int rep = 0; rep <= options.reps; ++rep) {  // round 0 warms every strategy up
-    for (size_t i = 0; i < strategies.size(); ++i) {
-      if (options.progress) options.progress(rep, strategies[i].name);
-      // The trace: Loom's last repetition, every record's node timings and the engine's runs.
-      const bool trace = options.trace && rep == options.reps && strategies[i].strategy == PipelineStrategy::kLoom &&
-                         loaded[i]->engine() != nullptr;
-      std::vector<PipelineRecord> records;
-      RunOptions run_options;
-      if (trace) {
-        run_options.on_record = [&records](const PipelineRecord& r) {
-          records.push_back(r);
-          records.back().json.clear();  // the timings are what the trace needs
-        };
-        loaded[i]->engine()->StartTrace();
-      }
-      auto run = loaded[i]->Run(run_options);
-      if (trace) {
-        const std::string engine_trace = loaded[i]->engine()->StopTrace();
-        if (run.ok()) report.trace_json = PipelineTraceJson(engine_trace, records);
-      }
-      LOOM_ASSIGN_OR_RETURN(PipelineSummary summary, std::move(run));
-      if (summary.frames == 0 || summary.wall_s <= 0) {
-        return absl::FailedPreconditionError("the source gave no frame to time");
-      }
-      report.frames = summary.frames;
-      report.usable_cores = static_cast<int>(cpus.size());  // the cores the engine and the ideal use
-      if (rep == 0) continue;
-      fps[i].push_back(static_cast<double>(summary.frames) / summary.wall_s);
-      if (strategies[i].strategy == PipelineStrategy::kLoom) {
-        host_share.push_back((summary.pipeline_cpu_s + summary.reader_cpu_s) /
-                             (summary.wall_s * summary.usable_cores));
-        report.loom_nodes = summary.node_mean;
-      }
+    for (size_t i = 0; i < Strategies().size(); ++i) {
+      if (options.progress) options.progress(rep, Strategies()[i].name);
+      LOOM_RETURN_IF_ERROR(RunStrategy(i, rep, *loaded[i], options, report, rounds));
     }
     if (options.progress) options.progress(rep, "ideal (one core)");
     LOOM_ASSIGN_OR_RETURN(double model_ms,
@@ -187,38 +258,12 @@ absl::StatusOr<PipelineBenchReport> RunPipelineBench(const std::string& file, co
       report.busy_model_ms_runs.push_back(busy_ms);
     }
   }
-  std::vector<std::string> verdict;
-  for (size_t i = 0; i < strategies.size(); ++i) {
-    report.strategies.push_back({strategies[i].name, fps[i], Median(fps[i])});
+  for (size_t i = 0; i < Strategies().size(); ++i) {
+    report.strategies.push_back({Strategies()[i].name, rounds.fps[i], Median(rounds.fps[i])});
   }
-  const double loom = report.strategies.back().median_fps;
-  for (size_t i = 0; i + 1 < report.strategies.size(); ++i) {
-    verdict.push_back(absl::StrFormat("%.2fx %s", loom / report.strategies[i].median_fps, report.strategies[i].name));
-  }
-  report.host_share = Median(host_share);
+  report.host_share = Median(rounds.host_share);
   report.plan = loaded.back()->DescribePlan();
-  report.model_ms_per_frame = Median(report.model_ms_runs);
-  report.busy_model_ms_per_frame = Median(report.busy_model_ms_runs);
-  if (report.model_ms_per_frame > 0) report.ideal_fps = report.usable_cores * 1000.0 / report.model_ms_per_frame;
-  if (report.busy_model_ms_per_frame > 0) {
-    report.busy_ideal_fps = report.usable_cores * 1000.0 / report.busy_model_ms_per_frame;
-  }
-  // Round by round: Loom's frames/s over the ideal's (cores x 1000 / that round's model ms).
-  const std::vector<double>& loom_runs = report.strategies.back().fps;
-  for (size_t r = 0; r < loom_runs.size() && r < report.model_ms_runs.size(); ++r) {
-    const double cores = report.usable_cores;
-    report.of_ideal_runs.push_back(loom_runs[r] * report.model_ms_runs[r] / (cores * 1000.0));
-    report.of_busy_ideal_runs.push_back(loom_runs[r] * report.busy_model_ms_runs[r] / (cores * 1000.0));
-  }
-  report.of_ideal = Median(report.of_ideal_runs);
-  report.of_busy_ideal = Median(report.of_busy_ideal_runs);
-  report.verdict = absl::StrCat("verdict: loom = ", absl::StrJoin(verdict, ", "));
-  if (report.ideal_fps > 0) absl::StrAppend(&report.verdict, absl::StrFormat("; %.2f of ideal", report.of_ideal));
-  if (report.busy_ideal_fps > 0) {
-    absl::StrAppend(&report.verdict, absl::StrFormat(" (%.2f of the ideal at costs measured with every core busy)",
-                                                     report.of_busy_ideal));
-  }
-  if (report.ideal_fps > 0) absl::StrAppend(&report.verdict, " (medians of each round's ratio)");
+  Conclude(report);
   return report;
 }
 
