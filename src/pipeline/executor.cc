@@ -73,9 +73,15 @@ Executor::Executor(Graph& graph, int threads) : graph_(graph), capacity_(std::ma
   for (int t = 0; t < capacity_; ++t) threads_.emplace_back([this, t] { Loop(t); });
 }
 
-Executor::~Executor() {
+Executor::~Executor() { Join(); }
+
+double Executor::Join() {
   Abort();
-  for (std::thread& t : threads_) t.join();
+  for (std::thread& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  return cpu_s_;
 }
 
 bool Executor::Push(std::unique_ptr<Frame> frame) {
@@ -116,11 +122,6 @@ void Executor::Abort() {
   aborted_ = true;
   todo_.clear();
   cv_.notify_all();
-}
-
-double Executor::cpu_seconds() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return cpu_s_;
 }
 
 void Executor::Loop(int thread) {

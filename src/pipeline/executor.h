@@ -27,7 +27,7 @@ namespace loom::pipeline {
 class Executor {
  public:
   Executor(Graph& graph, int threads);
-  ~Executor();  // Abort, then joins the threads
+  ~Executor();  // Join()
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
 
@@ -39,7 +39,9 @@ class Executor {
   std::unique_ptr<Frame> Pop(bool wait);
   void Finish();  // no more Push
   void Abort();   // stop: frames in flight finish, queued ones are dropped
-  double cpu_seconds() const;  // of the pipeline threads so far (those that have ended)
+  // Aborts, joins the threads and returns the CPU seconds they used in all. Idempotent (later
+  // calls return the same); the destructor calls it.
+  double Join();
 
  private:
   void Loop(int thread);
