@@ -34,6 +34,8 @@ class Executor {
   // Waits until fewer than `threads` frames are being processed, then hands `frame` over.
   // False (the frame is dropped) once the executor was aborted.
   bool Push(std::unique_ptr<Frame> frame);
+  // Callers waiting in Push for room now (a test's way to know that one is).
+  int waiting_pushers() const;
   // The next finished frame in order. With `wait`, blocks until it is done; null once Finish was
   // called and every frame is out, or after Abort; without `wait`, null when it is not done yet.
   std::unique_ptr<Frame> Pop(bool wait);
@@ -55,6 +57,7 @@ class Executor {
   int64_t next_ = 0;       // index of the next frame to Pop
   int64_t pushed_ = 0;
   int processing_ = 0;     // pushed, not yet done
+  int waiting_pushers_ = 0;
   int capacity_;
   bool finished_ = false;
   bool aborted_ = false;
