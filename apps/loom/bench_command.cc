@@ -182,8 +182,11 @@ absl::StatusOr<bench::WorkloadSpec> LoadSpec(const BenchArgs& a, bench::Workload
   if (kind == bench::WorkloadKind::kCopies) {
     if (spec.models.size() != 1) return absl::InvalidArgumentError("--workload copies takes exactly one --model");
     spec.items = 32;
-    for (const char* f : {"messi5.jpg", "imageTextN.png", "imageTextR.png", "text_motion.jpg"}) {
-      spec.images.push_back(std::string("data/") + f);
+    spec.images = a.images;
+    if (spec.images.empty()) {
+      for (const char* f : {"messi5.jpg", "imageTextN.png", "imageTextR.png", "text_motion.jpg"}) {
+        spec.images.push_back(std::string("data/") + f);
+      }
     }
   } else {
     spec.items = 24;
@@ -367,6 +370,7 @@ CommandFn AddBenchCommand(CLI::App& app) {
       ->check(CLI::IsMember({"copies", "fanout"}))->capture_default_str();
   load->add_option("--model", a->models, "ONNX model(s) (default: BlazeFace back 256; fanout: + M-LSD tiny + PP-OCR det)");
   load->add_option("--video", a->video, "Video for the fanout workload")->capture_default_str();
+  load->add_option("--image", a->images, "Image files for the copies workload (default: the photos in data/)");
   load->add_option("--clients", a->clients, "Closed-loop levels: concurrent clients")->delimiter(',')->check(CLI::Range(1, 256));
   load->add_option("--rates", a->rates, "Open-loop levels: fractions of the measured capacity")->delimiter(',')->check(CLI::Range(0.01, 2.0));
   load->add_option("--seconds", a->seconds, "Per level, plan and repetition")->check(CLI::Range(0.2, 600.0))->capture_default_str();

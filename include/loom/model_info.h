@@ -40,8 +40,6 @@ struct TensorInfo {
   std::string Describe() const;
   // Rank-4 input with 1, 3 or 4 channels in position 1 (NCHW) or 3 (NHWC); kNone otherwise.
   ImageLayout image_layout() const;
-  // True when no dim is dynamic.
-  bool is_static() const;
 };
 
 struct ModelInfo {

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "bench/ideal.h"
 #include "core/cpu_set.h"
 #include "core/stats.h"
 #include "loom/engine.h"
@@ -60,8 +61,16 @@ std::string BenchReport::Table() const {
                            ratio, s.p50_ms, s.p95_ms, s.p99_ms, s.cpu_percent, s.peak_rss_mb);
   }
   if (ideal_throughput > 0) {
-    out << absl::StrFormat("%-24s %9.1f %8s  (usable cores x single-thread rate)\n", "ideal",
-                           ideal_throughput, "");
+    out << absl::StrFormat(
+        "%-24s %9.1f %8s  (usable cores x the single-thread rate on one core while the others "
+        "idle)\n",
+        "ideal", ideal_throughput, "");
+  }
+  if (busy_ideal_throughput > 0) {
+    out << absl::StrFormat(
+        "%-24s %9.1f %8s  (the same, the rate measured on every core at once: what the cores give "
+        "when all compute)\n",
+        "ideal, busy cores", busy_ideal_throughput, "");
   }
   out << "\n" << plan << "\n" << verdict << "\n";
   return out.str();
@@ -74,9 +83,18 @@ nlohmann::json BenchReport::ToJson() const {
                     {"p50_ms", s.p50_ms}, {"p95_ms", s.p95_ms}, {"p99_ms", s.p99_ms},
                     {"cpu_percent", s.cpu_percent}, {"peak_rss_mb", s.peak_rss_mb}});
   }
-  return {{"workload", spec.ToJson()}, {"usable_cores", usable_cores},
-          {"repetitions", repetitions}, {"inferences_per_run", inferences_per_run},
-          {"strategies", rows}, {"ideal_throughput", ideal_throughput}, {"plan", plan},
+  return {{"workload", spec.ToJson()},
+          {"usable_cores", usable_cores},
+          {"repetitions", repetitions},
+          {"inferences_per_run", inferences_per_run},
+          {"strategies", rows},
+          {"ideal_throughput", ideal_throughput},
+          {"ideal_throughputs", ideal_throughputs},
+          {"busy_ideal_throughput", busy_ideal_throughput},
+          {"busy_ideal_throughputs", busy_ideal_throughputs},
+          {"of_ideal", of_ideal},
+          {"of_busy_ideal", of_busy_ideal},
+          {"plan", plan},
           {"verdict", verdict}};
 }
 
@@ -90,116 +108,147 @@ std::string BenchReport::Csv() const {
   return out.str();
 }
 
-absl::StatusOr<BenchReport> RunBench(const WorkloadSpec& spec, const BenchOptions& options) {
-  LOOM_ASSIGN_OR_RETURN(Workload w, PrepareWorkload(spec));
-  const int cores = options.cores > 0 ? options.cores : static_cast<int>(UsableCpus().size());
-  const std::string spec_path = options.scratch_dir + "/workload.json";
-  std::ofstream(spec_path) << spec.ToJson().dump();
+namespace {
 
-  EngineOptions engine_options;
-  engine_options.cores = options.cores;
+// Every strategy `options` asks for, in the order they run in each round; loom always.
+std::vector<Entry> StrategiesFor(const Workload& w, const BenchOptions& options, int cores,
+                                 const EngineOptions& engine_options,
+                                 const std::string& spec_path) {
   std::vector<Entry> entries;
   auto wanted = [&](const std::string& name) {
     return name == "loom" || options.only.empty() ||
            std::find(options.only.begin(), options.only.end(), name) != options.only.end();
   };
-  auto add = [&](std::string name, std::function<absl::StatusOr<StrategyRun>()> run, bool children = false) {
+  auto add = [&](std::string name, std::function<absl::StatusOr<StrategyRun>()> run,
+                 bool children = false) {
     if (wanted(name)) entries.push_back({std::move(name), std::move(run), children});
   };
-  add("serial", [&] { return RunSerial(w); });
-  add("threads", [&] { return RunThreads(w); });
-  add("threads-all-cores", [&] { return RunThreadsAllCores(w, cores); });
-  add("processes", [&] { return RunInChildren(w, ChildMode::kProcesses, options.self_exe, spec_path, cores); }, true);
-  if (w.batchable && spec.kind == WorkloadKind::kCopies) add("batch", [&] { return RunBatch(w); });
-  add("shared-pool-serial", [&] { return RunInChildren(w, ChildMode::kSharedPoolSerial, options.self_exe, spec_path, cores); });
-  add("shared-pool-threads", [&] { return RunInChildren(w, ChildMode::kSharedPoolThreads, options.self_exe, spec_path, cores); });
-  add("loom", [&] { return RunLoom(w, engine_options, std::nullopt, options.trace); });
+  auto in_children = [&w, &options, &spec_path, cores](ChildMode mode) {
+    return [&w, &options, &spec_path, cores, mode] {
+      return RunInChildren(w, mode, options.self_exe, spec_path, cores);
+    };
+  };
+  add("serial", [&w] { return RunSerial(w); });
+  add("threads", [&w] { return RunThreads(w); });
+  add("threads-all-cores", [&w, cores] { return RunThreadsAllCores(w, cores); });
+  add("processes", in_children(ChildMode::kProcesses), true);
+  if (w.batchable && w.spec.kind == WorkloadKind::kCopies) {
+    add("batch", [&w] { return RunBatch(w); });
+  }
+  add("shared-pool-serial", in_children(ChildMode::kSharedPoolSerial));
+  add("shared-pool-threads", in_children(ChildMode::kSharedPoolThreads));
+  add("loom", [&w, engine_options, trace = options.trace] {
+    return RunLoom(w, engine_options, std::nullopt, trace);
+  });
   if (options.sweep) {
     for (int threads = 1; threads <= cores; ++threads) {
       for (int instances = 1; instances * threads <= cores; ++instances) {
         for (bool spin : {false, true}) {
           const StaticLayout layout{instances, threads, spin};
-          entries.push_back({layout.Name(), [&, layout] { return RunLoom(w, engine_options, layout); }, false});
+          entries.push_back({layout.Name(), [&w, engine_options, layout] {
+                               return RunLoom(w, engine_options, layout);
+                             }});
         }
       }
     }
   }
+  return entries;
+}
 
+// What the rounds measured: every strategy's timed runs, and each round's ideal costs (mean ms per
+// inference over the streams, alone and with every core busy).
+struct Rounds {
   std::map<std::string, std::vector<StrategyRun>> runs;
-  const int rounds = options.warmup + options.repetitions;
-  const int total = rounds * static_cast<int>(entries.size());
+  std::vector<double> alone_ms, busy_ms;
+};
+
+// Warm-up rounds, then the timed ones: every strategy in turn, then the ideal's passes, so that
+// each round's ideal sees the same machine as its strategies (a shared machine drifts).
+absl::StatusOr<Rounds> RunRounds(const Workload& w, const std::vector<Entry>& entries,
+                                 const BenchOptions& options, IdealProbe& ideal) {
+  Rounds rounds;
+  const int count = options.warmup + options.repetitions;
+  const int total = count * static_cast<int>(entries.size());
   int done = 0;
-  for (int round = 0; round < rounds; ++round) {
+  for (int round = 0; round < count; ++round) {
+    const bool timed = round >= options.warmup;
     for (const Entry& e : entries) {
       if (options.progress) {
-        options.progress(done, total, absl::StrCat(round < options.warmup ? "warm-up " : "", e.name));
+        options.progress(done, total, absl::StrCat(timed ? "" : "warm-up ", e.name));
       }
       auto run = e.run();
       if (!run.ok()) {
-        return absl::Status(run.status().code(), absl::StrCat("strategy '", e.name, "': ", run.status().message()));
+        return absl::Status(run.status().code(),
+                            absl::StrCat("strategy '", e.name, "': ", run.status().message()));
       }
       if (static_cast<int64_t>(run->latencies_ms.size()) != w.total_inferences()) {
-        return absl::InternalError(absl::StrCat("strategy '", e.name, "' ran ", run->latencies_ms.size(),
-                                                " inferences, expected ", w.total_inferences()));
+        return absl::InternalError(absl::StrCat("strategy '", e.name, "' ran ",
+                                                run->latencies_ms.size(), " inferences, expected ",
+                                                w.total_inferences()));
       }
-      if (round >= options.warmup) runs[e.name].push_back(std::move(*run));
+      if (timed) rounds.runs[e.name].push_back(std::move(*run));
       ++done;
     }
+    if (!timed) continue;
+    if (options.progress) options.progress(done, total, "ideal (one core, then every core)");
+    LOOM_ASSIGN_OR_RETURN(SingleThreadCosts costs, ideal.Measure());
+    rounds.alone_ms.push_back(MeanStreamMs(w, costs.alone_ms));
+    rounds.busy_ms.push_back(MeanStreamMs(w, costs.busy_ms));
   }
   if (options.progress) options.progress(total, total, "done");
+  return rounds;
+}
 
-  BenchReport report;
-  report.spec = spec;
-  report.usable_cores = cores;
-  report.repetitions = options.repetitions;
-  report.inferences_per_run = w.total_inferences();
-  const double n = static_cast<double>(w.total_inferences());
-  auto summarize = [&](const std::string& name, const std::vector<StrategyRun>& rs, bool with_startup) {
-    StrategySummary s;
-    s.name = with_startup ? name + " (+start-up)" : name;
-    std::vector<double> p50, p95, p99, cpu;
-    for (const StrategyRun& r : rs) {
-      const double wall = with_startup ? r.wall_with_startup_s : r.wall_s;
-      s.throughputs.push_back(n / wall);
-      const LatencySummary l = Summarize(r.latencies_ms);
-      p50.push_back(l.p50);
-      p95.push_back(l.p95);
-      p99.push_back(l.p99);
-      const double cpu_wall = r.wall_with_startup_s > 0 ? r.wall_with_startup_s : r.wall_s;
-      cpu.push_back(100.0 * r.cpu_s / (cpu_wall * cores));
-      s.peak_rss_mb = std::max(s.peak_rss_mb, r.peak_rss_mb);
-      s.latencies_ms.insert(s.latencies_ms.end(), r.latencies_ms.begin(), r.latencies_ms.end());
+// Throughput, latency, CPU and memory over a strategy's runs (medians; with_startup: a child
+// strategy's wall time from spawn to the last exit).
+StrategySummary SummarizeStrategy(const std::string& name, const std::vector<StrategyRun>& runs,
+                                  bool with_startup, int64_t inferences, int cores) {
+  StrategySummary s;
+  s.name = with_startup ? name + " (+start-up)" : name;
+  std::vector<double> p50, p95, p99, cpu;
+  for (const StrategyRun& r : runs) {
+    const double wall = with_startup ? r.wall_with_startup_s : r.wall_s;
+    s.throughputs.push_back(static_cast<double>(inferences) / wall);
+    const LatencySummary l = Summarize(r.latencies_ms);
+    p50.push_back(l.p50);
+    p95.push_back(l.p95);
+    p99.push_back(l.p99);
+    const double cpu_wall = r.wall_with_startup_s > 0 ? r.wall_with_startup_s : r.wall_s;
+    cpu.push_back(100.0 * r.cpu_s / (cpu_wall * cores));
+    s.peak_rss_mb = std::max(s.peak_rss_mb, r.peak_rss_mb);
+    s.latencies_ms.insert(s.latencies_ms.end(), r.latencies_ms.begin(), r.latencies_ms.end());
+  }
+  s.throughput = Median(s.throughputs);
+  s.p50_ms = Median(p50);
+  s.p95_ms = Median(p95);
+  s.p99_ms = Median(p99);
+  s.cpu_percent = Median(cpu);
+  return s;
+}
+
+// The ideals (medians of the rounds' passes) and Loom's fraction of each, round by round.
+void SetIdeals(BenchReport& report, const Rounds& rounds) {
+  const int cores = report.usable_cores;
+  for (double ms : rounds.alone_ms) report.ideal_throughputs.push_back(IdealRate(cores, ms));
+  for (double ms : rounds.busy_ms) report.busy_ideal_throughputs.push_back(IdealRate(cores, ms));
+  report.ideal_throughput = Median(report.ideal_throughputs);
+  report.busy_ideal_throughput = Median(report.busy_ideal_throughputs);
+  const StrategySummary* loom = report.Find("loom");
+  std::vector<double> of_ideal, of_busy_ideal;
+  for (size_t r = 0; r < loom->throughputs.size() && r < rounds.alone_ms.size(); ++r) {
+    if (report.ideal_throughputs[r] > 0) {
+      of_ideal.push_back(loom->throughputs[r] / report.ideal_throughputs[r]);
     }
-    s.throughput = Median(s.throughputs);
-    s.p50_ms = Median(p50);
-    s.p95_ms = Median(p95);
-    s.p99_ms = Median(p99);
-    s.cpu_percent = Median(cpu);
-    return s;
-  };
-  for (const Entry& e : entries) {
-    report.strategies.push_back(summarize(e.name, runs[e.name], false));
-    if (e.children) report.strategies.push_back(summarize(e.name, runs[e.name], true));
-  }
-  const StrategyRun& last_loom = runs["loom"].back();
-  report.plan = last_loom.plan;
-  report.trace_json = last_loom.trace_json;
-  for (const Entry& e : entries) {
-    if (runs[e.name].empty()) continue;
-    const StrategyRun& last = runs[e.name].back();
-    if (!last.spans.empty()) report.timelines[e.name] = TimelineFromSpans(last.lanes, last.spans, last.started);
-  }
-  if (!last_loom.trace_json.empty()) report.timelines["loom"] = TimelineFromTrace(last_loom.trace_json);
-  // Ideal: every usable core running single-thread inferences back to back.
-  double mean_ms = 0;
-  for (const Stream& s : w.streams) {
-    for (const ModelCost& c : last_loom.costs) {
-      if (c.model == spec.models[static_cast<size_t>(s.model)].name) mean_ms += c.MsAt(1);
+    if (report.busy_ideal_throughputs[r] > 0) {
+      of_busy_ideal.push_back(loom->throughputs[r] / report.busy_ideal_throughputs[r]);
     }
   }
-  mean_ms /= static_cast<double>(w.streams.size());
-  if (!last_loom.costs.empty() && mean_ms > 0) report.ideal_throughput = cores * 1000.0 / mean_ms;
+  report.of_ideal = Median(of_ideal);
+  report.of_busy_ideal = Median(of_busy_ideal);
+}
 
+// "verdict: loom = 1.80x serial, ...; 0.71 of ideal (0.90 of the busy-cores ideal); ..."
+std::string Verdict(const BenchReport& report) {
   const StrategySummary* loom = report.Find("loom");
   std::vector<std::string> ratios;
   const StrategySummary* best_static = nullptr;
@@ -211,15 +260,68 @@ absl::StatusOr<BenchReport> RunBench(const WorkloadSpec& spec, const BenchOption
     }
     ratios.push_back(absl::StrFormat("%.2fx %s", loom->throughput / s.throughput, s.name));
   }
-  report.verdict = absl::StrCat("verdict: loom = ", absl::StrJoin(ratios, ", "));
+  std::string verdict = absl::StrCat("verdict: loom = ", absl::StrJoin(ratios, ", "));
   if (report.ideal_throughput > 0) {
-    absl::StrAppend(&report.verdict, absl::StrFormat("; %.2f of ideal", loom->throughput / report.ideal_throughput));
+    absl::StrAppend(&verdict, absl::StrFormat("; %.2f of ideal", report.of_ideal));
+  }
+  if (report.busy_ideal_throughput > 0) {
+    absl::StrAppend(&verdict,
+                    absl::StrFormat(" (%.2f of the busy-cores ideal)", report.of_busy_ideal));
   }
   if (best_static) {
-    absl::StrAppend(&report.verdict, absl::StrFormat("; %.2fx the best static layout (%s, %.1f/s)",
-                                                     loom->throughput / best_static->throughput,
-                                                     best_static->name, best_static->throughput));
+    absl::StrAppend(&verdict, absl::StrFormat("; %.2fx the best static layout (%s, %.1f/s)",
+                                              loom->throughput / best_static->throughput,
+                                              best_static->name, best_static->throughput));
   }
+  return verdict;
+}
+
+}  // namespace
+
+absl::StatusOr<BenchReport> RunBench(const WorkloadSpec& spec, const BenchOptions& options) {
+  LOOM_ASSIGN_OR_RETURN(Workload w, PrepareWorkload(spec));
+  std::vector<int> cpus = UsableCpus();
+  if (options.cores > 0 && options.cores < static_cast<int>(cpus.size())) {
+    cpus.resize(static_cast<size_t>(options.cores));
+  }
+  const int cores = options.cores > 0 ? options.cores : static_cast<int>(cpus.size());
+  const std::string spec_path = options.scratch_dir + "/workload.json";
+  std::ofstream(spec_path) << spec.ToJson().dump();
+  EngineOptions engine_options;
+  engine_options.cores = options.cores;
+  const std::vector<Entry> entries = StrategiesFor(w, options, cores, engine_options, spec_path);
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<IdealProbe> ideal, IdealProbe::Create(w, cpus));
+  LOOM_ASSIGN_OR_RETURN(Rounds rounds, RunRounds(w, entries, options, *ideal));
+
+  BenchReport report;
+  report.spec = spec;
+  report.usable_cores = cores;
+  report.repetitions = options.repetitions;
+  report.inferences_per_run = w.total_inferences();
+  for (const Entry& e : entries) {
+    const auto& runs = rounds.runs[e.name];
+    report.strategies.push_back(
+        SummarizeStrategy(e.name, runs, false, w.total_inferences(), cores));
+    if (e.children) {
+      report.strategies.push_back(
+          SummarizeStrategy(e.name, runs, true, w.total_inferences(), cores));
+    }
+  }
+  const StrategyRun& last_loom = rounds.runs["loom"].back();
+  report.plan = last_loom.plan;
+  report.trace_json = last_loom.trace_json;
+  for (const Entry& e : entries) {
+    if (rounds.runs[e.name].empty()) continue;
+    const StrategyRun& last = rounds.runs[e.name].back();
+    if (!last.spans.empty()) {
+      report.timelines[e.name] = TimelineFromSpans(last.lanes, last.spans, last.started);
+    }
+  }
+  if (!last_loom.trace_json.empty()) {
+    report.timelines["loom"] = TimelineFromTrace(last_loom.trace_json);
+  }
+  SetIdeals(report, rounds);
+  report.verdict = Verdict(report);
   return report;
 }
 
@@ -239,10 +341,14 @@ HtmlPage BenchReport::Html() const {
   }
   page.charts.push_back(BarChart(
       "Throughput per strategy",
-      absl::StrFormat("%s. Bars: the median of %d repetitions; dots: each repetition. The dashed line is the "
-                      "ideal: %d usable cores each running single-thread inferences back to back at the "
-                      "cost Loom's plan measured.", workload, repetitions, usable_cores),
-      "inferences/s", labels, medians, reps, ideal_throughput, absl::StrFormat("ideal (%.1f/s)", ideal_throughput)));
+      absl::StrFormat(
+          "%s. Bars: the median of %d repetitions; dots: each repetition. The dashed line is the "
+          "ideal: %d usable cores each running single-thread inferences back to back at the "
+          "cost measured on one core while the others idle (%.1f/s); with every core busy "
+          "at once the cores give %.1f/s.",
+          workload, repetitions, usable_cores, ideal_throughput, busy_ideal_throughput),
+      "inferences/s", labels, medians, reps, ideal_throughput,
+      absl::StrFormat("ideal (%.1f/s)", ideal_throughput)));
   page.charts.push_back(CdfChart(
       "Latency distribution per strategy",
       "Every inference of every repetition, from its submission to its answer (a strategy that queues requests "

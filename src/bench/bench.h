@@ -47,7 +47,16 @@ struct BenchReport {
   std::vector<StrategySummary> strategies;
   std::string plan;                 // Loom's plan (last repetition)
   std::string trace_json;           // BenchOptions::trace: Loom's last repetition, Chrome trace-event JSON
-  double ideal_throughput = 0;      // usable cores × single-thread inferences/s
+  // The ideal (ideal.h): usable cores × the single-thread inferences/s of the average inference,
+  // its cost measured alone on one core ("idle": the others idle) and with every core running its
+  // own single-thread session at once ("busy": what the cores give when all compute); medians of
+  // the rounds' passes, and each round's.
+  double ideal_throughput = 0;
+  double busy_ideal_throughput = 0;
+  std::vector<double> ideal_throughputs, busy_ideal_throughputs;
+  // Loom's fraction of each ideal: the median over rounds of that round's Loom run over that
+  // round's ideal pass.
+  double of_ideal = 0, of_busy_ideal = 0;
   std::string verdict;
   // The last repetition as threads over time: the naive in-process strategies (a span per
   // inference) and, with BenchOptions::trace, Loom (a span per run on its workers).

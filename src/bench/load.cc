@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "bench/ideal.h"
 #include "core/cpu_set.h"
 #include "core/stats.h"
 #include "loom/engine.h"
@@ -181,53 +182,72 @@ std::string Unit(const WorkloadSpec& spec) { return spec.kind == WorkloadKind::k
 
 }  // namespace
 
-absl::StatusOr<LoadReport> RunLoad(const WorkloadSpec& spec, const LoadOptions& options) {
-  LOOM_ASSIGN_OR_RETURN(Workload w, PrepareWorkload(spec));
-  LoadReport report;
-  report.spec = spec;
-  report.usable_cores = options.cores > 0 ? options.cores : static_cast<int>(UsableCpus().size());
-  report.reps = options.reps;
-  report.seconds = options.seconds;
-  std::map<std::string, std::unique_ptr<Engine>> engines;
-  for (const std::string& plan : LoadPlans()) {
-    LOOM_ASSIGN_OR_RETURN(engines[plan], MakeEngine(w, HintOf(plan), options.cores));
-  }
-  // Closed loop: every plan at every client count, repetitions interleaved.
-  for (int clients : options.clients) {
-    LoadLevel level;
-    level.loop = "closed";
-    level.level = clients;
-    std::map<std::string, std::vector<Window>> windows;
-    for (int rep = 0; rep < options.reps; ++rep) {
-      for (const std::string& plan : LoadPlans()) {
-        windows[plan].push_back(ClosedLoop(*engines[plan], w, clients, options.seconds));
-      }
-    }
-    for (auto& [plan, ws] : windows) SummarizeWindows(level.plans[plan], ws);
-    report.capacity = std::max(report.capacity, level.plans["throughput"].throughput);
-    report.levels.push_back(std::move(level));
-  }
-  if (report.capacity <= 0 && !options.rates.empty()) {  // no closed levels: probe the capacity
-    report.capacity = ClosedLoop(*engines["throughput"], w, 4 * report.usable_cores, options.seconds).throughput();
-  }
-  // Open loop: Poisson arrivals at fractions of that capacity, the same arrivals for every plan.
-  for (double rate : options.rates) {
-    LoadLevel level;
-    level.loop = "open";
-    level.level = rate;
-    level.offered = rate * report.capacity;
-    std::map<std::string, std::vector<Window>> windows;
-    for (int rep = 0; rep < options.reps; ++rep) {
-      for (const std::string& plan : LoadPlans()) {
-        windows[plan].push_back(OpenLoop(*engines[plan], w, level.offered, options.seconds, 1000 + static_cast<uint64_t>(rep)));
-      }
-    }
-    for (auto& [plan, ws] : windows) SummarizeWindows(level.plans[plan], ws);
-    report.levels.push_back(std::move(level));
-  }
-  for (auto& [plan, engine] : engines) report.plan_text[plan] = engine->DescribePlan();
+namespace {
 
-  // Verdict: the fewest clients against the latency plan, the most against the throughput plan.
+using Engines = std::map<std::string, std::unique_ptr<Engine>>;
+
+// Every plan at `clients` closed-loop clients, repetitions interleaved across plans.
+LoadLevel ClosedLevel(Engines& engines, const Workload& w, int clients,
+                      const LoadOptions& options) {
+  LoadLevel level;
+  level.loop = "closed";
+  level.level = clients;
+  std::map<std::string, std::vector<Window>> windows;
+  for (int rep = 0; rep < options.reps; ++rep) {
+    for (const std::string& plan : LoadPlans()) {
+      windows[plan].push_back(ClosedLoop(*engines[plan], w, clients, options.seconds));
+    }
+  }
+  for (auto& [plan, ws] : windows) SummarizeWindows(level.plans[plan], ws);
+  return level;
+}
+
+// Every plan under Poisson arrivals at `rate` x `capacity`, the same arrivals for every plan.
+LoadLevel OpenLevel(Engines& engines, const Workload& w, double rate, double capacity,
+                    const LoadOptions& options) {
+  LoadLevel level;
+  level.loop = "open";
+  level.level = rate;
+  level.offered = rate * capacity;
+  std::map<std::string, std::vector<Window>> windows;
+  for (int rep = 0; rep < options.reps; ++rep) {
+    for (const std::string& plan : LoadPlans()) {
+      windows[plan].push_back(OpenLoop(*engines[plan], w, level.offered, options.seconds,
+                                       1000 + static_cast<uint64_t>(rep)));
+    }
+  }
+  for (auto& [plan, ws] : windows) SummarizeWindows(level.plans[plan], ws);
+  return level;
+}
+
+// The ideals in requests/s (ideal.h): a request is one inference of the copies' model, or one
+// frame to every model of a fanout. `reps` passes, medians.
+absl::Status MeasureIdeals(const Workload& w, const LoadOptions& options, LoadReport& report) {
+  std::vector<int> cpus = UsableCpus();
+  if (static_cast<int>(cpus.size()) > report.usable_cores) {
+    cpus.resize(static_cast<size_t>(report.usable_cores));
+  }
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<IdealProbe> probe, IdealProbe::Create(w, cpus));
+  auto request_ms = [&w](const std::vector<double>& ms) {
+    if (w.spec.kind == WorkloadKind::kCopies) return ms[0];
+    double sum = 0;
+    for (double v : ms) sum += v;
+    return sum;
+  };
+  std::vector<double> ideal, busy;
+  for (int rep = 0; rep < std::max(options.reps, 1); ++rep) {
+    LOOM_ASSIGN_OR_RETURN(SingleThreadCosts costs, probe->Measure());
+    ideal.push_back(IdealRate(report.usable_cores, request_ms(costs.alone_ms)));
+    busy.push_back(IdealRate(report.usable_cores, request_ms(costs.busy_ms)));
+  }
+  report.ideal = Median(ideal);
+  report.busy_ideal = Median(busy);
+  return absl::OkStatus();
+}
+
+// The fewest clients against the latency plan, the most against the throughput plan and the
+// ideals, each open-loop level's p99.
+std::string LoadVerdict(const LoadReport& report) {
   std::vector<std::string> parts;
   const LoadLevel* few = nullptr;
   const LoadLevel* many = nullptr;
@@ -238,26 +258,65 @@ absl::StatusOr<LoadReport> RunLoad(const WorkloadSpec& spec, const LoadOptions& 
   }
   if (few) {
     const auto& a = few->plans.at("adaptive");
-    parts.push_back(absl::StrFormat("%g client%s: adaptive p50 %.2f ms = %.2fx the latency plan's, %.2fx the throughput plan's",
-                                    few->level, few->level == 1 ? "" : "s", a.p50_ms,
-                                    a.p50_ms / few->plans.at("latency").p50_ms,
-                                    a.p50_ms / few->plans.at("throughput").p50_ms));
+    parts.push_back(absl::StrFormat(
+        "%g client%s: adaptive p50 %.2f ms = %.2fx the latency plan's, %.2fx the throughput plan's",
+        few->level, few->level == 1 ? "" : "s", a.p50_ms,
+        a.p50_ms / few->plans.at("latency").p50_ms, a.p50_ms / few->plans.at("throughput").p50_ms));
   }
   if (many && many != few) {
     const auto& a = many->plans.at("adaptive");
-    parts.push_back(absl::StrFormat("%g clients: adaptive %.1f %s = %.2fx the throughput plan's, %.2fx the latency plan's",
-                                    many->level, a.throughput, Unit(spec),
-                                    a.throughput / many->plans.at("throughput").throughput,
-                                    a.throughput / many->plans.at("latency").throughput));
+    std::string part = absl::StrFormat(
+        "%g clients: adaptive %.1f %s = %.2fx the throughput plan's, %.2fx the latency plan's",
+        many->level, a.throughput, Unit(report.spec),
+        a.throughput / many->plans.at("throughput").throughput,
+        a.throughput / many->plans.at("latency").throughput);
+    if (report.ideal > 0 && report.busy_ideal > 0) {
+      absl::StrAppend(
+          &part, absl::StrFormat(", %.2f of ideal (%.2f of the busy-cores ideal)",
+                                 a.throughput / report.ideal, a.throughput / report.busy_ideal));
+    }
+    parts.push_back(std::move(part));
   }
   for (const LoadLevel& l : report.levels) {
     if (l.loop != "open") continue;
     const auto& a = l.plans.at("adaptive");
-    parts.push_back(absl::StrFormat("open %.0f%%: adaptive p99 %.1f ms (latency plan %.1f, throughput plan %.1f)",
-                                    100 * l.level, a.p99_ms, l.plans.at("latency").p99_ms,
-                                    l.plans.at("throughput").p99_ms));
+    parts.push_back(absl::StrFormat(
+        "open %.0f%%: adaptive p99 %.1f ms (latency plan %.1f, throughput plan %.1f)",
+        100 * l.level, a.p99_ms, l.plans.at("latency").p99_ms, l.plans.at("throughput").p99_ms));
   }
-  report.verdict = "verdict: " + absl::StrJoin(parts, "; ");
+  return "verdict: " + absl::StrJoin(parts, "; ");
+}
+
+}  // namespace
+
+absl::StatusOr<LoadReport> RunLoad(const WorkloadSpec& spec, const LoadOptions& options) {
+  LOOM_ASSIGN_OR_RETURN(Workload w, PrepareWorkload(spec));
+  LoadReport report;
+  report.spec = spec;
+  report.usable_cores = options.cores > 0 ? options.cores : static_cast<int>(UsableCpus().size());
+  report.reps = options.reps;
+  report.seconds = options.seconds;
+  Engines engines;
+  for (const std::string& plan : LoadPlans()) {
+    LOOM_ASSIGN_OR_RETURN(engines[plan], MakeEngine(w, HintOf(plan), options.cores));
+  }
+  for (int clients : options.clients) {
+    report.levels.push_back(ClosedLevel(engines, w, clients, options));
+    report.capacity =
+        std::max(report.capacity, report.levels.back().plans["throughput"].throughput);
+  }
+  if (report.capacity <= 0 && !options.rates.empty()) {  // no closed levels: probe the capacity
+    report.capacity =
+        ClosedLoop(*engines["throughput"], w, 4 * report.usable_cores, options.seconds)
+            .throughput();
+  }
+  for (double rate : options.rates) {
+    report.levels.push_back(OpenLevel(engines, w, rate, report.capacity, options));
+  }
+  for (auto& [plan, engine] : engines) report.plan_text[plan] = engine->DescribePlan();
+  engines.clear();  // no engine thread may run (or spin) beside the ideal's passes
+  LOOM_RETURN_IF_ERROR(MeasureIdeals(w, options, report));
+  report.verdict = LoadVerdict(report);
   return report;
 }
 
@@ -268,7 +327,16 @@ std::string LoadReport::Table() const {
   out << absl::StrFormat("load: %s (%s), %d usable cores; %d repetitions of %.1f s interleaved across plans; medians\n",
                          absl::StrJoin(names, " + "), spec.kind == WorkloadKind::kCopies ? "one inference per request" : "one frame to every model per request",
                          usable_cores, reps, seconds);
-  out << absl::StrFormat("capacity (throughput plan, best closed-loop level): %.1f %s\n\n", capacity, Unit(spec));
+  out << absl::StrFormat("capacity (throughput plan, best closed-loop level): %.1f %s\n", capacity,
+                         Unit(spec));
+  if (ideal > 0 && busy_ideal > 0) {
+    out << absl::StrFormat(
+        "ideal: %.1f %s (usable cores x the single-thread rate on one core while the others idle); "
+        "%.1f %s with every core busy at once (what the cores give when all compute); capacity = "
+        "%.2f of ideal, %.2f of the busy-cores ideal\n",
+        ideal, Unit(spec), busy_ideal, Unit(spec), capacity / ideal, capacity / busy_ideal);
+  }
+  out << "\n";
   out << absl::StrFormat("%-7s %-10s", "loop", "level");
   for (const std::string& p : LoadPlans()) out << absl::StrFormat(" | %-27s", p + " " + Unit(spec) + " p50 p99");
   out << "\n";
@@ -296,9 +364,11 @@ nlohmann::json LoadReport::ToJson() const {
     }
     ls.push_back({{"loop", l.loop}, {"level", l.level}, {"offered", l.offered}, {"plans", plans}});
   }
-  return {{"workload", spec.ToJson()}, {"usable_cores", usable_cores}, {"repetitions", reps},
-          {"seconds", seconds}, {"capacity", capacity}, {"levels", ls}, {"plans", plan_text},
-          {"verdict", verdict}};
+  return {{"workload", spec.ToJson()}, {"usable_cores", usable_cores},
+          {"repetitions", reps},       {"seconds", seconds},
+          {"capacity", capacity},      {"ideal", ideal},
+          {"busy_ideal", busy_ideal},  {"levels", ls},
+          {"plans", plan_text},        {"verdict", verdict}};
 }
 
 HtmlPage LoadReport::Html() const {

@@ -59,6 +59,11 @@ struct LoadReport {
   int reps = 0;
   double seconds = 0;
   double capacity = 0;  // requests/s: the throughput plan's best closed-loop level
+  // The ideal in requests/s (ideal.h): usable cores x the single-thread rate of a request, its
+  // cost measured on one core while the others idle, and with every core busy at once (what the
+  // cores give when all compute); medians of `reps` passes after the levels.
+  double ideal = 0;
+  double busy_ideal = 0;
   std::map<std::string, std::string> plan_text;  // each plan as it stood at the end
   std::vector<LoadLevel> levels;
   std::string verdict;

@@ -145,7 +145,7 @@ absl::StatusOr<Contenders> LoadContenders(const std::string& file, const Pipelin
     c.pipelines.push_back({s.name, std::move(p)});
   }
   LOOM_ASSIGN_OR_RETURN(c.files, c.loom().ImageFiles());
-  if (!c.files.empty() && cores > 1) {
+  if (c.files.size() > 1 && cores > 1) {  // one image has no shares to split
     LOOM_ASSIGN_OR_RETURN(c.threads, ThreadsStrategy::Load(file, options.pipeline, cores));
     c.processes = !options.self_exe.empty() && !options.scratch_dir.empty();
     for (const auto& [name, path] : options.pipeline.model_paths) {

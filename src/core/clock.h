@@ -6,8 +6,10 @@
 #ifndef LOOM_CORE_CLOCK_H_
 #define LOOM_CORE_CLOCK_H_
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -51,6 +53,8 @@ class SystemClock final : public SchedClock {
 
 // A clock that moves only when told to. Waiters sleep until notified; Advance moves "now" and
 // then wakes every registered waiter (taking its mutex first, so that none misses the change).
+// It also counts the times a waiter went to sleep, so that a test can wait until a thread has
+// looked at the state and decided to sleep (AwaitSleeps) before asserting what it did not do.
 class FakeClock final : public SchedClock {
  public:
   explicit FakeClock(TimePoint start = TimePoint() + std::chrono::hours(1)) : now_(start) {}
@@ -61,7 +65,24 @@ class FakeClock final : public SchedClock {
   }
   void WaitUntil(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
                  TimePoint deadline) override {
-    if (Now() < deadline) cv.wait(lock);
+    {
+      std::lock_guard<std::mutex> own(mu_);
+      if (now_ >= deadline) return;
+      ++sleeps_;
+      sleeps_cv_.notify_all();
+    }
+    cv.wait(lock);
+  }
+  // How many times a waiter has gone to sleep on this clock so far. A sleep is counted while the
+  // waiter still holds its mutex, after it looked at the state it waits on.
+  int64_t sleeps() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return sleeps_;
+  }
+  // Blocks until sleeps() reaches `n`.
+  void AwaitSleeps(int64_t n) const {
+    std::unique_lock<std::mutex> lock(mu_);
+    sleeps_cv_.wait(lock, [&] { return sleeps_ >= n; });
   }
   void Register(std::mutex* mu, std::condition_variable* cv) override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -86,9 +107,16 @@ class FakeClock final : public SchedClock {
 
  private:
   mutable std::mutex mu_;
+  mutable std::condition_variable sleeps_cv_;
   TimePoint now_;
+  int64_t sleeps_ = 0;
   std::vector<std::pair<std::mutex*, std::condition_variable*>> waiters_;
 };
+
+// Whole microseconds from `a` to `b`; 0 if `b` is not after `a`.
+inline int64_t MicrosBetween(TimePoint a, TimePoint b) {
+  return std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::microseconds>(b - a).count());
+}
 
 // a + b, saturating at TimePoint::max() (deadlines far in the future must not wrap).
 inline TimePoint SaturatingAdd(TimePoint a, std::chrono::microseconds b) {

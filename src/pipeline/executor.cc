@@ -75,12 +75,10 @@ Executor::Executor(Graph& graph, int threads, std::vector<Sink*> sinks)
   for (int t = 0; t < capacity_; ++t) threads_.emplace_back([this, t] { Loop(t); });
 }
 
-Executor::~Executor() {
-  Abort();
-  Join();
-}
+Executor::~Executor() { Join(); }
 
 double Executor::Join() {
+  Abort();
   for (std::thread& t : threads_) {
     if (t.joinable()) t.join();
   }
@@ -90,13 +88,20 @@ double Executor::Join() {
 
 bool Executor::Push(std::unique_ptr<Frame> frame) {
   std::unique_lock<std::mutex> lock(mu_);
+  ++waiting_pushers_;
   cv_.wait(lock, [&] { return processing_ < capacity_ || aborted_; });
+  --waiting_pushers_;
   if (aborted_ || finished_) return false;
   ++processing_;
   ++pushed_;
   todo_.push_back(std::move(frame));
   cv_.notify_all();
   return true;
+}
+
+int Executor::waiting_pushers() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return waiting_pushers_;
 }
 
 std::unique_ptr<Frame> Executor::Pop(bool wait) {

@@ -30,20 +30,22 @@ class Executor {
   // nodes, so that drawing and encoding share the leased cores too; their Write stays in order,
   // with the caller.
   Executor(Graph& graph, int threads, std::vector<Sink*> sinks = {});
-  ~Executor();  // Abort, then joins the threads
+  ~Executor();  // Join()
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
 
   // Waits until fewer than `threads` frames are being processed, then hands `frame` over.
   // False (the frame is dropped) once the executor was aborted.
   bool Push(std::unique_ptr<Frame> frame);
+  // Callers waiting in Push for room now (a test's way to know that one is).
+  int waiting_pushers() const;
   // The next finished frame in order. With `wait`, blocks until it is done; null once Finish was
   // called and every frame is out, or after Abort; without `wait`, null when it is not done yet.
   std::unique_ptr<Frame> Pop(bool wait);
   void Finish();  // no more Push
   void Abort();   // stop: frames in flight finish, queued ones are dropped
-  // Waits for the pipeline threads to end (after Finish and the last Pop, or Abort) and returns
-  // the CPU time they spent, for the run's summary. Idempotent.
+  // Aborts, joins the threads and returns the CPU seconds they used in all. Idempotent (later
+  // calls return the same); the destructor calls it.
   double Join();
 
  private:
@@ -59,6 +61,7 @@ class Executor {
   int64_t next_ = 0;       // index of the next frame to Pop
   int64_t pushed_ = 0;
   int processing_ = 0;     // pushed, not yet done
+  int waiting_pushers_ = 0;
   int capacity_;
   bool finished_ = false;
   bool aborted_ = false;

@@ -77,16 +77,18 @@ OpenCvThreadCap::~OpenCvThreadCap() {
   if (--s.holders == 0) cv::setNumThreads(s.previous);
 }
 
-absl::StatusOr<std::unique_ptr<Graph>> LoadGraph(const std::string& yaml_path, const PipelineOptions& options) {
-  LOOM_ASSIGN_OR_RETURN(YAML::Node root, LoadYamlFile(yaml_path, "pipeline"));
-  const YamlReader r(yaml_path);
-  auto g = std::make_unique<Graph>();
-  g->file = yaml_path;
-  g->options = options;
-  const std::string base = fs::path(yaml_path).parent_path().string();
-  LOOM_ASSIGN_OR_RETURN(EngineConfig config, ParseEngineConfig(root, yaml_path, {"source", "in_flight", "nodes", "sinks"}));
+namespace {
+
+// The file's engine config: its models run one frame per run unless the file says otherwise;
+// PipelineOptions::model_paths replace the files of the models they name.
+absl::StatusOr<EngineConfig> ReadEngineConfig(const YAML::Node& root, const std::string& yaml_path,
+                                              const PipelineOptions& options) {
+  LOOM_ASSIGN_OR_RETURN(
+      EngineConfig config,
+      ParseEngineConfig(root, yaml_path, {"source", "in_flight", "nodes", "sinks"}));
   for (const auto& [model, path] : options.model_paths) {
-    auto it = std::find_if(config.models.begin(), config.models.end(), [&](const ModelConfig& m) { return m.name == model; });
+    auto it = std::find_if(config.models.begin(), config.models.end(),
+                           [&](const ModelConfig& m) { return m.name == model; });
     if (it == config.models.end()) {
       std::vector<std::string> names;
       for (const ModelConfig& m : config.models) names.push_back(m.name);
@@ -104,47 +106,61 @@ absl::StatusOr<std::unique_ptr<Graph>> LoadGraph(const std::string& yaml_path, c
     }
   }
   if (options.cores > 0) config.options.cores = options.cores;
+  return config;
+}
 
-  // Source: checked (it exists, it holds frames) before any model is loaded.
+// The source (the file's, relative to `base`, or the options'), checked (it exists, it holds
+// frames) before any model is loaded.
+absl::Status ReadSource(const YAML::Node& root, const YamlReader& r, const std::string& base,
+                        const PipelineOptions& options, Graph& g) {
   if (const YAML::Node source = root["source"]) {
     const YamlReader sr = r.Within("source: ");
     LOOM_RETURN_IF_ERROR(sr.Keys(source, {"path", "stride", "limit"}, "the source"));
-    LOOM_ASSIGN_OR_RETURN(g->source.path, sr.String(source, "path", ""));
+    LOOM_ASSIGN_OR_RETURN(g.source.path, sr.String(source, "path", ""));
     LOOM_ASSIGN_OR_RETURN(int64_t stride, sr.Int(source, "stride", 1, 1 << 20, 1));
-    g->source.stride = static_cast<int>(stride);
-    LOOM_ASSIGN_OR_RETURN(g->source.limit, sr.Int(source, "limit", 0, int64_t{1} << 40, 0));
-    if (!g->source.path.empty() && g->source.path[0] != '/') {
-      g->source.path = (fs::path(base) / g->source.path).lexically_normal().string();
+    g.source.stride = static_cast<int>(stride);
+    LOOM_ASSIGN_OR_RETURN(g.source.limit, sr.Int(source, "limit", 0, int64_t{1} << 40, 0));
+    if (!g.source.path.empty() && g.source.path[0] != '/') {
+      g.source.path = (fs::path(base) / g.source.path).lexically_normal().string();
     }
   }
-  if (!options.input.empty()) g->source.path = options.input;
-  if (options.limit) g->source.limit = *options.limit;
-  if (g->source.path.empty()) {
-    if (options.require_source) return r.Error(root, "no source: give 'source: {path: ...}' or --input");
-  } else {
-    LOOM_RETURN_IF_ERROR(FrameSource::Open(g->source).status());
+  if (!options.input.empty()) g.source.path = options.input;
+  if (options.limit) g.source.limit = *options.limit;
+  if (g.source.path.empty()) {
+    if (options.require_source) {
+      return r.Error(root, "no source: give 'source: {path: ...}' or --input");
+    }
+    return absl::OkStatus();
   }
+  return FrameSource::Open(g.source).status();
+}
 
+absl::Status ReadInFlight(const YAML::Node& root, const YamlReader& r,
+                          const PipelineOptions& options, Graph& g) {
   LOOM_ASSIGN_OR_RETURN(int64_t in_flight, r.Int(root, "in_flight", 1, kMaxInFlight, 4));
-  g->in_flight = static_cast<int>(in_flight);
+  g.in_flight = static_cast<int>(in_flight);
   if (options.in_flight) {
     if (*options.in_flight < 1 || *options.in_flight > kMaxInFlight) {
-      return absl::InvalidArgumentError(absl::StrCat("in_flight must be in [1, ", kMaxInFlight, "], got ", *options.in_flight));
+      return absl::InvalidArgumentError(
+          absl::StrCat("in_flight must be in [1, ", kMaxInFlight, "], got ", *options.in_flight));
     }
-    g->in_flight = *options.in_flight;
+    g.in_flight = *options.in_flight;
   }
+  return absl::OkStatus();
+}
 
-  // Nodes, in order: each may use the frame ("image") and the nodes before it. They are checked
-  // against the models' metadata before any model loads.
-  LOOM_ASSIGN_OR_RETURN(auto metadata, MakeModelInfoService(config.models));
-  BuildContext context(yaml_path, base, metadata.get());
-  context.Declare("image", {ValueType::kImage, std::nullopt, "image"});
+// The nodes, in order: each may use the frame ("image") and the nodes before it, and is checked
+// against the models' metadata (`context`) before any model loads.
+absl::Status ReadNodes(const YAML::Node& root, const YamlReader& r, BuildContext& context,
+                       Graph& g) {
   const YAML::Node nodes = root["nodes"];
   if (!nodes) return r.Error(root, "'nodes' must be a non-empty list, got nothing");
   LOOM_RETURN_IF_ERROR(r.List(nodes, "'nodes'"));
-  LOOM_RETURN_IF_ERROR(ApplyOverrides(nodes, options.overrides, yaml_path));
+  LOOM_RETURN_IF_ERROR(ApplyOverrides(nodes, g.options.overrides, g.file));
   for (const YAML::Node& n : nodes) {
-    if (!n.IsMap()) return r.Error(n, "a node must be a mapping such as {name: a, type: preprocess, ...}");
+    if (!n.IsMap()) {
+      return r.Error(n, "a node must be a mapping such as {name: a, type: preprocess, ...}");
+    }
     LOOM_ASSIGN_OR_RETURN(std::string name, r.String(n, "name"));
     LOOM_ASSIGN_OR_RETURN(std::string type, r.String(n, "type"));
     if (name.empty() || context.Has(name)) {
@@ -153,47 +169,80 @@ absl::StatusOr<std::unique_ptr<Graph>> LoadGraph(const std::string& yaml_path, c
     const NodeFactory* factory = FindNodeType(type);
     if (!factory) {
       const std::string nearest = NearestKey(type, NodeTypeNames());
-      return r.Error(n["type"], absl::StrCat("node '", name, "': unknown node type '", type, "'",
-                                             nearest.empty() ? "" : absl::StrCat("; did you mean '", nearest, "'?"),
-                                             " (known: ", absl::StrJoin(NodeTypeNames(), ", "), ")"));
+      return r.Error(
+          n["type"],
+          absl::StrCat("node '", name, "': unknown node type '", type, "'",
+                       nearest.empty() ? "" : absl::StrCat("; did you mean '", nearest, "'?"),
+                       " (known: ", absl::StrJoin(NodeTypeNames(), ", "), ")"));
     }
     LOOM_ASSIGN_OR_RETURN(auto node, (*factory)(name, n, context));
-    g->nodes.push_back(std::move(node));
+    g.nodes.push_back(std::move(node));
   }
-  // Sinks are checked before the models load too; they are made (and their folders created)
-  // only when this run writes.
-  const YAML::Node sinks = root["sinks"];
-  if (sinks) LOOM_RETURN_IF_ERROR(MakeSinks(sinks, r, {.output_dir = options.output_dir, .open = false}).status());
+  return absl::OkStatus();
+}
 
-  // Models, warmed up (and, by the engine, measured) on the shapes the graph sends them.
+// The models, warmed up (and, by the engine, measured) on the shapes the graph sends them, behind
+// the strategy's inference service.
+absl::Status MakeInference(EngineConfig& config, const BuildContext& context,
+                           const PipelineOptions& options, Graph& g) {
   for (ModelConfig& m : config.models) {
     auto it = context.warmups().find(m.name);
     if (it != context.warmups().end() && m.warmup_inputs.empty()) m.warmup_inputs = it->second;
   }
   switch (options.strategy) {
     case PipelineStrategy::kLoom: {
-      g->cv_threads = std::make_unique<OpenCvThreadCap>();
+      g.cv_threads = std::make_unique<OpenCvThreadCap>();
       if (options.engine) {
-        LOOM_ASSIGN_OR_RETURN(g->inference, MakeSharedEngineService(options.engine, options.model_prefix, config.models));
+        LOOM_ASSIGN_OR_RETURN(
+            g.inference,
+            MakeSharedEngineService(options.engine, options.model_prefix, config.models));
       } else {
         LOOM_ASSIGN_OR_RETURN(auto engine, Engine::Create(config.models, config.options));
-        g->inference = MakeEngineService(std::move(engine));
+        g.inference = MakeEngineService(std::move(engine));
       }
       break;
     }
     case PipelineStrategy::kSequential:
     case PipelineStrategy::kThreadPerModel: {
-      LOOM_ASSIGN_OR_RETURN(g->inference, MakeNaiveService(config.models, options.strategy == PipelineStrategy::kSequential
-                                                                              ? NaiveMode::kInline
-                                                                              : NaiveMode::kThreadPerModel));
+      const NaiveMode mode = options.strategy == PipelineStrategy::kSequential
+                                 ? NaiveMode::kInline
+                                 : NaiveMode::kThreadPerModel;
+      LOOM_ASSIGN_OR_RETURN(g.inference, MakeNaiveService(config.models, mode));
       break;
     }
   }
   // Row batching measured now on the row shapes the graph declares (text lines by width class),
   // not on the first frame; one at a time, so that no measurement disturbs another.
   for (const auto& [model, shapes] : context.row_classes()) {
-    for (const Shape& shape : shapes) g->inference->RowsPerRequest(model, shape);
+    for (const Shape& shape : shapes) g.inference->RowsPerRequest(model, shape);
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Graph>> LoadGraph(const std::string& yaml_path,
+                                                 const PipelineOptions& options) {
+  LOOM_ASSIGN_OR_RETURN(YAML::Node root, LoadYamlFile(yaml_path, "pipeline"));
+  const YamlReader r(yaml_path);
+  auto g = std::make_unique<Graph>();
+  g->file = yaml_path;
+  g->options = options;
+  const std::string base = fs::path(yaml_path).parent_path().string();
+  LOOM_ASSIGN_OR_RETURN(EngineConfig config, ReadEngineConfig(root, yaml_path, options));
+  LOOM_RETURN_IF_ERROR(ReadSource(root, r, base, options, *g));
+  LOOM_RETURN_IF_ERROR(ReadInFlight(root, r, options, *g));
+  LOOM_ASSIGN_OR_RETURN(auto metadata, MakeModelInfoService(config.models));
+  BuildContext context(yaml_path, base, metadata.get());
+  context.Declare("image", {ValueType::kImage, std::nullopt, "image"});
+  LOOM_RETURN_IF_ERROR(ReadNodes(root, r, context, *g));
+  // Sinks are checked before the models load too; they are made (and their folders created)
+  // only when this run writes.
+  const YAML::Node sinks = root["sinks"];
+  if (sinks) {
+    LOOM_RETURN_IF_ERROR(MakeSinks(sinks, r, {.output_dir = options.output_dir, .open = false}).status());
+  }
+  LOOM_RETURN_IF_ERROR(MakeInference(config, context, options, *g));
   if (options.sinks && sinks) g->sinks = sinks;
   return g;
 }

@@ -92,6 +92,120 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Load(const std::string& yaml
 int Pipeline::in_flight() const { return graph_->in_flight; }
 Engine* Pipeline::engine() const { return graph_->inference->engine(); }
 
+namespace {
+
+// One Run's output side: finished frames go to the sinks and callbacks, in order, and into the
+// summary and the per-node totals. Used by the reading thread only.
+class RunOutput {
+ public:
+  RunOutput(const pipeline::Graph& g, const RunOptions& options, int64_t total,
+            std::vector<std::unique_ptr<pipeline::Sink>> sinks)
+      : g_(g), options_(options), total_(total), sinks_(std::move(sinks)) {}
+
+  // Writes a finished frame; an exception from a callback ends the run with an error (a sink's
+  // error is kept for the end, and the other sinks go on).
+  absl::Status Emit(std::unique_ptr<Frame> frame) {
+    const nlohmann::json record = pipeline::RecordOf(*frame);
+    for (const auto& [node, t] : frame->timings) {
+      NodeTiming& sum = totals_[node];
+      sum.compute_ms += t.compute_ms;
+      sum.model_wait_ms += t.model_wait_ms;
+      sum.core_wait_ms += t.core_wait_ms;
+    }
+    ++summary_.frames;
+    if (!frame->error.empty()) {
+      ++summary_.failed;
+      if (summary_.errors.size() < 5) {
+        summary_.errors.push_back(absl::StrCat(frame->source, ": ", frame->error));
+      }
+    }
+    if (g_.options.on_record || options_.on_record) {
+      PipelineRecord r = ToRecord(*frame);
+      if (g_.options.on_record) {
+        LOOM_RETURN_IF_ERROR(Guard("on_record callback", [&] { g_.options.on_record(r); }));
+      }
+      if (options_.on_record) {
+        LOOM_RETURN_IF_ERROR(Guard("on_record callback", [&] { options_.on_record(r); }));
+      }
+    }
+    for (auto& sink : sinks_) {
+      absl::Status s;
+      if (absl::Status thrown = Guard("sink", [&] { s = sink->Write(*frame, record); });
+          !thrown.ok()) {
+        s = thrown;
+      }
+      if (sink_status_.ok() && !s.ok()) sink_status_ = s;
+    }
+    if (options_.progress) {
+      LOOM_RETURN_IF_ERROR(
+          Guard("progress callback", [&] { options_.progress(summary_.frames, total_); }));
+    }
+    return absl::OkStatus();
+  }
+
+  // Closes the sinks; the first sink error of the run, if any.
+  absl::Status Close() {
+    for (auto& sink : sinks_) {
+      absl::Status s = sink->Close();
+      if (sink_status_.ok() && !s.ok()) sink_status_ = s;
+    }
+    return sink_status_;
+  }
+
+  // The summary, with the per-node means over the frames.
+  PipelineSummary Summary() {
+    const double n = static_cast<double>(std::max<int64_t>(summary_.frames, 1));
+    for (const auto& [node, t] : totals_) {
+      summary_.node_mean[node] = {t.compute_ms / n, t.model_wait_ms / n, t.core_wait_ms / n};
+    }
+    return summary_;
+  }
+
+ private:
+  const pipeline::Graph& g_;
+  const RunOptions& options_;
+  const int64_t total_;
+  std::vector<std::unique_ptr<pipeline::Sink>> sinks_;
+  PipelineSummary summary_;
+  std::map<std::string, NodeTiming> totals_;
+  absl::Status sink_status_;
+};
+
+// Reads every frame of `source` (on a leased core: Loom's own work too) into the executor,
+// emitting the finished ones as they come, then the rest once the source is done.
+absl::Status Pump(pipeline::Graph& g, pipeline::FrameSource& source, Executor& executor,
+                  RunOutput& output) {
+  absl::Status status;
+  while (status.ok()) {
+    auto frame = std::make_unique<Frame>();
+    bool more = false;
+    {
+      // A video's frames decode here, in order; image files decode on the pipeline threads, in
+      // parallel.
+      auto lease = g.inference->Lease();
+      if (!lease.ok()) return lease.status();
+      status = Guard("source", [&] { more = source.Next(*frame); });
+    }
+    if (!status.ok() || !more) break;
+    executor.Push(std::move(frame));
+    while (status.ok()) {
+      std::unique_ptr<Frame> done = executor.Pop(false);
+      if (!done) break;
+      status = output.Emit(std::move(done));
+    }
+  }
+  if (!status.ok()) return status;
+  executor.Finish();
+  while (status.ok()) {
+    std::unique_ptr<Frame> done = executor.Pop(true);
+    if (!done) break;
+    status = output.Emit(std::move(done));
+  }
+  return status;
+}
+
+}  // namespace
+
 absl::StatusOr<PipelineSummary> Pipeline::Run(const RunOptions& options) {
   pipeline::Graph& g = *graph_;
   pipeline::SourceSpec spec = g.source;
@@ -113,94 +227,25 @@ absl::StatusOr<PipelineSummary> Pipeline::Run(const RunOptions& options) {
     LOOM_ASSIGN_OR_RETURN(sinks, pipeline::MakeSinks(g.sinks, YamlReader(g.file),
                                                      {.output_dir = g.options.output_dir, .append = g.options.resume}));
   }
-  std::vector<pipeline::Sink*> sink_views;
+  std::vector<pipeline::Sink*> sink_views;  // for the pipeline threads' Prepare
   for (auto& sink : sinks) sink_views.push_back(sink.get());
-  const auto& progress = options.progress;
-  PipelineSummary summary;
-  std::map<std::string, NodeTiming> totals;
-  absl::Status sink_status;
-  const int64_t total = source->total().value_or(-1);
+  RunOutput output(g, options, source->total().value_or(-1), std::move(sinks));
   const auto start = Clock::now();
   const double reader_cpu0 = ThreadCpuSeconds();
-  summary.skipped = source->skipped();
   auto executor = std::make_unique<Executor>(g, g.in_flight, sink_views);
-
-  // Writes a finished frame to the sinks and callbacks, in order; an exception from a callback
-  // ends the run with an error.
-  auto emit = [&](std::unique_ptr<Frame> frame) -> absl::Status {
-    const nlohmann::json record = pipeline::RecordOf(*frame);
-    for (const auto& [node, t] : frame->timings) {
-      NodeTiming& sum = totals[node];
-      sum.compute_ms += t.compute_ms;
-      sum.model_wait_ms += t.model_wait_ms;
-      sum.core_wait_ms += t.core_wait_ms;
-    }
-    ++summary.frames;
-    if (!frame->error.empty()) {
-      ++summary.failed;
-      if (summary.errors.size() < 5) summary.errors.push_back(absl::StrCat(frame->source, ": ", frame->error));
-    }
-    if (g.options.on_record || options.on_record) {
-      PipelineRecord r = ToRecord(*frame);
-      if (g.options.on_record) LOOM_RETURN_IF_ERROR(Guard("on_record callback", [&] { g.options.on_record(r); }));
-      if (options.on_record) LOOM_RETURN_IF_ERROR(Guard("on_record callback", [&] { options.on_record(r); }));
-    }
-    for (auto& sink : sinks) {
-      absl::Status s;
-      if (absl::Status thrown = Guard("sink", [&] { s = sink->Write(*frame, record); }); !thrown.ok()) s = thrown;
-      if (sink_status.ok() && !s.ok()) sink_status = s;
-    }
-    if (progress) LOOM_RETURN_IF_ERROR(Guard("progress callback", [&] { progress(summary.frames, total); }));
-    return absl::OkStatus();
-  };
-
-  absl::Status status;
-  while (status.ok()) {
-    auto frame = std::make_unique<Frame>();
-    bool more = false;
-    {
-      // Reading is Loom's own work too: it runs on a leased core (a video's frames decode here, in
-      // order; image files decode on the pipeline threads, in parallel).
-      auto lease = g.inference->Lease();
-      if (!lease.ok()) {
-        status = lease.status();
-        break;
-      }
-      status = Guard("source", [&] { more = source->Next(*frame); });
-    }
-    if (!status.ok() || !more) break;
-    executor->Push(std::move(frame));
-    while (status.ok()) {
-      std::unique_ptr<Frame> done = executor->Pop(false);
-      if (!done) break;
-      status = emit(std::move(done));
-    }
-  }
-  if (status.ok()) {
-    executor->Finish();
-    while (status.ok()) {
-      std::unique_ptr<Frame> done = executor->Pop(true);
-      if (!done) break;
-      status = emit(std::move(done));
-    }
-  }
-  if (!status.ok()) executor->Abort();
-  summary.pipeline_cpu_s = executor->Join();
-  executor.reset();
-  summary.reader_cpu_s = ThreadCpuSeconds() - reader_cpu0;
-  for (auto& sink : sinks) {
-    absl::Status s = sink->Close();
-    if (sink_status.ok() && !s.ok()) sink_status = s;
-  }
+  const absl::Status status = Pump(g, *source, *executor, output);
+  const double pipeline_cpu_s = executor->Join();  // the frames' threads, joined
+  const double reader_cpu_s = ThreadCpuSeconds() - reader_cpu0;
+  const absl::Status sink_status = output.Close();
   LOOM_RETURN_IF_ERROR(status);
   LOOM_RETURN_IF_ERROR(sink_status);
+  PipelineSummary summary = output.Summary();
+  summary.skipped = source->skipped();
+  summary.pipeline_cpu_s = pipeline_cpu_s;
+  summary.reader_cpu_s = reader_cpu_s;
   summary.source_error = source->error();
   summary.usable_cores = static_cast<int>(UsableCpus().size());
   summary.wall_s = MillisecondsSince(start) / 1000.0;
-  const double n = static_cast<double>(std::max<int64_t>(summary.frames, 1));
-  for (const auto& [node, t] : totals) {
-    summary.node_mean[node] = {t.compute_ms / n, t.model_wait_ms / n, t.core_wait_ms / n};
-  }
   return summary;
 }
 

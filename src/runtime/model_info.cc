@@ -99,13 +99,6 @@ ImageLayout TensorInfo::image_layout() const {
   return ImageLayout::kNone;
 }
 
-bool TensorInfo::is_static() const {
-  for (const Dim& d : shape) {
-    if (d.is_dynamic()) return false;
-  }
-  return true;
-}
-
 int ModelInfo::FindInput(const std::string& n) const {
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (inputs[i].name == n) return static_cast<int>(i);

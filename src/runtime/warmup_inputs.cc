@@ -26,19 +26,31 @@ Shape ResolveShape(const TensorInfo& input, const ShapeSpec& spec) {
 }
 
 absl::StatusOr<NamedTensors> RandomInputs(const ModelInfo& info, const ShapeSpec& spec,
-                                          uint64_t seed, const TensorLimits& limits) {
+                                          uint64_t seed, const TensorLimits& limits,
+                                          const InputOverride& override) {
   NamedTensors inputs;
   for (size_t i = 0; i < info.inputs.size(); ++i) {
     const TensorInfo& input = info.inputs[i];
+    const std::string who = absl::StrCat("model '", info.name, "' input '", input.name, "'");
     if (input.dtype == DType::kUnknown || input.dtype == DType::kFloat16) {
-      return absl::UnimplementedError(absl::StrCat("model '", info.name, "' input '", input.name,
-                                                   "' has dtype ", DTypeName(input.dtype),
-                                                   ", which Loom cannot generate"));
+      return absl::UnimplementedError(
+          absl::StrCat(who, " has dtype ", DTypeName(input.dtype), ", which Loom cannot generate"));
     }
-    auto tensor = Tensor::TryAllocate(input.dtype, ResolveShape(input, spec), limits);
+    const Shape shape = ResolveShape(input, spec);
+    if (absl::Status s = CheckShape(input.dtype, shape, limits); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat(who, ": ", s.message()));
+    }
+    if (override) {
+      LOOM_ASSIGN_OR_RETURN(std::optional<Tensor> given, override(i, shape));
+      if (given) {
+        inputs.push_back({input.name, std::move(*given)});
+        continue;
+      }
+    }
+    auto tensor = Tensor::TryAllocate(input.dtype, shape, limits);
     if (!tensor.ok()) {
-      return absl::Status(tensor.status().code(), absl::StrCat("model '", info.name, "' input '",
-                                                               input.name, "': ", tensor.status().message()));
+      return absl::Status(tensor.status().code(),
+                          absl::StrCat(who, ": ", tensor.status().message()));
     }
     FillRandom(*tensor, seed + i);
     inputs.push_back({input.name, std::move(*tensor)});

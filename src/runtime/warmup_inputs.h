@@ -6,6 +6,8 @@
 #define LOOM_RUNTIME_WARMUP_INPUTS_H_
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 
 #include "loom/model_info.h"
 #include "loom/tensor.h"
@@ -21,11 +23,18 @@ struct ShapeSpec {
 // The concrete shape of `input` under `spec`.
 Shape ResolveShape(const TensorInfo& input, const ShapeSpec& spec);
 
-// Deterministic pseudo-random values (FillRandom) for every input, shapes from ResolveShape.
-// INVALID_ARGUMENT naming the model and input when a shape is over `limits`; UNIMPLEMENTED for an
-// input dtype Loom cannot generate.
+// Supplies input `index` of a model, of `shape` (already checked against the limits), in place of
+// random values; nothing: random values after all.
+using InputOverride =
+    std::function<absl::StatusOr<std::optional<Tensor>>(size_t index, const Shape& shape)>;
+
+// Every input of the model: deterministic pseudo-random values (FillRandom, seed + the input's
+// index), shapes from ResolveShape, except where `override` supplies one (vision::MakeInputs: an
+// image). INVALID_ARGUMENT naming the model and input when a shape is over `limits`;
+// UNIMPLEMENTED for an input dtype Loom cannot generate.
 absl::StatusOr<NamedTensors> RandomInputs(const ModelInfo& info, const ShapeSpec& spec,
-                                          uint64_t seed = 1, const TensorLimits& limits = {});
+                                          uint64_t seed = 1, const TensorLimits& limits = {},
+                                          const InputOverride& override = nullptr);
 
 }  // namespace loom
 

@@ -5,7 +5,7 @@
 // time, on its own ("narrow") session for the batch's model. Workers of the shared pool are grouped
 // into wide groups: a group's "wide" session for a model spans every core of the group, and one
 // worker runs it while the others lend it their cores. Whether a batch runs narrow or wide is
-// decided per batch from what the scheduler sees at that moment (ModeChooser below):
+// decided per batch from what the scheduler sees at that moment (width_policy.h):
 //   - alone (nothing else queued, the rest of the group idle): the lower-latency width;
 //   - under load: the width with the higher measured throughput (usually narrow: independent
 //     single-thread runs scale better than one run over several threads).
@@ -37,6 +37,10 @@
 // caught and counted.
 // Lifecycle: construct → AddModel* → Start → (Enqueue | TryRunInline | AcquireLease | AddModel |
 // RemoveModel | Reconfigure)* → Shutdown (drains every queue) → destroy.
+//
+// Files: scheduler.cc (models, queues, the worker loop, lifecycle), batch_runs.cc (running a batch,
+// wide assembly, inline runs), width_policy.{h,cc} (the narrow/wide choice), core_leases.cc
+// (leases), scheduler_stats.cc (statistics, the plan's mode lines, trace).
 #ifndef LOOM_SCHED_SCHEDULER_H_
 #define LOOM_SCHED_SCHEDULER_H_
 
@@ -55,6 +59,7 @@
 #include "loom/infer.h"
 #include "loom/session.h"
 #include "sched/batcher.h"
+#include "sched/width_policy.h"
 
 namespace loom::sched {
 
@@ -82,19 +87,9 @@ struct ModelSpec {
   int64_t measured_elements = 0;
 };
 
-struct SchedulerOptions {
+// The width options (WidthOptions: adaptive, margins, exploring) and the scheduler's own.
+struct SchedulerOptions : WidthOptions {
   SchedClock* clock = nullptr;  // null: the system clock
-  // Choose narrow or wide per batch (ModeChooser). Off: always narrow.
-  bool adaptive = true;
-  // A preference switches only when the other mode is better by this fraction...
-  double switch_margin = 0.05;
-  // ...and at most this often per model and situation (alone / under load).
-  std::chrono::milliseconds min_switch_interval{1000};
-  // n decisions after the last try of the other mode (per model, size and situation), it is tried
-  // again, to keep its measurement current; n grows with how much worse the other mode measured,
-  // up to 8x, and doubles with each try, up to 32x, until a switch or a re-plan starts it over
-  // (0: never explore).
-  int explore_every = 50;
   // Pin worker threads to their cpus (tests with fake sessions may run anywhere).
   bool pin_workers = true;
   // An inline run (TryRunInline) expected to take at least this long moves the caller's thread
@@ -159,7 +154,7 @@ class Scheduler {
 
   // Runs `request` on the calling thread when that is what the scheduler would do at once: the
   // model's queue is empty and a worker serving it is idle (its cores are claimed for the run,
-  // narrow or wide as the ModeChooser says). Returns nothing, and leaves the request untouched,
+  // narrow or wide as the width policy says). Returns nothing, and leaves the request untouched,
   // otherwise. On a worker thread (inside a completion callback) it runs the request on that
   // worker's own session, or fails with FAILED_PRECONDITION if the worker does not serve the
   // model (waiting for another worker there could deadlock).
@@ -199,7 +194,6 @@ class Scheduler {
   std::vector<WorkerStats> Workers() const;
   int busy_threads() const;      // threads running Loom work right now, by its own accounting
   int max_busy_threads() const;  // the most ever at once
-  int total_cpus() const;        // cores of all workers
   std::vector<ModeEvent> ModeHistory() const;
   // One line per model with its current narrow/wide preferences and the measurements behind them.
   std::string DescribeModes() const;
@@ -212,7 +206,7 @@ class Scheduler {
   struct Worker {
     WorkerConfig config;
     WorkerState state = WorkerState::kIdle;
-    int lent_to = -1;  // kLent: leader worker (wide), or -2 (a lease)
+    int lent_to = -1;  // kLent: leader worker (wide), or kLentToLease
     bool retire = false;
     // The thread sleeps until it is idle again (it saw work while claimed, lent or running): whoever
     // makes it idle must wake it. An idle worker asleep waiting for work needs no such wake.
@@ -224,20 +218,19 @@ class Scheduler {
     std::atomic<int64_t> runs{0};
     std::atomic<int> tid{0};  // the thread's Linux id, once started
   };
+  static constexpr int kLentToLease = -2;  // Worker::lent_to of a worker lent to a lease
   struct Group {
     GroupConfig config;
     int cpu_count = 0;
     int assembling = -1;  // a worker waiting for its partners to run wide
   };
   Group MakeGroup(GroupConfig config) const;
-  struct ModeState;  // scheduler.cc
-  struct Modes;      // scheduler.cc
   struct Slot {
     ModelSpec spec;
     RequestQueue queue;
     bool removing = false;
     int64_t running = 0;  // requests in runs now
-    std::unique_ptr<Modes> modes;
+    Modes modes;          // the narrow/wide choice (width_policy.h)
     // Counters and histograms, read without mu_.
     std::atomic<int64_t> requests{0}, successes{0}, failures{0}, deadline_exceeded{0},
         cancelled{0}, rejected{0}, batches{0}, batch_rows{0};
@@ -259,39 +252,89 @@ class Scheduler {
     bool wide = false;
     bool alone = false;
   };
+  // An inline run's worker, width and claimed workers (TryRunInline).
+  struct InlineRun {
+    int worker = -1;
+    RunPlan plan;
+    std::vector<int> claimed;  // workers whose cores the run holds (none from a worker thread)
+  };
 
+  // The calling thread's worker index when it is one of this scheduler's workers, else -1.
+  int CallingWorker() const;
+
+  // ---- Queues and workers (scheduler.cc) ----
   void WorkerLoop(int w);
-  // Requires mu_. Joins a wide assembly or a specific lease that wants worker `w`.
-  bool JoinPending(int w);
   // Requires mu_. Moves expired or withdrawn requests of the models `w` serves into `expired`,
   // with the answer each gets (answered by the caller, outside the lock).
   void CollectExpired(int w, TimePoint now, std::vector<std::unique_ptr<Request>>& expired,
                       std::vector<absl::Status>& answers);
-  // Requires mu_ (held on entry and exit; released while running).
-  void RunBatch(int w, Batch batch, std::unique_lock<std::mutex>& lock);
-  // Runs a batch on the calling thread, outside mu_; returns one answer per request.
-  std::vector<absl::StatusOr<InferResult>> Execute(int worker, Slot& slot,
-                                                   const std::vector<Request*>& requests,
-                                                   const RunPlan& plan, TimePoint start);
+  // Requires mu_. The oldest ready batch among the models `w` serves (`best` null: none ready;
+  // `wake`: when one becomes ready).
+  struct NextBatch {
+    Slot* best = nullptr;
+    int model = -1;
+    RequestQueue::Pick pick;
+    TimePoint wake = TimePoint::max();
+  };
+  NextBatch FindBatch(int w, TimePoint now) const;
+  // Requires mu_. The oldest waiting lease for any worker, or null.
+  LeaseRequest* OldestAnyLease() const;
   void Answer(std::unique_ptr<Request>& request, absl::StatusOr<InferResult> result);
   // Requires mu_.
   bool ServesModel(int w, const Slot& slot) const;
   int64_t QueuedFor(int w) const;
-  // Gives back the partners of `group` lent to worker `w` for a wide run (requires mu_).
-  void ReleasePartners(const Group& group, int w);
   bool PartnersIdle(int w) const;
   bool QueuesEmptyFor(int w) const;
-  // `elements`, `rows`: the run's input elements and rows, all requests (see
-  // ModelSpec::measured_elements); `first`: its first request, whose first input names the size
-  // in the plan.
-  bool ChooseWide(Slot& slot, int group, bool alone, int64_t elements, int64_t rows);
-  void RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, int64_t rows, int64_t elements,
-                 const Request& first, int group);
-  void GrantLeases();
-  void Occupy(int threads);
   Slot* FindSlot(int model) const;
   void JoinWorkers(bool exclude_self);
   void StartWorkers();
+
+  // ---- Runs: a worker's batches, narrow or wide, and inline runs (batch_runs.cc) ----
+  // Requires mu_ (held on entry and exit; released while running).
+  void RunBatch(int w, Batch batch, std::unique_lock<std::mutex>& lock);
+  // Requires mu_ (released while waiting). Worker `w` leads a wide run of group `g`: waits for
+  // every partner to lend its cores. False (partners released again) when one will not come;
+  // `idle_us`: the core time that idled meanwhile.
+  bool AssembleWide(int w, int g, std::unique_lock<std::mutex>& lock, int64_t& idle_us);
+  // Gives back the partners of `group` lent to worker `w` for a wide run (requires mu_).
+  void ReleasePartners(const Group& group, int w);
+  // Runs a batch on the calling thread, outside mu_; returns one answer per request.
+  std::vector<absl::StatusOr<InferResult>> Execute(int worker, Slot& slot,
+                                                   const std::vector<Request*>& requests,
+                                                   const RunPlan& plan, TimePoint start);
+  // Requires mu_. Chooses an inline run's worker and width and claims their cores. Nothing: a
+  // worker would not run it at once; an error: a worker thread that does not serve the model.
+  std::optional<absl::Status> ClaimInline(Slot& slot, const Request& request, int64_t elements,
+                                          InlineRun& run);
+  // Requires mu_. The cpus an inline run moves its caller onto (none: it stays where it is).
+  std::vector<int> InlinePinCpus(Slot& slot, const InlineRun& run, int64_t elements,
+                                 int64_t rows) const;
+  // Requires mu_. Ends an inline run: learns from it and hands the claimed workers back.
+  void EndInline(Slot& slot, const InlineRun& run, const Request& request, int64_t elements,
+                 int64_t compute_us);
+  // Requires mu_. The slot's width policy (width_policy.h) for a run on a worker of `group`
+  // (-1: none): whether it goes wide, and what it learns from the run. `elements`, `rows`: the
+  // run's input elements and rows, all requests (see ModelSpec::measured_elements).
+  bool ChooseWide(Slot& slot, int group, bool alone, int64_t elements, int64_t rows);
+  void RecordRun(Slot& slot, const RunPlan& plan, int64_t compute_us, int64_t rows,
+                 int64_t elements, const Request& first, int group);
+
+  // ---- Core leases (core_leases.cc) ----
+  // Requires mu_. Joins a wide assembly or a specific lease that wants worker `w`.
+  bool JoinPending(int w);
+  // Requires mu_. Lends worker `w` to `lease` (for any one worker).
+  void GrantLease(int w, LeaseRequest& lease);
+  // Requires mu_. Grants waiting leases for any one worker to idle workers.
+  void GrantLeases();
+  // Requires mu_. Counts `threads` more (or fewer) threads busy.
+  void Occupy(int threads);
+
+  // ---- Statistics and trace (scheduler_stats.cc) ----
+  // Counts a run's batch in the model's statistics (atomics: outside mu_, while `running` holds
+  // the slot) and, when tracing, records its spans.
+  void RecordBatch(Slot& slot, int worker, const std::vector<Request*>& requests,
+                   const RunPlan& plan, TimePoint start, int64_t compute_us, int64_t total_rows,
+                   bool ok);
 
   SchedulerOptions options_;
   SchedClock* clock_;

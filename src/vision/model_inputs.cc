@@ -1,10 +1,10 @@
 #include "vision/model_inputs.h"
 
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "core/tensor_util.h"
 #include "runtime/warmup_inputs.h"
 
 namespace loom::vision {
@@ -65,42 +65,22 @@ absl::StatusOr<NamedTensors> MakeInputs(const ModelInfo& info, const InputSpec& 
     return absl::InvalidArgumentError(absl::StrCat(
         "model '", info.name, "' has no image-like input (rank 4, f32, 1/3/4 channels)"));
   }
-  NamedTensors inputs;
-  for (size_t i = 0; i < info.inputs.size(); ++i) {
-    const TensorInfo& input = info.inputs[i];
-    if (input.dtype == DType::kUnknown || input.dtype == DType::kFloat16) {
-      return absl::UnimplementedError(absl::StrCat("model '", info.name, "' input '", input.name,
-                                                   "' has dtype ", DTypeName(input.dtype),
-                                                   ", which Loom cannot generate"));
-    }
-    const Shape shape = ResolveShape(input, spec);
-    if (static_cast<int>(i) != image_input) {
-      auto t = Tensor::TryAllocate(input.dtype, shape);
-      if (!t.ok()) {
-        return absl::Status(t.status().code(), absl::StrCat("model '", info.name, "' input '",
-                                                            input.name, "': ", t.status().message()));
-      }
-      FillRandom(*t, spec.seed + i);
-      inputs.push_back({input.name, std::move(*t)});
-      continue;
-    }
-    LOOM_ASSIGN_OR_RETURN(BlobOptions options, OptionsFor(input, spec));
+  auto image = [&](size_t i, const Shape& shape) -> absl::StatusOr<std::optional<Tensor>> {
+    if (static_cast<int>(i) != image_input) return std::nullopt;  // random values
+    LOOM_ASSIGN_OR_RETURN(BlobOptions options, OptionsFor(info.inputs[i], spec));
     LOOM_ASSIGN_OR_RETURN(Tensor one, BlobFromImage(spec.image, options));
-    if (shape[0] == 1) {
-      inputs.push_back({input.name, std::move(one)});
-      continue;
-    }
+    if (shape[0] == 1) return one;
     // Batch > 1: the same image in every row.
     Shape batched = one.shape();
     batched[0] = shape[0];
-    LOOM_ASSIGN_OR_RETURN(Tensor t, Tensor::TryAllocate(DType::kFloat32, batched));
+    LOOM_ASSIGN_OR_RETURN(Tensor t, Tensor::TryAllocate(DType::kFloat32, batched, spec.limits));
     for (int64_t row = 0; row < shape[0]; ++row) {
       std::memcpy(static_cast<std::byte*>(t.data()) + row * one.byte_size(), one.data(),
                   one.byte_size());
     }
-    inputs.push_back({input.name, std::move(t)});
-  }
-  return inputs;
+    return t;
+  };
+  return RandomInputs(info, ShapeSpecOf(spec), spec.seed, spec.limits, image);
 }
 
 std::string DescribePreprocessing(const ModelInfo& info, const InputSpec& spec) {

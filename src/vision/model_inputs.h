@@ -26,6 +26,8 @@ struct InputSpec {
   // Dims still dynamic after that (non-image inputs) take this value.
   int other_dynamic_dims = 1;
   uint64_t seed = 1;
+  // Every input's shape (the image's included) is checked against these before it is made.
+  TensorLimits limits = {};
 
   // Overrides of the per-model defaults of BlobOptionsFor.
   std::optional<ChannelOrder> channels;
@@ -39,8 +41,9 @@ struct InputSpec {
 Shape ResolveShape(const TensorInfo& input, const InputSpec& spec);
 ShapeSpec ShapeSpecOf(const InputSpec& spec);
 
-// The inputs for one run of the model. With an image, the first image-like input takes it; it is
-// an error (naming the model) to give an image to a model with no image-like input.
+// The inputs for one run of the model (RandomInputs, with the image where there is one). With an
+// image, the first image-like input takes it; it is an error (naming the model) to give an image
+// to a model with no image-like input.
 absl::StatusOr<NamedTensors> MakeInputs(const ModelInfo& info, const InputSpec& spec);
 
 // Describes how the image input was made ("RGBA NHWC 320x320, (x-127.5)*0.00784").

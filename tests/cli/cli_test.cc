@@ -175,7 +175,20 @@ TEST(CliBench, CopiesRunsEveryStrategyAndWritesJson) {
                                              "shared-pool-threads", "loom"}));
   EXPECT_NE(j["verdict"].get<std::string>().find("loom = "), std::string::npos);
   EXPECT_NE(j["plan"].get<std::string>().find("plan: adaptive hint"), std::string::npos);
+  // The ideal, measured in every repetition on one core alone and on every core at once, and
+  // Loom's fraction of each: that repetition's Loom run over that repetition's passes.
+  ASSERT_EQ(j["ideal_throughputs"].size(), 1u);
+  ASSERT_EQ(j["busy_ideal_throughputs"].size(), 1u);
   EXPECT_GT(j["ideal_throughput"].get<double>(), 0);
+  EXPECT_GT(j["busy_ideal_throughput"].get<double>(), 0);
+  const double loom = j["strategies"].back()["throughputs"][0].get<double>();
+  EXPECT_NEAR(j["of_ideal"].get<double>(), loom / j["ideal_throughputs"][0].get<double>(), 1e-9);
+  EXPECT_NEAR(j["of_busy_ideal"].get<double>(), loom / j["busy_ideal_throughputs"][0].get<double>(),
+              1e-9);
+  char quoted[64];
+  std::snprintf(quoted, sizeof quoted, "%.2f of ideal (%.2f of the busy-cores ideal)",
+                j["of_ideal"].get<double>(), j["of_busy_ideal"].get<double>());
+  EXPECT_NE(j["verdict"].get<std::string>().find(quoted), std::string::npos) << j["verdict"];
 }
 
 // The OCR chain over a page: the three strategies, every page read, and the ideal from the
@@ -302,6 +315,30 @@ TEST(CliTrace, PipelineRunTracesEveryNodeOfEveryFrame) {
   // One clock: the first model run starts after the first node began, within the run's seconds.
   EXPECT_GE(first_run, first_node);
   EXPECT_LT(first_run - first_node, 60e6);
+}
+
+// `loom bench load` end to end on a short run: every plan at each level, and the ideals (alone
+// and with every core busy) in the verdict.
+TEST(CliBench, LoadReportsEveryPlanAndBothIdeals) {
+  Result r = Loom("bench load --model " + ModelPath(testing::kBlazeFaceFront) + " --image " +
+                  testing::DataPath("messi5.jpg") + " --clients 1,2 --rates 0.5 --seconds 0.2 --reps 1 --json -");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["levels"].size(), 3u);
+  for (const auto& level : j["levels"]) {
+    for (const char* plan : {"latency", "throughput", "adaptive"}) {
+      EXPECT_GT(level["plans"][plan]["throughput"].get<double>(), 0)
+          << level["loop"] << " " << plan;
+    }
+  }
+  const double ideal = j["ideal"].get<double>(), busy = j["busy_ideal"].get<double>();
+  EXPECT_GT(ideal, 0);
+  EXPECT_GT(busy, 0);
+  const double adaptive = j["levels"][1]["plans"]["adaptive"]["throughput"].get<double>();
+  char quoted[64];
+  std::snprintf(quoted, sizeof quoted, "%.2f of ideal (%.2f of the busy-cores ideal)",
+                adaptive / ideal, adaptive / busy);
+  EXPECT_NE(j["verdict"].get<std::string>().find(quoted), std::string::npos) << j["verdict"];
 }
 
 TEST(CliBench, FanoutSweepAddsEveryStaticLayout) {

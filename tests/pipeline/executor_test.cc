@@ -2,9 +2,10 @@
 // inside their frame. Gates decide the order in which frames finish; nothing waits on time.
 #include "pipeline/executor.h"
 
-#include <future>
-
 #include <gtest/gtest.h>
+
+#include <future>
+#include <thread>
 
 namespace loom::pipeline {
 namespace {
@@ -47,11 +48,17 @@ TEST(Executor, FramesLeaveInOrderWhateverOrderTheyFinishIn) {
   Graph graph;
   graph.inference = std::make_unique<NoModels>();
   graph.nodes.push_back(std::make_unique<GatedNode>(gates));
-  Executor executor(graph, kFrames);
-  for (int i = 0; i < kFrames; ++i) ASSERT_TRUE(executor.Push(MakeFrame(i)));
+  Executor executor(graph, 2);  // two frames in flight: a Push returns once one of them is done
+  ASSERT_TRUE(executor.Push(MakeFrame(0)));
+  ASSERT_TRUE(executor.Push(MakeFrame(1)));
+  for (int i = 1; i + 1 < kFrames; ++i) {
+    open[static_cast<size_t>(i)].set_value();      // frame i finishes before frame 0...
+    ASSERT_TRUE(executor.Push(MakeFrame(i + 1)));  // ...as this Push's return says
+    EXPECT_EQ(executor.Pop(false), nullptr)
+        << "frame " << i << " is done, frame 0 is not: nothing may leave";
+  }
   executor.Finish();
-  for (int i = kFrames - 1; i >= 1; --i) open[static_cast<size_t>(i)].set_value();  // the last first
-  EXPECT_EQ(executor.Pop(false), nullptr) << "frame 0 is not done: nothing may leave";
+  open[kFrames - 1].set_value();
   open[0].set_value();
   for (int i = 0; i < kFrames; ++i) {
     auto f = executor.Pop(true);
@@ -89,7 +96,9 @@ TEST(Executor, PushWaitsForRoomAndAbortReleasesEveryone) {
   std::promise<bool> third;
   std::thread pusher([&] { third.set_value(executor->Push(MakeFrame(2))); });
   auto pushed = third.get_future();
-  EXPECT_NE(pushed.wait_for(std::chrono::seconds(0)), std::future_status::ready) << "two frames in flight: full";
+  // Two frames in flight: full. The pusher waits for room (a state, no time limit of its own).
+  while (executor->waiting_pushers() == 0) std::this_thread::yield();
+  EXPECT_NE(pushed.wait_for(std::chrono::seconds(0)), std::future_status::ready);
   open.set_value();  // frames 0 and 1 finish; there is room
   EXPECT_TRUE(pushed.get());
   pusher.join();
