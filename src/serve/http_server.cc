@@ -19,6 +19,7 @@ using namespace http_internal;  // NOLINT: this file is the server of those sess
 // An accept that fails for want of descriptors or memory: retried after this pause (not at
 // once, which would spin while the condition lasts).
 constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
+constexpr int kEvictOnBackoff = 16;  // idle connections closed at each pause
 
 bool OutOfResources(const boost::system::error_code& ec) {
   return ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space ||
@@ -72,7 +73,7 @@ struct HttpServer::Impl {
                           });
   }
 
-  // Out of descriptors: an idle connection is closed to make room, and accepting waits a while.
+  // Out of descriptors: idle connections are closed to make room, and accepting waits a while.
   void BackOff(const boost::system::error_code& ec) {
     const auto now = std::chrono::steady_clock::now();
     if (now - last_warning > std::chrono::seconds(10)) {
@@ -80,7 +81,8 @@ struct HttpServer::Impl {
       Log().warn("HTTP accept: {}; closing an idle connection and pausing accepts for {} ms",
                  ec.message(), kAcceptBackoff.count());
     }
-    hub.EvictIdle();
+    for (int i = 0; i < kEvictOnBackoff && hub.EvictIdle(); ++i) {
+    }
     backoff.expires_after(kAcceptBackoff);
     backoff.async_wait([this](boost::system::error_code wait) {
       if (!wait && acceptor.is_open()) Accept();

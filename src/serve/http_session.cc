@@ -367,6 +367,7 @@ bool Hub::EvictIdle() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     oldest = LongestIdle();
+    if (oldest) oldest->idle = false;  // not chosen twice
   }
   if (!oldest) return false;
   oldest->CloseIfIdle();

@@ -70,12 +70,14 @@ nodes:
 
 
 class Server:
-    def __init__(self, tmp_path, *args, env=None, http_port=0, grpc_port=0, prefix=()):
+    def __init__(self, tmp_path, *args, env=None, http_port=0, grpc_port=0, prefix=(), default_host=False,
+                 preexec_fn=None):
         self.ports_file = tmp_path / f"ports{time.monotonic_ns()}"
         self.log = open(tmp_path / f"serve{time.monotonic_ns()}.log", "w+")
-        self.proc = subprocess.Popen([*prefix, BINARY, "serve", "--host", "127.0.0.1", "--http-port", str(http_port),
+        host = [] if default_host else ["--host", "127.0.0.1"]
+        self.proc = subprocess.Popen([*prefix, BINARY, "serve", *host, "--http-port", str(http_port),
                                       "--grpc-port", str(grpc_port), "--ports-file", str(self.ports_file), *args],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn)
         deadline = time.monotonic() + 120
         while not self.ports_file.exists() or not self.ports_file.read_text().strip():
             if self.proc.poll() is not None or time.monotonic() > deadline:
