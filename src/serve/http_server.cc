@@ -3,6 +3,8 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <future>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -52,25 +54,47 @@ absl::StatusOr<std::unique_ptr<ssl::context>> MakeTlsContext(const TlsFiles& fil
 
 }  // namespace
 
-// The server: an acceptor and the connections, all on one io_context run by a fixed set of
-// threads. Lifecycle: Start opens the listener and the threads; Stop closes the listener, closes
-// the connections as they become idle, waits for them, then stops and joins the threads.
+// The server: an acceptor and the connections on a fixed set of threads, each running an
+// io_context of its own: a connection lives on one thread, so that its events are handled where
+// the kernel reports them, with no hand-off (one io_context shared by several threads wakes
+// another thread at every event). The acceptor, the sweep of deadlines and the accept back-off
+// run on the first. Lifecycle: Start opens the listener and the threads; Stop closes the
+// listener, closes the connections as they become idle, waits for them, then stops and joins
+// the threads.
 struct HttpServer::Impl {
   Impl(DataPlane& plane, const Access& access, Listener listener, int threads,
        std::unique_ptr<ssl::context> tls)
-      : io(threads), tls(std::move(tls)), hub(plane, access, listener, this->tls.get()) {}
+      : tls(std::move(tls)), hub(plane, access, listener, this->tls.get()) {
+    for (int i = 0; i < threads; ++i) {
+      contexts.push_back(std::make_unique<asio::io_context>(1));
+      work.emplace_back(contexts.back()->get_executor());
+    }
+    acceptor.emplace(*contexts[0]);
+    backoff.emplace(*contexts[0]);
+    sweep.emplace(*contexts[0]);
+  }
 
   void Accept() {
-    acceptor.async_accept(asio::make_strand(io),
-                          [this](boost::system::error_code ec, tcp::socket socket) {
-                            if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
-                            if (!ec) {
-                              hub.Accept(std::move(socket));
-                              return Accept();
-                            }
-                            if (!OutOfResources(ec)) return Accept();  // that one connection failed
-                            BackOff(ec);
-                          });
+    asio::io_context& next = *contexts[next_context++ % contexts.size()];
+    acceptor->async_accept(next, [this](boost::system::error_code ec, tcp::socket socket) {
+      if (ec == asio::error::operation_aborted || !acceptor->is_open()) return;
+      if (!ec) {
+        hub.Accept(std::move(socket));
+        return Accept();
+      }
+      if (!OutOfResources(ec)) return Accept();  // that one connection failed
+      BackOff(ec);
+    });
+  }
+
+  // Every Hub::kSweep: the connections past their deadlines are closed.
+  void Sweep() {
+    sweep->expires_after(Hub::kSweep);
+    sweep->async_wait([this](boost::system::error_code ec) {
+      if (ec || swept_last) return;
+      hub.Sweep();
+      Sweep();
+    });
   }
 
   // Out of descriptors: idle connections are closed to make room, and accepting waits a while.
@@ -78,25 +102,26 @@ struct HttpServer::Impl {
     const auto now = std::chrono::steady_clock::now();
     if (now - last_warning > std::chrono::seconds(10)) {
       last_warning = now;
-      Log().warn("HTTP accept: {}; closing an idle connection and pausing accepts for {} ms",
+      Log().warn("HTTP accept: {}; closing idle connections and pausing accepts for {} ms",
                  ec.message(), kAcceptBackoff.count());
     }
     for (int i = 0; i < kEvictOnBackoff && hub.EvictIdle(); ++i) {
     }
-    backoff.expires_after(kAcceptBackoff);
-    backoff.async_wait([this](boost::system::error_code wait) {
-      if (!wait && acceptor.is_open()) Accept();
+    backoff->expires_after(kAcceptBackoff);
+    backoff->async_wait([this](boost::system::error_code wait) {
+      if (!wait && acceptor->is_open()) Accept();
     });
   }
 
-  asio::io_context io;
   std::unique_ptr<ssl::context> tls;
   Hub hub;
-  asio::strand<asio::io_context::executor_type> strand{io.get_executor()};
-  tcp::acceptor acceptor{strand};
-  asio::steady_timer backoff{strand};
+  std::vector<std::unique_ptr<asio::io_context>> contexts;  // one per thread
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  size_t next_context = 0;                           // on contexts[0]'s thread
+  std::optional<tcp::acceptor> acceptor;             // on contexts[0]
+  std::optional<asio::steady_timer> backoff, sweep;  // on contexts[0]
+  bool swept_last = false;  // on contexts[0]'s thread: Stop is done with the connections
   std::chrono::steady_clock::time_point last_warning{};
-  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::vector<std::thread> threads;
   int port = 0;
   bool stopped = false;
@@ -127,24 +152,26 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(DataPlane& plane,
         absl::StrCat("'", options.host, "' is not an IP address to listen on"));
   }
   const tcp::endpoint endpoint(address, static_cast<uint16_t>(options.port));
-  impl->acceptor.open(endpoint.protocol(), ec);
-  if (!ec) impl->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) impl->acceptor.bind(endpoint, ec);
-  if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  impl->acceptor->open(endpoint.protocol(), ec);
+  if (!ec) impl->acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) impl->acceptor->bind(endpoint, ec);
+  if (!ec) impl->acceptor->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", options.host, ":", options.port, ": ", ec.message()));
   }
-  impl->port = impl->acceptor.local_endpoint().port();
-  impl->work.emplace(impl->io.get_executor());
+  impl->port = impl->acceptor->local_endpoint().port();
   Impl* raw = impl.get();
-  asio::post(raw->strand, [raw] { raw->Accept(); });
+  asio::post(*raw->contexts[0], [raw] {
+    raw->Accept();
+    raw->Sweep();
+  });
   try {
     for (int i = 0; i < threads; ++i) {
-      impl->threads.emplace_back([raw] {
+      impl->threads.emplace_back([io = raw->contexts[static_cast<size_t>(i)].get()] {
         for (;;) {
           try {
-            raw->io.run();
+            io->run();
             return;
           } catch (const std::exception& e) {  // nothing leaves a server thread
             Log().error("HTTP server thread: {}", e.what());
@@ -168,19 +195,24 @@ void HttpServer::Stop() {
   if (!impl_ || impl_->stopped) return;
   impl_->stopped = true;
   Impl* raw = impl_.get();
+  const bool running = !raw->threads.empty();
   std::promise<void> closed;
-  asio::post(raw->strand, [raw, &closed] {
+  asio::post(*raw->contexts[0], [raw, &closed] {
     boost::system::error_code ignored;
-    raw->acceptor.close(ignored);
-    raw->backoff.cancel();
+    raw->acceptor->close(ignored);
+    raw->backoff->cancel();
     closed.set_value();
   });
-  if (!raw->threads.empty()) closed.get_future().wait();
+  if (running) closed.get_future().wait();
   // Idle connections close now; one being read or answered finishes first (its reads and writes
   // are bounded by the timeouts) and then closes.
-  if (!raw->threads.empty()) raw->hub.StopAll();
-  raw->work.reset();
-  raw->io.stop();
+  if (running) raw->hub.StopAll();
+  asio::post(*raw->contexts[0], [raw] {
+    raw->swept_last = true;
+    raw->sweep->cancel();
+  });
+  raw->work.clear();
+  for (auto& io : raw->contexts) io->stop();
   for (std::thread& t : raw->threads) t.join();
   raw->threads.clear();
 }

@@ -1,15 +1,19 @@
 // The HTTP/REST front end of `loom serve`: the connection loop (Boost.Beast, asynchronous, over
 // TCP or TLS through OpenSSL) around the routes of routes.h.
 //
-// A fixed set of threads runs every connection; a connection waiting for a request costs a
-// socket and a small buffer, not a thread. Each connection's steps run in order on its own
-// strand: a TLS handshake, then for each request the first byte (within the idle timeout, or the
-// header timeout for a new connection), the header (header timeout from its first byte), the
-// route's checks (routes.h: credentials, Origin, Content-Type, body limit, in-flight budget —
-// a refusal is answered before any of the body is read), the body (read timeout), the answer.
-// An inference runs on the connection's thread when a worker of its model is idle (no hand-off);
-// otherwise the thread goes on with other connections, and the connection watches its socket
-// meanwhile: a client that goes away has its queued request dropped (SubmitOptions::cancelled).
+// A fixed set of threads runs the connections, each thread an io_context of its own and each
+// connection on one thread (given in turn as they come): a connection waiting for a request costs a
+// socket and a small buffer, not a thread, and its events are handled on the thread the kernel
+// reports them to. Each connection's steps run in order: a TLS handshake, then for each request
+// the first byte (within the idle timeout, or the header timeout for a new connection), the
+// header (header timeout from its first byte), the route's checks (routes.h: credentials,
+// Origin, Content-Type, body limit, in-flight budget — a refusal is answered before any of the
+// body is read), the body (read timeout), the answer (written in place when the socket takes it).
+// Deadlines are a number per connection, swept every 50 ms: no timer operation per request.
+// An inference runs on the connection's thread when a worker of its model is idle (no hand-off;
+// the thread's other connections wait that one run); otherwise the thread goes on with other
+// connections, and the connection watches its socket meanwhile: a client that goes away has its
+// queued request dropped (SubmitOptions::cancelled).
 //
 // At max_connections the longest-idle connection is closed to make room (a kept-alive connection
 // with no request); if none is idle, a new connection is read for one request: health probes are

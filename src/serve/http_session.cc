@@ -30,8 +30,7 @@ class Connection final : public Session {
  public:
   static constexpr bool kTls = !std::is_same_v<Stream, tcp::socket>;
 
-  Connection(Hub& hub, Stream stream)
-      : hub_(hub), stream_(std::move(stream)), timer_(stream_.get_executor()) {}
+  Connection(Hub& hub, Stream stream) : hub_(hub), stream_(std::move(stream)) {}
 
   void Start() override {
     if constexpr (kTls) {
@@ -67,16 +66,19 @@ class Connection final : public Session {
   }
   tcp::socket& Socket() { return beast::get_lowest_layer(stream_); }
 
-  // The deadline of the step under way: past it, the socket is closed (its operations end).
+  // The deadline of the step under way: past it, the Hub's sweep closes the socket (its
+  // operations end). A store, no timer: a request's steps cost no timer operations.
   void Arm(int64_t ms) {
-    timer_.expires_after(std::chrono::milliseconds(ms));
-    timer_.async_wait([self = Self()](boost::system::error_code ec) {
-      // Re-armed since (a wait already queued): not this step's deadline.
-      if (ec || self->timer_.expiry() > Clock::now()) return;
-      self->Shutdown();
+    deadline = (Clock::now() + std::chrono::milliseconds(ms)).time_since_epoch().count();
+  }
+  void Disarm() { deadline = 0; }
+
+  void CloseIfExpired() override {
+    asio::post(stream_.get_executor(), [self = Self()] {
+      const int64_t d = self->deadline;
+      if (d != 0 && d <= Clock::now().time_since_epoch().count()) self->Shutdown();
     });
   }
-  void Disarm() { timer_.expires_at(Clock::time_point::max()); }
 
   void SetIdle(bool on) {
     if (on) idle_since = Clock::now().time_since_epoch().count();
@@ -128,9 +130,29 @@ class Connection final : public Session {
     // an unset limit as over it: no limit is the largest number instead).
     parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
     Arm(hub_.limits().header_timeout_ms);
+    // A header already in the buffer (the usual case: it came in one read) is parsed here, with
+    // no trip through the io_context.
+    boost::system::error_code ec;
+    if (Parse(ec) || ec) return OnHeader(ec);
     http::async_read_header(
         stream_, buffer_, *parser_,
         [self = Self()](boost::system::error_code ec, size_t) { self->OnHeader(ec); });
+  }
+
+  // Feeds the buffered bytes to the parser, up to the end of the header (the parser stops
+  // there) or of the message. True when that end was reached; `ec` on a parse error.
+  bool Parse(boost::system::error_code& ec) {
+    const bool header = !parser_->is_header_done();
+    while (buffer_.size() > 0 && !parser_->is_done()) {
+      const size_t n = parser_->put(buffer_.data(), ec);
+      buffer_.consume(n);
+      if (ec == http::error::need_more) {
+        ec = {};
+        break;
+      }
+      if (ec || n == 0 || (header && parser_->is_header_done())) break;
+    }
+    return header ? parser_->is_header_done() : parser_->is_done();
   }
 
   HttpRequestHead Head() const {
@@ -194,7 +216,12 @@ class Connection final : public Session {
   }
 
   void ReadBody() {
-    if (parser_->is_done()) return Dispatch();
+    boost::system::error_code ec;
+    if (Parse(ec)) return Dispatch();  // the body came with the header
+    if (ec == http::error::body_limit) {
+      return Refuse(ErrorResponse(413, "the request body is over the route's limit"));
+    }
+    if (ec) return Shutdown();
     Arm(hub_.limits().read_timeout_ms);
     http::async_read(stream_, buffer_, *parser_,
                      [self = Self()](boost::system::error_code ec, size_t) {
@@ -290,12 +317,20 @@ class Connection final : public Session {
     response_->body() = std::move(r.body);
     response_->prepare_payload();
     Arm(hub_.limits().read_timeout_ms);  // a client that does not read its answer is cut off
-    http::async_write(stream_, *response_, [self = Self()](boost::system::error_code ec, size_t) {
+    serializer_.emplace(*response_);
+    if constexpr (!kTls) {
+      // Most answers fit the socket's buffer: written here, without waiting for the io_context.
+      boost::system::error_code ec;
+      while (!serializer_->is_done() && !ec) http::write_some(stream_, *serializer_, ec);
+      if (serializer_->is_done() || (ec && ec != asio::error::would_block)) return OnWritten(ec);
+    }
+    http::async_write(stream_, *serializer_, [self = Self()](boost::system::error_code ec, size_t) {
       self->OnWritten(ec);
     });
   }
 
   void OnWritten(boost::system::error_code ec) {
+    serializer_.reset();
     response_.reset();
     if (!ec && linger_) return Linger();
     if (ec || close_after_ || peer_closed_) return Shutdown();
@@ -312,7 +347,7 @@ class Connection final : public Session {
     if (closed_) return;
     closed_ = true;
     SetIdle(false);
-    timer_.cancel();
+    Disarm();
     boost::system::error_code ignored;
     Socket().shutdown(tcp::socket::shutdown_both, ignored);
     Socket().close(ignored);
@@ -321,10 +356,10 @@ class Connection final : public Session {
 
   Hub& hub_;
   Stream stream_;
-  asio::steady_timer timer_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::optional<http::response<http::string_body>> response_;
+  std::optional<http::serializer<false, http::string_body>> serializer_;
   HttpRequestHead head_;
   InflightBudget::Charge charge_;
   std::shared_ptr<std::atomic<bool>> cancelled_;
@@ -342,6 +377,7 @@ class Connection final : public Session {
 std::shared_ptr<Session> MakeSession(Hub& hub, tcp::socket socket, ssl::context* tls) {
   boost::system::error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
+  socket.non_blocking(true, ignored);  // a write tried in place returns instead of blocking
   if (tls != nullptr) {
     return std::make_shared<Connection<ssl::stream<tcp::socket>>>(
         hub, ssl::stream<tcp::socket>(std::move(socket), *tls));
@@ -418,6 +454,20 @@ void Hub::StopAll() {
   all.clear();
   lock.lock();
   empty_cv_.wait(lock, [&] { return sessions_.empty(); });
+}
+
+void Hub::Sweep() {
+  const int64_t now = Clock::now().time_since_epoch().count();
+  std::vector<std::shared_ptr<Session>> expired;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& weak : sessions_) {
+      std::shared_ptr<Session> s = weak.lock();
+      const int64_t d = s ? s->deadline.load() : 0;
+      if (d != 0 && d <= now) expired.push_back(std::move(s));
+    }
+  }
+  for (auto& s : expired) s->CloseIfExpired();
 }
 
 int Hub::count() const {

@@ -37,10 +37,13 @@ class Session : public std::enable_shared_from_this<Session> {
   // being made (Stop).
   virtual void CloseIfIdle() = 0;
   virtual void CloseAfterAnswer() = 0;
+  // From any thread: close now if the step under way is past its deadline.
+  virtual void CloseIfExpired() = 0;
 
   // Waiting for a request with nothing of it read: may be closed to make room.
   std::atomic<bool> idle{false};
   std::atomic<int64_t> idle_since{0};  // steady_clock ticks
+  std::atomic<int64_t> deadline{0};    // of the step under way, steady_clock ticks; 0: none
   bool limited = false;                // over the cap: health probes only, one request
 
  private:
@@ -65,6 +68,9 @@ class Hub {
   void Accept(tcp::socket socket);
   // Closes the longest-idle session; false if none is idle.
   bool EvictIdle();
+  // Closes the sessions past their step's deadline (called every kSweep by the server).
+  void Sweep();
+  static constexpr std::chrono::milliseconds kSweep{50};
   // Called once by each session as it closes.
   void Remove(Session& s);
   // No new sessions; idle ones close now, busy ones after their answer. Then waits for none.
