@@ -184,6 +184,40 @@ TEST(Budget, GrpcRepeatedFieldsAreCountedBeforeProtobufParsesThem) {
   EXPECT_NE(st.error_message().find("raw inputs"), std::string::npos) << st.error_message();
 }
 
+TEST(Budget, ManyGrpcBytesElementsAreChargedBeforeTheyAreParsed) {
+  ServeLimits limits;
+  limits.max_inflight_bytes = 32 << 20;
+  Served s(limits);
+  auto stub = pb::GRPCInferenceService::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(s.grpc_server->port()), grpc::InsecureChannelCredentials()));
+  // A million empty BYTES elements: 2 MB on the wire, a string object each once parsed.
+  pb::ModelInferRequest m;
+  m.set_model_name("add");
+  auto* in = m.add_inputs();
+  in->set_name("x");
+  in->set_datatype("BYTES");
+  in->add_shape(1 << 20);
+  auto* contents = in->mutable_contents()->mutable_bytes_contents();
+  contents->Reserve(1 << 20);
+  for (int i = 0; i < (1 << 20); ++i) contents->Add();
+  grpc::ClientContext context;
+  pb::ModelInferResponse response;
+  const grpc::Status st = stub->ModelInfer(&context, m, &response);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+  EXPECT_NE(st.error_message().find("--max-inflight-mib"), std::string::npos) << st.error_message();
+  EXPECT_EQ(s.plane->budget().used(), 0);
+}
+
+TEST(Connections, ASilentGrpcConnectionIsClosedAtTheHandshakeTimeout) {
+  ServeLimits limits;
+  limits.header_timeout_ms = 200;
+  Served s(limits);
+  const int fd = testing::Connect(s.grpc_server->port());
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(testing::ReadAll(fd, 30).find("<no answer"), std::string::npos);  // closed by gRPC
+  ::close(fd);
+}
+
 // Raises this process's descriptor limit to `n` if the hard limit allows; false otherwise.
 bool RaiseFileLimit(rlim_t n) {
   rlimit r{};

@@ -249,6 +249,19 @@ TEST(ContentType, PostBodiesMustBeJsonOrBinaryTensors) {
             200);
 }
 
+TEST(ModelControl, RepositoryBodiesAreSmallAndShallow) {
+  SecurityOptions security;
+  security.admin_listener = true;
+  Rig rig(ModelControl::kExplicit, security);
+  const HttpRequestHead index = Head("POST", "/v2/repository/index");
+  HttpResponse r = rig.Call(index, std::string(1 << 20, '['), "", true);  // a nested megabyte
+  EXPECT_EQ(r.status, 413) << r.body;
+  EXPECT_NE(ErrorOf(r).find("max_admin_body_bytes"), std::string::npos) << r.body;
+  r = rig.Call(index, std::string(1000, '[') + std::string(1000, ']'), "", true);
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(rig.Call(index, R"({"ready":true})", "", true).status, 200);
+}
+
 TEST(Names, ControlCharactersAndLongNamesAreInvalidArguments) {
   Rig rig(
       ModelControl::kExplicit,
