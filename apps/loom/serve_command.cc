@@ -241,6 +241,8 @@ void AddSecurityOptions(CLI::App& app, ServeArgs& a) {
                  "File holding the token every request needs, health checks aside");
   app.add_option("--allow-origin", a.security.allow_origins,
                  "A browser origin allowed to POST (repeatable; others are refused)");
+  app.add_option("--allow-host", a.security.allow_hosts,
+                 "A name the Host header may give (repeatable; others are refused; default: any)");
   app.add_option("--tls-cert", a.security.tls.cert,
                  "PEM certificate chain: serve HTTPS and TLS gRPC");
   app.add_option("--tls-key", a.security.tls.key, "PEM private key of --tls-cert");

@@ -164,6 +164,7 @@ class Connection final : public Session {
       auto it = req.find(name);
       return it == req.end() ? std::string() : std::string(it->value());
     };
+    h.host = field(http::field::host);
     h.content_type = field(http::field::content_type);
     h.origin = field(http::field::origin);
     h.authorization = field(http::field::authorization);

@@ -132,6 +132,10 @@ HttpRoutes::Admission HttpRoutes::Admit(const HttpRequestHead& head,
     a.refusal = std::move(r);
     return a;
   }
+  if (!head.host.empty() && !a.health && !access_.HostAllowed(head.host)) {
+    a.refusal = ErrorResponse(403, "this server does not answer to that name (--allow-host)");
+    return a;
+  }
   if (head.method == "POST" && cross_origin && !access_.OriginAllowed(head.origin)) {
     a.refusal = ErrorResponse(403,
                               "cross-origin requests are refused: the origin is not "
@@ -183,7 +187,8 @@ HttpRoutes::Admission HttpRoutes::Admit(const HttpRequestHead& head,
                           infer ? "max_body_bytes" : "max_admin_body_bytes", ")"));
     return a;
   }
-  if (absl::Status s = charge->Take(head.content_length); !s.ok()) a.refusal = ErrorResponse(s);
+  const int64_t body = head.content_length >= 0 ? head.content_length : a.body_limit;
+  if (absl::Status s = charge->Take(body); !s.ok()) a.refusal = ErrorResponse(s);
   return a;
 }
 

@@ -23,10 +23,10 @@ namespace loom::serve {
 
 // A request's header, as the routes need it.
 struct HttpRequestHead {
-  std::string method;                               // "GET", "POST", ...
-  std::string target;                               // "/v2/models/m/infer?x"
-  std::string content_type, origin, authorization;  // "" when absent
-  std::optional<std::string> header_length;         // Inference-Header-Content-Length
+  std::string method;                                     // "GET", "POST", ...
+  std::string target;                                     // "/v2/models/m/infer?x"
+  std::string host, content_type, origin, authorization;  // "" when absent
+  std::optional<std::string> header_length;               // Inference-Header-Content-Length
   int64_t content_length = 0;
 };
 

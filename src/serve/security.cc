@@ -67,6 +67,7 @@ absl::StatusOr<Access> Access::Create(const SecurityOptions& options) {
     LOOM_ASSIGN_OR_RETURN(a.admin_, ReadToken(options.admin_token_file, "--admin-token-file"));
   }
   a.origins_ = options.allow_origins;
+  for (const std::string& h : options.allow_hosts) a.hosts_.push_back(absl::AsciiStrToLower(h));
   a.admin_listener_ = options.admin_listener;
   a.tls_ = options.tls;
   if (a.tls_.cert.empty() != a.tls_.key.empty()) {
@@ -124,6 +125,19 @@ absl::Status Access::CheckAdmin(std::string_view authorization, bool on_admin_li
 bool Access::OriginAllowed(std::string_view origin) const {
   return std::any_of(origins_.begin(), origins_.end(),
                      [&](const std::string& o) { return o == "*" || o == origin; });
+}
+
+bool Access::HostAllowed(std::string_view host) const {
+  if (hosts_.empty()) return true;
+  // "name:port", "[v6]:port", "name": the name, lower case.
+  std::string name(host);
+  if (!name.empty() && name.front() == '[') {
+    name = name.substr(0, name.find(']') + 1);
+  } else {
+    name = name.substr(0, name.find(':'));
+  }
+  absl::AsciiStrToLower(&name);
+  return std::find(hosts_.begin(), hosts_.end(), name) != hosts_.end();
 }
 
 }  // namespace loom::serve

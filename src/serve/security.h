@@ -30,6 +30,7 @@ struct SecurityOptions {
   std::string auth_token_file;             // inference token; "": none
   std::string admin_token_file;            // repository API token; "": none
   std::vector<std::string> allow_origins;  // origins whose POSTs are accepted ("*": any)
+  std::vector<std::string> allow_hosts;    // names the Host header may give (empty: any)
   bool admin_listener = false;  // the repository API is also served on the admin listener
   TlsFiles tls;
 };
@@ -51,6 +52,10 @@ class Access {
   absl::Status CheckAdmin(std::string_view authorization, bool on_admin_listener) const;
   // Whether a POST carrying `origin` (the Origin header) is accepted.
   bool OriginAllowed(std::string_view origin) const;
+  // Whether a request's Host header (port aside) is one the server answers to: any, unless
+  // --allow-host names some (a page whose own name resolves to this server, DNS rebinding, is
+  // then refused).
+  bool HostAllowed(std::string_view host) const;
   bool inference_token() const { return auth_.has_value(); }
   const TlsFiles& tls() const { return tls_; }
 
@@ -59,7 +64,7 @@ class Access {
   static bool Matches(std::string_view authorization, const Digest& token);
 
   std::optional<Digest> auth_, admin_;
-  std::vector<std::string> origins_;
+  std::vector<std::string> origins_, hosts_;
   bool admin_listener_ = false;
   TlsFiles tls_;
 };

@@ -232,6 +232,22 @@ TEST(Origin, ACrossOriginTextPlainPostIsRefusedAndAnAllowedOriginGetsCors) {
   EXPECT_EQ(rig.Call(preflight).status, 403);
 }
 
+TEST(Origin, AllowHostRefusesOtherNamesAsDnsRebindingWouldSend) {
+  SecurityOptions security;
+  security.allow_hosts = {"localhost", "127.0.0.1", "[::1]"};
+  Rig rig(ModelControl::kNone, security);
+  HttpRequestHead get = Head("GET", "/v2/models/add");
+  for (const char* host : {"localhost:8000", "127.0.0.1", "LOCALHOST", "[::1]:8000"}) {
+    get.host = host;
+    EXPECT_EQ(rig.Call(get).status, 200) << host;
+  }
+  get.host = "evil.example:8000";
+  EXPECT_EQ(rig.Call(get).status, 403);
+  HttpRequestHead health = Head("GET", "/v2/health/ready");
+  health.host = "10.0.0.7:8000";  // probes come by address
+  EXPECT_EQ(rig.Call(health).status, 200);
+}
+
 TEST(ContentType, PostBodiesMustBeJsonOrBinaryTensors) {
   Rig rig(ModelControl::kNone);
   for (const char* type :
