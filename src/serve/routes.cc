@@ -12,6 +12,27 @@
 #include "serve/json_tensors.h"
 
 namespace loom::serve {
+
+// A request's route, as parsed from its method and target.
+struct Route {
+  enum Kind {
+    kNotFound,
+    kWrongMethod,
+    kPreflight,
+    kMetrics,
+    kServer,
+    kLive,
+    kReady,
+    kIndex,
+    kLoad,
+    kUnload,
+    kModel,  // metadata, ready or infer of parts[2]
+  } kind = kNotFound;
+  std::string path;
+  std::vector<std::string> parts;
+  bool repository() const { return kind == kIndex || kind == kLoad || kind == kUnload; }
+};
+
 namespace {
 
 using json = nlohmann::json;
@@ -41,25 +62,6 @@ std::string PercentDecode(std::string_view s) {
   }
   return out;
 }
-
-struct Route {
-  enum Kind {
-    kNotFound,
-    kWrongMethod,
-    kPreflight,
-    kMetrics,
-    kServer,
-    kLive,
-    kReady,
-    kIndex,
-    kLoad,
-    kUnload,
-    kModel,  // metadata, ready or infer of parts[2]
-  } kind = kNotFound;
-  std::string path;
-  std::vector<std::string> parts;
-  bool repository() const { return kind == kIndex || kind == kLoad || kind == kUnload; }
-};
 
 // The route of a request; kModel routes are told apart by HandleModel.
 Route ParseRoute(const std::string& method, const std::string& target) {
@@ -111,6 +113,34 @@ void AddCors(HttpResponse& r, const std::string& origin) {
 
 }  // namespace
 
+HttpResponse HttpRoutes::Preflight(const HttpRequestHead& head) const {
+  if (head.origin.empty() || !access_.OriginAllowed(head.origin)) {
+    return ErrorResponse(403, "this origin is not allowed (--allow-origin)");
+  }
+  HttpResponse r;
+  r.status = 204;
+  AddCors(r, head.origin);
+  r.headers.emplace_back("Access-Control-Allow-Methods", "GET, POST");
+  r.headers.emplace_back("Access-Control-Allow-Headers",
+                         "Authorization, Content-Type, Inference-Header-Content-Length");
+  r.headers.emplace_back("Access-Control-Max-Age", "600");
+  return r;
+}
+
+absl::Status HttpRoutes::Allowed(const Route& route, const HttpRequestHead& head) const {
+  if (route.repository()) {
+    if (plane_.model_control() == ModelControl::kNone) {
+      return absl::PermissionDeniedError(
+          "the model repository API is off: start the server with --model-control explicit");
+    }
+    return access_.CheckAdmin(head.authorization, listener_ == Listener::kAdmin);
+  }
+  if (listener_ == Listener::kAdmin) {
+    return absl::NotFoundError("the admin listener serves the repository API and health only");
+  }
+  return access_.CheckInference(head.authorization);
+}
+
 HttpRoutes::Admission HttpRoutes::Admit(const HttpRequestHead& head,
                                         InflightBudget::Charge* charge) const {
   Admission a;
@@ -118,18 +148,7 @@ HttpRoutes::Admission HttpRoutes::Admit(const HttpRequestHead& head,
   a.health = route.kind == Route::kLive || route.kind == Route::kReady;
   const bool cross_origin = !head.origin.empty();
   if (route.kind == Route::kPreflight) {
-    if (!cross_origin || !access_.OriginAllowed(head.origin)) {
-      a.refusal = ErrorResponse(403, "this origin is not allowed (--allow-origin)");
-      return a;
-    }
-    HttpResponse r;
-    r.status = 204;
-    AddCors(r, head.origin);
-    r.headers.emplace_back("Access-Control-Allow-Methods", "GET, POST");
-    r.headers.emplace_back("Access-Control-Allow-Headers",
-                           "Authorization, Content-Type, Inference-Header-Content-Length");
-    r.headers.emplace_back("Access-Control-Max-Age", "600");
-    a.refusal = std::move(r);
+    a.refusal = Preflight(head);
     return a;
   }
   if (!head.host.empty() && !a.health && !access_.HostAllowed(head.host)) {
@@ -152,20 +171,7 @@ HttpRoutes::Admission HttpRoutes::Admit(const HttpRequestHead& head,
                                                 " is not allowed on ", route.path.substr(0, 300)));
     return a;
   }
-  absl::Status allowed;
-  if (a.health) {
-    allowed = absl::OkStatus();
-  } else if (route.repository()) {
-    allowed = plane_.model_control() == ModelControl::kNone
-                  ? absl::PermissionDeniedError(
-                        "the model repository API is off: start the "
-                        "server with --model-control explicit")
-                  : access_.CheckAdmin(head.authorization, listener_ == Listener::kAdmin);
-  } else if (listener_ == Listener::kAdmin) {
-    allowed = absl::NotFoundError("the admin listener serves the repository API and health only");
-  } else {
-    allowed = access_.CheckInference(head.authorization);
-  }
+  const absl::Status allowed = a.health ? absl::OkStatus() : Allowed(route, head);
   if (!allowed.ok()) {
     a.refusal = ErrorResponse(allowed);
     if (allowed.code() == absl::StatusCode::kUnauthenticated) {

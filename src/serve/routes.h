@@ -34,6 +34,8 @@ struct HttpRequestHead {
 // health only, on loopback).
 enum class Listener { kMain, kAdmin };
 
+struct Route;  // routes.cc
+
 class HttpRoutes {
  public:
   // `plane` and `access` must outlive this.
@@ -59,6 +61,9 @@ class HttpRoutes {
   DataPlane& plane() { return plane_; }
 
  private:
+  HttpResponse Preflight(const HttpRequestHead& head) const;
+  // Whether the request's credentials allow its route (health aside).
+  absl::Status Allowed(const Route& route, const HttpRequestHead& head) const;
   void HandleInfer(const std::string& model, const std::string& version,
                    const HttpRequestHead& head, std::string body,
                    std::shared_ptr<const std::atomic<bool>> cancelled,
