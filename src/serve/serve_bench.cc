@@ -25,6 +25,7 @@
 #include "serve/data_plane.h"
 #include "serve/grpc_server.h"
 #include "serve/http_server.h"
+#include "serve/security.h"
 
 namespace loom::serve {
 namespace {
@@ -103,9 +104,13 @@ absl::StatusOr<Workload> MakeWorkload(const std::string& http_address, const std
   LOOM_RETURN_IF_ERROR(client.Connect(http_address));
   std::string name = model;
   if (name.empty()) {
-    LOOM_ASSIGN_OR_RETURN(auto index, client.Send(http::verb::post, "/v2/repository/index", "{\"ready\":true}"));
+    LOOM_ASSIGN_OR_RETURN(auto index, client.Send(http::verb::post, "/v2/repository/index",
+                                                  "{\"ready\":true}"));
     json j = json::parse(index.body(), nullptr, false);
-    if (!j.is_array() || j.empty()) return absl::NotFoundError("the server has no ready model");
+    if (!j.is_array() || j.empty()) {
+      return absl::NotFoundError("the server lists no ready model (its repository API may be "
+                                 "off): name the model with --call");
+    }
     name = j[0].value("name", "");
   }
   LOOM_ASSIGN_OR_RETURN(auto meta_response, client.Send(http::verb::get, "/v2/models/" + name, ""));
@@ -311,105 +316,138 @@ RunResult RunMode(const std::string& mode, int concurrency, double seconds, cons
 
 }  // namespace
 
-absl::StatusOr<ServeBenchReport> RunServeBench(const ServeBenchOptions& o) {
+namespace {
+
+absl::Status CheckOptions(const ServeBenchOptions& o) {
   for (const std::string& m : o.modes) {
-    if (m != "inprocess" && m != "http-binary" && m != "http-json" && m != "grpc" && m != "http-live" &&
-        m != "grpc-live") {
+    if (m != "inprocess" && m != "http-binary" && m != "http-json" && m != "grpc" &&
+        m != "http-live" && m != "grpc-live") {
       return absl::InvalidArgumentError(absl::StrCat(
-          "mode '", m, "': expected inprocess, http-binary, http-json, grpc, http-live or grpc-live"));
+          "mode '", m,
+          "': expected inprocess, http-binary, http-json, grpc, http-live or grpc-live"));
     }
   }
   if (o.repeats < 1 || o.seconds <= 0 || o.concurrency.empty()) {
-    return absl::InvalidArgumentError("repeats >= 1, seconds > 0 and at least one concurrency level are needed");
+    return absl::InvalidArgumentError(
+        "repeats >= 1, seconds > 0 and at least one concurrency level are needed");
   }
+  return absl::OkStatus();
+}
+
+// A server of the options' models in this process, as `loom serve` runs it.
+struct LocalServer {
   std::unique_ptr<DataPlane> plane;
+  Access access;
   std::unique_ptr<HttpServer> http;
   std::unique_ptr<GrpcServer> grpc;
+};
+
+absl::Status StartLocal(const ServeBenchOptions& o, LocalServer& local) {
+  DataPlaneOptions options;
+  options.repository = o.repository;
+  options.models = o.models;
+  options.engine.cores = o.cores;
+  LOOM_ASSIGN_OR_RETURN(local.plane, DataPlane::Create(options));
+  LOOM_ASSIGN_OR_RETURN(local.http, HttpServer::Start(*local.plane, local.access, {}));
+  LOOM_ASSIGN_OR_RETURN(local.grpc, GrpcServer::Start(*local.plane, local.access, {}));
+  return absl::OkStatus();
+}
+
+ServeBenchRow Summarize(const std::string& mode, int concurrency,
+                        const std::vector<RunResult>& runs, const std::vector<ServerSplit>& splits) {
+  const double cores = static_cast<double>(UsableCpus().size());
+  ServeBenchRow row;
+  row.mode = mode;
+  row.concurrency = concurrency;
+  std::vector<double> tput, p50, p90, p99;
+  double machine_s = 0;  // core-seconds the runs had
+  double client_cpu_s = 0;
+  for (const RunResult& r : runs) {
+    row.requests += r.requests;
+    row.errors += r.errors;
+    client_cpu_s += r.client_cpu_s;
+    machine_s += r.seconds * cores;
+    tput.push_back(static_cast<double>(r.requests) / r.seconds);
+    p50.push_back(Percentile(r.latencies_us, 50));
+    p90.push_back(Percentile(r.latencies_us, 90));
+    p99.push_back(Percentile(r.latencies_us, 99));
+  }
+  ServerSplit total;
+  for (const ServerSplit& s : splits) {
+    total.queue_s += s.queue_s;
+    total.queued += s.queued;
+    total.compute_s += s.compute_s;
+    total.runs += s.runs;
+  }
+  row.throughput = Median(tput);
+  row.p50_us = Median(p50);
+  row.p90_us = Median(p90);
+  row.p99_us = Median(p99);
+  if (mode != "inprocess" && row.requests > 0) {  // in process, the clients' threads run the models
+    row.client_cpu_us = client_cpu_s / static_cast<double>(row.requests) * 1e6;
+    row.client_cpu_share = machine_s > 0 ? client_cpu_s / machine_s : 0;
+  }
+  if (total.queued > 0) row.server_queue_us = total.queue_s / total.queued * 1e6;
+  if (total.runs > 0) row.server_compute_us = total.compute_s / total.runs * 1e6;
+  return row;
+}
+
+}  // namespace
+
+absl::StatusOr<ServeBenchReport> RunServeBench(const ServeBenchOptions& o) {
+  LOOM_RETURN_IF_ERROR(CheckOptions(o));
+  LocalServer local;
   std::string http_address = o.http_address, grpc_address = o.grpc_address;
   ServeBenchReport report;
-  if (http_address.empty()) {
-    DataPlaneOptions options;
-    options.repository = o.repository;
-    options.models = o.models;
-    options.engine.cores = o.cores;
-    LOOM_ASSIGN_OR_RETURN(plane, DataPlane::Create(options));
-    LOOM_ASSIGN_OR_RETURN(http, HttpServer::Start(*plane, "127.0.0.1", 0));
-    LOOM_ASSIGN_OR_RETURN(grpc, GrpcServer::Start(*plane, "127.0.0.1", 0));
-    http_address = absl::StrCat("127.0.0.1:", http->port());
-    grpc_address = absl::StrCat("127.0.0.1:", grpc->port());
-    report.plan = plane->engine().DescribePlan();
-  }
-  std::vector<Workload> workloads;
   std::vector<std::string> names = absl::StrSplit(o.model, ',', absl::SkipEmpty());
+  if (http_address.empty()) {
+    LOOM_RETURN_IF_ERROR(StartLocal(o, local));
+    http_address = absl::StrCat("127.0.0.1:", local.http->port());
+    grpc_address = absl::StrCat("127.0.0.1:", local.grpc->port());
+    report.plan = local.plane->engine().DescribePlan();
+    if (names.empty() && !local.plane->ModelNames().empty()) {
+      names.push_back(local.plane->ModelNames().front());
+    }
+  }
   if (names.empty()) names.push_back("");
+  std::vector<Workload> workloads;
   for (const std::string& name : names) {
     LOOM_ASSIGN_OR_RETURN(Workload w, MakeWorkload(http_address, name, o.batch));
     report.model += (report.model.empty() ? "" : ",") + w.model;
     workloads.push_back(std::move(w));
   }
+  Engine* engine = local.plane ? &local.plane->engine() : nullptr;
   std::vector<std::string> modes;
   for (const std::string& m : o.modes) {
-    if (m == "inprocess" && !plane) continue;  // a running server: no engine here to compare with
+    if (m == "inprocess" && !engine) continue;  // a running server: no engine here to compare with
     if (IsGrpc(m) && grpc_address.empty()) continue;
     modes.push_back(m);
   }
   // Warm-up: every mode once at the highest concurrency (connections, thread pools, caches).
   const int top = *std::max_element(o.concurrency.begin(), o.concurrency.end());
   for (const std::string& m : modes) {
-    RunResult r = RunMode(m, top, std::min(0.5, o.seconds), workloads, plane ? &plane->engine() : nullptr, http_address, grpc_address);
-    if (r.requests == 0) return absl::UnavailableError(absl::StrCat(m, ": no request succeeded: ", r.first_error));
+    RunResult r = RunMode(m, top, std::min(0.5, o.seconds), workloads, engine, http_address,
+                          grpc_address);
+    if (r.requests == 0) {
+      return absl::UnavailableError(absl::StrCat(m, ": no request succeeded: ", r.first_error));
+    }
   }
-  const double cores = static_cast<double>(UsableCpus().size());
   for (int c : o.concurrency) {
     std::map<std::string, std::vector<RunResult>> runs;
     std::map<std::string, std::vector<ServerSplit>> splits;
     for (int rep = 0; rep < o.repeats; ++rep) {
-      for (const std::string& m : modes) {  // interleaved: each mode sees the machine as the others do
+      for (const std::string& m : modes) {  // interleaved: each mode sees the machine as the others
         const ServerSplit before = ReadSplit(http_address, workloads);
-        runs[m].push_back(RunMode(m, c, o.seconds, workloads, plane ? &plane->engine() : nullptr, http_address, grpc_address));
+        runs[m].push_back(RunMode(m, c, o.seconds, workloads, engine, http_address, grpc_address));
         const ServerSplit after = ReadSplit(http_address, workloads);
         splits[m].push_back({after.queue_s - before.queue_s, after.queued - before.queued,
                              after.compute_s - before.compute_s, after.runs - before.runs});
       }
     }
-    for (const std::string& m : modes) {
-      ServeBenchRow row;
-      row.mode = m;
-      row.concurrency = c;
-      std::vector<double> tput, p50, p90, p99;
-      double machine_s = 0;  // core-seconds the runs had
-      double queue_s = 0, queued = 0, compute_s = 0, runs_count = 0, client_cpu_s = 0;
-      for (const RunResult& r : runs[m]) {
-        row.requests += r.requests;
-        row.errors += r.errors;
-        client_cpu_s += r.client_cpu_s;
-        machine_s += r.seconds * cores;
-        tput.push_back(static_cast<double>(r.requests) / r.seconds);
-        p50.push_back(Percentile(r.latencies_us, 50));
-        p90.push_back(Percentile(r.latencies_us, 90));
-        p99.push_back(Percentile(r.latencies_us, 99));
-      }
-      for (const ServerSplit& s : splits[m]) {
-        queue_s += s.queue_s;
-        queued += s.queued;
-        compute_s += s.compute_s;
-        runs_count += s.runs;
-      }
-      row.throughput = Median(tput);
-      row.p50_us = Median(p50);
-      row.p90_us = Median(p90);
-      row.p99_us = Median(p99);
-      if (m != "inprocess" && row.requests > 0) {  // in process, the clients' threads run the models
-        row.client_cpu_us = client_cpu_s / static_cast<double>(row.requests) * 1e6;
-        row.client_cpu_share = machine_s > 0 ? client_cpu_s / machine_s : 0;
-      }
-      if (queued > 0) row.server_queue_us = queue_s / queued * 1e6;
-      if (runs_count > 0) row.server_compute_us = compute_s / runs_count * 1e6;
-      report.rows.push_back(row);
-    }
+    for (const std::string& m : modes) report.rows.push_back(Summarize(m, c, runs[m], splits[m]));
   }
-  if (grpc) grpc->Shutdown(std::chrono::milliseconds(100));
-  if (http) http->Stop();
+  if (local.grpc) local.grpc->Shutdown(std::chrono::milliseconds(100));
+  if (local.http) local.http->Stop();
   return report;
 }
 

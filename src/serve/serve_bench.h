@@ -22,7 +22,8 @@ struct ServeBenchOptions {
   std::string http_address;  // host:port of a running server (then no in-process runs)
   std::string grpc_address;  // host:port of its gRPC endpoint ("" = not measured)
 
-  std::string model;  // the model(s) to call, comma-separated, clients spread over them ("" = the first)
+  std::string
+      model;  // the model(s) to call, comma-separated, clients spread over them ("" = the first)
   std::vector<int> concurrency = {1, 2, 4, 8};
   // inprocess, http-binary, http-json, grpc; http-live and grpc-live time an empty round trip
   // (the health endpoints): each transport's own floor on this machine.
@@ -36,9 +37,9 @@ struct ServeBenchRow {
   std::string mode;
   int concurrency = 0;
   int64_t requests = 0, errors = 0;
-  double throughput = 0;                 // requests/s, median of repeats
+  double throughput = 0;                      // requests/s, median of repeats
   double p50_us = 0, p90_us = 0, p99_us = 0;  // medians of repeats
-  double server_queue_us = 0;    // the engine's mean wait per request, from /metrics
+  double server_queue_us = 0;                 // the engine's mean wait per request, from /metrics
   double server_compute_us = 0;  // its mean time per run (a batch of requests), from /metrics
   // The load generator's own cost (not in-process, where the clients run the models): its
   // threads' CPU time per answered request, and as a share of the cores this process may use.

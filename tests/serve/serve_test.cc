@@ -5,26 +5,27 @@
 //
 // LOOM_FUZZ_REQUESTS sets the fuzzer's request count (default 10,000 over HTTP and gRPC together);
 // scripts/fuzz_serve runs it with 100,000 under ASan+UBSan.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
-#include <random>
 #include <filesystem>
 #include <future>
-#include <thread>
-
-#include <grpcpp/grpcpp.h>
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
 
 #include "grpc_service.grpc.pb.h"
 #include "runtime/synthetic_models.h"
 #include "serve/data_plane.h"
 #include "serve/grpc_server.h"
 #include "serve/http_server.h"
+#include "serve/routes.h"
+#include "tests/serve/serve_util.h"
 #include "tests/test_util.h"
 
 namespace loom::serve {
@@ -32,45 +33,58 @@ namespace {
 
 using json = nlohmann::json;
 namespace pb = inference;
+using testing::Head;
 
 // One server for the whole suite: an Add model (y = x + 1, [N, 4] f32) and BlazeFace.
 class Server : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new testing::ScratchDir();
+    dir_ = new loom::testing::ScratchDir();
     const std::string add = dir_->Path("add.onnx");
     ASSERT_TRUE(WriteAddModel(add, 4).ok());
     DataPlaneOptions options;
-    options.models = {{"add", add}, {"face", testing::ModelPath(testing::kBlazeFaceFront)}};
+    options.models = {{"add", add},
+                      {"face", loom::testing::ModelPath(loom::testing::kBlazeFaceFront)}};
     options.engine.measure_runs = 1;
     options.limits.max_body_bytes = 1 << 20;
     options.limits.max_header_bytes = 4096;
     options.limits.read_timeout_ms = 500;
+    options.limits.header_timeout_ms = 500;
     auto plane = DataPlane::Create(options);
     ASSERT_TRUE(plane.ok()) << plane.status();
     plane_ = plane->release();
-    auto http = HttpServer::Start(*plane_, "127.0.0.1", 0);
+    access_ = new Access();
+    routes_ = new HttpRoutes(*plane_, *access_, Listener::kMain);
+    auto http = HttpServer::Start(*plane_, *access_, {});
     ASSERT_TRUE(http.ok()) << http.status();
     http_ = http->release();
-    auto grpc = GrpcServer::Start(*plane_, "127.0.0.1", 0);
+    auto grpc = GrpcServer::Start(*plane_, *access_, {});
     ASSERT_TRUE(grpc.ok()) << grpc.status();
     grpc_ = grpc->release();
   }
   static void TearDownTestSuite() {
     delete grpc_;
     delete http_;
+    delete routes_;
+    delete access_;
     delete plane_;
     delete dir_;
   }
 
   static HttpResponse Post(const std::string& target, const std::string& body,
                            std::optional<std::string> header_length = std::nullopt) {
-    return HandleHttp(*plane_, "POST", target, std::move(header_length), body);
+    HttpRequestHead head =
+        Head("POST", target, header_length ? "application/octet-stream" : "application/json");
+    head.header_length = std::move(header_length);
+    return HandleHttp(*routes_, head, body);
   }
-  static HttpResponse Get(const std::string& target) { return HandleHttp(*plane_, "GET", target, std::nullopt, ""); }
+  static HttpResponse Get(const std::string& target) {
+    return HandleHttp(*routes_, Head("GET", target), "");
+  }
   static std::string ErrorOf(const HttpResponse& r) {
     json j = json::parse(r.body, nullptr, false);
-    return j.is_object() && j.contains("error") ? j["error"].get<std::string>() : "<no error field: " + r.body + ">";
+    return j.is_object() && j.contains("error") ? j["error"].get<std::string>()
+                                                : "<no error field: " + r.body + ">";
   }
   // The server still answers a good request correctly.
   static void ExpectStillServing() {
@@ -81,49 +95,22 @@ class Server : public ::testing::Test {
   }
 
   static std::unique_ptr<pb::GRPCInferenceService::Stub> Stub() {
-    auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(grpc_->port()), grpc::InsecureChannelCredentials());
+    auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(grpc_->port()),
+                                       grpc::InsecureChannelCredentials());
     return pb::GRPCInferenceService::NewStub(channel);
   }
 
-  // Sends raw bytes over a fresh connection and returns what came back (until close or timeout).
-  // With `half_close`, the client says it is done sending (the server sees the end of the stream).
-  static std::string RawHttp(const std::string& bytes, int chunk = 0, int pause_ms = 0, bool half_close = false) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(http_->port()));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-      ::close(fd);
-      return "<connect failed>";
-    }
-    timeval timeout{5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-    size_t sent = 0;
-    while (sent < bytes.size()) {
-      const size_t n = chunk > 0 ? std::min<size_t>(chunk, bytes.size() - sent) : bytes.size() - sent;
-      const ssize_t w = ::send(fd, bytes.data() + sent, n, MSG_NOSIGNAL);
-      if (w <= 0) break;
-      sent += static_cast<size_t>(w);
-      if (pause_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
-    }
-    if (half_close) ::shutdown(fd, SHUT_WR);
-    std::string out;
-    char buffer[4096];
-    for (;;) {
-      const ssize_t r = ::recv(fd, buffer, sizeof(buffer), 0);
-      if (r < 0) out += "<no answer, not closed>";  // the 5 s receive timeout
-      if (r <= 0) break;
-      out.append(buffer, static_cast<size_t>(r));
-    }
-    ::close(fd);
-    return out;
+  static std::string RawHttp(const std::string& bytes, int chunk = 0, int pause_ms = 0,
+                             bool half_close = false) {
+    return testing::RawHttp(http_->port(), bytes, chunk, pause_ms, half_close);
   }
 
   static inline const std::string kGoodJson =
       R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]})";
-  static inline testing::ScratchDir* dir_ = nullptr;
+  static inline loom::testing::ScratchDir* dir_ = nullptr;
   static inline DataPlane* plane_ = nullptr;
+  static inline Access* access_ = nullptr;
+  static inline HttpRoutes* routes_ = nullptr;
   static inline HttpServer* http_ = nullptr;
   static inline GrpcServer* grpc_ = nullptr;
 };
@@ -142,8 +129,9 @@ TEST_F(Server, HealthMetadataAndInferInJson) {
   EXPECT_EQ(Get("/v2/models/add/ready").status, 200);
   ExpectStillServing();
   // Several rows, and the request's id echoed.
-  const HttpResponse r = Post("/v2/models/add/infer",
-                              R"({"id":"r7","inputs":[{"name":"x","shape":[2,4],"datatype":"FP32","data":[[0,0,0,0],[1,1,1,1]]}]})");
+  const HttpResponse r = Post(
+      "/v2/models/add/infer",
+      R"({"id":"r7","inputs":[{"name":"x","shape":[2,4],"datatype":"FP32","data":[[0,0,0,0],[1,1,1,1]]}]})");
   ASSERT_EQ(r.status, 200) << r.body;
   json j = json::parse(r.body);
   EXPECT_EQ(j["id"], "r7");
@@ -183,27 +171,86 @@ TEST_F(Server, EveryBadRequestIsAnsweredWithItsStatusAndTheServerGoesOn) {
       {"empty body", "/v2/models/add/infer", "", {}, 400, "not valid JSON"},
       {"unknown model", "/v2/models/nope/infer", kGoodJson, {}, 404, "unknown model 'nope'"},
       {"unknown version", "/v2/models/add/versions/9/infer", kGoodJson, {}, 404, "version 9"},
-      {"unknown input", "/v2/models/add/infer", R"({"inputs":[{"name":"z","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]})", {}, 400, "'z'"},
-      {"unknown output", "/v2/models/add/infer",
-       R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"outputs":[{"name":"q"}]})", {}, 400, "'q'"},
-      {"wrong datatype name", "/v2/models/add/infer", R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FLOAT32","data":[1,2,3,4]}]})", {}, 400, "FLOAT32"},
-      {"datatype the model does not take", "/v2/models/add/infer", R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"INT64","data":[1,2,3,4]}]})", {}, 400, "x"},
-      {"shape vs data length", "/v2/models/add/infer", R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3]}]})", {}, 400, "x"},
-      {"negative dim", "/v2/models/add/infer", R"({"inputs":[{"name":"x","shape":[-1,4],"datatype":"FP32","data":[1,2,3,4]}]})", {}, 400, "x"},
-      {"overflowing dims", "/v2/models/add/infer",
-       R"({"inputs":[{"name":"x","shape":[4294967296,4294967296,4],"datatype":"FP32","data":[1]}]})", {}, 400, "x"},
-      {"rank over the limit", "/v2/models/add/infer", R"({"inputs":[{"name":"x","shape":[1,1,1,1,1,1,1,1,1,4],"datatype":"FP32","data":[1,2,3,4]}]})", {}, 400, "at most 8 dims"},
-      {"duplicate inputs", "/v2/models/add/infer",
-       R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]},{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]})", {}, 400, "x"},
-      {"binary header length beyond the body", "/v2/models/add/infer", kGoodJson, "100000", 400, "Inference-Header-Content-Length"},
-      {"binary header length not a number", "/v2/models/add/infer", kGoodJson, "12x", 400, "Inference-Header-Content-Length"},
+      {"unknown input",
+       "/v2/models/add/infer",
+       R"({"inputs":[{"name":"z","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]})",
+       {},
+       400,
+       "'z'"},
+      {"unknown output",
+       "/v2/models/add/infer",
+       R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"outputs":[{"name":"q"}]})",
+       {},
+       400,
+       "'q'"},
+      {"wrong datatype name",
+       "/v2/models/add/infer",
+       R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FLOAT32","data":[1,2,3,4]}]})",
+       {},
+       400,
+       "FLOAT32"},
+      {"datatype the model does not take",
+       "/v2/models/add/infer",
+       R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"INT64","data":[1,2,3,4]}]})",
+       {},
+       400,
+       "x"},
+      {"shape vs data length",
+       "/v2/models/add/infer",
+       R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3]}]})",
+       {},
+       400,
+       "x"},
+      {"negative dim",
+       "/v2/models/add/infer",
+       R"({"inputs":[{"name":"x","shape":[-1,4],"datatype":"FP32","data":[1,2,3,4]}]})",
+       {},
+       400,
+       "x"},
+      {"overflowing dims",
+       "/v2/models/add/infer",
+       R"({"inputs":[{"name":"x","shape":[4294967296,4294967296,4],"datatype":"FP32","data":[1]}]})",
+       {},
+       400,
+       "x"},
+      {"rank over the limit",
+       "/v2/models/add/infer",
+       R"({"inputs":[{"name":"x","shape":[1,1,1,1,1,1,1,1,1,4],"datatype":"FP32","data":[1,2,3,4]}]})",
+       {},
+       400,
+       "at most 8 dims"},
+      {"duplicate inputs",
+       "/v2/models/add/infer",
+       R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]},{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]})",
+       {},
+       400,
+       "x"},
+      {"binary header length beyond the body", "/v2/models/add/infer", kGoodJson, "100000", 400,
+       "Inference-Header-Content-Length"},
+      {"binary header length not a number", "/v2/models/add/infer", kGoodJson, "12x", 400,
+       "Inference-Header-Content-Length"},
       {"binary size that lies", "/v2/models/add/infer",
-       R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":64}}]})" + x16,
-       std::to_string(std::string(R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":64}}]})").size()), 400, "x"},
+       R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":64}}]})" +
+           x16,
+       std::to_string(
+           std::string(
+               R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":64}}]})")
+               .size()),
+       400, "x"},
       {"binary size vs shape", "/v2/models/add/infer",
-       R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":8}}]})" + x16,
-       std::to_string(std::string(R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":8}}]})").size()), 400, "x"},
-      {"deep JSON", "/v2/models/add/infer", std::string(200, '[') + std::string(200, ']'), {}, 400, "nested"},
+       R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":8}}]})" +
+           x16,
+       std::to_string(
+           std::string(
+               R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":8}}]})")
+               .size()),
+       400, "x"},
+      {"deep JSON",
+       "/v2/models/add/infer",
+       std::string(200, '[') + std::string(200, ']'),
+       {},
+       400,
+       "nested"},
       {"a non-v2 path", "/v1/models/add:predict", kGoodJson, {}, 404, "no route"},
       {"inputs not an array", "/v2/models/add/infer", R"({"inputs":{"x":1}})", {}, 400, "inputs"},
   };
@@ -213,14 +260,15 @@ TEST_F(Server, EveryBadRequestIsAnsweredWithItsStatusAndTheServerGoesOn) {
     EXPECT_EQ(r.status, c.status) << r.body;
     EXPECT_NE(ErrorOf(r).find(c.message), std::string::npos) << ErrorOf(r);
   }
-  EXPECT_EQ(HandleHttp(*plane_, "DELETE", "/v2/models/add", std::nullopt, "").status, 405);
+  EXPECT_EQ(HandleHttp(*routes_, Head("DELETE", "/v2/models/add"), "").status, 405);
   ExpectStillServing();
 }
 
 TEST_F(Server, OverLimitsOnTheWireAreRefusedAndNamed) {
   // A body over max_body_bytes (1 MiB here): 413, nothing of it read into memory.
-  std::string big = "POST /v2/models/add/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                    "Content-Length: 2000000\r\n\r\n";
+  std::string big =
+      "POST /v2/models/add/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Content-Length: 2000000\r\n\r\n";
   big += std::string(2000000, ' ');
   std::string r = RawHttp(big);
   EXPECT_NE(r.find("413"), std::string::npos) << r.substr(0, 200);
@@ -237,7 +285,8 @@ TEST_F(Server, OverLimitsOnTheWireAreRefusedAndNamed) {
 TEST_F(Server, AVerySlowClientIsCutOffAndHoldsNoWorker) {
   // One byte every 100 ms against a read timeout of 500 ms for the whole request: the connection
   // is closed before the request is complete, and the server answers others meanwhile.
-  const std::string request = "GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Pad: " + std::string(40, 'a') + "\r\n\r\n";
+  const std::string request =
+      "GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Pad: " + std::string(40, 'a') + "\r\n\r\n";
   std::thread slow([&] {
     const std::string r = RawHttp(request, 1, 100);
     EXPECT_EQ(r.find("200 OK"), std::string::npos) << "a request trickled over 5 s was answered";
@@ -245,7 +294,8 @@ TEST_F(Server, AVerySlowClientIsCutOffAndHoldsNoWorker) {
   // A client that sends half a header and then nothing: closed by the server at the deadline
   // (500 ms), long before this client's own 5 s receive timeout.
   EXPECT_EQ(RawHttp("GET /v2/health/live HTTP/1.1\r\nHost: x\r\n"), "");
-  const std::string fast = RawHttp("GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  const std::string fast =
+      RawHttp("GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
   EXPECT_NE(fast.find("200"), std::string::npos);
   slow.join();
   ExpectStillServing();
@@ -341,7 +391,8 @@ TEST_F(Server, CancelledGrpcCallsAreDroppedFromTheQueue) {
   std::memset(zeros.data(), 0, zeros.byte_size());
   std::vector<std::future<absl::StatusOr<InferResult>>> backlog;
   for (int i = 0; i < 300; ++i) {
-    backlog.push_back(plane_->engine().Submit("face", {{meta->inputs[0].name, zeros}}, {.block_when_full = true}));
+    backlog.push_back(plane_->engine().Submit("face", {{meta->inputs[0].name, zeros}},
+                                              {.block_when_full = true}));
   }
   auto stub = Stub();
   constexpr int kCalls = 16;
@@ -354,7 +405,8 @@ TEST_F(Server, CancelledGrpcCallsAreDroppedFromTheQueue) {
     contexts.push_back(std::make_unique<grpc::ClientContext>());
     contexts.back()->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
     calls.push_back(stub->AsyncModelInfer(contexts.back().get(), request, &cq));
-    calls.back()->Finish(&responses[i], &statuses[i], reinterpret_cast<void*>(static_cast<intptr_t>(i)));
+    calls.back()->Finish(&responses[i], &statuses[i],
+                         reinterpret_cast<void*>(static_cast<intptr_t>(i)));
   }
   // A thread takes the answers (polling the queue also moves the calls' bytes). The calls are
   // cancelled once the server holds all of them, queued behind the backlog.
@@ -370,7 +422,8 @@ TEST_F(Server, CancelledGrpcCallsAreDroppedFromTheQueue) {
     }
   });
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (plane_->in_flight() < kCalls && answered == 0 && std::chrono::steady_clock::now() < until) {
+  while (plane_->in_flight() < kCalls && answered == 0 &&
+         std::chrono::steady_clock::now() < until) {
     std::this_thread::yield();
   }
   const bool held = plane_->in_flight() >= kCalls;
@@ -385,7 +438,8 @@ TEST_F(Server, CancelledGrpcCallsAreDroppedFromTheQueue) {
   const ModelStats after = *plane_->engine().Stats("face");
   const int64_t dropped = after.cancelled - before.cancelled;
   const int64_t ran = after.successes - before.successes - static_cast<int64_t>(backlog.size());
-  EXPECT_EQ(ran + dropped, kCalls) << ok.load() << " of " << kCalls << " calls answered OK to the client";
+  EXPECT_EQ(ran + dropped, kCalls)
+      << ok.load() << " of " << kCalls << " calls answered OK to the client";
   EXPECT_GT(dropped, 0);
   ExpectStillServing();
 }
@@ -395,11 +449,12 @@ TEST_F(Server, CancelledGrpcCallsAreDroppedFromTheQueue) {
 // shut down would abort the process), and returns.
 TEST(ServeShutdown, CallsCancelledWhileQueuedAreAnsweredBeforeTheQueuesGo) {
   DataPlaneOptions options;
-  options.models = {{"face", testing::ModelPath(testing::kBlazeFaceFront)}};
+  options.models = {{"face", loom::testing::ModelPath(loom::testing::kBlazeFaceFront)}};
   options.engine.measure_runs = 1;
   auto plane = DataPlane::Create(options);
   ASSERT_TRUE(plane.ok()) << plane.status();
-  auto server = GrpcServer::Start(**plane, "127.0.0.1", 0);
+  Access access;
+  auto server = GrpcServer::Start(**plane, access, {});
   ASSERT_TRUE(server.ok()) << server.status();
   auto meta = (*plane)->Metadata("face", "");
   ASSERT_TRUE(meta.ok()) << meta.status();
@@ -408,7 +463,8 @@ TEST(ServeShutdown, CallsCancelledWhileQueuedAreAnsweredBeforeTheQueuesGo) {
   std::memset(zeros.data(), 0, zeros.byte_size());
   std::vector<std::future<absl::StatusOr<InferResult>>> backlog;
   for (int i = 0; i < 300; ++i) {
-    backlog.push_back((*plane)->engine().Submit("face", {{meta->inputs[0].name, zeros}}, {.block_when_full = true}));
+    backlog.push_back((*plane)->engine().Submit("face", {{meta->inputs[0].name, zeros}},
+                                                {.block_when_full = true}));
   }
   pb::ModelInferRequest request;
   request.set_model_name("face");
@@ -417,15 +473,16 @@ TEST(ServeShutdown, CallsCancelledWhileQueuedAreAnsweredBeforeTheQueuesGo) {
   in->set_datatype("FP32");
   for (int64_t d : shape) in->add_shape(d);
   request.add_raw_input_contents(std::string(zeros.byte_size(), '\0'));
-  auto stub = pb::GRPCInferenceService::NewStub(
-      grpc::CreateChannel("127.0.0.1:" + std::to_string((*server)->port()), grpc::InsecureChannelCredentials()));
+  auto stub = pb::GRPCInferenceService::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string((*server)->port()), grpc::InsecureChannelCredentials()));
   constexpr int kCalls = 8;
   std::vector<std::thread> clients;
   std::atomic<int> answered{0};
   for (int i = 0; i < kCalls; ++i) {
     clients.emplace_back([&] {
       grpc::ClientContext context;
-      context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(50));  // expires queued
+      context.set_deadline(std::chrono::system_clock::now() +
+                           std::chrono::milliseconds(50));  // expires queued
       pb::ModelInferResponse response;
       stub->ModelInfer(&context, request, &response);
       ++answered;
@@ -433,7 +490,8 @@ TEST(ServeShutdown, CallsCancelledWhileQueuedAreAnsweredBeforeTheQueuesGo) {
   }
   for (std::thread& t : clients) t.join();
   EXPECT_EQ(answered, kCalls);
-  (*server)->Shutdown(std::chrono::milliseconds(0));  // the backlog still runs: the calls still wait
+  (*server)->Shutdown(
+      std::chrono::milliseconds(0));  // the backlog still runs: the calls still wait
   for (auto& f : backlog) EXPECT_TRUE(f.get().ok());
   EXPECT_TRUE((*plane)->WaitIdle(std::chrono::seconds(30)));
 }
@@ -442,22 +500,26 @@ TEST(ServeRepository, UnloadAndReloadWhileRequestsRunAnswersEveryOne) {
   // A model and a pipeline unloaded and reloaded again and again while 4 threads send to both:
   // every request is answered (a result, or NOT_FOUND/UNAVAILABLE while the model is away), and
   // nothing a request uses is freed under it.
-  testing::ScratchDir dir;
+  loom::testing::ScratchDir dir;
   std::filesystem::create_directories(dir.Path("repo/add"));
   std::filesystem::create_directories(dir.Path("repo/faces"));
   ASSERT_TRUE(WriteAddModel(dir.Path("repo/add/model.onnx"), 4).ok());
-  dir.Write("repo/faces/pipeline.yaml",
-            "models:\n  - {name: face, path: " + testing::ModelPath(testing::kBlazeFaceFront) +
-                "}\nin_flight: 2\nnodes:\n"
-                "  - {name: face_in, type: preprocess, model: face, scale: 0.0078431, mean: 127.5}\n"
-                "  - {name: face, type: infer, model: face, input: face_in}\n"
-                "  - {name: faces, type: blazeface, input: face, model: face, threshold: 0.5, iou: 0.3}\n");
+  dir.Write(
+      "repo/faces/pipeline.yaml",
+      "models:\n  - {name: face, path: " +
+          loom::testing::ModelPath(loom::testing::kBlazeFaceFront) +
+          "}\nin_flight: 2\nnodes:\n"
+          "  - {name: face_in, type: preprocess, model: face, scale: 0.0078431, mean: 127.5}\n"
+          "  - {name: face, type: infer, model: face, input: face_in}\n"
+          "  - {name: faces, type: blazeface, input: face, model: face, threshold: 0.5, iou: "
+          "0.3}\n");
   DataPlaneOptions options;
   options.repository = dir.Path("repo");
   options.engine.measure_runs = 1;
+  options.model_control = ModelControl::kExplicit;
   auto plane = DataPlane::Create(options);
   ASSERT_TRUE(plane.ok()) << plane.status();
-  const std::string jpeg = testing::ReadFile(testing::DataPath("messi5.jpg"));
+  const std::string jpeg = loom::testing::ReadFile(loom::testing::DataPath("messi5.jpg"));
   std::atomic<bool> stop{false};
   std::atomic<int> ok{0}, away{0}, other{0};
   std::vector<std::thread> clients;
@@ -474,10 +536,9 @@ TEST(ServeRepository, UnloadAndReloadWhileRequestsRunAnswersEveryOne) {
           t.tensor = Tensor::Allocate(DType::kFloat32, {1, 4});
         } else {
           r.model = "faces";
-          t.name = "image";
-          t.type = WireType::kBytes;
-          t.shape = {1};
-          t.bytes = {jpeg};
+          std::string wire;
+          AppendBytesElement(wire, jpeg);
+          t = OwnedBytesTensor("image", {1}, std::move(wire));
         }
         r.inputs.push_back(std::move(t));
         auto answer = (*plane)->InferSync(std::move(r), "test");
@@ -508,7 +569,7 @@ TEST(ServeRepository, UnloadAndReloadWhileRequestsRunAnswersEveryOne) {
 }
 
 TEST(ServeRepository, ABadFolderIsReportedTheOthersServeAndAFixedOneLoadsAndMakesTheServerReady) {
-  testing::ScratchDir dir;
+  loom::testing::ScratchDir dir;
   std::filesystem::create_directories(dir.Path("repo/add"));
   std::filesystem::create_directories(dir.Path("repo/bad"));
   ASSERT_TRUE(WriteAddModel(dir.Path("repo/add/model.onnx"), 4).ok());
@@ -517,11 +578,14 @@ TEST(ServeRepository, ABadFolderIsReportedTheOthersServeAndAFixedOneLoadsAndMake
   DataPlaneOptions options;
   options.repository = dir.Path("repo");
   options.engine.measure_runs = 1;
+  options.model_control = ModelControl::kExplicit;
   auto plane = DataPlane::Create(options);
   ASSERT_TRUE(plane.ok()) << plane.status();
   EXPECT_FALSE((*plane)->Ready());  // a model of the repository did not load
   bool reported = false;
-  for (const RepositoryEntry& e : (*plane)->Index(false)) {
+  auto index = (*plane)->Index(false);
+  ASSERT_TRUE(index.ok()) << index.status();
+  for (const RepositoryEntry& e : *index) {
     if (e.name == "bad") {
       EXPECT_EQ(e.state, "UNAVAILABLE");
       EXPECT_NE(e.reason.find("max_batch_size"), std::string::npos) << e.reason;
@@ -549,15 +613,22 @@ std::string MutateBytes(std::string s, std::mt19937_64& rng) {
       case 0:
         if (!s.empty()) s[at] = static_cast<char>(rng());
         break;
-      case 1: s.insert(at, 1, "{}[]\":,-0123456789eE.x\\"[rng() % 24]); break;
+      case 1:
+        s.insert(at, 1, "{}[]\":,-0123456789eE.x\\"[rng() % 24]);
+        break;
       case 2:
         if (!s.empty()) s.erase(at, 1 + rng() % 8);
         break;
-      case 3: s.resize(at); break;
-      case 4: s.insert(at, s.substr(at, rng() % 32)); break;
+      case 3:
+        s.resize(at);
+        break;
+      case 4:
+        s.insert(at, s.substr(at, rng() % 32));
+        break;
       default: {
-        static const char* kNumbers[] = {"-1", "0", "4294967296", "9223372036854775807", "-9223372036854775808",
-                                         "1e308", "NaN", "18446744073709551615", "2147483648", "65536"};
+        static const char* kNumbers[] = {
+            "-1",    "0",   "4294967296",           "9223372036854775807", "-9223372036854775808",
+            "1e308", "NaN", "18446744073709551615", "2147483648",          "65536"};
         const size_t digit = s.find_first_of("0123456789", at);
         if (digit != std::string::npos) s.replace(digit, 1, kNumbers[rng() % 10]);
       }
@@ -579,8 +650,10 @@ TEST_F(Server, SeededFuzzerOverHttpAndGrpcFindsNoCrashAndLeavesTheServerServing)
       R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":16}}],"outputs":[{"name":"y","parameters":{"binary_data":true}}]})";
   const std::vector<std::pair<std::string, std::optional<std::string>>> seeds = {
       {kGoodJson, std::nullopt},
-      {binary_header + std::string(reinterpret_cast<const char*>(x), 16), std::to_string(binary_header.size())},
-      {R"({"id":"a","parameters":{"timeout":1000000},"inputs":[{"name":"x","shape":[2,4],"datatype":"FP32","data":[[1,2,3,4],[5,6,7,8]]}],"outputs":[{"name":"y"}]})", std::nullopt},
+      {binary_header + std::string(reinterpret_cast<const char*>(x), 16),
+       std::to_string(binary_header.size())},
+      {R"({"id":"a","parameters":{"timeout":1000000},"inputs":[{"name":"x","shape":[2,4],"datatype":"FP32","data":[[1,2,3,4],[5,6,7,8]]}],"outputs":[{"name":"y"}]})",
+       std::nullopt},
   };
   std::mt19937_64 rng(20261123);
   std::map<int, int> statuses;
@@ -591,8 +664,9 @@ TEST_F(Server, SeededFuzzerOverHttpAndGrpcFindsNoCrashAndLeavesTheServerServing)
     const auto& [body, header_length] = seeds[rng() % seeds.size()];
     std::optional<std::string> hl = header_length;
     if (hl && rng() % 4 == 0) hl = MutateBytes(*hl, rng);
-    const HttpResponse r = Post(rng() % 50 == 0 ? MutateBytes("/v2/models/add/infer", rng) : "/v2/models/add/infer",
-                                MutateBytes(body, rng), hl);
+    const HttpResponse r =
+        Post(rng() % 50 == 0 ? MutateBytes("/v2/models/add/infer", rng) : "/v2/models/add/infer",
+             MutateBytes(body, rng), hl);
     ++statuses[r.status];
     ASSERT_GE(r.status, 200);
     ASSERT_LT(r.status, 600);
@@ -602,9 +676,12 @@ TEST_F(Server, SeededFuzzerOverHttpAndGrpcFindsNoCrashAndLeavesTheServerServing)
   }
   for (int i = 0; i < over_socket; ++i) {
     const auto& [body, header_length] = seeds[rng() % seeds.size()];
-    std::string head = "POST /v2/models/add/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n";
+    std::string head =
+        "POST /v2/models/add/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        "Content-Type: application/json\r\n";
     if (header_length) head += "Inference-Header-Content-Length: " + *header_length + "\r\n";
-    const std::string wire = MutateBytes(head + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body, rng);
+    const std::string wire = MutateBytes(
+        head + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body, rng);
     const std::string r = RawHttp(wire, 0, 0, /*half_close=*/true);
     // An answer, or a closed connection for bytes that are not a complete request.
     if (!r.empty()) {
@@ -632,14 +709,30 @@ TEST_F(Server, SeededFuzzerOverHttpAndGrpcFindsNoCrashAndLeavesTheServerServing)
       m = seed;
       auto* t = m.mutable_inputs(0);
       switch (rng() % 8) {
-        case 0: t->set_shape(static_cast<int>(rng() % 2), static_cast<int64_t>(rng()) >> (rng() % 64)); break;
-        case 1: t->add_shape(static_cast<int64_t>(rng() % 5) - 1); break;
-        case 2: t->set_datatype(std::vector<std::string>{"FP16", "INT64", "BYTES", "BOOL", "UINT64", "fp32", ""}[rng() % 7]); break;
-        case 3: m.mutable_raw_input_contents(0)->resize(rng() % 64); break;
-        case 4: m.add_raw_input_contents(std::string(rng() % 32, 'x')); break;
-        case 5: *m.add_inputs() = *t; break;
-        case 6: t->mutable_contents()->add_fp32_contents(1.0f); break;
-        default: (*m.mutable_parameters())["timeout"].set_int64_param(static_cast<int64_t>(rng()));
+        case 0:
+          t->set_shape(static_cast<int>(rng() % 2), static_cast<int64_t>(rng()) >> (rng() % 64));
+          break;
+        case 1:
+          t->add_shape(static_cast<int64_t>(rng() % 5) - 1);
+          break;
+        case 2:
+          t->set_datatype(std::vector<std::string>{"FP16", "INT64", "BYTES", "BOOL", "UINT64",
+                                                   "fp32", ""}[rng() % 7]);
+          break;
+        case 3:
+          m.mutable_raw_input_contents(0)->resize(rng() % 64);
+          break;
+        case 4:
+          m.add_raw_input_contents(std::string(rng() % 32, 'x'));
+          break;
+        case 5:
+          *m.add_inputs() = *t;
+          break;
+        case 6:
+          t->mutable_contents()->add_fp32_contents(1.0f);
+          break;
+        default:
+          (*m.mutable_parameters())["timeout"].set_int64_param(static_cast<int64_t>(rng()));
       }
       if (rng() % 8 == 0) m.add_outputs()->set_name(rng() % 2 ? "y" : "z");
     }
@@ -648,7 +741,8 @@ TEST_F(Server, SeededFuzzerOverHttpAndGrpcFindsNoCrashAndLeavesTheServerServing)
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
     pb::ModelInferResponse response;
     const grpc::Status s = stub->ModelInfer(&context, m, &response);
-    ASSERT_NE(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << "a fuzzed gRPC request was never answered";
+    ASSERT_NE(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+        << "a fuzzed gRPC request was never answered";
     ASSERT_NE(s.error_code(), grpc::StatusCode::UNKNOWN) << s.error_message();
   }
   std::string summary;
@@ -658,8 +752,8 @@ TEST_F(Server, SeededFuzzerOverHttpAndGrpcFindsNoCrashAndLeavesTheServerServing)
     summary += ':';
     summary += std::to_string(count);
   }
-  std::cout << "fuzzed " << direct << " HTTP requests in process (statuses" << summary << "), " << over_socket
-            << " over sockets, " << grpc_parsed << " gRPC messages\n";
+  std::cout << "fuzzed " << direct << " HTTP requests in process (statuses" << summary << "), "
+            << over_socket << " over sockets, " << grpc_parsed << " gRPC messages\n";
   ExpectStillServing();
   pb::ModelInferResponse response;
   grpc::ClientContext context;

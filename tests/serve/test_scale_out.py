@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import requests
 
-from test_serve_clients import BINARY, Server, make_repository, pb, rows  # noqa: F401 (pb is a fixture)
+from test_serve_clients import OCTET, Server, make_repository, pb, rows, wait_until  # noqa: F401 (pb: a fixture)
 
 grpc = pytest.importorskip("grpc")
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -109,7 +109,8 @@ def test_two_replicas_behind_nginx_one_drained_and_restarted_under_load(tmp_path
         while not stop.is_set():
             try:
                 r = session.post(f"http://127.0.0.1:{http_port}/v2/models/add/infer", data=header + x.tobytes(),
-                                 headers={"Inference-Header-Content-Length": str(len(header))}, timeout=30)
+                                 headers={"Inference-Header-Content-Length": str(len(header)), **OCTET},
+                                 timeout=30)
                 n = int(r.headers.get("Inference-Header-Content-Length", "0"))
                 good = r.status_code == 200 and np.array_equal(np.frombuffer(r.content[n:], np.float32).reshape(2, 4), x + 1)
                 failure = None if good else f"HTTP {r.status_code}: {r.text[:200]}"
@@ -159,14 +160,29 @@ def test_two_replicas_behind_nginx_one_drained_and_restarted_under_load(tmp_path
     for c in clients:
         c.start()
     codes = []
+
+    def answered():
+        with lock:
+            return tally["http_ok"] + tally["grpc_ok"]
+
+    def served_by(replica):
+        """Inference requests replica `replica` has answered (its own /metrics)."""
+        try:
+            text = requests.get(replicas[replica].http + "/metrics", timeout=5).text
+        except requests.RequestException:
+            return 0
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("loom_requests_total{") and 'outcome="success"' in line)
+
     try:
-        time.sleep(1.0)
+        wait_until(lambda: tally["http_ok"] >= 50 and tally["grpc_ok"] >= 20, what="answers through nginx")
         for i in range(2):  # drain and restart each replica in turn, under load
             codes.append(replicas[i].stop(signal.SIGTERM))
-            time.sleep(0.5)  # the fleet runs on one replica meanwhile
+            before = answered()
+            wait_until(lambda: answered() >= before + 100, what="100 answers from the other replica alone")
             replicas[i] = Server(tmp_path, "--repository", str(repo), http_port=ports[i][0], grpc_port=ports[i][1],
                                  prefix=("taskset", "-c", sets[i]))
-            time.sleep(1.0)
+            wait_until(lambda: served_by(i) >= 20, what=f"replica {i} back in the fleet")
     finally:
         stop.set()
         for c in clients:

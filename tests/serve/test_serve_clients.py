@@ -1,10 +1,12 @@
 """`loom serve` from the outside: a real server process, driven by clients that share no code with
 it — curl, python3-requests, python3-grpcio with stubs generated from the project's .proto by
 protoc, and python3-prometheus-client's parser for /metrics. Also: SIGTERM drains under 32
-clients, and a bounded load run (64 clients) whose RSS must not grow.
+clients, and a bounded load run (64 clients) whose RSS must not grow. Every wait is for a
+condition (answers seen, a state reached), never for a length of time.
 
 Environment: LOOM_BINARY (the loom executable), LOOM_SOURCE_DIR (the repository),
-LOOM_LOAD_SECONDS (load run length, default 5; scripts/load_serve runs 60).
+LOOM_LOAD_REQUESTS (answers the load run measures RSS over, default 5,000; scripts/load_serve
+runs 50,000).
 """
 import json
 import os
@@ -28,6 +30,10 @@ BINARY = os.environ.get("LOOM_BINARY", os.path.join(ROOT, "build", "loom"))
 FACE = os.path.join(ROOT, "models", "face_detection_front_128x128_barracuda.onnx")
 FACE_BACK = os.path.join(ROOT, "models", "face_detection_back_256x256_barracuda.onnx")
 MESSI = os.path.join(ROOT, "data", "messi5.jpg")
+ADMIN_TOKEN = "admin-test-token-0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+JSON = {"Content-Type": "application/json"}
+OCTET = {"Content-Type": "application/octet-stream"}
 
 
 @pytest.fixture(scope="session")
@@ -64,21 +70,24 @@ nodes:
 
 
 class Server:
-    def __init__(self, tmp_path, *args, env=None, http_port=0, grpc_port=0, prefix=()):
+    def __init__(self, tmp_path, *args, env=None, http_port=0, grpc_port=0, prefix=(), default_host=False,
+                 preexec_fn=None):
         self.ports_file = tmp_path / f"ports{time.monotonic_ns()}"
         self.log = open(tmp_path / f"serve{time.monotonic_ns()}.log", "w+")
-        self.proc = subprocess.Popen([*prefix, BINARY, "serve", "--host", "127.0.0.1", "--http-port", str(http_port),
+        host = [] if default_host else ["--host", "127.0.0.1"]
+        self.proc = subprocess.Popen([*prefix, BINARY, "serve", *host, "--http-port", str(http_port),
                                       "--grpc-port", str(grpc_port), "--ports-file", str(self.ports_file), *args],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn)
         deadline = time.monotonic() + 120
         while not self.ports_file.exists() or not self.ports_file.read_text().strip():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.log.seek(0)
                 raise RuntimeError("loom serve did not start:\n" + self.log.read())
             time.sleep(0.05)
-        http, grpc_port = self.ports_file.read_text().split()
-        self.http = f"http://127.0.0.1:{http}"
-        self.grpc = f"127.0.0.1:{grpc_port}"
+        ports = self.ports_file.read_text().split()
+        self.http = f"http://127.0.0.1:{ports[0]}"
+        self.grpc = f"127.0.0.1:{ports[1]}"
+        self.admin = f"http://127.0.0.1:{ports[2]}" if len(ports) > 2 else None
 
     def output(self):
         self.log.flush()
@@ -91,11 +100,18 @@ class Server:
         return self.proc.wait(timeout=timeout)
 
 
+def admin_args(tmp):
+    """Model control on, with the admin token in a file."""
+    token = tmp / "admin_token"
+    token.write_text(ADMIN_TOKEN + "\n")
+    return ["--model-control", "explicit", "--admin-token-file", str(token)]
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
     repo = make_repository(tmp / "repo")
-    s = Server(tmp, "--repository", str(repo))
+    s = Server(tmp, "--repository", str(repo), *admin_args(tmp))
     yield s
     assert s.stop() == 0, s.output()
 
@@ -140,8 +156,7 @@ def test_infer_json_and_binary_agree_with_grpc_raw_and_typed(server, pb):
                                      "parameters": {"binary_data_size": x.nbytes}}],
                          "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}).encode()
     r = requests.post(server.http + "/v2/models/add/infer", data=header + x.tobytes(),
-                      headers={"Inference-Header-Content-Length": str(len(header)),
-                               "Content-Type": "application/octet-stream"})
+                      headers={"Inference-Header-Content-Length": str(len(header)), **OCTET})
     assert r.status_code == 200, r.text
     n = int(r.headers["Inference-Header-Content-Length"])
     out = json.loads(r.content[:n])["outputs"][0]
@@ -182,7 +197,7 @@ def test_a_pipeline_is_served_as_one_model(server, pb):
                                      "parameters": {"binary_data_size": len(jpeg) + 4}}]}).encode()
     r = requests.post(server.http + "/v2/models/faces/infer",
                       data=header + len(jpeg).to_bytes(4, "little") + jpeg,
-                      headers={"Inference-Header-Content-Length": str(len(header))})
+                      headers={"Inference-Header-Content-Length": str(len(header)), **OCTET})
     assert r.status_code == 200, r.text
     out = r.json()["outputs"][0]
     assert out["datatype"] == "BYTES"
@@ -197,34 +212,40 @@ def test_a_pipeline_is_served_as_one_model(server, pb):
     assert json.loads(raw[4:4 + size])["faces"] == record["faces"]
     # Not an image: an error record as a 400, the server goes on.
     r = requests.post(server.http + "/v2/models/faces/infer",
-                      data=header[:0] + json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
-                                                                 "data": ["not an image"]}]}).encode())
+                      data=json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                                                   "data": ["not an image"]}]}).encode(), headers=JSON)
     assert r.status_code == 400 and "error" in r.json()
 
 
 def test_repository_index_unload_and_load(server, pb):
     pb2, pb2_grpc = pb
-    index = requests.post(server.http + "/v2/repository/index", json={}).json()
+    repository = server.http + "/v2/repository"
+    assert requests.post(repository + "/index", json={}).status_code == 401  # the admin token
+    index = requests.post(repository + "/index", json={}, headers=ADMIN).json()
     assert {e["name"]: e["state"] for e in index} == {"add": "READY", "face": "READY", "faces": "READY"}
-    assert requests.post(server.http + "/v2/repository/models/face/unload").status_code == 200
+    assert requests.post(repository + "/models/face/unload", headers=ADMIN).status_code == 200
     assert requests.get(server.http + "/v2/models/face/ready").status_code in (404, 503)
     r = requests.post(server.http + "/v2/models/face/infer", json={"inputs": []})
     assert r.status_code == 404 and "face" in r.json()["error"]
-    states = {e["name"]: e["state"] for e in requests.post(server.http + "/v2/repository/index", json={}).json()}
+    states = {e["name"]: e["state"] for e in requests.post(repository + "/index", json={}, headers=ADMIN).json()}
     assert states["face"] == "UNAVAILABLE"
-    ready_only = requests.post(server.http + "/v2/repository/index", json={"ready": True}).json()
+    ready_only = requests.post(repository + "/index", json={"ready": True}, headers=ADMIN).json()
     assert "face" not in {e["name"] for e in ready_only}
-    # gRPC loads it back.
+    # gRPC loads it back, with the token in its metadata.
     stub = pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(server.grpc))
-    stub.RepositoryModelLoad(pb2.RepositoryModelLoadRequest(model_name="face"))
+    with pytest.raises(grpc.RpcError) as e:
+        stub.RepositoryModelLoad(pb2.RepositoryModelLoadRequest(model_name="face"))
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    stub.RepositoryModelLoad(pb2.RepositoryModelLoadRequest(model_name="face"),
+                             metadata=[("authorization", f"Bearer {ADMIN_TOKEN}")])
     assert requests.get(server.http + "/v2/models/face/ready").status_code == 200
     x = np.zeros((1, 128, 128, 3), np.float32)
     header = json.dumps({"inputs": [{"name": "input:0", "shape": [1, 128, 128, 3], "datatype": "FP32",
                                      "parameters": {"binary_data_size": x.nbytes}}]}).encode()
     r = requests.post(server.http + "/v2/models/face/infer", data=header + x.tobytes(),
-                      headers={"Inference-Header-Content-Length": str(len(header))})
+                      headers={"Inference-Header-Content-Length": str(len(header)), **OCTET})
     assert r.status_code == 200, r.text
-    r = requests.post(server.http + "/v2/repository/models/nothere/load")
+    r = requests.post(repository + "/models/nothere/load", headers=ADMIN)
     assert r.status_code == 404 and "nothere" in r.json()["error"]
 
 
@@ -264,8 +285,17 @@ def rss_mb(pid):
     return 0.0
 
 
-def hammer(url, x, stop, results, lock, session_per_request=False):
-    """One client: binary requests in a loop until `stop`; tallies each outcome."""
+def wait_until(condition, timeout=120, what="a condition"):
+    """Polls `condition` until it holds; fails after `timeout` seconds (a bound, not a pace)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        time.sleep(0.01)
+
+
+def hammer(url, x, stop, results, lock, progress=None, index=0):
+    """One client: binary requests in a loop until `stop`; tallies each outcome, and counts its
+    own answers in progress[index]."""
     header = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
                                      "parameters": {"binary_data_size": x.nbytes}}],
                          "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}).encode()
@@ -273,7 +303,8 @@ def hammer(url, x, stop, results, lock, session_per_request=False):
     session = requests.Session()
     while not stop.is_set():
         try:
-            r = session.post(url, data=body, headers={"Inference-Header-Content-Length": str(len(header))}, timeout=30)
+            r = session.post(url, data=body, timeout=30,
+                             headers={"Inference-Header-Content-Length": str(len(header)), **OCTET})
             if r.status_code == 200:
                 n = int(r.headers["Inference-Header-Content-Length"])
                 ok = np.array_equal(np.frombuffer(r.content[n:], np.float32).reshape(x.shape), x + 1)
@@ -297,23 +328,29 @@ def hammer(url, x, stop, results, lock, session_per_request=False):
                 results.setdefault("why", []).append(f"{type(e).__name__}: {str(e)[:300]}")
         with lock:
             results[outcome] = results.get(outcome, 0) + 1
+            if progress is not None:
+                progress[index] += 1
         if outcome == "refused":
-            time.sleep(0.01)
+            time.sleep(0.01)  # the port is closed: this client paces its retries
 
 
 def test_sigterm_with_32_clients_answers_every_accepted_request(tmp_path):
     repo = make_repository(tmp_path / "repo")
     s = Server(tmp_path, "--repository", str(repo))
-    stop, lock, results = threading.Event(), threading.Lock(), {}
+    stop, lock, results, progress = threading.Event(), threading.Lock(), {}, [0] * 32
     x = rows(2)
-    clients = [threading.Thread(target=hammer, args=(s.http + "/v2/models/add/infer", x, stop, results, lock))
-               for _ in range(32)]
+    clients = [threading.Thread(target=hammer, args=(s.http + "/v2/models/add/infer", x, stop, results, lock,
+                                                     progress, i)) for i in range(32)]
     for c in clients:
         c.start()
-    time.sleep(1.5)
+    # Every client has had answers before the signal.
+    wait_until(lambda: min(progress) >= 5, what="5 answers per client")
     s.proc.send_signal(signal.SIGTERM)
     code = s.proc.wait(timeout=60)
-    time.sleep(0.3)
+    # After the exit, every client tries once more (and finds the port closed).
+    with lock:
+        at_exit = list(progress)
+    wait_until(lambda: all(p > a for p, a in zip(progress, at_exit)), what="a try per client after the exit")
     stop.set()
     for c in clients:
         c.join()
@@ -321,7 +358,7 @@ def test_sigterm_with_32_clients_answers_every_accepted_request(tmp_path):
     assert "drained, every accepted request answered" in s.output()
     # Accepted requests: answered right. After the drain began: 503 (refused, never half-answered),
     # then connection refused once the port closed.
-    assert results.get("ok", 0) > 0, results
+    assert results.get("ok", 0) >= 5 * 32, results
     assert results.get("wrong", 0) == 0 and results.get("broken", 0) == 0, (results.get("why"), results)
     assert set(results) <= {"ok", "503", "refused", "aborted"}, results
     # A client meets a closing idle connection at most once: its next try is refused.
@@ -329,24 +366,27 @@ def test_sigterm_with_32_clients_answers_every_accepted_request(tmp_path):
 
 
 def test_load_64_clients_every_request_answered_and_rss_flat(tmp_path):
-    seconds = float(os.environ.get("LOOM_LOAD_SECONDS", "5"))
+    """RSS after a warm-up of 2,000 answers, then after LOOM_LOAD_REQUESTS more (default 5,000;
+    scripts/load_serve runs 50,000): at most 50 MB more."""
+    count = int(os.environ.get("LOOM_LOAD_REQUESTS", "5000"))
     repo = make_repository(tmp_path / "repo")
     s = Server(tmp_path, "--repository", str(repo))
     stop, lock, results = threading.Event(), threading.Lock(), {}
     x = rows(1)
     clients = [threading.Thread(target=hammer, args=(s.http + "/v2/models/add/infer", x, stop, results, lock))
                for _ in range(64)]
+    answers = lambda: sum(v for k, v in results.items() if k != "why")  # noqa: E731
     for c in clients:
         c.start()
-    time.sleep(min(2.0, seconds / 3))  # warm-up: connections, threads, allocator pools
-    rss_warm = rss_mb(s.proc.pid)
-    time.sleep(seconds)
+    wait_until(lambda: answers() >= 2000, what="2,000 answers of warm-up")
+    rss_warm, at_warm = rss_mb(s.proc.pid), answers()
+    wait_until(lambda: answers() >= at_warm + count, timeout=600, what=f"{count} answers")
     rss_end = rss_mb(s.proc.pid)
     stop.set()
     for c in clients:
         c.join()
     assert s.stop() == 0, s.output()
-    print(f"load: {seconds:.0f} s, 64 clients, outcomes {results}, RSS {rss_warm:.1f} -> {rss_end:.1f} MB")
+    print(f"load: {answers()} answers to 64 clients, outcomes {results}, RSS {rss_warm:.1f} -> {rss_end:.1f} MB")
     assert results.get("ok", 0) > 0
     # Every request answered: right, or an explicit overload (503); nothing broken or wrong.
     assert set(results) <= {"ok", "503"}, results
