@@ -21,6 +21,7 @@ import tempfile
 import time
 
 from . import _loom
+from .bench import _write_json
 
 
 def _path(relative):
@@ -101,10 +102,5 @@ def main(argv=None):
         print(f"verdict: dask = {report['dask_over_single']:.2f} of the single-process rate on the same cores "
               f"(each round's ratio: {' '.join(f'{x:.2f}' for x in report['dask_over_single_runs'])})")
     if args.json:
-        text = json.dumps(report, indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            with open(args.json, "w") as f:
-                f.write(text + "\n")
+        _write_json(report, args.json)
     return 0

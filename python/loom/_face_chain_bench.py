@@ -41,6 +41,7 @@ import queue
 import numpy as np
 
 from . import _loom
+from .bench import _write_json
 from ._torch import blas_in_use
 
 _ROOT = _loom._source_dir
@@ -519,12 +520,7 @@ def main(argv=None):
     if args.json != "-":
         print(table(report), end="")
     if args.json:
-        text = json.dumps(report, indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            with open(args.json, "w") as f:
-                f.write(text + "\n")
+        _write_json(report, args.json)
     if args.html:
         with open(args.html, "w") as f:
             f.write(html(report))

@@ -97,6 +97,16 @@ def face_chain(video="data/Megamind.avi", frames=48, reps=3, strategies=None, co
 _COMMANDS = {"face-chain": "_face_chain_bench", "dask": "_dask_bench"}
 
 
+def _write_json(report, dest):
+    """Writes a report as indented JSON to the file `dest`, or to stdout when `dest` is "-"."""
+    text = json.dumps(report, indent=2)
+    if dest == "-":
+        print(text)
+    else:
+        with open(dest, "w") as f:
+            f.write(text + "\n")
+
+
 def main(argv=None):
     import importlib
     import sys

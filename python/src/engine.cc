@@ -307,15 +307,7 @@ class PyEngine {
   py::dict Inputs(const std::string& model) {
     py::dict out;
     for (const TensorInfo& t : Info(model).inputs) {
-      py::list shape;
-      for (const Dim& d : t.shape) {
-        if (d.is_dynamic()) {
-          shape.append(d.symbol.empty() ? py::object(py::none()) : py::object(py::str(d.symbol)));
-        } else {
-          shape.append(d.value);
-        }
-      }
-      out[py::str(t.name)] = py::make_tuple(shape, NumpyDType(t.dtype));
+      out[py::str(t.name)] = py::make_tuple(ShapeList(t.shape), NumpyDType(t.dtype));
     }
     return out;
   }

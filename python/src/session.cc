@@ -29,15 +29,7 @@ std::string OnnxTypeName(DType dtype) {
 py::list Describe(const std::vector<TensorInfo>& tensors) {
   py::list out;
   for (const TensorInfo& t : tensors) {
-    py::list shape;
-    for (const Dim& d : t.shape) {
-      if (d.is_dynamic()) {
-        shape.append(d.symbol.empty() ? py::object(py::none()) : py::object(py::str(d.symbol)));
-      } else {
-        shape.append(d.value);
-      }
-    }
-    out.append(py::make_tuple(t.name, shape, OnnxTypeName(t.dtype)));
+    out.append(py::make_tuple(t.name, ShapeList(t.shape), OnnxTypeName(t.dtype)));
   }
   return out;
 }

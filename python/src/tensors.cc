@@ -8,6 +8,18 @@ namespace {
 std::string Text(const py::dtype& dtype) { return py::str(py::handle(dtype)).cast<std::string>(); }
 }  // namespace
 
+py::list ShapeList(const std::vector<Dim>& shape) {
+  py::list out;
+  for (const Dim& d : shape) {
+    if (d.is_dynamic()) {
+      out.append(d.symbol.empty() ? py::object(py::none()) : py::object(py::str(d.symbol)));
+    } else {
+      out.append(d.value);
+    }
+  }
+  return out;
+}
+
 py::dtype NumpyDType(DType dtype) {
   switch (dtype) {
     case DType::kFloat32: return py::dtype("float32");

@@ -24,6 +24,9 @@ namespace loom::python {
 namespace py = pybind11;
 
 py::dtype NumpyDType(DType dtype);
+
+// A tensor's shape for Python: an int per fixed dimension, the symbol (a str) or None per dynamic one.
+py::list ShapeList(const std::vector<Dim>& shape);
 absl::StatusOr<DType> FromNumpy(const py::dtype& dtype);
 
 // The request's inputs from `inputs` (a dict name -> array, or one array for a single-input

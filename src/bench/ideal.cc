@@ -4,6 +4,7 @@
 #include <latch>
 #include <thread>
 
+#include "core/guard.h"
 #include "absl/strings/str_cat.h"
 #include "core/cpu_set.h"
 #include "core/stats.h"
@@ -25,13 +26,7 @@ absl::Status OnEachCore(const std::vector<int>& cpus, size_t n,
         status[i] = PinCurrentThread({cpus[i]});
         start.arrive_and_wait();
         if (!status[i].ok()) return;
-        try {
-          status[i] = fn(i);
-        } catch (const std::exception& e) {
-          status[i] = absl::InternalError(absl::StrCat("cpu ", cpus[i], ": ", e.what()));
-        } catch (...) {
-          status[i] = absl::InternalError(absl::StrCat("cpu ", cpus[i], ": an unknown exception"));
-        }
+        status[i] = CatchAll(absl::StrCat("cpu ", cpus[i], ": "), [&] { return fn(i); });
       });
     }
   }

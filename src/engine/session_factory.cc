@@ -4,6 +4,7 @@
 // plan (every model's sessions).
 #include <thread>
 
+#include "core/guard.h"
 #include "absl/strings/str_cat.h"
 #include "core/cpu_set.h"
 #include "core/tensor_rows.h"
@@ -68,16 +69,10 @@ std::string SessionKey(const std::string& model, const std::vector<int>& cpus, b
 absl::Status RunPinned(const std::vector<int>& cpus, const std::function<absl::Status()>& fn) {
   absl::Status status;
   std::thread probe([&] {
-    try {
-      status = PinCurrentThread(cpus);
-      if (status.ok()) status = fn();
-    } catch (const std::bad_alloc&) {
-      status = absl::ResourceExhaustedError("out of memory");
-    } catch (const std::exception& e) {
-      status = absl::InternalError(e.what());
-    } catch (...) {
-      status = absl::InternalError("unknown exception");
-    }
+    status = CatchAll("", [&] {
+      absl::Status pinned = PinCurrentThread(cpus);
+      return pinned.ok() ? fn() : pinned;
+    });
   });
   probe.join();
   return status;

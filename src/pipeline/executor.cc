@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/guard.h"
 #include "absl/strings/str_cat.h"
 #include "core/cpu_set.h"
 #include "core/stats.h"
@@ -160,15 +161,7 @@ absl::Status Timed(Frame& frame, FrameContext& context, const std::string& name,
   const auto start = Clock::now();
   absl::Status status = context.Acquire();
   if (status.ok()) {
-    try {
-      status = step();
-    } catch (const std::bad_alloc&) {
-      status = absl::ResourceExhaustedError("out of memory");
-    } catch (const std::exception& e) {
-      status = absl::InternalError(e.what());
-    } catch (...) {
-      status = absl::InternalError("unknown exception");
-    }
+    status = CatchAll("", step);
     if (absl::Status lease = context.TakeLeaseError(); status.ok() && !lease.ok()) status = lease;
   }
   const double total = MillisecondsSince(start);
