@@ -112,6 +112,7 @@ absl::StatusOr<int> Scheduler::AcquireLease(TimePoint deadline) {
 }
 
 absl::Status Scheduler::AcquireWorkers(const std::vector<int>& wanted) {
+  if (wanted.empty()) return absl::OkStatus();  // nothing to wait for (an engine with no workers)
   std::unique_lock<std::mutex> lock(mu_);
   for (int w : wanted) {
     if (w < 0 || w >= static_cast<int>(workers_.size())) {

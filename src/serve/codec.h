@@ -25,6 +25,8 @@ struct HttpResponse {
   // An inference answer not encoded yet: the connection encodes it (EncodeDeferred) on its own
   // thread, so that an engine worker never spends its cores on text.
   std::shared_ptr<const InferResponse> infer;
+  // What the answer keeps charged to the in-flight budget until it is written.
+  std::shared_ptr<void> hold;
 };
 
 // Encodes `r.infer` into `r`, if set.

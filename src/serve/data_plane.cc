@@ -238,6 +238,11 @@ void DataPlane::InferKnown(const Entry& e, InferRequest request, const Answer& a
                                                             o.name, "'; its outputs are ",
                                                             absl::StrJoin(names, ", "))));
     }
+    if (std::find(selected.begin(), selected.end(), i) != selected.end()) {
+      // Each copy would be another copy of the tensor in the answer.
+      return answer(absl::InvalidArgumentError(
+          absl::StrCat("output '", o.name, "' of model '", e.name, "' is requested twice")));
+    }
     selected.push_back(i);
     binary.push_back(o.binary);
   }

@@ -184,6 +184,7 @@ class Unary final : public Call {
   grpc::ByteBuffer raw;  // the request as it came (cleared once parsed)
   Request request;
   Response response;
+  std::shared_ptr<void> hold;  // kept (charged to the in-flight budget) until the call is deleted
 
  private:
   Unary(const Queue& queue, const Method* method) : Call(queue), method_(method) {}

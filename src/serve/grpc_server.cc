@@ -117,8 +117,12 @@ void GrpcServer::Impl::Infer(InferCall& c) {
   // The request message (whose bytes the inputs borrow) lives until the call is done.
   plane.Infer(std::move(*parsed), "grpc", [&c, charge](absl::StatusOr<InferResponse> r) mutable {
     try {
-      if (r.ok()) ToProto(*r, c.response);
-      charge.reset();
+      charge->Release();  // the request's bytes are no longer held; the answer's are
+      if (r.ok()) {
+        charge->Hold(ResponseBytes(*r));
+        ToProto(*r, c.response);
+        c.hold = charge;  // until the answer is sent
+      }
       c.Answer(r.status());
     } catch (const std::exception& e) {
       Log().error("gRPC answer: {}", e.what());

@@ -30,7 +30,7 @@ struct GrpcServerOptions {
   int port = 0;           // 0: any free one
   int threads = 0;        // completion queues, a thread each (0: DefaultThreads())
   int max_streams = 128;  // concurrent calls per connection
-  std::chrono::milliseconds max_connection_idle{std::chrono::minutes(5)};
+  std::chrono::milliseconds max_connection_idle{std::chrono::minutes(1)};
   std::chrono::milliseconds max_connection_age{std::chrono::minutes(30)};
 };
 

@@ -68,23 +68,38 @@ struct HttpServer::Impl {
     for (int i = 0; i < threads; ++i) {
       contexts.push_back(std::make_unique<asio::io_context>(1));
       work.emplace_back(contexts.back()->get_executor());
+      // Each context's reactor (an epoll and a timer descriptor) is made now, not at its first
+      // connection, which could come when the process is out of descriptors.
+      tcp::socket reactor_now(*contexts.back());
     }
     acceptor.emplace(*contexts[0]);
     backoff.emplace(*contexts[0]);
     sweep.emplace(*contexts[0]);
   }
 
+  // The accept loop never ends before Stop: whatever fails (a connection, memory, descriptors)
+  // is logged and the next accept is armed, after a pause when resources ran out.
   void Accept() {
-    asio::io_context& next = *contexts[next_context++ % contexts.size()];
-    acceptor->async_accept(next, [this](boost::system::error_code ec, tcp::socket socket) {
-      if (ec == asio::error::operation_aborted || !acceptor->is_open()) return;
-      if (!ec) {
-        hub.Accept(std::move(socket));
-        return Accept();
-      }
-      if (!OutOfResources(ec)) return Accept();  // that one connection failed
-      BackOff(ec);
-    });
+    try {
+      asio::io_context& next = *contexts[next_context++ % contexts.size()];
+      acceptor->async_accept(next, [this](boost::system::error_code ec, tcp::socket socket) {
+        if (ec == asio::error::operation_aborted || !acceptor->is_open()) return;
+        if (!ec) {
+          try {
+            hub.Accept(std::move(socket));
+          } catch (const std::exception& e) {  // that connection is lost, not the listener
+            Log().error("HTTP accept: {}", e.what());
+            return BackOff(asio::error::no_memory);
+          }
+          return Accept();
+        }
+        if (!OutOfResources(ec)) return Accept();  // that one connection failed
+        BackOff(ec);
+      });
+    } catch (const std::exception& e) {
+      Log().error("HTTP accept: {}", e.what());
+      BackOff(asio::error::no_memory);
+    }
   }
 
   // Every Hub::kSweep: the connections past their deadlines are closed.
@@ -92,25 +107,33 @@ struct HttpServer::Impl {
     sweep->expires_after(Hub::kSweep);
     sweep->async_wait([this](boost::system::error_code ec) {
       if (ec || swept_last) return;
-      hub.Sweep();
+      try {
+        hub.Sweep();
+      } catch (const std::exception& e) {  // the next sweep tries again
+        Log().error("HTTP sweep: {}", e.what());
+      }
       Sweep();
     });
   }
 
   // Out of descriptors: idle connections are closed to make room, and accepting waits a while.
   void BackOff(const boost::system::error_code& ec) {
-    const auto now = std::chrono::steady_clock::now();
-    if (now - last_warning > std::chrono::seconds(10)) {
-      last_warning = now;
-      Log().warn("HTTP accept: {}; closing idle connections and pausing accepts for {} ms",
-                 ec.message(), kAcceptBackoff.count());
+    try {
+      const auto now = std::chrono::steady_clock::now();
+      if (now - last_warning > std::chrono::seconds(10)) {
+        last_warning = now;
+        Log().warn("HTTP accept: {}; closing idle connections and pausing accepts for {} ms",
+                   ec.message(), kAcceptBackoff.count());
+      }
+      for (int i = 0; i < kEvictOnBackoff && hub.EvictIdle(); ++i) {
+      }
+      backoff->expires_after(kAcceptBackoff);
+      backoff->async_wait([this](boost::system::error_code wait) {
+        if (!wait && acceptor->is_open()) Accept();
+      });
+    } catch (const std::exception& e) {  // nothing is left to retry with
+      Log().error("HTTP accept: {}; no longer accepting", e.what());
     }
-    for (int i = 0; i < kEvictOnBackoff && hub.EvictIdle(); ++i) {
-    }
-    backoff->expires_after(kAcceptBackoff);
-    backoff->async_wait([this](boost::system::error_code wait) {
-      if (!wait && acceptor->is_open()) Accept();
-    });
   }
 
   std::unique_ptr<ssl::context> tls;
@@ -190,6 +213,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(DataPlane& plane,
 int HttpServer::port() const { return impl_->port; }
 
 int HttpServer::connections() const { return impl_->hub.count(); }
+
+int64_t HttpServer::accepted() const { return impl_->hub.accepted(); }
 
 void HttpServer::Stop() {
   if (!impl_ || impl_->stopped) return;

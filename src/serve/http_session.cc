@@ -17,7 +17,10 @@ namespace http = beast::http;
 using Clock = std::chrono::steady_clock;
 
 constexpr size_t kReadChunk = 4096;
-constexpr int kMaxLimited = 64;  // connections over the cap at once (health probes)
+// The read buffer holds a header, a chunk's header or trailer, or what a client sends ahead
+// while its request runs: at most the header limit and this much more. (A body goes on into the
+// request as it comes.)
+constexpr size_t kBufferSlack = 64 << 10;
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 
 bool PeerGone(const boost::system::error_code& ec) {
@@ -30,16 +33,22 @@ class Connection final : public Session {
  public:
   static constexpr bool kTls = !std::is_same_v<Stream, tcp::socket>;
 
-  Connection(Hub& hub, Stream stream) : hub_(hub), stream_(std::move(stream)) {}
+  Connection(Hub& hub, Stream stream)
+      : hub_(hub),
+        stream_(std::move(stream)),
+        buffer_(static_cast<size_t>(hub.limits().max_header_bytes) + kBufferSlack) {}
 
   void Start() override {
     // Every step on the connection's own thread, the first too.
     asio::post(stream_.get_executor(), [self = Self()] { self->Begin(); });
   }
 
-  void CloseIfIdle() override {
+  void Evict() override {
     asio::post(stream_.get_executor(), [self = Self()] {
-      if (self->state_ == State::kIdle) self->Shutdown();
+      const bool header = self->state_ == State::kReading &&
+                          !(self->parser_ && self->parser_->is_header_done());
+      if (self->state_ == State::kIdle || header) return self->Shutdown();
+      self->closing_ = true;  // a request came meanwhile: answered, then closed
     });
   }
 
@@ -85,9 +94,9 @@ class Connection final : public Session {
   }
   void Disarm() { deadline = 0; }
 
-  void SetIdle(bool on) {
-    if (on) idle_since = Clock::now().time_since_epoch().count();
-    idle = on;
+  void SetPhase(Phase p) {
+    if (p != kBusy) phase_since = Clock::now().time_since_epoch().count();
+    phase = p;
   }
 
   // Waits for the first byte of the next request (none buffered).
@@ -95,13 +104,15 @@ class Connection final : public Session {
     if (closing_) return Shutdown();
     if (buffer_.size() > 0) return ReadHeader();
     state_ = State::kIdle;
-    SetIdle(true);
+    SetPhase(kIdle);
     Arm(fresh ? hub_.limits().header_timeout_ms : hub_.limits().idle_timeout_ms);
     ReadSome();
   }
 
-  // One read into the buffer: the wait for a request, or the watch while a request runs.
+  // One read into the buffer: the wait for a request, or the watch while a request runs (which
+  // stops when the client has sent the buffer's worth ahead: read once this request is answered).
   void ReadSome() {
+    if (buffer_.max_size() - buffer_.size() < kReadChunk) return;
     reading_ = true;
     stream_.async_read_some(buffer_.prepare(kReadChunk),
                             [self = Self()](boost::system::error_code ec, size_t n) {
@@ -113,8 +124,10 @@ class Connection final : public Session {
   void OnBytes(boost::system::error_code ec, size_t n) {
     if (ec) {
       if (state_ == State::kWaitingAnswer || state_ == State::kWriting) {
-        // The client went away (or half-closed) while its request runs: the engine drops it if
-        // it is still queued; an answer made anyway is still written if the socket takes it.
+        // The client went away while its request runs: the engine drops it if it is still
+        // queued (answered 499); an answer made anyway is still written if the socket takes it.
+        // A client that only shuts its sending side looks the same on the wire (end of stream),
+        // and is treated the same, as Go's net/http does: send the request, then read.
         if (cancelled_) cancelled_->store(true);
         peer_closed_ = true;
         return;
@@ -127,7 +140,7 @@ class Connection final : public Session {
   }
 
   void ReadHeader() {
-    SetIdle(false);
+    SetPhase(kHeader);
     state_ = State::kReading;
     parser_.emplace();
     parser_->header_limit(static_cast<uint32_t>(hub_.limits().max_header_bytes));
@@ -160,6 +173,29 @@ class Connection final : public Session {
     return header ? parser_->is_header_done() : parser_->is_done();
   }
 
+  // A request whose framing or identity fields are ambiguous is refused: a Transfer-Encoding
+  // other than chunked, or Host, Origin, Authorization or Content-Type given twice.
+  std::optional<HttpResponse> CheckFraming() const {
+    const auto& req = parser_->get();
+    if (auto te = req.find(http::field::transfer_encoding); te != req.end()) {
+      std::string_view value(te->value().data(), te->value().size());
+      while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+      while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+      if (req.count(http::field::transfer_encoding) > 1 ||
+          !beast::iequals(beast::string_view(value.data(), value.size()), "chunked")) {
+        return ErrorResponse(501, "only 'Transfer-Encoding: chunked' is supported");
+      }
+    }
+    for (const http::field f : {http::field::host, http::field::origin,
+                                http::field::authorization, http::field::content_type}) {
+      if (req.count(f) > 1) {
+        return ErrorResponse(400, absl::StrCat("the header field ", std::string(to_string(f)),
+                                               " is given more than once"));
+      }
+    }
+    return std::nullopt;
+  }
+
   HttpRequestHead Head() const {
     const auto& req = parser_->get();
     HttpRequestHead h;
@@ -182,7 +218,8 @@ class Connection final : public Session {
   }
 
   void OnHeader(boost::system::error_code ec) {
-    if (ec == http::error::header_limit) {
+    SetPhase(kBusy);
+    if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
       return Refuse(ErrorResponse(
           431, absl::StrCat("the request header is over the limit of ",
                             hub_.limits().max_header_bytes, " bytes (max_header_bytes)")));
@@ -194,6 +231,7 @@ class Connection final : public Session {
       }
       return Refuse(ErrorResponse(400, absl::StrCat("malformed HTTP request: ", ec.message())));
     }
+    if (std::optional<HttpResponse> bad = CheckFraming()) return Refuse(std::move(*bad));
     head_ = Head();
     keep_alive_ = parser_->get().keep_alive();
     charge_ = hub_.routes().plane().budget().Open();
@@ -224,21 +262,31 @@ class Connection final : public Session {
   void ReadBody() {
     boost::system::error_code ec;
     if (Parse(ec)) return Dispatch();  // the body came with the header
-    if (ec == http::error::body_limit) {
-      return Refuse(ErrorResponse(413, "the request body is over the route's limit"));
-    }
-    if (ec) return Shutdown();
+    if (ec) return OnBodyError(ec);
     Arm(hub_.limits().read_timeout_ms);
     http::async_read(stream_, buffer_, *parser_,
                      [self = Self()](boost::system::error_code ec, size_t) {
-                       if (ec == http::error::body_limit) {
-                         return self->Refuse(ErrorResponse(413,
-                                                           "the request body is over the "
-                                                           "route's limit"));
-                       }
-                       if (ec) return self->Shutdown();
+                       if (ec) return self->OnBodyError(ec);
                        self->Dispatch();
                      });
+  }
+
+  // The body could not be read: answered when the client can still hear it.
+  void OnBodyError(boost::system::error_code ec) {
+    charge_.Release();
+    if (ec == http::error::body_limit) {
+      return Refuse(ErrorResponse(413, "the request body is over the route's limit"));
+    }
+    if (ec == http::error::buffer_overflow) {
+      return Refuse(ErrorResponse(
+          431, absl::StrCat("a chunk header or the trailer is over the limit of ",
+                            hub_.limits().max_header_bytes, " bytes (max_header_bytes)")));
+    }
+    if (ec == http::error::end_of_stream || ec == http::error::partial_message || PeerGone(ec) ||
+        ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor) {
+      return Shutdown();  // gone, or closed by the sweep at the read timeout
+    }
+    Refuse(ErrorResponse(400, absl::StrCat("malformed HTTP request body: ", ec.message())));
   }
 
   // The request is complete: the routes answer it, here or later.
@@ -313,12 +361,14 @@ class Connection final : public Session {
     close_after_ =
         !keep_alive_ || closing_ || limited || peer_closed_ || hub_.routes().plane().draining();
     response_.emplace(static_cast<http::status>(r.status), 11);
+    if (r.status == 499) response_->reason("Client Closed Request");
     response_->set(http::field::server, "loom");
     if (r.status != 204) response_->set(http::field::content_type, r.content_type);
     if (r.header_length >= 0) {
       response_->set("Inference-Header-Content-Length", std::to_string(r.header_length));
     }
     for (const auto& [name, value] : r.headers) response_->set(name, value);
+    hold_ = std::move(r.hold);
     response_->keep_alive(!close_after_);
     response_->body() = std::move(r.body);
     response_->prepare_payload();
@@ -338,11 +388,12 @@ class Connection final : public Session {
   void OnWritten(boost::system::error_code ec) {
     serializer_.reset();
     response_.reset();
+    hold_.reset();
     if (!ec && linger_) return Linger();
     if (ec || close_after_ || peer_closed_) return Shutdown();
     if (reading_) {  // the watch goes on as the wait for the next request
       state_ = State::kIdle;
-      SetIdle(true);
+      SetPhase(kIdle);
       Arm(hub_.limits().idle_timeout_ms);
       return;
     }
@@ -352,7 +403,7 @@ class Connection final : public Session {
   void Shutdown() {
     if (closed_) return;
     closed_ = true;
-    SetIdle(false);
+    SetPhase(kBusy);
     Disarm();
     boost::system::error_code ignored;
     Socket().shutdown(tcp::socket::shutdown_both, ignored);
@@ -370,6 +421,7 @@ class Connection final : public Session {
   InflightBudget::Charge charge_;
   std::shared_ptr<std::atomic<bool>> cancelled_;
   std::optional<HttpResponse> answer_;
+  std::shared_ptr<void> hold_;  // the answer's charge, until it is written
   std::thread::id handler_thread_;
   std::atomic<bool> in_handler_{false};
   State state_ = State::kReading;
@@ -391,49 +443,61 @@ std::shared_ptr<Session> MakeSession(Hub& hub, tcp::socket socket, ssl::context*
   return std::make_shared<Connection<tcp::socket>>(hub, std::move(socket));
 }
 
-std::shared_ptr<Session> Hub::LongestIdle() {
-  std::shared_ptr<Session> oldest;
-  int64_t since = 0;
+std::shared_ptr<Session> Hub::Victim(bool limited) {
+  std::shared_ptr<Session> best;
+  int best_phase = Session::kBusy;
+  int64_t best_since = 0;
   for (const auto& weak : sessions_) {
     std::shared_ptr<Session> s = weak.lock();
-    if (s && s->idle && (!oldest || s->idle_since < since)) {
-      oldest = s;
-      since = s->idle_since;
+    if (!s || s->released_ || s->limited != limited) continue;
+    const int phase = s->phase;
+    if (phase == Session::kBusy) continue;
+    const int64_t since = s->phase_since;
+    // Waiting for a request before reading a header; the longest in its phase first.
+    const bool better = !best || (phase == Session::kIdle && best_phase == Session::kHeader) ||
+                        (phase == best_phase && since < best_since);
+    if (better) {
+      best = std::move(s);
+      best_phase = phase;
+      best_since = since;
     }
   }
-  return oldest;
+  return best;
+}
+
+void Hub::Release(const std::shared_ptr<Session>& s) {
+  s->released_ = true;
+  --(s->limited ? limited_ : normal_);
+  s->Evict();
 }
 
 bool Hub::EvictIdle() {
-  std::shared_ptr<Session> oldest;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    oldest = LongestIdle();
-    if (oldest) oldest->idle = false;  // not chosen twice
-  }
-  if (!oldest) return false;
-  oldest->CloseIfIdle();
+  std::lock_guard<std::mutex> lock(mu_);
+  std::shared_ptr<Session> victim = Victim(false);
+  if (!victim) victim = Victim(true);
+  if (!victim) return false;
+  Release(victim);
   return true;
 }
 
 void Hub::Accept(tcp::socket socket) {
+  ++accepted_;
   std::shared_ptr<Session> session;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    bool limited = false;
     if (stopping_) return;  // the socket closes as it goes
     if (normal_ >= limits_.max_connections) {
-      if (std::shared_ptr<Session> oldest = LongestIdle()) {
-        oldest->idle = false;  // not chosen twice
-        oldest->CloseIfIdle();
-      } else if (limited_ < kMaxLimited) {
-        limited = true;
-      } else {
-        return;
-      }
+      if (std::shared_ptr<Session> victim = Victim(false)) Release(victim);
+    }
+    bool limited = normal_ >= limits_.max_connections;
+    if (limited && limited_ >= kMaxLimited) {
+      std::shared_ptr<Session> victim = Victim(true);
+      if (!victim) return;  // every connection has a request under way: this one closes
+      Release(victim);
     }
     session = MakeSession(*this, std::move(socket), tls_);
     session->limited = limited;
+    session->phase_since = Clock::now().time_since_epoch().count();
     ++(limited ? limited_ : normal_);
     sessions_.push_front(session);
     session->position_ = sessions_.begin();
@@ -444,7 +508,7 @@ void Hub::Accept(tcp::socket socket) {
 void Hub::Remove(Session& s) {
   std::lock_guard<std::mutex> lock(mu_);
   sessions_.erase(s.position_);
-  --(s.limited ? limited_ : normal_);
+  if (!s.released_) --(s.limited ? limited_ : normal_);
   if (sessions_.empty()) empty_cv_.notify_all();
 }
 

@@ -33,22 +33,27 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   virtual ~Session() = default;
   virtual void Start() = 0;
-  // From any thread: close now if it waits for a request (eviction, Stop), or after the answer
-  // being made (Stop).
-  virtual void CloseIfIdle() = 0;
+  // From any thread, to make room: close now if no request is under way (waiting for one, or
+  // still reading its header); otherwise close once the request under way is answered.
+  virtual void Evict() = 0;
+  // From any thread (Stop): close now if waiting for a request, else after the answer.
   virtual void CloseAfterAnswer() = 0;
   // From any thread: close now if the step under way is past its deadline.
   virtual void CloseIfExpired() = 0;
 
-  // Waiting for a request with nothing of it read: may be closed to make room.
-  std::atomic<bool> idle{false};
-  std::atomic<int64_t> idle_since{0};  // steady_clock ticks
-  std::atomic<int64_t> deadline{0};    // of the step under way, steady_clock ticks; 0: none
-  bool limited = false;                // over the cap: health probes only, one request
+  // What the connection does now, for the choice of one to close at the cap: a connection that
+  // waits for a request (a new one, or kept alive) goes first, then one still reading a header
+  // (a slow sender), each the longest in that phase first; one with a request under way never.
+  enum Phase : int { kBusy, kIdle, kHeader };
+  std::atomic<int> phase{kIdle};
+  std::atomic<int64_t> phase_since{0};  // steady_clock ticks
+  std::atomic<int64_t> deadline{0};     // of the step under way, steady_clock ticks; 0: none
+  bool limited = false;                 // over the cap: health probes only, one request
 
  private:
   friend class Hub;
-  std::list<std::weak_ptr<Session>>::iterator position_;
+  std::list<std::weak_ptr<Session>>::iterator position_;  // requires Hub::mu_
+  bool released_ = false;  // requires Hub::mu_: chosen to make room, no longer counted
 };
 
 // Makes the session for an accepted socket: plain or TLS (`tls` set).
@@ -62,12 +67,14 @@ class Hub {
   HttpRoutes& routes() { return routes_; }
   const ServeLimits& limits() const { return limits_; }
 
-  // A session for an accepted socket, registered and started; or the socket is closed (over
-  // the cap and the limited sessions' cap, or stopping). At the cap, the longest-idle session is
-  // closed to make room; when none is idle, the new one is limited.
+  // A session for an accepted socket, registered and started; or the socket is closed (stopping,
+  // or at both caps with nothing to evict). At max_connections, a session without a request
+  // under way is closed to make room (Session::Phase says which); when every one has a request
+  // under way, the new one is limited (health probes only), up to kMaxLimited of them.
   void Accept(tcp::socket socket);
-  // Closes the longest-idle session; false if none is idle.
+  // Closes a session without a request under way; false if there is none.
   bool EvictIdle();
+  static constexpr int kMaxLimited = 64;  // limited sessions at once
   // Closes the sessions past their step's deadline (called every kSweep by the server).
   void Sweep();
   static constexpr std::chrono::milliseconds kSweep{50};
@@ -76,9 +83,13 @@ class Hub {
   // No new sessions; idle ones close now, busy ones after their answer. Then waits for none.
   void StopAll();
   int count() const;
+  int64_t accepted() const { return accepted_; }  // sockets handed to Accept since the start
 
  private:
-  std::shared_ptr<Session> LongestIdle();  // requires mu_
+  // The session to close to make room (of the limited ones or the others), or null; requires mu_.
+  std::shared_ptr<Session> Victim(bool limited);
+  // Closes `s`, its place free at once; requires mu_.
+  void Release(const std::shared_ptr<Session>& s);
 
   HttpRoutes routes_;
   const ServeLimits& limits_;
@@ -88,6 +99,7 @@ class Hub {
   std::list<std::weak_ptr<Session>> sessions_;  // requires mu_
   int normal_ = 0, limited_ = 0;                // requires mu_
   bool stopping_ = false;                       // requires mu_
+  std::atomic<int64_t> accepted_{0};
 };
 
 }  // namespace loom::serve::http_internal

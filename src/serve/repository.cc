@@ -194,7 +194,27 @@ std::string DataPlane::Scrub(std::string message) const {
   std::sort(paths.begin(), paths.end(),
             [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
   for (const auto& [from, to] : paths) message = absl::StrReplaceAll(message, {{from, to}});
-  return message;
+  // Any other absolute path (a config pointing outside the repository) keeps its file name only.
+  std::string out;
+  for (size_t i = 0; i < message.size();) {
+    const bool starts = message[i] == '/' && (i == 0 || message[i - 1] == ' ' ||
+                                              message[i - 1] == '\'' || message[i - 1] == '"' ||
+                                              message[i - 1] == '(' || message[i - 1] == '=');
+    if (!starts) {
+      out += message[i++];
+      continue;
+    }
+    size_t end = i;
+    while (end < message.size() && message[end] != ' ' && message[end] != '\'' &&
+           message[end] != '"' && message[end] != ')' && message[end] != ',') {
+      ++end;
+    }
+    const std::string_view path(message.data() + i, end - i);
+    const size_t last = path.find_last_of('/');
+    out += last == 0 ? std::string(path) : ".../" + std::string(path.substr(last + 1));
+    i = end;
+  }
+  return out;
 }
 
 absl::StatusOr<std::vector<RepositoryEntry>> DataPlane::Index(bool ready_only) const {
@@ -240,7 +260,12 @@ absl::Status DataPlane::Load(const std::string& model) {
     Log().error("loading model '{}': {}", model, e.what());
     s = absl::InternalError(absl::StrCat("model '", model, "' could not be loaded"));
   }
-  if (!s.ok() && s.code() != absl::StatusCode::kNotFound) {
+  // A failure is remembered (the index shows it) for a model folder that exists, never for any
+  // name a client makes up.
+  std::error_code ec;
+  if (!s.ok() && !options_.repository.empty() && model.find('/') == std::string::npos &&
+      model != "." && model != ".." &&
+      fs::is_directory(fs::path(options_.repository) / model, ec)) {
     std::lock_guard<std::mutex> lock(mu_);
     load_errors_[model] = std::string(s.message());
   }

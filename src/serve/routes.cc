@@ -151,7 +151,7 @@ HttpRoutes::Admission HttpRoutes::Admit(const HttpRequestHead& head,
     a.refusal = Preflight(head);
     return a;
   }
-  if (!head.host.empty() && !a.health && !access_.HostAllowed(head.host)) {
+  if (!a.health && !access_.HostAllowed(head.host)) {
     a.refusal = ErrorResponse(403, "this server does not answer to that name (--allow-host)");
     return a;
   }
@@ -179,7 +179,8 @@ HttpRoutes::Admission HttpRoutes::Admit(const HttpRequestHead& head,
     }
     return a;
   }
-  if (head.method == "POST" && head.content_length > 0 && !AcceptedContentType(head.content_type)) {
+  // (A chunked body, content_length -1, is a body too.)
+  if (head.method == "POST" && head.content_length != 0 && !AcceptedContentType(head.content_type)) {
     a.refusal = ErrorResponse(415,
                               "a POST body must be application/json or "
                               "application/octet-stream (binary tensors)");
@@ -328,13 +329,18 @@ void HttpRoutes::HandleInfer(const std::string& model, const std::string& versio
   plane_.Infer(std::move(*request), "http",
                [respond = std::move(respond), text, held](absl::StatusOr<InferResponse> r) mutable {
                  HttpResponse out;
+                 text.reset();
+                 held->Release();  // the request's bytes are no longer held
                  if (r.ok()) {
+                   // The answer's tensors are charged in their place until they are written
+                   // (over the budget they are still written: they exist already, and new
+                   // requests wait for them to go).
+                   held->Hold(ResponseBytes(*r));
                    out.infer = std::make_shared<const InferResponse>(std::move(*r));
+                   out.hold = std::move(held);
                  } else {
                    out = ErrorResponse(r.status());
                  }
-                 text.reset();
-                 held.reset();  // the request's bytes are no longer held
                  respond(std::move(out));
                });
 }

@@ -129,15 +129,29 @@ bool Access::OriginAllowed(std::string_view origin) const {
 
 bool Access::HostAllowed(std::string_view host) const {
   if (hosts_.empty()) return true;
-  // "name:port", "[v6]:port", "name": the name, lower case.
-  std::string name(host);
-  if (!name.empty() && name.front() == '[') {
-    name = name.substr(0, name.find(']') + 1);
-  } else {
-    name = name.substr(0, name.find(':'));
+  // "name", "name:port", "[v6]", "[v6]:port": the name, lower case; anything else (no Host,
+  // a port that is not a number) is refused.
+  std::string_view name = host, port;
+  if (!host.empty() && host.front() == '[') {
+    const size_t close = host.find(']');
+    if (close == std::string_view::npos) return false;
+    name = host.substr(0, close + 1);
+    const std::string_view rest = host.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') return false;
+      port = rest.substr(1);
+    }
+  } else if (const size_t colon = host.find(':'); colon != std::string_view::npos) {
+    name = host.substr(0, colon);
+    port = host.substr(colon + 1);
+    if (port.empty()) return false;
   }
-  absl::AsciiStrToLower(&name);
-  return std::find(hosts_.begin(), hosts_.end(), name) != hosts_.end();
+  if (name.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return false;
+  }
+  const std::string lower = absl::AsciiStrToLower(std::string(name));
+  return std::find(hosts_.begin(), hosts_.end(), lower) != hosts_.end();
 }
 
 }  // namespace loom::serve

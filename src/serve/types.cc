@@ -174,6 +174,12 @@ std::string_view TensorBytes(const WireTensor& t) {
   return {static_cast<const char*>(t.tensor.data()), t.tensor.byte_size()};
 }
 
+int64_t ResponseBytes(const InferResponse& r) {
+  int64_t bytes = 0;
+  for (const WireTensor& t : r.outputs) bytes += static_cast<int64_t>(TensorBytes(t).size());
+  return bytes;
+}
+
 InflightBudget::Charge& InflightBudget::Charge::operator=(Charge&& other) noexcept {
   if (this != &other) {
     Release();
@@ -194,6 +200,12 @@ bool InflightBudget::Charge::Add(int64_t bytes) {
   if (budget_ == nullptr || !budget_->Take(bytes)) return false;
   bytes_ += bytes;
   return true;
+}
+
+void InflightBudget::Charge::Hold(int64_t bytes) {
+  if (budget_ == nullptr || bytes <= 0) return;
+  budget_->used_.fetch_add(bytes);
+  bytes_ += bytes;
 }
 
 absl::Status InflightBudget::Charge::Take(int64_t bytes) {
@@ -224,8 +236,9 @@ int HttpStatus(const absl::Status& status) {
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kFailedPrecondition:
     case absl::StatusCode::kOutOfRange:
-    case absl::StatusCode::kCancelled:
       return 400;
+    case absl::StatusCode::kCancelled:  // the client went away first (nginx's 499)
+      return 499;
     case absl::StatusCode::kUnauthenticated:
       return 401;
     case absl::StatusCode::kPermissionDenied:

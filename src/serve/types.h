@@ -110,6 +110,8 @@ struct InferResponse {
   std::vector<WireTensor> outputs;  // in the order the client asked for (or the model's)
   std::vector<bool> binary;         // per output: send as raw bytes
 };
+// The bytes of an answer's tensors.
+int64_t ResponseBytes(const InferResponse& r);
 
 // The checked tensor of `type` and `shape` over `data` (borrowed: keep it alive): the rank, every
 // dim, the element count and the byte size are checked against `limits` and against `data`'s
@@ -142,6 +144,9 @@ class InflightBudget {
     int64_t bytes() const { return bytes_; }
     // OK after adding `bytes`, or RESOURCE_EXHAUSTED (OverBudget) with nothing added.
     absl::Status Take(int64_t bytes);
+    // Adds `bytes` even over the budget: memory that exists already (an answer being written),
+    // counted so that new requests wait for it to go.
+    void Hold(int64_t bytes);
 
    private:
     friend class InflightBudget;

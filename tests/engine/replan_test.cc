@@ -73,6 +73,24 @@ TEST(EngineReplan, ASharedModelComesAndGoesWhileAnotherServes) {
   EXPECT_LE(e.MaxBusyThreads(), static_cast<int>(UsableCpus().size()));
 }
 
+TEST(EngineReplan, AnEngineWithNoModelTakesItsFirstAndLast) {
+  // An engine made empty (a server whose repository failed to load) plans its cores at the
+  // first AddModel, and can be emptied and filled again.
+  ScratchDir dir;
+  ASSERT_TRUE(WriteAddModel(dir.Path("add.onnx"), 4).ok());
+  auto engine = Engine::Create({}, EngineOptions{.measure_runs = 1});
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  Engine& e = **engine;
+  for (int round = 0; round < 2; ++round) {
+    ASSERT_TRUE(e.AddModel({.name = "add", .path = dir.Path("add.onnx")}).ok());
+    auto r = e.Infer("add", {{"x", Rows(1, 4, 2)}});
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->outputs[0].tensor.data_as<float>()[0], 3.0f);
+    ASSERT_TRUE(e.RemoveModel("add").ok());
+    EXPECT_TRUE(e.ModelNames().empty());
+  }
+}
+
 TEST(EngineReplan, ADedicatedModelTakesCoresFromThePoolAndGivesThemBack) {
   if (UsableCpus().size() < 2) GTEST_SKIP() << "needs two cores: one dedicated, one shared";
   ScratchDir dir;

@@ -7,10 +7,12 @@
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 
+#include <filesystem>
 #include <future>
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "grpc_service.grpc.pb.h"
 #include "runtime/synthetic_models.h"
 #include "serve/data_plane.h"
@@ -228,15 +230,23 @@ bool RaiseFileLimit(rlim_t n) {
   return setrlimit(RLIMIT_NOFILE, &r) == 0;
 }
 
-// Idle connections: `n` sockets connected and silent, once the server holds `expected` of them.
-std::vector<int> OpenIdle(Served& s, int n, int expected) {
+// Connections: `n` sockets connected, each having sent `first` (nothing: idle), once the server
+// has accepted every one of them and holds `expected`.
+std::vector<int> OpenIdle(Served& s, int n, int expected, const std::string& first = "") {
   std::vector<int> fds;
+  const int64_t before = s.http->accepted();
   for (int i = 0; i < n; ++i) {
     const int fd = testing::Connect(s.http->port());
-    if (fd >= 0) fds.push_back(fd);
+    if (fd < 0) continue;
+    if (!first.empty()) ::send(fd, first.data(), first.size(), MSG_NOSIGNAL);
+    fds.push_back(fd);
   }
   const auto until = Clock::now() + std::chrono::seconds(30);
-  while (s.http->connections() < expected && Clock::now() < until) std::this_thread::yield();
+  while ((s.http->accepted() < before + static_cast<int64_t>(fds.size()) ||
+          s.http->connections() < expected) &&
+         Clock::now() < until) {
+    std::this_thread::yield();
+  }
   return fds;
 }
 
@@ -270,15 +280,99 @@ TEST(Connections, AtTheCapTheLongestIdleConnectionMakesRoom) {
   limits.header_timeout_ms = 60000;
   Served s(limits);
   std::vector<int> fds = OpenIdle(s, 200, 32);
-  // Idle ones are closed to make room; connections that came before any was idle wait, limited
-  // to a request each (64 at most).
-  // (Closing is asynchronous: the count settles once the closed ones are gone.)
-  const auto until = Clock::now() + std::chrono::seconds(30);
-  while (s.http->connections() > 32 + 64 && Clock::now() < until) std::this_thread::yield();
-  EXPECT_LE(s.http->connections(), 32 + 64);
-  EXPECT_NE(s.Health().find("200 OK"), std::string::npos);
-  EXPECT_NE(s.Infer().find("200 OK"), std::string::npos);
+  // Idle ones are closed to make room (each no longer counted once chosen).
+  EXPECT_EQ(s.http->connections(), 32);
+  const std::string health = s.Health(), infer = s.Infer();
+  EXPECT_NE(health.find("200 OK"), std::string::npos) << health;
+  EXPECT_NE(infer.find("200 OK"), std::string::npos) << infer;
   for (int fd : fds) ::close(fd);
+}
+
+TEST(Connections, SlowHeaderSendersAtTheCapLeaveRoomForHealthAndInference) {
+  if (!RaiseFileLimit(1024)) GTEST_SKIP() << "the file descriptor limit cannot reach 1024";
+  ServeLimits limits;
+  limits.max_connections = 16;
+  limits.header_timeout_ms = 60000;
+  Served s(limits);
+  // Each sends the start of a header, then nothing: the cap and the limited ones are full.
+  std::vector<int> fds = OpenIdle(s, 16 + 64 + 20, 16, "GET /v2/health/live HTTP/1.1\r\nHo");
+  const std::string health = s.Health(), infer = s.Infer();
+  EXPECT_NE(health.find("200 OK"), std::string::npos) << health;
+  EXPECT_NE(infer.find("200 OK"), std::string::npos) << infer;
+  for (int fd : fds) ::close(fd);
+}
+
+TEST(Connections, AnAcceptOutOfDescriptorsBacksOffAndAcceptsAgain) {
+  Served s(ServeLimits{});
+  rlimit saved{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
+  // Few descriptors left: the clients' sockets and the server's take them all.
+  int open_now = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) open_now += e.exists();
+  rlimit low = saved;
+  low.rlim_cur = static_cast<rlim_t>(open_now + 40);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  std::vector<int> fds;
+  for (int i = 0; i < 60; ++i) {
+    const int fd = testing::Connect(s.http->port());
+    if (fd >= 0) fds.push_back(fd);
+  }
+  // The server runs out while accepting them: it backs off, closing idle ones.
+  const auto until = Clock::now() + std::chrono::seconds(30);
+  while (s.http->accepted() < 5 && Clock::now() < until) std::this_thread::yield();
+  for (int fd : fds) ::close(fd);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &saved), 0);
+  std::string health;
+  for (int i = 0; i < 50 && health.find("200 OK") == std::string::npos; ++i) health = s.Health();
+  EXPECT_NE(health.find("200 OK"), std::string::npos) << health;
+  EXPECT_NE(s.Infer().find("200 OK"), std::string::npos);
+}
+
+TEST(Chunked, ATrailerOverTheLimitIs431AndTheBufferStaysBounded) {
+  Served s(ServeLimits{});
+  std::string request =
+      "POST /v2/models/add/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
+      absl::StrCat(absl::Hex(std::string(kGoodJson).size())) + "\r\n" + kGoodJson + "\r\n0\r\n";
+  for (int i = 0; i < 20000; ++i) request += "X-Pad: " + std::string(40, 'a') + "\r\n";
+  request += "\r\n";
+  const std::string r = testing::RawHttp(s.http->port(), request);
+  EXPECT_EQ(r.rfind("HTTP/1.1 431", 0), 0u) << r.substr(0, 300);
+  // A chunked request with a small trailer is answered.
+  const std::string good =
+      "POST /v2/models/add/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
+      absl::StrCat(absl::Hex(std::string(kGoodJson).size())) + "\r\n" + kGoodJson +
+      "\r\n0\r\nX-Note: fine\r\n\r\n";
+  const std::string ok = testing::RawHttp(s.http->port(), good);
+  EXPECT_EQ(ok.rfind("HTTP/1.1 200", 0), 0u) << ok.substr(0, 300);
+}
+
+TEST(Framing, AmbiguousRequestsAreRefusedWithTheirReason) {
+  Served s(ServeLimits{});
+  const std::string body = kGoodJson;
+  auto post = [&](const std::string& fields, const std::string& rest) {
+    return testing::RawHttp(s.http->port(), "POST /v2/models/add/infer HTTP/1.1\r\n" + fields +
+                                                "Connection: close\r\n\r\n" + rest);
+  };
+  const std::string chunk = absl::StrCat(absl::Hex(body.size())) + "\r\n" + body + "\r\n0\r\n\r\n";
+  // Only chunked is a transfer coding this server reads.
+  std::string r = post("Host: x\r\nContent-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n", chunk);
+  EXPECT_EQ(r.rfind("HTTP/1.1 501", 0), 0u) << r.substr(0, 300);
+  // A chunked body needs the Content-Type too.
+  r = post("Host: x\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n", chunk);
+  EXPECT_EQ(r.rfind("HTTP/1.1 415", 0), 0u) << r.substr(0, 300);
+  // A chunk size that is not a number is a 400, not a silent close.
+  r = post("Host: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n",
+           "zz\r\n" + body + "\r\n0\r\n\r\n");
+  EXPECT_EQ(r.rfind("HTTP/1.1 400", 0), 0u) << r.substr(0, 300);
+  // Host (or Origin) twice: which one would a check read?
+  r = post("Host: x\r\nHost: y\r\nContent-Type: application/json\r\nContent-Length: " +
+               std::to_string(body.size()) + "\r\n",
+           body);
+  EXPECT_EQ(r.rfind("HTTP/1.1 400", 0), 0u) << r.substr(0, 300);
+  EXPECT_NE(r.find("more than once"), std::string::npos) << r.substr(0, 300);
+  EXPECT_NE(s.Infer().find("200 OK"), std::string::npos);
 }
 
 TEST(Connections, ASilentConnectionIsClosedAtTheHeaderTimeout) {

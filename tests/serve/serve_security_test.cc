@@ -241,8 +241,12 @@ TEST(Origin, AllowHostRefusesOtherNamesAsDnsRebindingWouldSend) {
     get.host = host;
     EXPECT_EQ(rig.Call(get).status, 200) << host;
   }
-  get.host = "evil.example:8000";
-  EXPECT_EQ(rig.Call(get).status, 403);
+  // Other names, no name, and names with a port that is not a number are refused.
+  for (const char* host : {"evil.example:8000", "", "localhost:evil.example", "localhost:",
+                           "[::1]evil", "[::1", "localhost:123456"}) {
+    get.host = host;
+    EXPECT_EQ(rig.Call(get).status, 403) << host;
+  }
   HttpRequestHead health = Head("GET", "/v2/health/ready");
   health.host = "10.0.0.7:8000";  // probes come by address
   EXPECT_EQ(rig.Call(health).status, 200);
@@ -263,6 +267,73 @@ TEST(ContentType, PostBodiesMustBeJsonOrBinaryTensors) {
       200);
   EXPECT_EQ(rig.Call(Head("POST", "/v2/models/add/infer", "Application/JSON"), kGoodJson).status,
             200);
+}
+
+TEST(Names, MadeUpNamesLeaveNoTraceInTheIndex) {
+  Rig rig(ModelControl::kExplicit);
+  for (int i = 0; i < 200; ++i) EXPECT_FALSE(rig.plane->Load("nosuch" + std::to_string(i)).ok());
+  EXPECT_FALSE(rig.plane->Load("../repo").ok());
+  auto index = rig.plane->Index(false);
+  ASSERT_TRUE(index.ok()) << index.status();
+  EXPECT_EQ(index->size(), 1u);  // 'add' only
+}
+
+TEST(Errors, APathOutsideTheRepositoryKeepsOnlyItsFileName) {
+  Rig rig(ModelControl::kExplicit);
+  std::filesystem::create_directories(rig.dir.Path("repo/far"));
+  const std::string elsewhere = rig.dir.Path("elsewhere/secret/model.onnx");
+  rig.dir.Write("repo/far/config.yaml", "path: " + elsewhere + "\n");
+  const absl::Status s = rig.plane->Load("far");
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.message().find(rig.dir.Path("elsewhere")), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("far"), std::string::npos) << s.message();
+}
+
+TEST(ModelControl, AnEmptyRepositoryTakesItsFirstModel) {
+  // A server whose every model failed to load starts with none, and still loads one later.
+  loom::testing::ScratchDir dir;
+  std::filesystem::create_directories(dir.Path("repo/add"));
+  dir.Write("repo/add/model.onnx", "not yet");
+  DataPlaneOptions options;
+  options.repository = dir.Path("repo");
+  options.engine.measure_runs = 1;
+  options.model_control = ModelControl::kExplicit;
+  auto plane = DataPlane::Create(options);
+  ASSERT_TRUE(plane.ok()) << plane.status();
+  ASSERT_TRUE(WriteAddModel(dir.Path("repo/add/model.onnx"), 4).ok());
+  ASSERT_TRUE((*plane)->Load("add").ok());
+  Access access;
+  HttpRoutes routes(**plane, access, Listener::kMain);
+  EXPECT_EQ(HandleHttp(routes, Head("POST", "/v2/models/add/infer"), kGoodJson).status, 200);
+}
+
+TEST(Outputs, AnOutputRequestedTwiceIsAnInvalidArgument) {
+  Rig rig(ModelControl::kNone, {}, /*grpc=*/true);
+  const std::string twice =
+      R"({"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],)"
+      R"("outputs":[{"name":"y"},{"name":"y"}]})";
+  const HttpResponse r = rig.Call(Head("POST", "/v2/models/add/infer"), twice);
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(ErrorOf(r).find("twice"), std::string::npos) << r.body;
+  pb::ModelInferRequest m;
+  m.set_model_name("add");
+  auto* in = m.add_inputs();
+  in->set_name("x");
+  in->set_datatype("FP32");
+  in->add_shape(1);
+  in->add_shape(4);
+  m.add_raw_input_contents(std::string(16, '\0'));
+  for (int i = 0; i < 2; ++i) m.add_outputs()->set_name("y");
+  grpc::ClientContext context;
+  pb::ModelInferResponse response;
+  const grpc::Status st = rig.stub->ModelInfer(&context, m, &response);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  EXPECT_EQ(rig.plane->budget().used(), 0);
+}
+
+TEST(Errors, ARequestDroppedForItsClientIsNotABadRequest) {
+  EXPECT_EQ(HttpStatus(absl::CancelledError("the client went away")), 499);
+  EXPECT_EQ(HttpStatus(absl::InvalidArgumentError("bad")), 400);
 }
 
 TEST(ModelControl, RepositoryBodiesAreSmallAndShallow) {
