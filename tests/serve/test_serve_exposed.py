@@ -284,7 +284,14 @@ def test_out_of_file_descriptors_accepting_backs_off(tmp_path):
     silent = []
     try:
         cpu0, t0 = cpu_seconds(s.proc.pid), time.monotonic()
+        open_fds = lambda: len(os.listdir(f"/proc/{s.proc.pid}/fd"))
+        base = open_fds()
         silent = [socket.create_connection(("127.0.0.1", grpc_port)) for _ in range(200)]
+        # gRPC takes its connections from the listen queue at its own pace: the HTTP ones come
+        # once it holds them all (before its handshake timeout closes them).
+        deadline = time.monotonic() + 30
+        while open_fds() < base + 200 and time.monotonic() < deadline:
+            time.sleep(0.01)
         silent += [socket.create_connection(("127.0.0.1", http_port)) for _ in range(100)]
         r = requests.get(s.http + "/v2/health/live", timeout=60)
         used, wall = cpu_seconds(s.proc.pid) - cpu0, time.monotonic() - t0
