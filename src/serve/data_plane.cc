@@ -74,8 +74,23 @@ std::vector<std::string> DataPlane::ModelNames() const {
   return names;
 }
 
+void DataPlane::MarkBroken(std::string why) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (broken_) return;
+    broken_why_ = std::move(why);
+    broken_ = true;
+  }
+  Log().error("{}: liveness now fails, so that the server is restarted", Broken());
+}
+
+std::string DataPlane::Broken() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return broken_why_;
+}
+
 bool DataPlane::Ready() const {
-  if (announced_ || draining_) return false;
+  if (announced_ || draining_ || broken_) return false;
   std::lock_guard<std::mutex> lock(mu_);
   return start_failures_.empty();
 }

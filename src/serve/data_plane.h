@@ -80,6 +80,11 @@ class DataPlane {
   InflightBudget& budget() { return budget_; }
   // Every model of the start loaded (or loaded since), and no drain announced.
   bool Ready() const;
+  // False once a front end has failed for good (why: Broken()): the process should be restarted,
+  // and its liveness probe says so.
+  bool Live() const { return !broken_; }
+  void MarkBroken(std::string why);
+  std::string Broken() const;
   // OK if the model (and version: "" or "1") is served; NOT_FOUND otherwise.
   absl::Status ModelReady(const std::string& model, const std::string& version) const;
   ServerMetadata Metadata() const;
@@ -170,6 +175,8 @@ class DataPlane {
   std::mutex admin_mu_;                                               // one load / unload at a time
   std::atomic<bool> announced_{false};
   std::atomic<bool> draining_{false};
+  std::atomic<bool> broken_{false};
+  std::string broken_why_;  // requires mu_
   std::atomic<int64_t> in_flight_{0};
   std::condition_variable idle_cv_;
   // The admin thread and its queue.

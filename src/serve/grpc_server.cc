@@ -1,10 +1,13 @@
 #include "serve/grpc_server.h"
 
+#include <grpc/support/log.h>
 #include <grpcpp/resource_quota.h>
 
 #include <any>
 #include <deque>
 #include <limits>
+#include <mutex>
+#include <string_view>
 #include <thread>
 
 #include "core/cpu_set.h"
@@ -13,6 +16,42 @@
 
 namespace loom::serve {
 namespace {
+
+// gRPC's log goes to Loom's, watched for the message that means a listener has stopped: gRPC
+// 1.51 ends its accept loop when accept4 fails (out of descriptors, say) and never accepts on
+// that port again. The planes of the servers running then are marked broken: their liveness
+// fails, so that an orchestrator restarts the process.
+std::mutex watch_mu;
+std::vector<DataPlane*>& Watched() {  // requires watch_mu
+  static auto* planes = new std::vector<DataPlane*>();  // never destroyed: gRPC may log at exit
+  return *planes;
+}
+
+void OnGrpcLog(gpr_log_func_args* args) {
+  const std::string_view message = args->message != nullptr ? args->message : "";
+  if (args->severity != GPR_LOG_SEVERITY_ERROR) {
+    Log().debug("gRPC: {}", message);
+    return;
+  }
+  Log().error("gRPC: {} ({}:{})", message, args->file != nullptr ? args->file : "?", args->line);
+  if (message.find("Failed accept4") == std::string_view::npos) return;
+  std::lock_guard<std::mutex> lock(watch_mu);
+  for (DataPlane* plane : Watched()) {
+    plane->MarkBroken(absl::StrCat("gRPC stopped accepting connections (", std::string(message), ")"));
+  }
+}
+
+void Watch(DataPlane* plane) {
+  static std::once_flag once;
+  std::call_once(once, [] { gpr_set_log_function(OnGrpcLog); });
+  std::lock_guard<std::mutex> lock(watch_mu);
+  Watched().push_back(plane);
+}
+
+void Unwatch(DataPlane* plane) {
+  std::lock_guard<std::mutex> lock(watch_mu);
+  std::erase(Watched(), plane);
+}
 
 using namespace grpc_internal;  // NOLINT: this file is the server of those calls
 
@@ -132,10 +171,11 @@ void GrpcServer::Impl::Infer(InferCall& c) {
 }
 
 void GrpcServer::Impl::RegisterHandlers() {
-  On<pb::ServerLiveRequest, pb::ServerLiveResponse>(&RawService::RequestServerLive, [](auto& c) {
-    c.response.set_live(true);
-    c.Answer(absl::OkStatus());
-  });
+  On<pb::ServerLiveRequest, pb::ServerLiveResponse>(&RawService::RequestServerLive,
+                                                    [this](auto& c) {
+                                                      c.response.set_live(plane.Live());
+                                                      c.Answer(absl::OkStatus());
+                                                    });
   On<pb::ServerReadyRequest, pb::ServerReadyResponse>(&RawService::RequestServerReady,
                                                       [this](auto& c) {
                                                         c.response.set_ready(plane.Ready());
@@ -231,6 +271,10 @@ void Configure(grpc::ServerBuilder& builder, const ServeLimits& limits,
       static_cast<int>(std::min<int64_t>(limits.max_body_bytes, std::numeric_limits<int>::max())));
   builder.SetMaxSendMessageSize(-1);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_streams);
+  // Messages come uncompressed: a compressed one would be inflated before its size is checked
+  // (a 1 MB gzip of zeros becomes a gigabyte). Clients that compress get UNIMPLEMENTED.
+  builder.AddChannelArgument(GRPC_COMPRESSION_CHANNEL_ENABLED_ALGORITHMS_BITSET,
+                             1 << GRPC_COMPRESS_NONE);
   builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, static_cast<int>(limits.max_header_bytes));
   // A connection that says nothing (or never finishes its handshake) is closed; idle and old ones
   // are asked to go away (clients reconnect), so that connections do not pile up.
@@ -286,6 +330,7 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(DataPlane& plane,
     server->Shutdown(std::chrono::milliseconds(0));
     return absl::UnavailableError(absl::StrCat("cannot start the gRPC threads: ", e.what()));
   }
+  Watch(&plane);
   return std::unique_ptr<GrpcServer>(new GrpcServer(std::move(impl)));
 }
 
@@ -294,6 +339,7 @@ int GrpcServer::port() const { return impl_->port; }
 void GrpcServer::Shutdown(std::chrono::milliseconds grace) {
   if (!impl_ || impl_->stopped) return;
   impl_->stopped = true;
+  Unwatch(&impl_->plane);
   {
     std::unique_lock<std::shared_mutex> lock(impl_->accepting_mu);
     impl_->accepting = false;  // no call asks for another from here on

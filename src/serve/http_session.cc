@@ -45,9 +45,8 @@ class Connection final : public Session {
 
   void Evict() override {
     asio::post(stream_.get_executor(), [self = Self()] {
-      const bool header = self->state_ == State::kReading &&
-                          !(self->parser_ && self->parser_->is_header_done());
-      if (self->state_ == State::kIdle || header) return self->Shutdown();
+      // Waiting, or reading a request (chosen as a slow sender): closed now.
+      if (self->state_ == State::kIdle || self->state_ == State::kReading) return self->Shutdown();
       self->closing_ = true;  // a request came meanwhile: answered, then closed
     });
   }
@@ -264,15 +263,25 @@ class Connection final : public Session {
     if (Parse(ec)) return Dispatch();  // the body came with the header
     if (ec) return OnBodyError(ec);
     Arm(hub_.limits().read_timeout_ms);
-    http::async_read(stream_, buffer_, *parser_,
-                     [self = Self()](boost::system::error_code ec, size_t) {
-                       if (ec) return self->OnBodyError(ec);
-                       self->Dispatch();
-                     });
+    body_bytes = 0;
+    SetPhase(kBody);
+    ReadMoreBody();
+  }
+
+  // The body in reads as it comes, each counted (the rate that ranks a slow sender at the cap).
+  void ReadMoreBody() {
+    http::async_read_some(stream_, buffer_, *parser_,
+                          [self = Self()](boost::system::error_code ec, size_t n) {
+                            if (ec) return self->OnBodyError(ec);
+                            self->body_bytes += static_cast<int64_t>(n);
+                            if (self->parser_->is_done()) return self->Dispatch();
+                            self->ReadMoreBody();
+                          });
   }
 
   // The body could not be read: answered when the client can still hear it.
   void OnBodyError(boost::system::error_code ec) {
+    SetPhase(kBusy);
     charge_.Release();
     if (ec == http::error::body_limit) {
       return Refuse(ErrorResponse(413, "the request body is over the route's limit"));
@@ -291,6 +300,7 @@ class Connection final : public Session {
 
   // The request is complete: the routes answer it, here or later.
   void Dispatch() {
+    SetPhase(kBusy);
     Disarm();  // no deadline while the model runs
     state_ = State::kWaitingAnswer;
     cancelled_ = std::make_shared<std::atomic<bool>>(false);
@@ -444,6 +454,16 @@ std::shared_ptr<Session> MakeSession(Hub& hub, tcp::socket socket, ssl::context*
 }
 
 std::shared_ptr<Session> Hub::Victim(bool limited) {
+  const int64_t now = Clock::now().time_since_epoch().count();
+  // A body slower than the floor, past the grace: its bytes under the floor's share of its time.
+  auto slow_body = [&](const Session& s, int64_t since) {
+    const double seconds = std::chrono::duration<double>(Clock::duration(now - since)).count();
+    return seconds * 1000 >= static_cast<double>(limits_.body_rate_grace_ms) &&
+           static_cast<double>(s.body_bytes) <
+               static_cast<double>(limits_.min_body_bytes_per_s) * seconds;
+  };
+  // Lower goes first: waiting, reading a header, sending a body too slowly.
+  auto rank = [](int phase) { return phase == Session::kIdle ? 0 : phase == Session::kHeader ? 1 : 2; };
   std::shared_ptr<Session> best;
   int best_phase = Session::kBusy;
   int64_t best_since = 0;
@@ -451,10 +471,10 @@ std::shared_ptr<Session> Hub::Victim(bool limited) {
     std::shared_ptr<Session> s = weak.lock();
     if (!s || s->released_ || s->limited != limited) continue;
     const int phase = s->phase;
-    if (phase == Session::kBusy) continue;
     const int64_t since = s->phase_since;
-    // Waiting for a request before reading a header; the longest in its phase first.
-    const bool better = !best || (phase == Session::kIdle && best_phase == Session::kHeader) ||
+    if (phase == Session::kBusy || (phase == Session::kBody && !slow_body(*s, since))) continue;
+    // The longest in its phase first.
+    const bool better = !best || rank(phase) < rank(best_phase) ||
                         (phase == best_phase && since < best_since);
     if (better) {
       best = std::move(s);

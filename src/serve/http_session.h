@@ -43,10 +43,12 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // What the connection does now, for the choice of one to close at the cap: a connection that
   // waits for a request (a new one, or kept alive) goes first, then one still reading a header
-  // (a slow sender), each the longest in that phase first; one with a request under way never.
-  enum Phase : int { kBusy, kIdle, kHeader };
+  // (a slow sender), each the longest in that phase first, then one whose body comes slower than
+  // ServeLimits::min_body_bytes_per_s; one with a request being answered never.
+  enum Phase : int { kBusy, kIdle, kHeader, kBody };
   std::atomic<int> phase{kIdle};
   std::atomic<int64_t> phase_since{0};  // steady_clock ticks
+  std::atomic<int64_t> body_bytes{0};   // of the body being read
   std::atomic<int64_t> deadline{0};     // of the step under way, steady_clock ticks; 0: none
   bool limited = false;                 // over the cap: health probes only, one request
 

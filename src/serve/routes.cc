@@ -222,6 +222,7 @@ void HttpRoutes::Handle(const HttpRequestHead& head, std::string body,
           Json(200, {{"name", m.name}, {"version", m.version}, {"extensions", m.extensions}}));
     }
     case Route::kLive:
+      if (!plane_.Live()) return respond(Json(503, {{"live", false}, {"error", plane_.Broken()}}));
       return respond(Json(200, {{"live", true}}));
     case Route::kReady: {
       const bool ready = plane_.Ready();

@@ -55,6 +55,10 @@ struct ServeLimits {
   int64_t header_timeout_ms = 5000;  // a request's header, from its first byte (or the connect)
   int64_t idle_timeout_ms = 60000;   // a kept-alive connection with no request
   int64_t read_timeout_ms = 10000;   // a request's body
+  // At the connection cap, a body arriving slower than this (after the grace) may be cut off to
+  // make room, after idle connections and slow headers.
+  int64_t min_body_bytes_per_s = 32 << 10;
+  int64_t body_rate_grace_ms = 1000;
   int max_json_depth = 32;           // nesting of JSON `data`
   int64_t max_inflight_bytes = int64_t{512} << 20;  // all requests' bytes at once, both protocols
 };

@@ -302,6 +302,24 @@ TEST(Connections, SlowHeaderSendersAtTheCapLeaveRoomForHealthAndInference) {
   for (int fd : fds) ::close(fd);
 }
 
+TEST(Connections, SlowBodySendersAtTheCapLeaveRoomForInference) {
+  if (!RaiseFileLimit(1024)) GTEST_SKIP() << "the file descriptor limit cannot reach 1024";
+  ServeLimits limits;
+  limits.max_connections = 8;
+  limits.read_timeout_ms = 60000;
+  limits.body_rate_grace_ms = 0;  // judged on their rate at once
+  Served s(limits);
+  // Each announces a large body and sends a few bytes of it: far under the rate floor.
+  std::vector<int> fds = OpenIdle(s, 8 + 64 + 8, 8,
+                                  "POST /v2/models/add/infer HTTP/1.1\r\nHost: x\r\n"
+                                  "Content-Type: application/json\r\nContent-Length: 1000000\r\n"
+                                  "\r\n{\"inputs\"");
+  const std::string health = s.Health(), infer = s.Infer();
+  EXPECT_NE(health.find("200 OK"), std::string::npos) << health;
+  EXPECT_NE(infer.find("200 OK"), std::string::npos) << infer;
+  for (int fd : fds) ::close(fd);
+}
+
 TEST(Connections, AnAcceptOutOfDescriptorsBacksOffAndAcceptsAgain) {
   Served s(ServeLimits{});
   rlimit saved{};
@@ -313,19 +331,72 @@ TEST(Connections, AnAcceptOutOfDescriptorsBacksOffAndAcceptsAgain) {
   low.rlim_cur = static_cast<rlim_t>(open_now + 40);
   ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
   std::vector<int> fds;
-  for (int i = 0; i < 60; ++i) {
+  for (int i = 0; i < 30; ++i) {
     const int fd = testing::Connect(s.http->port());
     if (fd >= 0) fds.push_back(fd);
   }
-  // The server runs out while accepting them: it backs off, closing idle ones.
+  // The server runs out while accepting them (10 descriptors are left to it): it backs off,
+  // closing idle ones to make room, and so accepts them all.
   const auto until = Clock::now() + std::chrono::seconds(30);
-  while (s.http->accepted() < 5 && Clock::now() < until) std::this_thread::yield();
+  while (s.http->accepted() < static_cast<int64_t>(fds.size()) && Clock::now() < until) {
+    std::this_thread::yield();
+  }
+  EXPECT_EQ(s.http->accepted(), static_cast<int64_t>(fds.size()));
   for (int fd : fds) ::close(fd);
   ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &saved), 0);
   std::string health;
   for (int i = 0; i < 50 && health.find("200 OK") == std::string::npos; ++i) health = s.Health();
   EXPECT_NE(health.find("200 OK"), std::string::npos) << health;
   EXPECT_NE(s.Infer().find("200 OK"), std::string::npos);
+}
+
+TEST(Connections, AGrpcListenerThatStopsMakesLivenessFail) {
+  // gRPC (1.51) stops accepting for good when accept4 fails: liveness says so, and the process
+  // can be restarted.
+  Served s(ServeLimits{});
+  EXPECT_NE(s.Health().find("200 OK"), std::string::npos);
+  rlimit saved{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
+  int open_now = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) open_now += e.exists();
+  rlimit low = saved;
+  low.rlim_cur = static_cast<rlim_t>(open_now + 40);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  std::vector<int> fds;
+  for (int i = 0; i < 60; ++i) {
+    const int fd = testing::Connect(s.grpc_server->port());
+    if (fd >= 0) fds.push_back(fd);
+  }
+  const auto until = Clock::now() + std::chrono::seconds(30);
+  while (s.plane->Live() && Clock::now() < until) std::this_thread::yield();
+  for (int fd : fds) ::close(fd);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &saved), 0);
+  EXPECT_FALSE(s.plane->Live());
+  EXPECT_FALSE(s.plane->Ready());
+  const std::string health = s.Health();
+  EXPECT_EQ(health.rfind("HTTP/1.1 503", 0), 0u) << health;
+  EXPECT_NE(health.find("gRPC stopped accepting"), std::string::npos) << health;
+}
+
+TEST(Grpc, ACompressedMessageIsRefusedBeforeItIsInflated) {
+  Served s(ServeLimits{});
+  auto stub = pb::GRPCInferenceService::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(s.grpc_server->port()), grpc::InsecureChannelCredentials()));
+  pb::ModelInferRequest m;
+  m.set_model_name("add");
+  auto* in = m.add_inputs();
+  in->set_name("x");
+  in->set_datatype("FP32");
+  in->add_shape(1);
+  in->add_shape(4);
+  m.add_raw_input_contents(std::string(16, '\0'));
+  grpc::ClientContext context;
+  context.set_compression_algorithm(GRPC_COMPRESS_GZIP);
+  pb::ModelInferResponse response;
+  const grpc::Status st = stub->ModelInfer(&context, m, &response);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNIMPLEMENTED) << st.error_message();
+  grpc::ClientContext plain;
+  EXPECT_TRUE(stub->ModelInfer(&plain, m, &response).ok());
 }
 
 TEST(Chunked, ATrailerOverTheLimitIs431AndTheBufferStaysBounded) {
