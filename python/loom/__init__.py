@@ -425,6 +425,6 @@ class InferenceSession:
 
 from . import bench  # noqa: E402  (after the classes it reports on)
 
-__all__ = ["Engine", "Model", "Pipeline", "InferenceSession", "NodeArg", "from_torch", "bench", "usable_cores", "Error",
+__all__ = ["Engine", "Model", "Pipeline", "InferenceSession", "NodeArg", "from_torch", "bench", "errors", "usable_cores", "Error",
            "InvalidArgument", "NotFound", "AlreadyExists", "ResourceExhausted", "DeadlineExceeded", "Unavailable",
            "Cancelled", "FailedPrecondition", "Unimplemented", "PermissionDenied", "Internal"]
