@@ -366,11 +366,11 @@ CommandFn AddBenchCommand(CLI::App& app) {
   fanout->add_option("--model", a->models, "ONNX models (default: BlazeFace back 256, M-LSD tiny 320, PP-OCR det)");
   fanout->add_option("--video", a->video, "Video file")->capture_default_str();
   fanout->add_option("--count", a->items, "Frames of the video (default 48)")->check(CLI::Range(1, 100000));
-  HiddenAlias(*fanout, "--frames", a->items)->check(CLI::Range(1, 100000));
+  HiddenAlias(*fanout, "--frames", a->items)->check(NamedRange("--frames", 1, 100000));
   AddCommonOptions(*fanout, *a);
   auto* overhead = app.add_subcommand("overhead", "Engine::Infer() against a bare Session::Run");
   overhead->add_option("--reps", a->overhead_runs, "Timed calls of each")->check(CLI::Range(100, 10000000))->capture_default_str();
-  HiddenAlias(*overhead, "--runs", a->overhead_runs)->check(CLI::Range(100, 10000000));
+  HiddenAlias(*overhead, "--runs", a->overhead_runs)->check(NamedRange("--runs", 100, 10000000));
   overhead->add_option("--cores", a->cores, "Use only the first N usable cores")->check(CLI::Range(0, 4096));
   overhead->add_option("--json", a->json, "Write the report as JSON to FILE (- for stdout)");
   overhead->add_option("--html", a->html, "Write a self-contained HTML report to FILE (the two latency distributions)");

@@ -71,6 +71,22 @@ absl::StatusOr<std::vector<std::string>> ParseStrategies(const std::string& valu
   return out;
 }
 
+CLI::Validator NamedRange(const std::string& flag, double min, double max) {
+  return CLI::Validator(
+      [flag, min, max](std::string& value) -> std::string {
+        double x = 0;
+        if (!CLI::detail::lexical_cast(value, x) || x < min || x > max) {
+          auto number = [](double v) {
+            return v == static_cast<double>(static_cast<int64_t>(v)) ? absl::StrCat(static_cast<int64_t>(v))
+                                                                     : absl::StrCat(v);
+          };
+          return absl::StrCat(flag, ": value ", value, " not in range ", number(min), " to ", number(max));
+        }
+        return std::string();
+      },
+      "");
+}
+
 bool Emit(const std::string& target, const std::string& text) {
   if (target.empty()) return true;
   if (target == "-") {

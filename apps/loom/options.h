@@ -46,6 +46,9 @@ CLI::Option* HiddenAlias(CLI::App& app, const std::string& name, T& variable) {
   return app.add_option(name, variable)->group("");
 }
 
+// CLI::Range for a hidden option, whose name CLI11 leaves out of its errors: the message names it.
+CLI::Validator NamedRange(const std::string& flag, double min, double max);
+
 }  // namespace loom::cli
 
 #endif  // LOOM_APPS_LOOM_OPTIONS_H_

@@ -139,7 +139,7 @@ CommandFn AddRunCommand(CLI::App& app) {
   auto* random = app.add_flag("--random", a->random, "Feed deterministic random values (default)");
   input->excludes(random);
   app.add_option("--reps", a->reps, "Timed runs")->check(CLI::Range(1, 1000000))->capture_default_str();
-  HiddenAlias(app, "--repeat", a->reps)->check(CLI::Range(1, 1000000));
+  HiddenAlias(app, "--repeat", a->reps)->check(NamedRange("--repeat", 1, 1000000));
   app.add_option("--warmup", a->warmup, "Untimed runs first")->check(CLI::Range(0, 1000))->capture_default_str();
   app.add_option("--threads", a->threads, "Intra-op threads (0 = backend default)")
       ->check(CLI::Range(0, 1024))->capture_default_str();

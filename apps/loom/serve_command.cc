@@ -275,12 +275,12 @@ void AddLimitOptions(CLI::App& app, ServeArgs& a) {
                  "Seconds to answer while reporting not ready, on SIGTERM, before refusing")
       ->check(CLI::Range(0, 3600))
       ->capture_default_str();
-  HiddenAlias(app, "--drain-delay", a.drain_delay_s)->check(CLI::Range(0, 3600));
+  HiddenAlias(app, "--drain-delay", a.drain_delay_s)->check(NamedRange("--drain-delay", 0, 3600));
   app.add_option("--drain-timeout-s", a.drain_timeout_s,
                  "Seconds to finish accepted requests on SIGTERM")
       ->check(CLI::Range(0, 3600))
       ->capture_default_str();
-  HiddenAlias(app, "--drain-timeout", a.drain_timeout_s)->check(CLI::Range(0, 3600));
+  HiddenAlias(app, "--drain-timeout", a.drain_timeout_s)->check(NamedRange("--drain-timeout", 0, 3600));
 }
 
 }  // namespace
