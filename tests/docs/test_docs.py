@@ -19,7 +19,7 @@ import pytest
 
 ROOT = os.environ.get("LOOM_SOURCE_DIR") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 LOOM = os.path.abspath(os.environ.get("LOOM_BINARY") or os.path.join(ROOT, "build", "loom"))
-BLOCK_TIMEOUT_S = 40
+BLOCK_TIMEOUT_S = 30
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```\s*$", re.M | re.S)
 COMMANDS_WITH_SUBCOMMANDS = {"bench", "pipeline"}
 
