@@ -48,7 +48,10 @@ def runnable_blocks():
 
 
 def with_binary(code):
-    """`build/loom` in a block is this build's binary (the test may run from another build dir)."""
+    """`build/loom` and `build/examples/` in a block are this build's (the test may run from another
+    build folder)."""
+    build = os.path.dirname(LOOM)
+    code = re.sub(r"(?<![\w/.])build/examples/", shlex.quote(os.path.join(build, "examples")) + "/", code)
     return re.sub(r"(?<![\w/.])build/loom\b", shlex.quote(LOOM), code)
 
 
