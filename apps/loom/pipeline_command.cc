@@ -128,15 +128,11 @@ int Bench(const PipelineArgs& a) {
   std::cerr << "\n";
   if (!report.ok()) return Fail("bench", report.status());
   if (a.json != "-") std::cout << report->Table();
-  if (!a.json.empty()) {
-    if (a.json == "-") {
-      std::cout << report->ToJson().dump(2) << "\n";
-    } else if (!(std::ofstream(a.json) << report->ToJson().dump(2) << "\n")) {
-      return Fail("bench", absl::InternalError("cannot write '" + a.json + "'"));
-    }
+  if (!Emit(a.json, report->ToJson().dump(2) + "\n")) {
+    return Fail("bench", absl::InternalError("cannot write '" + a.json + "'"));
   }
   if (!a.trace.empty()) {
-    if (!(std::ofstream(a.trace) << report->trace_json)) {
+    if (!Emit(a.trace, report->trace_json)) {
       return Fail("bench", absl::InternalError("cannot write the trace '" + a.trace + "'"));
     }
     std::cerr << "trace (Perfetto, chrome://tracing): " << a.trace << "\n";
