@@ -19,7 +19,7 @@ inline std::string SourcePath(const std::string& relative) {
 inline std::string ModelPath(const std::string& file) { return SourcePath("models/" + file); }
 inline std::string DataPath(const std::string& file) { return SourcePath("data/" + file); }
 
-// Model files scripts/setup fetches (DESIGN.md §4).
+// Model files scripts/setup fetches.
 inline constexpr const char* kBlazeFaceBack = "face_detection_back_256x256_barracuda.onnx";
 inline constexpr const char* kBlazeFaceFront = "face_detection_front_128x128_barracuda.onnx";
 inline constexpr const char* kMlsdTiny320 = "mlsd_320x320_tiny.onnx";

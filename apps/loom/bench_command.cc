@@ -1,5 +1,5 @@
-// `loom bench copies|fanout|overhead`: the naive strategies and Loom side by side on the user's own
-// models and machine (DESIGN.md §5), and `loom bench-child`, the child processes it starts.
+// `loom bench copies|fanout|overhead|load|shift|chain|serve`: the naive strategies and Loom side by
+// side on the user's own models and machine, and `loom bench-child`, the child processes it starts.
 #include <sched.h>
 #include <unistd.h>
 
@@ -7,12 +7,16 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <tuple>
 
 #include <opencv2/imgcodecs.hpp>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "apps/loom/commands.h"
+#include "apps/loom/options.h"
 #include "bench/bench.h"
 #include "bench/load.h"
 #include "bench/pipeline_bench.h"
@@ -28,8 +32,9 @@ namespace fs = std::filesystem;
 struct BenchArgs {
   std::vector<std::string> models;
   int copies = 4;
-  int items = 0;  // 0: per workload default
-  std::vector<std::string> images;
+  int items = 0;  // --count: images per copy, or frames; 0: per workload default
+  std::vector<std::string> images;         // --images FILE...
+  std::vector<std::string> legacy_images;  // the retired --image FILE...
   std::string video = "data/vtest.avi";
   std::string size = "640x480";
   int reps = 5;
@@ -83,15 +88,23 @@ absl::Status RestrictCores(int cores) {
   return absl::OkStatus();
 }
 
-bool Emit(const std::string& target, const std::string& text) {
-  if (target.empty()) return true;
-  if (target == "-") {
-    std::cout << text;
-    return true;
+// `--images` takes image files, and the retired `--image` too. A lone integer that names no file
+// is the retired `--images N`, a count (now `--count N`).
+absl::StatusOr<BenchArgs> ResolveImages(BenchArgs a) {
+  std::vector<std::string> files;
+  for (const std::string& v : a.images) {
+    int n = 0;
+    std::error_code ec;
+    if (absl::SimpleAtoi(v, &n) && !fs::exists(v, ec)) {
+      if (n < 1) return absl::InvalidArgumentError(absl::StrCat("--count ", v, ": must be at least 1"));
+      if (a.items == 0) a.items = n;
+      continue;
+    }
+    files.push_back(v);
   }
-  std::ofstream out(target);
-  out << text;
-  return static_cast<bool>(out);
+  files.insert(files.end(), a.legacy_images.begin(), a.legacy_images.end());
+  a.images = std::move(files);
+  return a;
 }
 
 // --html FILE: the report with charts (nothing when FILE is empty).
@@ -103,21 +116,29 @@ int WriteReport(const std::string& path, const bench::HtmlPage& page, Fail fail)
   return kExitOk;
 }
 
-int RunWorkload(const BenchArgs& a, bench::WorkloadKind kind) {
+int RunWorkload(const BenchArgs& args, bench::WorkloadKind kind) {
   auto fail = [](const absl::Status& s) {
     std::cerr << "\nloom bench: " << s.message() << "\n";
     return kExitRuntimeError;
   };
+  absl::StatusOr<BenchArgs> resolved = ResolveImages(args);
+  if (!resolved.ok()) return fail(resolved.status());
+  const BenchArgs& a = *resolved;
+  std::vector<std::string> only;
+  if (!a.strategies.empty()) {
+    absl::StatusOr<std::vector<std::string>> parsed = ParseStrategies(a.strategies, bench::StrategyNames());
+    if (!parsed.ok()) {
+      std::cerr << "loom bench: " << parsed.status().message() << "\n";
+      return kExitUsage;
+    }
+    only = *std::move(parsed);
+  }
   if (absl::Status s = RestrictCores(a.cores); !s.ok()) return fail(s);
   bench::WorkloadSpec spec;
   spec.kind = kind;
   std::vector<std::string> models = a.models;
   if (models.empty()) {
-    models = kind == bench::WorkloadKind::kCopies
-        ? std::vector<std::string>{"models/face_detection_back_256x256_barracuda.onnx"}
-        : std::vector<std::string>{"models/face_detection_back_256x256_barracuda.onnx",
-                                   "models/mlsd_320x320_tiny.onnx",
-                                   "models/ch_PP-OCRv4_det_infer.onnx"};
+    models = kind == bench::WorkloadKind::kCopies ? std::vector<std::string>{kDefaultModel} : DefaultFanoutModels();
   }
   if (kind == bench::WorkloadKind::kCopies && models.size() != 1) {
     return fail(absl::InvalidArgumentError("copies takes exactly one --model"));
@@ -126,21 +147,14 @@ int RunWorkload(const BenchArgs& a, bench::WorkloadKind kind) {
   spec.copies = a.copies;
   if (kind == bench::WorkloadKind::kCopies) {
     spec.items = a.items > 0 ? a.items : 32;
-    spec.images = a.images;
-    if (spec.images.empty()) {
-      for (const char* f : {"messi5.jpg", "imageTextN.png", "imageTextR.png", "text_motion.jpg",
-                            "text_defocus.jpg", "licenseplate_motion.jpg"}) {
-        spec.images.push_back(std::string("data/") + f);
-      }
-    }
+    spec.images = a.images.empty() ? DefaultPhotos(6) : a.images;
   } else {
     spec.items = a.items > 0 ? a.items : 48;
     spec.video = a.video;
   }
-  std::vector<std::string> wh = absl::StrSplit(a.size, 'x');
-  if (wh.size() != 2 || !absl::SimpleAtoi(wh[0], &spec.width) || !absl::SimpleAtoi(wh[1], &spec.height)) {
-    return fail(absl::InvalidArgumentError("--size must be WIDTHxHEIGHT"));
-  }
+  absl::StatusOr<std::pair<int, int>> size = ParseSize("--size", a.size);
+  if (!size.ok()) return fail(size.status());
+  std::tie(spec.width, spec.height) = *size;
 
   bench::BenchOptions options;
   options.repetitions = a.reps;
@@ -148,7 +162,7 @@ int RunWorkload(const BenchArgs& a, bench::WorkloadKind kind) {
   options.cores = a.cores;
   options.sweep = a.sweep;
   options.trace = !a.trace.empty() || !a.html.empty();  // the report's timeline needs Loom's trace
-  if (!a.strategies.empty()) options.only = absl::StrSplit(a.strategies, ',');
+  options.only = only;
   options.self_exe = SelfExe();
   options.scratch_dir = ScratchDir();
   const bool tty = isatty(STDERR_FILENO);
@@ -174,7 +188,9 @@ int RunWorkload(const BenchArgs& a, bench::WorkloadKind kind) {
 }
 
 // The workload of `load` and `shift`: the same items as copies / fanout.
-absl::StatusOr<bench::WorkloadSpec> LoadSpec(const BenchArgs& a, bench::WorkloadKind kind, std::vector<std::string> models) {
+absl::StatusOr<bench::WorkloadSpec> LoadSpec(const BenchArgs& args, bench::WorkloadKind kind,
+                                             std::vector<std::string> models) {
+  LOOM_ASSIGN_OR_RETURN(const BenchArgs a, ResolveImages(args));
   bench::WorkloadSpec spec;
   spec.kind = kind;
   if (!a.models.empty()) models = a.models;
@@ -182,20 +198,13 @@ absl::StatusOr<bench::WorkloadSpec> LoadSpec(const BenchArgs& a, bench::Workload
   if (kind == bench::WorkloadKind::kCopies) {
     if (spec.models.size() != 1) return absl::InvalidArgumentError("--workload copies takes exactly one --model");
     spec.items = 32;
-    spec.images = a.images;
-    if (spec.images.empty()) {
-      for (const char* f : {"messi5.jpg", "imageTextN.png", "imageTextR.png", "text_motion.jpg"}) {
-        spec.images.push_back(std::string("data/") + f);
-      }
-    }
+    spec.images = a.images.empty() ? DefaultPhotos(4) : a.images;
   } else {
     spec.items = 24;
     spec.video = a.video;
   }
-  std::vector<std::string> wh = absl::StrSplit(a.size, 'x');
-  if (wh.size() != 2 || !absl::SimpleAtoi(wh[0], &spec.width) || !absl::SimpleAtoi(wh[1], &spec.height)) {
-    return absl::InvalidArgumentError("--size must be WIDTHxHEIGHT");
-  }
+  LOOM_ASSIGN_OR_RETURN(const auto size, ParseSize("--size", a.size));
+  std::tie(spec.width, spec.height) = size;
   return spec;
 }
 
@@ -207,10 +216,7 @@ int RunLoadCommand(const BenchArgs& a) {
   if (absl::Status s = RestrictCores(a.cores); !s.ok()) return fail(s);
   const bool copies = a.workload == "copies";
   auto spec = LoadSpec(a, copies ? bench::WorkloadKind::kCopies : bench::WorkloadKind::kFanout,
-                       copies ? std::vector<std::string>{"models/face_detection_back_256x256_barracuda.onnx"}
-                              : std::vector<std::string>{"models/face_detection_back_256x256_barracuda.onnx",
-                                                         "models/mlsd_320x320_tiny.onnx",
-                                                         "models/ch_PP-OCRv4_det_infer.onnx"});
+                       copies ? std::vector<std::string>{kDefaultModel} : DefaultFanoutModels());
   if (!spec.ok()) return fail(spec.status());
   bench::LoadOptions options;
   options.clients = a.clients;
@@ -231,8 +237,7 @@ int RunShiftCommand(const BenchArgs& a) {
     return kExitRuntimeError;
   };
   if (absl::Status s = RestrictCores(a.cores); !s.ok()) return fail(s);
-  auto spec = LoadSpec(a, bench::WorkloadKind::kFanout,
-                       {"models/face_detection_back_256x256_barracuda.onnx", "models/ch_PP-OCRv4_det_infer.onnx"});
+  auto spec = LoadSpec(a, bench::WorkloadKind::kFanout, {kDefaultModel, "models/ch_PP-OCRv4_det_infer.onnx"});
   if (!spec.ok()) return fail(spec.status());
   bench::ShiftOptions options;
   options.seconds_per_phase = a.shift_seconds;
@@ -251,7 +256,7 @@ void AddCommonOptions(CLI::App& app, BenchArgs& a) {
   app.add_option("--warmup", a.warmup, "Untimed rounds first")->check(CLI::Range(0, 100))->capture_default_str();
   app.add_option("--cores", a.cores, "Emulate a smaller machine: use only the first N usable cores")->check(CLI::Range(0, 4096));
   app.add_flag("--sweep", a.sweep, "Also run every static workers x threads x spinning layout");
-  app.add_option("--strategies", a.strategies, "Comma-separated subset (serial,threads,processes,batch,shared-pool-serial,shared-pool-threads); loom always runs");
+  app.add_option("--strategies", a.strategies, "Comma-separated subset of " + absl::StrJoin(bench::StrategyNames(), ",") + "; loom always runs");
   app.add_option("--json", a.json, "Write the report as JSON to FILE (- for stdout)");
   app.add_option("--csv", a.csv, "Write the table as CSV to FILE (- for stdout)");
   app.add_option("--html", a.html, "Write a self-contained HTML report to FILE: throughput with the ideal, latency distributions, a timeline per thread for Loom and the naive threads");
@@ -324,12 +329,12 @@ struct ServeBenchArgs {
 
 int RunServeBenchCommand(ServeBenchArgs& a) {
   for (const std::string& m : a.models) {
-    const size_t eq = m.find('=');
-    if (eq == std::string::npos || eq == 0 || eq + 1 == m.size()) {
-      std::cerr << "loom bench serve: --model '" << m << "': expected NAME=PATH.onnx\n";
+    absl::StatusOr<std::pair<std::string, std::string>> name_path = ParseNamePath("--model", m, "NAME=PATH.onnx");
+    if (!name_path.ok()) {
+      std::cerr << "loom bench serve: " << name_path.status().message() << "\n";
       return kExitUsage;
     }
-    a.options.models.emplace_back(m.substr(0, eq), m.substr(eq + 1));
+    a.options.models.push_back(*std::move(name_path));
   }
   if (a.options.models.empty() && a.options.repository.empty() && a.options.http_address.empty()) {
     std::cerr << "loom bench serve: give --model NAME=PATH, --repository DIR or --http HOST:PORT\n";
@@ -353,16 +358,20 @@ CommandFn AddBenchCommand(CLI::App& app) {
   auto* copies = app.add_subcommand("copies", "N copies of one model over K images");
   copies->add_option("--model", a->models, "ONNX model (default: BlazeFace back 256)");
   copies->add_option("--copies", a->copies, "N")->check(CLI::Range(1, 256))->capture_default_str();
-  copies->add_option("--images", a->items, "K images per copy (cycled from --image files; default 32)")->check(CLI::Range(1, 100000));
-  copies->add_option("--image", a->images, "Image files (default: the photos in data/)");
+  copies->add_option("--count", a->items, "Images per copy, cycled from --images (default 32)")->check(CLI::Range(1, 100000));
+  copies->add_option("--images", a->images, "Image files (default: 6 photos in data/)");
+  HiddenAlias(*copies, "--image", a->legacy_images);
   AddCommonOptions(*copies, *a);
   auto* fanout = app.add_subcommand("fanout", "Several different models on every frame of a video");
   fanout->add_option("--model", a->models, "ONNX models (default: BlazeFace back 256, M-LSD tiny 320, PP-OCR det)");
   fanout->add_option("--video", a->video, "Video file")->capture_default_str();
-  fanout->add_option("--frames", a->items, "Frames (default 48)")->check(CLI::Range(1, 100000));
+  fanout->add_option("--count", a->items, "Frames of the video (default 48)")->check(CLI::Range(1, 100000));
+  HiddenAlias(*fanout, "--frames", a->items)->check(NamedRange("--frames", 1, 100000));
   AddCommonOptions(*fanout, *a);
   auto* overhead = app.add_subcommand("overhead", "Engine::Infer() against a bare Session::Run");
-  overhead->add_option("--runs", a->overhead_runs, "Calls of each")->check(CLI::Range(100, 10000000))->capture_default_str();
+  overhead->add_option("--reps", a->overhead_runs, "Timed calls of each")->check(CLI::Range(100, 10000000))->capture_default_str();
+  HiddenAlias(*overhead, "--runs", a->overhead_runs)->check(NamedRange("--runs", 100, 10000000));
+  overhead->add_option("--cores", a->cores, "Use only the first N usable cores")->check(CLI::Range(0, 4096));
   overhead->add_option("--json", a->json, "Write the report as JSON to FILE (- for stdout)");
   overhead->add_option("--html", a->html, "Write a self-contained HTML report to FILE (the two latency distributions)");
   auto* load = app.add_subcommand("load", "Latency plan, throughput plan and adaptive engine under closed- and open-loop load");
@@ -370,7 +379,8 @@ CommandFn AddBenchCommand(CLI::App& app) {
       ->check(CLI::IsMember({"copies", "fanout"}))->capture_default_str();
   load->add_option("--model", a->models, "ONNX model(s) (default: BlazeFace back 256; fanout: + M-LSD tiny + PP-OCR det)");
   load->add_option("--video", a->video, "Video for the fanout workload")->capture_default_str();
-  load->add_option("--image", a->images, "Image files for the copies workload (default: the photos in data/)");
+  load->add_option("--images", a->images, "Image files for the copies workload (default: 4 photos in data/)");
+  HiddenAlias(*load, "--image", a->legacy_images);
   load->add_option("--clients", a->clients, "Closed-loop levels: concurrent clients")->delimiter(',')->check(CLI::Range(1, 256));
   load->add_option("--rates", a->rates, "Open-loop levels: fractions of the measured capacity")->delimiter(',')->check(CLI::Range(0.01, 2.0));
   load->add_option("--seconds", a->seconds, "Per level, plan and repetition")->check(CLI::Range(0.2, 600.0))->capture_default_str();
@@ -421,6 +431,10 @@ CommandFn AddBenchCommand(CLI::App& app) {
     if (fanout->parsed()) return RunWorkload(*a, bench::WorkloadKind::kFanout);
     if (load->parsed()) return RunLoadCommand(*a);
     if (shift->parsed()) return RunShiftCommand(*a);
+    if (absl::Status s = RestrictCores(a->cores); !s.ok()) {
+      std::cerr << "loom bench overhead: " << s.message() << "\n";
+      return kExitRuntimeError;
+    }
     const std::string scratch = ScratchDir();
     auto report = bench::RunOverhead(a->overhead_runs, scratch);
     std::error_code ec;

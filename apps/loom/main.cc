@@ -52,7 +52,10 @@ int main(int argc, char** argv) {
       std::cout << failed->help();
       return loom::cli::kExitOk;
     }
-    std::cerr << "loom: " << e.what() << "\n\n" << failed->help();
+    // A hidden (older) option's errors come without its name, which the message itself gives.
+    std::string message = e.what();
+    if (message.rfind(": ", 0) == 0) message.erase(0, 2);
+    std::cerr << "loom: " << message << "\n\n" << failed->help();
     return loom::cli::kExitUsage;
   }
   // Every command reports its errors itself; anything that still escapes (a bug, or memory the

@@ -1,4 +1,5 @@
-// `loom pipeline run FILE.yaml` and `loom pipeline bench FILE.yaml`.
+// `loom pipeline run FILE.yaml`, `loom pipeline bench FILE.yaml`, and `loom pipeline nodes` (the
+// node types a pipeline file may use, one per line; docs/pipelines.md is checked against it).
 #include <unistd.h>
 
 #include <filesystem>
@@ -14,6 +15,7 @@
 #include "core/stats.h"
 #include "loom/engine.h"
 #include "loom/pipeline.h"
+#include "pipeline/node.h"
 
 namespace loom::cli {
 namespace {
@@ -126,15 +128,11 @@ int Bench(const PipelineArgs& a) {
   std::cerr << "\n";
   if (!report.ok()) return Fail("bench", report.status());
   if (a.json != "-") std::cout << report->Table();
-  if (!a.json.empty()) {
-    if (a.json == "-") {
-      std::cout << report->ToJson().dump(2) << "\n";
-    } else if (!(std::ofstream(a.json) << report->ToJson().dump(2) << "\n")) {
-      return Fail("bench", absl::InternalError("cannot write '" + a.json + "'"));
-    }
+  if (!Emit(a.json, report->ToJson().dump(2) + "\n")) {
+    return Fail("bench", absl::InternalError("cannot write '" + a.json + "'"));
   }
   if (!a.trace.empty()) {
-    if (!(std::ofstream(a.trace) << report->trace_json)) {
+    if (!Emit(a.trace, report->trace_json)) {
       return Fail("bench", absl::InternalError("cannot write the trace '" + a.trace + "'"));
     }
     std::cerr << "trace (Perfetto, chrome://tracing): " << a.trace << "\n";
@@ -159,6 +157,7 @@ CommandFn AddPipelineCommand(CLI::App& app) {
   child->add_option("--files", a->input)->required();
   child->add_option("--model", a->models);
   child->add_option("--set", a->sets);
+  auto* nodes = app.add_subcommand("nodes", "List the node types a pipeline file may use");
   for (CLI::App* sub : {run, bench}) {
     sub->add_option("FILE", a->file, "Pipeline YAML")->required();
     sub->add_option("--input", a->input, "Image, folder, glob or video (overrides the file's source)");
@@ -177,7 +176,11 @@ CommandFn AddPipelineCommand(CLI::App& app) {
   bench->add_option("--json", a->json, "Write the report as JSON to FILE (- for stdout)");
   bench->add_option("--trace", a->trace, "Write Loom's last repetition as Chrome trace-event JSON to FILE (engine runs per worker, every node of every frame per pipeline thread)");
   bench->add_option("--html", a->html, "Write a self-contained HTML report to FILE: frames/s per strategy, where a frame's time goes per node, Loom's timeline");
-  return [a, run, child]() {
+  return [a, run, child, nodes]() {
+    if (nodes->parsed()) {
+      for (const std::string& name : pipeline::NodeTypeNames()) std::cout << name << "\n";
+      return kExitOk;
+    }
     if (child->parsed()) {
       absl::StatusOr<PipelineOptions> options = Options(*a);
       if (!options.ok()) return Fail("bench-child", options.status());

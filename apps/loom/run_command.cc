@@ -1,4 +1,4 @@
-// `loom run MODEL [--backend ort|opencv] [--input IMAGE | --random] [--repeat N] [--threads T]`:
+// `loom run MODEL [--backend ort|opencv] [--input IMAGE | --random] [--reps N] [--threads T]`:
 // runs one model on one real image (converted as blobFromImage would) or on random input, prints
 // a summary of every output and the latency over the repeats.
 #include <iostream>
@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "apps/loom/commands.h"
+#include "apps/loom/options.h"
 #include "core/stats.h"
 #include "core/tensor_util.h"
 #include "loom/session.h"
@@ -20,7 +21,7 @@ struct RunArgs {
   std::string backend = "ort";
   std::string input;
   bool random = false;
-  int repeat = 10;
+  int reps = 10;
   int warmup = 1;
   int threads = 0;
   bool no_spin = false;
@@ -49,13 +50,8 @@ absl::Status BuildSpec(const RunArgs& a, vision::InputSpec& spec) {
   spec.batch = a.batch;
   spec.seed = a.seed;
   if (!a.size.empty()) {
-    std::vector<std::string> parts = absl::StrSplit(a.size, 'x');
-    int w = 0, h = 0;
-    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &w) || !absl::SimpleAtoi(parts[1], &h) ||
-        w <= 0 || h <= 0) {
-      return absl::InvalidArgumentError("--size must be WIDTHxHEIGHT, e.g. 640x480, got '" + a.size + "'");
-    }
-    spec.size = {w, h};
+    LOOM_ASSIGN_OR_RETURN(const auto size, ParseSize("--size", a.size));
+    spec.size = {size.first, size.second};
   }
   if (!a.channels.empty()) {
     LOOM_ASSIGN_OR_RETURN(spec.channels, vision::ParseChannelOrder(a.channels));
@@ -116,7 +112,7 @@ int Run(const RunArgs& a) {
     if (!outputs.ok()) return fail(outputs.status());
   }
   std::vector<double> latencies_ms;
-  for (int i = 0; i < a.repeat; ++i) {
+  for (int i = 0; i < a.reps; ++i) {
     const auto start = Clock::now();
     outputs = (*session)->Run(*inputs);
     latencies_ms.push_back(MillisecondsSince(start));
@@ -127,7 +123,7 @@ int Run(const RunArgs& a) {
   std::cout << absl::StrFormat(
       "latency min %.2f ms  p50 %.2f ms  p99 %.2f ms  over %d runs (+%d warm-up): %.1f inferences/s "
       "at p50\n",
-      l.min, l.p50, l.p99, a.repeat, a.warmup, l.p50 > 0 ? 1000.0 / l.p50 : 0.0);
+      l.min, l.p50, l.p99, a.reps, a.warmup, l.p50 > 0 ? 1000.0 / l.p50 : 0.0);
   return kExitOk;
 }
 
@@ -142,7 +138,8 @@ CommandFn AddRunCommand(CLI::App& app) {
   auto* input = app.add_option("--input", a->input, "Image file to feed the image input");
   auto* random = app.add_flag("--random", a->random, "Feed deterministic random values (default)");
   input->excludes(random);
-  app.add_option("--repeat", a->repeat, "Timed runs")->check(CLI::Range(1, 1000000))->capture_default_str();
+  app.add_option("--reps", a->reps, "Timed runs")->check(CLI::Range(1, 1000000))->capture_default_str();
+  HiddenAlias(app, "--repeat", a->reps)->check(NamedRange("--repeat", 1, 1000000));
   app.add_option("--warmup", a->warmup, "Untimed runs first")->check(CLI::Range(0, 1000))->capture_default_str();
   app.add_option("--threads", a->threads, "Intra-op threads (0 = backend default)")
       ->check(CLI::Range(0, 1024))->capture_default_str();

@@ -4,9 +4,9 @@
 // Safe by default: it listens on 127.0.0.1, the repository API is off (--model-control none), and
 // every limit is on. docs/serving.md says how to expose it: TLS, tokens, model control.
 //
-// SIGTERM or SIGINT drains: with --drain-delay the server first reports not ready while it goes
+// SIGTERM or SIGINT drains: with --drain-delay-s the server first reports not ready while it goes
 // on answering (load balancers move away); then it refuses new requests (503 / UNAVAILABLE),
-// answers every request it accepted, and exits 0 (or 1 if --drain-timeout passed with requests
+// answers every request it accepted, and exits 0 (or 1 if --drain-timeout-s passed with requests
 // still in flight).
 #include <pthread.h>
 #include <signal.h>
@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "apps/loom/commands.h"
+#include "apps/loom/options.h"
 #include "serve/data_plane.h"
 #include "serve/grpc_server.h"
 #include "serve/http_server.h"
@@ -77,11 +78,8 @@ absl::StatusOr<serve::DataPlaneOptions> PlaneOptions(const ServeArgs& a) {
   serve::DataPlaneOptions options;
   options.repository = a.repository;
   for (const std::string& m : a.models) {
-    const size_t eq = m.find('=');
-    if (eq == std::string::npos || eq == 0 || eq + 1 == m.size()) {
-      return absl::InvalidArgumentError(absl::StrCat("--model '", m, "': expected NAME=PATH.onnx"));
-    }
-    options.models.emplace_back(m.substr(0, eq), m.substr(eq + 1));
+    LOOM_ASSIGN_OR_RETURN(auto name_path, ParseNamePath("--model", m, "NAME=PATH.onnx"));
+    options.models.push_back(std::move(name_path));
   }
   if (options.repository.empty() && options.models.empty()) {
     return absl::InvalidArgumentError(
@@ -155,8 +153,8 @@ void Announce(const ServeArgs& a, const serve::Access& access, const Servers& s)
   }
 }
 
-// After SIGTERM: not ready for --drain-delay (a second signal cuts it short), then no new
-// requests; every accepted one is answered. True if all were, within --drain-timeout.
+// After SIGTERM: not ready for --drain-delay-s (a second signal cuts it short), then no new
+// requests; every accepted one is answered. True if all were, within --drain-timeout-s.
 bool Drain(serve::DataPlane& plane, Servers& s, const ServeArgs& a, const sigset_t& signals) {
   if (a.drain_delay_s > 0) {
     plane.AnnounceDrain();
@@ -215,7 +213,7 @@ int Serve(const ServeArgs& a) {
   std::cout << "loom serve: " << (signal_number == SIGTERM ? "SIGTERM" : "SIGINT") << "\n"
             << std::flush;
   if (!Drain(**plane, servers, a, stop_signals)) {
-    // A request still unanswered after --drain-timeout must not hold the process: say so and go.
+    // A request still unanswered after --drain-timeout-s must not hold the process: say so and go.
     std::cout << "loom serve: drain timed out with " << (*plane)->in_flight()
               << " requests in flight; exiting" << std::endl;
     std::_Exit(kExitRuntimeError);
@@ -273,14 +271,16 @@ void AddLimitOptions(CLI::App& app, ServeArgs& a) {
   app.add_option("--idle-timeout-s", a.idle_timeout_s, "A kept-alive connection with no request")
       ->check(CLI::Range(1, 86400))
       ->capture_default_str();
-  app.add_option("--drain-delay", a.drain_delay_s,
+  app.add_option("--drain-delay-s", a.drain_delay_s,
                  "Seconds to answer while reporting not ready, on SIGTERM, before refusing")
       ->check(CLI::Range(0, 3600))
       ->capture_default_str();
-  app.add_option("--drain-timeout", a.drain_timeout_s,
+  HiddenAlias(app, "--drain-delay", a.drain_delay_s)->check(NamedRange("--drain-delay", 0, 3600));
+  app.add_option("--drain-timeout-s", a.drain_timeout_s,
                  "Seconds to finish accepted requests on SIGTERM")
       ->check(CLI::Range(0, 3600))
       ->capture_default_str();
+  HiddenAlias(app, "--drain-timeout", a.drain_timeout_s)->check(NamedRange("--drain-timeout", 0, 3600));
 }
 
 }  // namespace

@@ -423,8 +423,14 @@ class InferenceSession:
         return self._s.run(output_names, input_feed)
 
 
-from . import bench  # noqa: E402  (after the classes it reports on)
+def __getattr__(name):
+    # loom.bench loads on first use, so that `python3 -m loom.bench` runs it as a fresh module.
+    if name == "bench":
+        import importlib
+        return importlib.import_module(".bench", __name__)
+    raise AttributeError(f"module 'loom' has no attribute {name!r}")
 
-__all__ = ["Engine", "Model", "Pipeline", "InferenceSession", "NodeArg", "from_torch", "bench", "usable_cores", "Error",
+
+__all__ = ["Engine", "Model", "Pipeline", "InferenceSession", "NodeArg", "from_torch", "bench", "errors", "usable_cores", "Error",
            "InvalidArgument", "NotFound", "AlreadyExists", "ResourceExhausted", "DeadlineExceeded", "Unavailable",
            "Cancelled", "FailedPrecondition", "Unimplemented", "PermissionDenied", "Internal"]

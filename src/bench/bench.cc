@@ -108,6 +108,12 @@ std::string BenchReport::Csv() const {
   return out.str();
 }
 
+const std::vector<std::string>& StrategyNames() {
+  static const std::vector<std::string> names = {"serial", "threads", "threads-all-cores", "processes", "batch",
+                                                 "shared-pool-serial", "shared-pool-threads", "loom"};
+  return names;
+}
+
 namespace {
 
 // Every strategy `options` asks for, in the order they run in each round; loom always.

@@ -29,6 +29,10 @@ struct BenchOptions {
   std::function<void(int, int, const std::string&)> progress;
 };
 
+// The names `BenchOptions::only` may hold: every naive strategy a copies or fanout workload can run
+// ("batch" only where the model's batch dim is dynamic), and "loom".
+const std::vector<std::string>& StrategyNames();
+
 struct StrategySummary {
   std::string name;
   std::vector<double> throughputs;  // inferences/s, one per repetition

@@ -2,7 +2,7 @@
 //   serial        one session per model (ONNX Runtime defaults), every inference in turn;
 //   threads       a session and a thread per stream, ONNX Runtime's defaults — the naive parallel
 //                 version; threads-all-cores: each session explicitly given as many intra-op
-//                 threads as there are cores (spinning on), as in the users' reports;
+//                 threads as there are cores (spinning on), the common hand-tuned setup;
 //   processes     a process per stream, each loading its own session (child processes of this
 //                 binary); timed with and without their start-up;
 //   batch         copies of a dynamic-batch model: one session, the N copies' inputs as one batch;
@@ -49,7 +49,7 @@ struct StaticLayout {
 
 absl::StatusOr<StrategyRun> RunSerial(const Workload& w);
 absl::StatusOr<StrategyRun> RunThreads(const Workload& w);
-// As the users' reports describe it: every session asks for as many threads as there are cores
+// The common hand-tuned setup: every session asks for as many threads as there are cores
 // (ONNX Runtime's documented default; this build defaults to 1 on some machines).
 absl::StatusOr<StrategyRun> RunThreadsAllCores(const Workload& w, int cores);
 absl::StatusOr<StrategyRun> RunBatch(const Workload& w);

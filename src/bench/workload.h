@@ -1,4 +1,4 @@
-// Benchmark workloads (DESIGN.md §5). A workload is a set of *streams*, each running one model over
+// Benchmark workloads. A workload is a set of *streams*, each running one model over
 // the same K items (decoded images or video frames, preprocessed once, outside every timed region):
 //   copies: N streams of one model (N copies of a classifier over a folder of photos);
 //   fanout: one stream per model, all over the same frames (several models on every frame).

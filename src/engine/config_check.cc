@@ -109,6 +109,8 @@ absl::StatusOr<std::shared_ptr<Engine::Impl::ModelEntry>> Engine::Impl::Prepare(
   if (!info.ok()) {
     return absl::Status(info.status().code(), who + std::string(info.status().message()));
   }
+  // Every later message names the model as the caller did ("face"), not by its file's stem.
+  info->name = config.name;
   auto m = std::make_shared<ModelEntry>();
   m->batchable = info->dynamic_batch;
   m->dedicated = config.instances.has_value() || config.threads.has_value();

@@ -379,6 +379,52 @@ TEST(CliBench, BadModelFailsWithTheMessage) {
 namespace loom {
 namespace {
 
+// One name per idea: --reps for repetitions, --images for image files, --count for how many, the
+// unit in a timed flag's name; the older spellings parse into the same values, unlisted.
+TEST(CliVocabulary, OneNamePerIdeaAndTheOlderSpellingsStillWork) {
+  const std::string run_help = Loom("run --help").out;
+  EXPECT_TRUE(Contains(run_help, "--reps")) << run_help;
+  EXPECT_FALSE(Contains(run_help, "--repeat")) << run_help;
+  const std::string copies_help = Loom("bench copies --help").out;
+  EXPECT_TRUE(Contains(copies_help, "--count")) << copies_help;
+  EXPECT_TRUE(Contains(copies_help, "--images")) << copies_help;
+  EXPECT_FALSE(Contains(copies_help, "--image ")) << copies_help;
+  const std::string serve_help = Loom("serve --help").out;
+  EXPECT_TRUE(Contains(serve_help, "--drain-timeout-s")) << serve_help;
+  EXPECT_TRUE(Contains(serve_help, "--drain-delay-s")) << serve_help;
+  EXPECT_FALSE(Contains(serve_help, "--drain-timeout ")) << serve_help;
+
+  for (const char* reps : {"--reps", "--repeat"}) {
+    Result r = Loom("run " + ModelPath(testing::kBlazeFaceFront) + " --random --threads 1 " + reps + " 2");
+    EXPECT_EQ(r.exit_code, 0) << reps << ": " << r.err;
+    EXPECT_TRUE(Contains(r.out, "over 2 runs")) << reps << ": " << r.out;
+  }
+  for (const char* reps : {"--reps", "--runs"}) {
+    Result r = Loom(std::string("bench overhead --cores 1 --json - ") + reps + " 200");
+    ASSERT_EQ(r.exit_code, 0) << reps << ": " << r.err;
+    EXPECT_EQ(nlohmann::json::parse(r.out)["runs"], 200) << reps;
+  }
+  Result r = Loom("bench copies --model " + ModelPath(testing::kBlazeFaceFront) + " --copies 2 --count 3 --images " +
+                  testing::DataPath("messi5.jpg") + " --reps 1 --warmup 0 --strategies serial --json -");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["inferences_per_run"], 6);
+}
+
+TEST(CliBench, AnUnknownStrategyIsRefusedWithTheKnownOnes) {
+  Result r = Loom("bench copies --strategies serial,nosuch --reps 1");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(Contains(r.err, "unknown strategy 'nosuch'")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "known: serial, threads, threads-all-cores, processes")) << r.err;
+}
+
+TEST(CliPipeline, NodesListsEveryNodeType) {
+  Result r = Loom("pipeline nodes");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* type : {"preprocess\n", "infer\n", "ctc\n", "yolo\n"}) {
+    EXPECT_TRUE(Contains(r.out, type)) << type << r.out;
+  }
+}
+
 TEST(CliPipeline, RunWritesRecordsInOrderAndPrintsASummary) {
   ScratchDir out;
   Result r = Loom("pipeline run " + testing::SourcePath("pipelines/faces.yaml") + " --input " +

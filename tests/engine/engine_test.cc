@@ -254,7 +254,7 @@ TEST(Engine, BadRequestsFailAtSubmitNamingTheCulprit) {
   EXPECT_EQ(unknown.status().message(), "no model 'faces' in the engine (models: 'face', 'add')");
   auto shape = (*engine)->Infer("face", {{"input:0", Tensor::Allocate(DType::kFloat32, {1, 3, 128, 128})}});
   EXPECT_EQ(shape.status().message(),
-            "model 'face_detection_front_128x128_barracuda' input 'input:0': expected [1,128,128,3] "
+            "model 'face' input 'input:0': expected [1,128,128,3] "
             "f32, got [1,3,128,128] f32 (wrong shape)");
   EXPECT_EQ((*engine)->Stats("face")->rejected, 1);
 }

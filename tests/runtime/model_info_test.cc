@@ -1,4 +1,4 @@
-// ModelInfo of every real model scripts/setup fetches (DESIGN.md §4).
+// ModelInfo of every real model scripts/setup fetches.
 #include "loom/model_info.h"
 
 #include <gtest/gtest.h>
