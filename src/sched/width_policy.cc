@@ -154,7 +154,7 @@ std::vector<std::string> Modes::Record(const WidthOptions& options, int64_t meas
   const double ms = static_cast<double>(run.compute_us) / 1000.0 * per;
   // A session's first run at a shape is a warm-up, counted but not averaged: ONNX Runtime plans
   // and allocates for a shape it has not run (PP-OCR det's first run at 544x256 takes 1.2-1.4x its
-  // next ones: `loom run --warmup 0 --repeat 1`), and an average that starts from it would hold
+  // next ones: `loom run --warmup 0 --reps 1`), and an average that starts from it would hold
   // that against the width for many runs. (The plan's probe warmed the measured size up.)
   const bool warm_up = size != measured && WarmUp(run.session, run.elements / rows);
   if (run.wide) {

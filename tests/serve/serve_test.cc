@@ -1,4 +1,4 @@
-// `loom serve`'s server in process: the routes and every bad request the issue lists, answered
+// `loom serve`'s server in process: the routes and every kind of bad request, answered
 // with the right status and a message while the server goes on serving; limits over real sockets
 // (oversized body, oversized header, a very slow client); gRPC typed and raw tensors and its status
 // codes; and a seeded mutation fuzzer over valid HTTP and gRPC requests on loopback.

@@ -66,7 +66,7 @@ def test_by_default_loopback_only_and_the_repository_api_refused(tmp_path):
     try:
         port = int(s.http.rsplit(":", 1)[1])
         assert listening_addresses(port) == ["127.0.0.1"]
-        # The reproduction: an unload from anywhere, then the next inference.
+        # An unload from anywhere, then the next inference.
         r = requests.post(s.http + "/v2/repository/models/add/unload", json={})
         assert r.status_code == 403 and "--model-control" in r.json()["error"]
         assert requests.post(s.http + "/v2/models/add/infer", json=GOOD).status_code == 200
