@@ -2,14 +2,13 @@
 #ifndef LOOM_TESTS_TEST_UTIL_H_
 #define LOOM_TESTS_TEST_UTIL_H_
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <string>
-
-#include <gtest/gtest.h>
 
 namespace loom::testing {
 

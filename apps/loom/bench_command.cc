@@ -7,9 +7,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <tuple>
-
 #include <opencv2/imgcodecs.hpp>
+#include <tuple>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
@@ -21,8 +20,8 @@
 #include "bench/load.h"
 #include "bench/pipeline_bench.h"
 #include "bench/text_pages.h"
-#include "serve/serve_bench.h"
 #include "core/cpu_set.h"
+#include "serve/serve_bench.h"
 
 namespace loom::cli {
 namespace {
@@ -32,8 +31,8 @@ namespace fs = std::filesystem;
 struct BenchArgs {
   std::vector<std::string> models;
   int copies = 4;
-  int items = 0;  // --count: images per copy, or frames; 0: per workload default
-  std::vector<std::string> images;         // --images FILE...
+  int items = 0;                    // --count: images per copy, or frames; 0: per workload default
+  std::vector<std::string> images;  // --images FILE...
   std::vector<std::string> legacy_images;  // the retired --image FILE...
   std::string video = "data/vtest.avi";
   std::string size = "640x480";
@@ -84,7 +83,8 @@ absl::Status RestrictCores(int cores) {
   cpu_set_t set;
   CPU_ZERO(&set);
   for (int c : cpus) CPU_SET(c, &set);
-  if (sched_setaffinity(0, sizeof(set), &set) != 0) return absl::InternalError("sched_setaffinity failed");
+  if (sched_setaffinity(0, sizeof(set), &set) != 0)
+    return absl::InternalError("sched_setaffinity failed");
   return absl::OkStatus();
 }
 
@@ -96,7 +96,8 @@ absl::StatusOr<BenchArgs> ResolveImages(BenchArgs a) {
     int n = 0;
     std::error_code ec;
     if (absl::SimpleAtoi(v, &n) && !fs::exists(v, ec)) {
-      if (n < 1) return absl::InvalidArgumentError(absl::StrCat("--count ", v, ": must be at least 1"));
+      if (n < 1)
+        return absl::InvalidArgumentError(absl::StrCat("--count ", v, ": must be at least 1"));
       if (a.items == 0) a.items = n;
       continue;
     }
@@ -126,7 +127,8 @@ int RunWorkload(const BenchArgs& args, bench::WorkloadKind kind) {
   const BenchArgs& a = *resolved;
   std::vector<std::string> only;
   if (!a.strategies.empty()) {
-    absl::StatusOr<std::vector<std::string>> parsed = ParseStrategies(a.strategies, bench::StrategyNames());
+    absl::StatusOr<std::vector<std::string>> parsed =
+        ParseStrategies(a.strategies, bench::StrategyNames());
     if (!parsed.ok()) {
       std::cerr << "loom bench: " << parsed.status().message() << "\n";
       return kExitUsage;
@@ -138,7 +140,8 @@ int RunWorkload(const BenchArgs& args, bench::WorkloadKind kind) {
   spec.kind = kind;
   std::vector<std::string> models = a.models;
   if (models.empty()) {
-    models = kind == bench::WorkloadKind::kCopies ? std::vector<std::string>{kDefaultModel} : DefaultFanoutModels();
+    models = kind == bench::WorkloadKind::kCopies ? std::vector<std::string>{kDefaultModel}
+                                                  : DefaultFanoutModels();
   }
   if (kind == bench::WorkloadKind::kCopies && models.size() != 1) {
     return fail(absl::InvalidArgumentError("copies takes exactly one --model"));
@@ -168,8 +171,9 @@ int RunWorkload(const BenchArgs& args, bench::WorkloadKind kind) {
   const bool tty = isatty(STDERR_FILENO);
   options.progress = [tty](int done, int total, const std::string& what) {
     const int width = 30, filled = total > 0 ? width * done / total : width;
-    std::cerr << absl::StrFormat("%s[%s%s] %3d/%d %-32s%s", tty ? "\r" : "", std::string(filled, '#'),
-                                 std::string(width - filled, '.'), done, total, what, tty ? "" : "\n")
+    std::cerr << absl::StrFormat("%s[%s%s] %3d/%d %-32s%s", tty ? "\r" : "",
+                                 std::string(filled, '#'), std::string(width - filled, '.'), done,
+                                 total, what, tty ? "" : "\n")
               << std::flush;
   };
   auto report = bench::RunBench(spec, options);
@@ -196,7 +200,8 @@ absl::StatusOr<bench::WorkloadSpec> LoadSpec(const BenchArgs& args, bench::Workl
   if (!a.models.empty()) models = a.models;
   for (const std::string& m : models) spec.models.push_back({fs::path(m).stem().string(), m});
   if (kind == bench::WorkloadKind::kCopies) {
-    if (spec.models.size() != 1) return absl::InvalidArgumentError("--workload copies takes exactly one --model");
+    if (spec.models.size() != 1)
+      return absl::InvalidArgumentError("--workload copies takes exactly one --model");
     spec.items = 32;
     spec.images = a.images.empty() ? DefaultPhotos(4) : a.images;
   } else {
@@ -227,7 +232,8 @@ int RunLoadCommand(const BenchArgs& a) {
   auto report = bench::RunLoad(*spec, options);
   if (!report.ok()) return fail(report.status());
   if (a.json != "-") std::cout << report->Table();
-  if (!Emit(a.json, report->ToJson().dump(2) + "\n")) return fail(absl::InternalError("cannot write the --json file"));
+  if (!Emit(a.json, report->ToJson().dump(2) + "\n"))
+    return fail(absl::InternalError("cannot write the --json file"));
   return WriteReport(a.html, report->Html(), fail);
 }
 
@@ -237,7 +243,8 @@ int RunShiftCommand(const BenchArgs& a) {
     return kExitRuntimeError;
   };
   if (absl::Status s = RestrictCores(a.cores); !s.ok()) return fail(s);
-  auto spec = LoadSpec(a, bench::WorkloadKind::kFanout, {kDefaultModel, "models/ch_PP-OCRv4_det_infer.onnx"});
+  auto spec = LoadSpec(a, bench::WorkloadKind::kFanout,
+                       {kDefaultModel, "models/ch_PP-OCRv4_det_infer.onnx"});
   if (!spec.ok()) return fail(spec.status());
   bench::ShiftOptions options;
   options.seconds_per_phase = a.shift_seconds;
@@ -247,21 +254,35 @@ int RunShiftCommand(const BenchArgs& a) {
   auto report = bench::RunShift(*spec, options);
   if (!report.ok()) return fail(report.status());
   if (a.json != "-") std::cout << report->Table();
-  if (!Emit(a.json, report->ToJson().dump(2) + "\n")) return fail(absl::InternalError("cannot write the --json file"));
+  if (!Emit(a.json, report->ToJson().dump(2) + "\n"))
+    return fail(absl::InternalError("cannot write the --json file"));
   return WriteReport(a.html, report->Html(), fail);
 }
 
 void AddCommonOptions(CLI::App& app, BenchArgs& a) {
-  app.add_option("--reps", a.reps, "Timed repetitions of every strategy")->check(CLI::Range(1, 1000))->capture_default_str();
-  app.add_option("--warmup", a.warmup, "Untimed rounds first")->check(CLI::Range(0, 100))->capture_default_str();
-  app.add_option("--cores", a.cores, "Emulate a smaller machine: use only the first N usable cores")->check(CLI::Range(0, 4096));
+  app.add_option("--reps", a.reps, "Timed repetitions of every strategy")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  app.add_option("--warmup", a.warmup, "Untimed rounds first")
+      ->check(CLI::Range(0, 100))
+      ->capture_default_str();
+  app.add_option("--cores", a.cores, "Emulate a smaller machine: use only the first N usable cores")
+      ->check(CLI::Range(0, 4096));
   app.add_flag("--sweep", a.sweep, "Also run every static workers x threads x spinning layout");
-  app.add_option("--strategies", a.strategies, "Comma-separated subset of " + absl::StrJoin(bench::StrategyNames(), ",") + "; loom always runs");
+  app.add_option("--strategies", a.strategies,
+                 "Comma-separated subset of " + absl::StrJoin(bench::StrategyNames(), ",") +
+                     "; loom always runs");
   app.add_option("--json", a.json, "Write the report as JSON to FILE (- for stdout)");
   app.add_option("--csv", a.csv, "Write the table as CSV to FILE (- for stdout)");
-  app.add_option("--html", a.html, "Write a self-contained HTML report to FILE: throughput with the ideal, latency distributions, a timeline per thread for Loom and the naive threads");
-  app.add_option("--trace", a.trace, "Write Loom's last repetition as Chrome trace-event JSON to FILE (Perfetto, chrome://tracing): a track per worker, a span per run, the queue wait of every request");
-  app.add_option("--size", a.size, "WIDTHxHEIGHT for models with dynamic image dims")->capture_default_str();
+  app.add_option("--html", a.html,
+                 "Write a self-contained HTML report to FILE: throughput with the ideal, latency "
+                 "distributions, a timeline per thread for Loom and the naive threads");
+  app.add_option(
+      "--trace", a.trace,
+      "Write Loom's last repetition as Chrome trace-event JSON to FILE (Perfetto, "
+      "chrome://tracing): a track per worker, a span per run, the queue wait of every request");
+  app.add_option("--size", a.size, "WIDTHxHEIGHT for models with dynamic image dims")
+      ->capture_default_str();
 }
 
 // `chain`: `loom pipeline bench` of the OCR chain over a folder of pages (by default a scratch
@@ -276,12 +297,14 @@ int RunChainCommand(const BenchArgs& a) {
   std::string input = a.chain_input, scratch;
   if (input.empty()) {
     scratch = ScratchDir();
-    for (const char* page : {"imageTextN.png", "imageTextR.png", "text_motion.jpg", "text_defocus.jpg"}) {
+    for (const char* page :
+         {"imageTextN.png", "imageTextR.png", "text_motion.jpg", "text_defocus.jpg"}) {
       std::error_code ec;
       fs::copy_file(fs::path("data") / page, fs::path(scratch) / page, ec);
       if (ec) {
         fs::remove_all(scratch, ec);
-        return fail(absl::NotFoundError(absl::StrCat("data/", page, ": cannot copy it (run scripts/setup)")));
+        return fail(absl::NotFoundError(
+            absl::StrCat("data/", page, ": cannot copy it (run scripts/setup)")));
       }
     }
     // Pages like the OCR tests' rendered one: the sample phrases in another order and other faces.
@@ -292,7 +315,8 @@ int RunChainCommand(const BenchArgs& a) {
       if (!page.ok() || !cv::imwrite(path, *page)) {
         std::error_code ec;
         fs::remove_all(scratch, ec);
-        return fail(page.ok() ? absl::InternalError(absl::StrCat("cannot write ", path)) : page.status());
+        return fail(page.ok() ? absl::InternalError(absl::StrCat("cannot write ", path))
+                              : page.status());
       }
       std::rotate(phrases.begin(), phrases.begin() + 5, phrases.end());
     }
@@ -314,7 +338,8 @@ int RunChainCommand(const BenchArgs& a) {
   }
   if (!report.ok()) return fail(report.status());
   if (a.json != "-") std::cout << "chain: " << report->Table();
-  if (!Emit(a.json, report->ToJson().dump(2) + "\n")) return fail(absl::InternalError("cannot write the --json file"));
+  if (!Emit(a.json, report->ToJson().dump(2) + "\n"))
+    return fail(absl::InternalError("cannot write the --json file"));
   if (!a.trace.empty() && !Emit(a.trace, report->trace_json)) {
     return fail(absl::InternalError(absl::StrCat("cannot write the trace '", a.trace, "'")));
   }
@@ -329,7 +354,8 @@ struct ServeBenchArgs {
 
 int RunServeBenchCommand(ServeBenchArgs& a) {
   for (const std::string& m : a.models) {
-    absl::StatusOr<std::pair<std::string, std::string>> name_path = ParseNamePath("--model", m, "NAME=PATH.onnx");
+    absl::StatusOr<std::pair<std::string, std::string>> name_path =
+        ParseNamePath("--model", m, "NAME=PATH.onnx");
     if (!name_path.ok()) {
       std::cerr << "loom bench serve: " << name_path.status().message() << "\n";
       return kExitUsage;
@@ -358,71 +384,134 @@ CommandFn AddBenchCommand(CLI::App& app) {
   auto* copies = app.add_subcommand("copies", "N copies of one model over K images");
   copies->add_option("--model", a->models, "ONNX model (default: BlazeFace back 256)");
   copies->add_option("--copies", a->copies, "N")->check(CLI::Range(1, 256))->capture_default_str();
-  copies->add_option("--count", a->items, "Images per copy, cycled from --images (default 32)")->check(CLI::Range(1, 100000));
+  copies->add_option("--count", a->items, "Images per copy, cycled from --images (default 32)")
+      ->check(CLI::Range(1, 100000));
   copies->add_option("--images", a->images, "Image files (default: 6 photos in data/)");
   HiddenAlias(*copies, "--image", a->legacy_images);
   AddCommonOptions(*copies, *a);
   auto* fanout = app.add_subcommand("fanout", "Several different models on every frame of a video");
-  fanout->add_option("--model", a->models, "ONNX models (default: BlazeFace back 256, M-LSD tiny 320, PP-OCR det)");
+  fanout->add_option("--model", a->models,
+                     "ONNX models (default: BlazeFace back 256, M-LSD tiny 320, PP-OCR det)");
   fanout->add_option("--video", a->video, "Video file")->capture_default_str();
-  fanout->add_option("--count", a->items, "Frames of the video (default 48)")->check(CLI::Range(1, 100000));
+  fanout->add_option("--count", a->items, "Frames of the video (default 48)")
+      ->check(CLI::Range(1, 100000));
   HiddenAlias(*fanout, "--frames", a->items)->check(NamedRange("--frames", 1, 100000));
   AddCommonOptions(*fanout, *a);
   auto* overhead = app.add_subcommand("overhead", "Engine::Infer() against a bare Session::Run");
-  overhead->add_option("--reps", a->overhead_runs, "Timed calls of each")->check(CLI::Range(100, 10000000))->capture_default_str();
+  overhead->add_option("--reps", a->overhead_runs, "Timed calls of each")
+      ->check(CLI::Range(100, 10000000))
+      ->capture_default_str();
   HiddenAlias(*overhead, "--runs", a->overhead_runs)->check(NamedRange("--runs", 100, 10000000));
-  overhead->add_option("--cores", a->cores, "Use only the first N usable cores")->check(CLI::Range(0, 4096));
+  overhead->add_option("--cores", a->cores, "Use only the first N usable cores")
+      ->check(CLI::Range(0, 4096));
   overhead->add_option("--json", a->json, "Write the report as JSON to FILE (- for stdout)");
-  overhead->add_option("--html", a->html, "Write a self-contained HTML report to FILE (the two latency distributions)");
-  auto* load = app.add_subcommand("load", "Latency plan, throughput plan and adaptive engine under closed- and open-loop load");
+  overhead->add_option(
+      "--html", a->html,
+      "Write a self-contained HTML report to FILE (the two latency distributions)");
+  auto* load = app.add_subcommand(
+      "load", "Latency plan, throughput plan and adaptive engine under closed- and open-loop load");
   load->add_option("--workload", a->workload, "copies (one model) or fanout (several per frame)")
-      ->check(CLI::IsMember({"copies", "fanout"}))->capture_default_str();
-  load->add_option("--model", a->models, "ONNX model(s) (default: BlazeFace back 256; fanout: + M-LSD tiny + PP-OCR det)");
+      ->check(CLI::IsMember({"copies", "fanout"}))
+      ->capture_default_str();
+  load->add_option(
+      "--model", a->models,
+      "ONNX model(s) (default: BlazeFace back 256; fanout: + M-LSD tiny + PP-OCR det)");
   load->add_option("--video", a->video, "Video for the fanout workload")->capture_default_str();
-  load->add_option("--images", a->images, "Image files for the copies workload (default: 4 photos in data/)");
+  load->add_option("--images", a->images,
+                   "Image files for the copies workload (default: 4 photos in data/)");
   HiddenAlias(*load, "--image", a->legacy_images);
-  load->add_option("--clients", a->clients, "Closed-loop levels: concurrent clients")->delimiter(',')->check(CLI::Range(1, 256));
-  load->add_option("--rates", a->rates, "Open-loop levels: fractions of the measured capacity")->delimiter(',')->check(CLI::Range(0.01, 2.0));
-  load->add_option("--seconds", a->seconds, "Per level, plan and repetition")->check(CLI::Range(0.2, 600.0))->capture_default_str();
-  load->add_option("--reps", a->reps, "Repetitions, interleaved across plans")->check(CLI::Range(1, 100))->capture_default_str();
-  load->add_option("--cores", a->cores, "Use only the first N usable cores")->check(CLI::Range(0, 4096));
+  load->add_option("--clients", a->clients, "Closed-loop levels: concurrent clients")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 256));
+  load->add_option("--rates", a->rates, "Open-loop levels: fractions of the measured capacity")
+      ->delimiter(',')
+      ->check(CLI::Range(0.01, 2.0));
+  load->add_option("--seconds", a->seconds, "Per level, plan and repetition")
+      ->check(CLI::Range(0.2, 600.0))
+      ->capture_default_str();
+  load->add_option("--reps", a->reps, "Repetitions, interleaved across plans")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  load->add_option("--cores", a->cores, "Use only the first N usable cores")
+      ->check(CLI::Range(0, 4096));
   load->add_option("--json", a->json, "Write the report as JSON to FILE (- for stdout)");
-  load->add_option("--html", a->html, "Write a self-contained HTML report to FILE: throughput and latency per plan against load");
-  load->add_option("--size", a->size, "WIDTHxHEIGHT for models with dynamic image dims")->capture_default_str();
-  auto* shift = app.add_subcommand("shift", "Traffic moves from one model to another: static plans vs the adaptive engine");
-  shift->add_option("--model", a->models, "Exactly two ONNX models (default: BlazeFace back 256, PP-OCR det)");
+  load->add_option(
+      "--html", a->html,
+      "Write a self-contained HTML report to FILE: throughput and latency per plan against load");
+  load->add_option("--size", a->size, "WIDTHxHEIGHT for models with dynamic image dims")
+      ->capture_default_str();
+  auto* shift = app.add_subcommand(
+      "shift", "Traffic moves from one model to another: static plans vs the adaptive engine");
+  shift->add_option("--model", a->models,
+                    "Exactly two ONNX models (default: BlazeFace back 256, PP-OCR det)");
   shift->add_option("--video", a->video, "Video the items come from")->capture_default_str();
-  shift->add_option("--seconds", a->shift_seconds, "Seconds per phase")->check(CLI::Range(1.0, 600.0))->capture_default_str();
-  shift->add_option("--clients", a->shift_clients, "Concurrent closed-loop clients")->check(CLI::Range(1, 256))->capture_default_str();
-  shift->add_option("--reps", a->reps, "Repetitions")->check(CLI::Range(1, 100))->capture_default_str();
-  shift->add_option("--cores", a->cores, "Use only the first N usable cores")->check(CLI::Range(0, 4096));
+  shift->add_option("--seconds", a->shift_seconds, "Seconds per phase")
+      ->check(CLI::Range(1.0, 600.0))
+      ->capture_default_str();
+  shift->add_option("--clients", a->shift_clients, "Concurrent closed-loop clients")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  shift->add_option("--reps", a->reps, "Repetitions")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  shift->add_option("--cores", a->cores, "Use only the first N usable cores")
+      ->check(CLI::Range(0, 4096));
   shift->add_option("--json", a->json, "Write the report as JSON to FILE (- for stdout)");
-  shift->add_option("--html", a->html, "Write a self-contained HTML report to FILE: completions over time per engine");
-  shift->add_option("--size", a->size, "WIDTHxHEIGHT for models with dynamic image dims")->capture_default_str();
-  auto* chain = app.add_subcommand("chain", "A chain of models per detection (OCR: detector, a crop per line, angle "
-                                            "classifier, recogniser) over a folder of pages: sequential, thread per "
-                                            "model and Loom, with the ideal");
-  chain->add_option("--pipeline", a->chain_pipeline, "The chain as a pipeline YAML")->capture_default_str();
-  chain->add_option("--input", a->chain_input, "Pages: an image, folder or glob (default: the 4 text images in data/ and 4 pages of rendered text)");
-  chain->add_option("--reps", a->reps, "Timed repetitions")->check(CLI::Range(1, 100))->capture_default_str();
-  chain->add_option("--cores", a->cores, "Cores for the engine (0: all usable)")->check(CLI::Range(0, 4096));
+  shift->add_option("--html", a->html,
+                    "Write a self-contained HTML report to FILE: completions over time per engine");
+  shift->add_option("--size", a->size, "WIDTHxHEIGHT for models with dynamic image dims")
+      ->capture_default_str();
+  auto* chain =
+      app.add_subcommand("chain",
+                         "A chain of models per detection (OCR: detector, a crop per line, angle "
+                         "classifier, recogniser) over a folder of pages: sequential, thread per "
+                         "model and Loom, with the ideal");
+  chain->add_option("--pipeline", a->chain_pipeline, "The chain as a pipeline YAML")
+      ->capture_default_str();
+  chain->add_option("--input", a->chain_input,
+                    "Pages: an image, folder or glob (default: the 4 text images in data/ and 4 "
+                    "pages of rendered text)");
+  chain->add_option("--reps", a->reps, "Timed repetitions")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  chain->add_option("--cores", a->cores, "Cores for the engine (0: all usable)")
+      ->check(CLI::Range(0, 4096));
   chain->add_option("--json", a->json, "Write the report as JSON to FILE (- for stdout)");
   chain->add_option("--html", a->html, "Write a self-contained HTML report to FILE");
-  chain->add_option("--trace", a->trace, "Write Loom's last repetition as Chrome trace-event JSON to FILE");
+  chain->add_option("--trace", a->trace,
+                    "Write Loom's last repetition as Chrome trace-event JSON to FILE");
   auto sa = std::make_shared<ServeBenchArgs>();
-  auto* serve = app.add_subcommand("serve", "A KServe v2 server under a concurrency sweep (HTTP binary/JSON, gRPC) "
-                                            "against in-process Engine::Infer, side by side");
+  auto* serve =
+      app.add_subcommand("serve",
+                         "A KServe v2 server under a concurrency sweep (HTTP binary/JSON, gRPC) "
+                         "against in-process Engine::Infer, side by side");
   serve->add_option("--model", sa->models, "NAME=PATH.onnx to serve here (repeatable)");
   serve->add_option("--repository", sa->options.repository, "Or a model repository to serve here");
-  serve->add_option("--http", sa->options.http_address, "Or a running server's HTTP HOST:PORT (no in-process runs)");
+  serve->add_option("--http", sa->options.http_address,
+                    "Or a running server's HTTP HOST:PORT (no in-process runs)");
   serve->add_option("--grpc", sa->options.grpc_address, "... and its gRPC HOST:PORT");
-  serve->add_option("--call", sa->options.model, "The model(s) to call, comma-separated; clients are spread over them (default: the first)");
-  serve->add_option("--concurrency", sa->options.concurrency, "Client levels")->delimiter(',')->check(CLI::Range(1, 1024));
-  serve->add_option("--modes", sa->options.modes, "inprocess, http-binary, http-json, grpc; http-live, grpc-live: an empty round trip (the transport floor)")->delimiter(',');
-  serve->add_option("--seconds", sa->options.seconds, "Per run")->check(CLI::Range(0.1, 600.0))->capture_default_str();
-  serve->add_option("--reps", sa->options.repeats, "Runs per mode and level, interleaved")->check(CLI::Range(1, 100))->capture_default_str();
-  serve->add_option("--batch", sa->options.batch, "Rows per request for a dynamic batch dim")->check(CLI::Range(1, 4096))->capture_default_str();
-  serve->add_option("--cores", sa->options.cores, "Use only the first N usable cores")->check(CLI::Range(0, 4096));
+  serve->add_option(
+      "--call", sa->options.model,
+      "The model(s) to call, comma-separated; clients are spread over them (default: the first)");
+  serve->add_option("--concurrency", sa->options.concurrency, "Client levels")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 1024));
+  serve
+      ->add_option("--modes", sa->options.modes,
+                   "inprocess, http-binary, http-json, grpc; http-live, grpc-live: an empty round "
+                   "trip (the transport floor)")
+      ->delimiter(',');
+  serve->add_option("--seconds", sa->options.seconds, "Per run")
+      ->check(CLI::Range(0.1, 600.0))
+      ->capture_default_str();
+  serve->add_option("--reps", sa->options.repeats, "Runs per mode and level, interleaved")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  serve->add_option("--batch", sa->options.batch, "Rows per request for a dynamic batch dim")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  serve->add_option("--cores", sa->options.cores, "Use only the first N usable cores")
+      ->check(CLI::Range(0, 4096));
   serve->add_option("--json", sa->json, "Write the report as JSON to FILE (- for stdout)");
   return [a, sa, copies, fanout, load, shift, serve, chain]() {
     if (serve->parsed()) return RunServeBenchCommand(*sa);

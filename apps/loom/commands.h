@@ -3,9 +3,8 @@
 #ifndef LOOM_APPS_LOOM_COMMANDS_H_
 #define LOOM_APPS_LOOM_COMMANDS_H_
 
-#include <functional>
-
 #include <CLI/CLI.hpp>
+#include <functional>
 
 namespace loom::cli {
 

@@ -1,6 +1,5 @@
 // `loom info MODEL [--json]`: what the model declares and whether Loom can batch it.
 #include <iostream>
-
 #include <nlohmann/json.hpp>
 
 #include "apps/loom/commands.h"
@@ -19,7 +18,8 @@ nlohmann::json ToJson(const TensorInfo& t, bool is_input) {
     }
   }
   nlohmann::json j = {{"name", t.name}, {"dtype", DTypeName(t.dtype)}, {"shape", shape}};
-  if (is_input && t.image_layout() != ImageLayout::kNone) j["image_layout"] = ImageLayoutName(t.image_layout());
+  if (is_input && t.image_layout() != ImageLayout::kNone)
+    j["image_layout"] = ImageLayoutName(t.image_layout());
   return j;
 }
 
@@ -43,14 +43,15 @@ CommandFn AddInfoCommand(CLI::App& app) {
       std::cout << FormatModelInfo(*info);
       return kExitOk;
     }
-    nlohmann::json j = {{"name", info->name},
-                        {"path", info->path},
-                        {"ir_version", info->ir_version},
-                        {"opset", info->opset},
-                        {"producer", {{"name", info->producer_name}, {"version", info->producer_version}}},
-                        {"dynamic_batch", info->dynamic_batch},
-                        {"inputs", nlohmann::json::array()},
-                        {"outputs", nlohmann::json::array()}};
+    nlohmann::json j = {
+        {"name", info->name},
+        {"path", info->path},
+        {"ir_version", info->ir_version},
+        {"opset", info->opset},
+        {"producer", {{"name", info->producer_name}, {"version", info->producer_version}}},
+        {"dynamic_batch", info->dynamic_batch},
+        {"inputs", nlohmann::json::array()},
+        {"outputs", nlohmann::json::array()}};
     for (const auto& t : info->inputs) j["inputs"].push_back(ToJson(t, true));
     for (const auto& t : info->outputs) j["outputs"].push_back(ToJson(t, false));
     std::cout << j.dump(2) << "\n";

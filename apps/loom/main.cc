@@ -7,17 +7,23 @@
 #include "loom/session.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"Loom: many neural networks over many inputs, at the limit of the hardware.", "loom"};
+  CLI::App app{"Loom: many neural networks over many inputs, at the limit of the hardware.",
+               "loom"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", [] { return std::string("loom ") + LOOM_VERSION_STRING + " (" + loom::BackendVersions() + ")"; },
-                       "Print Loom's version and the ONNX Runtime and OpenCV versions it runs with");
+  app.set_version_flag(
+      "--version",
+      [] {
+        return std::string("loom ") + LOOM_VERSION_STRING + " (" + loom::BackendVersions() + ")";
+      },
+      "Print Loom's version and the ONNX Runtime and OpenCV versions it runs with");
 
   std::map<CLI::App*, loom::cli::CommandFn> commands;
   auto add = [&](const char* name, const char* description, auto adder) {
     CLI::App* sub = app.add_subcommand(name, description);
     commands[sub] = adder(*sub);
   };
-  add("info", "Print a model's inputs, outputs, opset and batchability.", loom::cli::AddInfoCommand);
+  add("info", "Print a model's inputs, outputs, opset and batchability.",
+      loom::cli::AddInfoCommand);
   add("run", "Run a model on an image (or random input) and time it.", loom::cli::AddRunCommand);
   add("bench", "Naive strategies and Loom side by side on your models and machine.",
       loom::cli::AddBenchCommand);

@@ -63,7 +63,9 @@ int Run(const PipelineArgs& a) {
     if (!tty && done % 25 != 0 && done != total) return;
     std::cerr << absl::StrFormat("%sframes %d%s  %.1f frames/s%s%s", tty ? "\r" : "", done,
                                  total > 0 ? absl::StrFormat("/%d", total) : "", fps,
-                                 total > 0 && fps > 0 ? absl::StrFormat("  ETA %.0fs", (total - done) / fps) : "",
+                                 total > 0 && fps > 0
+                                     ? absl::StrFormat("  ETA %.0fs", (total - done) / fps)
+                                     : "",
                                  tty ? "   " : "\n")
               << std::flush;
   });
@@ -78,15 +80,19 @@ int Run(const PipelineArgs& a) {
     std::cerr << "trace (Perfetto, chrome://tracing): " << a.trace << "\n";
   }
   if (summary->skipped > 0) {
-    std::cerr << absl::StrFormat("%d images already recorded by an earlier run were left out (--resume)\n",
-                                 summary->skipped);
+    std::cerr << absl::StrFormat(
+        "%d images already recorded by an earlier run were left out (--resume)\n",
+        summary->skipped);
   }
   std::cerr << absl::StrFormat("%d frames in %.2f s (%.1f frames/s), %d failed; output in %s/\n",
-                               summary->frames, summary->wall_s, summary->frames / std::max(summary->wall_s, 1e-9),
-                               summary->failed, a.output);
-  std::cerr << absl::StrFormat("  %-14s %10s %10s %10s  (ms per frame)\n", "node", "compute", "model wait", "core wait");
+                               summary->frames, summary->wall_s,
+                               summary->frames / std::max(summary->wall_s, 1e-9), summary->failed,
+                               a.output);
+  std::cerr << absl::StrFormat("  %-14s %10s %10s %10s  (ms per frame)\n", "node", "compute",
+                               "model wait", "core wait");
   for (const auto& [node, t] : summary->node_mean) {
-    std::cerr << absl::StrFormat("  %-14s %10.2f %10.2f %10.2f\n", node, t.compute_ms, t.model_wait_ms, t.core_wait_ms);
+    std::cerr << absl::StrFormat("  %-14s %10.2f %10.2f %10.2f\n", node, t.compute_ms,
+                                 t.model_wait_ms, t.core_wait_ms);
   }
   const double budget = summary->wall_s * summary->usable_cores;
   std::cerr << absl::StrFormat(
@@ -110,8 +116,8 @@ int Bench(const PipelineArgs& a) {
   options.trace = !a.trace.empty() || !a.html.empty();  // the report's timeline needs the trace
   std::error_code ec;
   options.self_exe = std::filesystem::read_symlink("/proc/self/exe", ec).string();
-  const std::filesystem::path scratch =
-      std::filesystem::temp_directory_path(ec) / ("loom-pipeline-bench-" + std::to_string(getpid()));
+  const std::filesystem::path scratch = std::filesystem::temp_directory_path(ec) /
+                                        ("loom-pipeline-bench-" + std::to_string(getpid()));
   std::filesystem::create_directories(scratch, ec);
   options.scratch_dir = ec ? "" : scratch.string();
   struct RemoveScratch {
@@ -150,7 +156,8 @@ CommandFn AddPipelineCommand(CLI::App& app) {
   auto a = std::make_shared<PipelineArgs>();
   app.require_subcommand(1);
   auto* run = app.add_subcommand("run", "Run a pipeline over its source (or --input)");
-  auto* bench = app.add_subcommand("bench", "The pipeline as a sequential loop, a thread per model, and with Loom");
+  auto* bench = app.add_subcommand(
+      "bench", "The pipeline as a sequential loop, a thread per model, and with Loom");
   // Internal: a process of `bench`'s process strategy.
   auto* child = app.add_subcommand("bench-child", "")->group("");
   child->add_option("FILE", a->file)->required();
@@ -160,22 +167,39 @@ CommandFn AddPipelineCommand(CLI::App& app) {
   auto* nodes = app.add_subcommand("nodes", "List the node types a pipeline file may use");
   for (CLI::App* sub : {run, bench}) {
     sub->add_option("FILE", a->file, "Pipeline YAML")->required();
-    sub->add_option("--input", a->input, "Image, folder, glob or video (overrides the file's source)");
-    sub->add_option("--limit", a->limit, "At most this many frames")->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
-    sub->add_option("--in-flight", a->in_flight, "Frames in flight (overrides the file's)")->check(CLI::Range(1, 64));
-    sub->add_option("--cores", a->cores, "Cores for the engine (0: all usable)")->check(CLI::Range(0, 4096));
-    sub->add_option("--model", a->models, "NAME=PATH: replace the file's model NAME by this file (repeatable)");
-    sub->add_option("--set", a->sets, "NODE.KEY=VALUE: replace a node's parameter, e.g. det_in.size=640 (repeatable)");
+    sub->add_option("--input", a->input,
+                    "Image, folder, glob or video (overrides the file's source)");
+    sub->add_option("--limit", a->limit, "At most this many frames")
+        ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+    sub->add_option("--in-flight", a->in_flight, "Frames in flight (overrides the file's)")
+        ->check(CLI::Range(1, 64));
+    sub->add_option("--cores", a->cores, "Cores for the engine (0: all usable)")
+        ->check(CLI::Range(0, 4096));
+    sub->add_option("--model", a->models,
+                    "NAME=PATH: replace the file's model NAME by this file (repeatable)");
+    sub->add_option(
+        "--set", a->sets,
+        "NODE.KEY=VALUE: replace a node's parameter, e.g. det_in.size=640 (repeatable)");
   }
-  run->add_flag("--resume", a->resume,
-                "Continue an interrupted run over image files: keep its jsonl records, run only the images "
-                "not recorded yet (or recorded with an error), append their records");
+  run->add_flag(
+      "--resume", a->resume,
+      "Continue an interrupted run over image files: keep its jsonl records, run only the images "
+      "not recorded yet (or recorded with an error), append their records");
   run->add_option("--output", a->output, "Folder for the sinks' files")->capture_default_str();
-  run->add_option("--trace", a->trace, "Write a Chrome trace-event JSON of the run to FILE (Perfetto, chrome://tracing): the engine's runs and queue waits per worker, every node of every frame per pipeline thread");
-  bench->add_option("--reps", a->reps, "Timed repetitions")->check(CLI::Range(1, 100))->capture_default_str();
+  run->add_option(
+      "--trace", a->trace,
+      "Write a Chrome trace-event JSON of the run to FILE (Perfetto, chrome://tracing): the "
+      "engine's runs and queue waits per worker, every node of every frame per pipeline thread");
+  bench->add_option("--reps", a->reps, "Timed repetitions")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
   bench->add_option("--json", a->json, "Write the report as JSON to FILE (- for stdout)");
-  bench->add_option("--trace", a->trace, "Write Loom's last repetition as Chrome trace-event JSON to FILE (engine runs per worker, every node of every frame per pipeline thread)");
-  bench->add_option("--html", a->html, "Write a self-contained HTML report to FILE: frames/s per strategy, where a frame's time goes per node, Loom's timeline");
+  bench->add_option("--trace", a->trace,
+                    "Write Loom's last repetition as Chrome trace-event JSON to FILE (engine runs "
+                    "per worker, every node of every frame per pipeline thread)");
+  bench->add_option("--html", a->html,
+                    "Write a self-contained HTML report to FILE: frames/s per strategy, where a "
+                    "frame's time goes per node, Loom's timeline");
   return [a, run, child, nodes]() {
     if (nodes->parsed()) {
       for (const std::string& name : pipeline::NodeTypeNames()) std::cout << name << "\n";

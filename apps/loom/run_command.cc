@@ -57,8 +57,12 @@ absl::Status BuildSpec(const RunArgs& a, vision::InputSpec& spec) {
     LOOM_ASSIGN_OR_RETURN(spec.channels, vision::ParseChannelOrder(a.channels));
   }
   if (a.scale != 0) spec.scale = a.scale;
-  if (!a.mean.empty()) { LOOM_ASSIGN_OR_RETURN(spec.mean, FourValues(a.mean, "--mean")); }
-  if (!a.std.empty()) { LOOM_ASSIGN_OR_RETURN(spec.std, FourValues(a.std, "--std")); }
+  if (!a.mean.empty()) {
+    LOOM_ASSIGN_OR_RETURN(spec.mean, FourValues(a.mean, "--mean"));
+  }
+  if (!a.std.empty()) {
+    LOOM_ASSIGN_OR_RETURN(spec.std, FourValues(a.std, "--std"));
+  }
   spec.center_crop = a.crop;
   return absl::OkStatus();
 }
@@ -121,7 +125,8 @@ int Run(const RunArgs& a) {
   for (const NamedTensor& out : *outputs) PrintOutput(out);
   const LatencySummary l = Summarize(latencies_ms);
   std::cout << absl::StrFormat(
-      "latency min %.2f ms  p50 %.2f ms  p99 %.2f ms  over %d runs (+%d warm-up): %.1f inferences/s "
+      "latency min %.2f ms  p50 %.2f ms  p99 %.2f ms  over %d runs (+%d warm-up): %.1f "
+      "inferences/s "
       "at p50\n",
       l.min, l.p50, l.p99, a.reps, a.warmup, l.p50 > 0 ? 1000.0 / l.p50 : 0.0);
   return kExitOk;
@@ -138,18 +143,30 @@ CommandFn AddRunCommand(CLI::App& app) {
   auto* input = app.add_option("--input", a->input, "Image file to feed the image input");
   auto* random = app.add_flag("--random", a->random, "Feed deterministic random values (default)");
   input->excludes(random);
-  app.add_option("--reps", a->reps, "Timed runs")->check(CLI::Range(1, 1000000))->capture_default_str();
+  app.add_option("--reps", a->reps, "Timed runs")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
   HiddenAlias(app, "--repeat", a->reps)->check(NamedRange("--repeat", 1, 1000000));
-  app.add_option("--warmup", a->warmup, "Untimed runs first")->check(CLI::Range(0, 1000))->capture_default_str();
+  app.add_option("--warmup", a->warmup, "Untimed runs first")
+      ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
   app.add_option("--threads", a->threads, "Intra-op threads (0 = backend default)")
-      ->check(CLI::Range(0, 1024))->capture_default_str();
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
   app.add_flag("--no-spin", a->no_spin, "Idle intra-op threads sleep instead of spinning");
-  app.add_option("--batch", a->batch, "Value of a dynamic batch dim")->check(CLI::Range(1, 4096))->capture_default_str();
-  app.add_option("--size", a->size, "WIDTHxHEIGHT for dynamic image dims (default: image size rounded up to 32)");
-  app.add_option("--channels", a->channels, "Channel order: BGR, RGB, BGRA, RGBA, GRAY (default from the model)");
+  app.add_option("--batch", a->batch, "Value of a dynamic batch dim")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  app.add_option("--size", a->size,
+                 "WIDTHxHEIGHT for dynamic image dims (default: image size rounded up to 32)");
+  app.add_option("--channels", a->channels,
+                 "Channel order: BGR, RGB, BGRA, RGBA, GRAY (default from the model)");
   app.add_option("--scale", a->scale, "Multiply after subtracting the mean (default 1/255)");
-  app.add_option("--mean", a->mean, "Per-channel mean subtracted first, e.g. 127.5 or 123.7,116.3,103.5")->delimiter(',');
-  app.add_option("--std", a->std, "Per-channel divisor applied last, e.g. 0.229,0.224,0.225")->delimiter(',');
+  app.add_option("--mean", a->mean,
+                 "Per-channel mean subtracted first, e.g. 127.5 or 123.7,116.3,103.5")
+      ->delimiter(',');
+  app.add_option("--std", a->std, "Per-channel divisor applied last, e.g. 0.229,0.224,0.225")
+      ->delimiter(',');
   app.add_flag("--crop", a->crop, "Keep the aspect ratio and crop the centre");
   app.add_option("--seed", a->seed, "Seed of the random inputs")->capture_default_str();
   return [a]() { return Run(*a); };

@@ -280,7 +280,8 @@ void AddLimitOptions(CLI::App& app, ServeArgs& a) {
                  "Seconds to finish accepted requests on SIGTERM")
       ->check(CLI::Range(0, 3600))
       ->capture_default_str();
-  HiddenAlias(app, "--drain-timeout", a.drain_timeout_s)->check(NamedRange("--drain-timeout", 0, 3600));
+  HiddenAlias(app, "--drain-timeout", a.drain_timeout_s)
+      ->check(NamedRange("--drain-timeout", 0, 3600));
 }
 
 }  // namespace

@@ -68,9 +68,9 @@ struct ModelConfig {
 
   // Dynamic batching (models whose dim 0 is dynamic only; others always run batches of 1).
   // max_batch_size: most rows in one run, and in one request (a request with more rows is refused
-  // with INVALID_ARGUMENT, unless max_request_rows allows it). Empty (auto): measured at load — 8 if a batch of 4
-  // costs at most 0.8x per row what single rows do on the model's workers, else 1 (on CPU, many
-  // convolutional models gain nothing from batching and lose memory locality).
+  // with INVALID_ARGUMENT, unless max_request_rows allows it). Empty (auto): measured at load — 8
+  // if a batch of 4 costs at most 0.8x per row what single rows do on the model's workers, else 1
+  // (on CPU, many convolutional models gain nothing from batching and lose memory locality).
   std::optional<int> max_batch_size = std::nullopt;
   // Most rows one request may carry, when more than max_batch_size: such a request runs alone, as
   // one run (a pipeline sets max_batch_size 1 so that frames never share a run, and sends a
@@ -103,7 +103,6 @@ struct ModelConfig {
   SessionFactory session_factory = nullptr;
 };
 
-
 struct EngineOptions {
   // Cores to use, from those sched_getaffinity allows (taskset / container limits). 0 = all of
   // them; more than allowed is an error.
@@ -132,10 +131,10 @@ struct EngineOptions {
 // One worker of the plan as it runs: its cores, and how busy it has been.
 struct WorkerStats {
   std::vector<int> cpus;
-  int group = -1;            // wide group, or -1
-  double busy_seconds = 0;   // running batches (narrow, or leading a wide run)
+  int group = -1;           // wide group, or -1
+  double busy_seconds = 0;  // running batches (narrow, or leading a wide run)
   int64_t runs = 0;
-  int thread_id = 0;         // the worker thread's Linux thread id (/proc/self/task/ID)
+  int thread_id = 0;  // the worker thread's Linux thread id (/proc/self/task/ID)
 };
 
 class Engine;
@@ -221,7 +220,8 @@ class Engine {
 
   // Leases one idle worker's cores for the calling thread (see CoreLease); waits until one is
   // free. UNAVAILABLE after Shutdown, DEADLINE_EXCEEDED at the deadline.
-  absl::StatusOr<CoreLease> LeaseCores(std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt);
+  absl::StatusOr<CoreLease> LeaseCores(
+      std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt);
 
   // Tracing: StartTrace begins recording every run (worker, model, rows, threads) and every
   // request's queue wait; StopTrace returns them as Chrome trace-event JSON (Perfetto,

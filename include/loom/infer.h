@@ -34,11 +34,11 @@ struct SubmitOptions {
 };
 
 struct InferResult {
-  NamedTensors outputs;     // the request's own rows of each output, in model output order
-  int64_t queue_us = 0;     // time from Submit to the start of its run
-  int64_t compute_us = 0;   // the run it was part of
-  int batch_rows = 0;       // rows in that run (this request's and others')
-  int threads = 0;          // intra-op threads (cores) the run used
+  NamedTensors outputs;    // the request's own rows of each output, in model output order
+  int64_t queue_us = 0;    // time from Submit to the start of its run
+  int64_t compute_us = 0;  // the run it was part of
+  int batch_rows = 0;      // rows in that run (this request's and others')
+  int threads = 0;         // intra-op threads (cores) the run used
 };
 
 // Called exactly once per accepted request, on a worker thread (or inline when Submit fails, or
@@ -48,22 +48,22 @@ using InferCallback = std::function<void(absl::StatusOr<InferResult>)>;
 
 // A distribution in Prometheus' cumulative form: how many samples were <= each bound.
 struct Distribution {
-  std::vector<double> upper_bounds;        // ascending (seconds, or rows)
+  std::vector<double> upper_bounds;         // ascending (seconds, or rows)
   std::vector<uint64_t> cumulative_counts;  // samples <= upper_bounds[i]
-  uint64_t count = 0;                      // all samples
-  double sum = 0;                          // of all samples, in the bounds' unit
+  uint64_t count = 0;                       // all samples
+  double sum = 0;                           // of all samples, in the bounds' unit
 };
 
 struct ModelStats {
-  int64_t requests = 0;    // accepted by Submit
+  int64_t requests = 0;  // accepted by Submit
   int64_t successes = 0;
-  int64_t failures = 0;    // answered with an error: run failure, deadline, cancel, shutdown
+  int64_t failures = 0;           // answered with an error: run failure, deadline, cancel, shutdown
   int64_t deadline_exceeded = 0;  // of the failures: expired while queued
   int64_t cancelled = 0;          // of the failures: withdrawn while queued
-  int64_t rejected = 0;    // refused by Submit (queue full, bad input): not accepted
-  int64_t batches = 0;     // runs
-  int64_t queued = 0;      // waiting now
-  int64_t running = 0;     // requests in runs now
+  int64_t rejected = 0;           // refused by Submit (queue full, bad input): not accepted
+  int64_t batches = 0;            // runs
+  int64_t queued = 0;             // waiting now
+  int64_t running = 0;            // requests in runs now
   double mean_batch_rows = 0;
   // Microseconds, over answered requests (queue) and runs (compute); from streaming histograms
   // (exact below 16 us, within 6.25% above).

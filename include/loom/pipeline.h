@@ -53,7 +53,7 @@ struct NodeTiming {
   double model_wait_ms = 0;
   double core_wait_ms = 0;
   std::chrono::steady_clock::time_point start{};  // when the node began on this frame
-  int thread = -1;                                 // the pipeline thread that ran it
+  int thread = -1;                                // the pipeline thread that ran it
   double total_ms() const { return compute_ms + model_wait_ms + core_wait_ms; }
 };
 
@@ -62,28 +62,29 @@ struct PipelineRecord {
   std::string source;  // file name, or video name and frame number
   std::string json;    // {"frame", "source", each node's output, "timings_ms", "error"?}
   bool failed = false;
-  std::string error;   // when failed
+  std::string error;                          // when failed
   std::map<std::string, NodeTiming> timings;  // per node
 };
 
 // Chrome trace-event JSON of a pipeline run: `engine_trace` (Engine::StopTrace; may be empty) and a
 // span per node per frame on a track per pipeline thread, on the same clock.
-std::string PipelineTraceJson(const std::string& engine_trace, const std::vector<PipelineRecord>& records);
+std::string PipelineTraceJson(const std::string& engine_trace,
+                              const std::vector<PipelineRecord>& records);
 
 struct PipelineOptions {
-  std::string input = "";             // overrides the file's source path
+  std::string input = "";  // overrides the file's source path
   // Model files that replace the file's own, by model name (a model exported from PyTorch, your
   // trained weights in place of the shipped ones). A name the file does not have is an error.
   std::map<std::string, std::string> model_paths = {};
-  // Node parameters that replace the file's, as "NODE.KEY" -> a YAML value ("det_in.size" -> "640"):
-  // one file, run at another size or threshold. Checked like the file's own.
+  // Node parameters that replace the file's, as "NODE.KEY" -> a YAML value ("det_in.size" ->
+  // "640"): one file, run at another size or threshold. Checked like the file's own.
   std::map<std::string, std::string> overrides = {};
-  std::string output_dir = "out";     // sinks write here
+  std::string output_dir = "out";               // sinks write here
   std::optional<int> in_flight = std::nullopt;  // overrides the file's (1..64)
   std::optional<int64_t> limit = std::nullopt;  // overrides source.limit
-  int cores = 0;                      // engine cores (0: all usable)
+  int cores = 0;                                // engine cores (0: all usable)
   PipelineStrategy strategy = PipelineStrategy::kLoom;
-  bool sinks = true;                  // false: run without writing anything (bench, Submit API)
+  bool sinks = true;  // false: run without writing anything (bench, Submit API)
   // Continue an interrupted run over image files: the records of the file's jsonl sink that have
   // no error are kept, and their images left out of the source; the rest (images never recorded,
   // and those whose record was an error) run again and are appended. Every image ends up recorded
@@ -127,8 +128,8 @@ struct ImageView {
 
 // One run's choices, beside the options the pipeline was loaded with.
 struct RunOptions {
-  std::string input = "";                       // another source for this run (file, folder, glob, video)
-  std::vector<std::string> files = {};          // or these image files, in this order
+  std::string input = "";               // another source for this run (file, folder, glob, video)
+  std::vector<std::string> files = {};  // or these image files, in this order
   std::optional<int64_t> limit = std::nullopt;  // at most this many frames
   // Every record, in frame order, on the thread running Run (besides PipelineOptions::on_record).
   std::function<void(const PipelineRecord&)> on_record = nullptr;
@@ -149,7 +150,8 @@ class Pipeline {
   // Runs every frame of the source. `progress(done, total or -1)` is called after each frame.
   // A callback that throws stops the run with an error (never past this call).
   absl::StatusOr<PipelineSummary> Run(const RunOptions& options);
-  absl::StatusOr<PipelineSummary> Run(const std::function<void(int64_t, int64_t)>& progress = nullptr) {
+  absl::StatusOr<PipelineSummary> Run(
+      const std::function<void(int64_t, int64_t)>& progress = nullptr) {
     return Run(RunOptions{.progress = progress});
   }
 
@@ -160,7 +162,8 @@ class Pipeline {
   // frames. Finished records wait in memory until Next takes them.
   absl::StatusOr<int64_t> Submit(const ImageView& frame, const std::string& source_name = "");
   // An encoded image (PNG, JPEG, ...), decoded on a leased core.
-  absl::StatusOr<int64_t> SubmitEncoded(const std::string& bytes, const std::string& source_name = "");
+  absl::StatusOr<int64_t> SubmitEncoded(const std::string& bytes,
+                                        const std::string& source_name = "");
   std::optional<PipelineRecord> Next(bool wait = true);
   void Finish();
 

@@ -23,7 +23,8 @@ const char* PlanHintName(PlanHint hint);
 struct ModelCost {
   std::string model;
   double weight = 1.0;  // share of the request mix
-  // (threads, median milliseconds per batch-1 request on that many pinned cores), threads ascending.
+  // (threads, median milliseconds per batch-1 request on that many pinned cores), threads
+  // ascending.
   std::vector<std::pair<int, double>> ms_by_threads;
   // Elements of the measured request's inputs (0: unknown). A model with dynamic dims costs more
   // on larger inputs: the scheduler scales the runs it times to this size before comparing them.
@@ -53,7 +54,7 @@ struct WorkerPlan {
   int threads = 1;                  // intra-op threads (== cpus.size())
   std::vector<std::string> models;  // models this worker serves
   bool allow_spinning = false;
-  int group = -1;                   // its wide group (adaptive plan), or -1
+  int group = -1;  // its wide group (adaptive plan), or -1
 };
 
 // Adaptive plan: shared workers whose cores one wide session spans. A wide run borrows every
@@ -74,11 +75,11 @@ struct EnginePlan {
   int usable_cores = 0;
   PlanHint hint = PlanHint::kThroughput;
   std::vector<WorkerPlan> workers;
-  std::vector<WideGroupPlan> groups;      // adaptive hint: wide groups of shared workers
-  std::vector<ModelCost> costs;           // shared models' measured costs
-  std::vector<LayoutEstimate> layouts;    // what the throughput plan compared
-  std::vector<BatchChoice> batching;      // auto max_batch_size decisions
-  std::string reason;                     // why this layout (one line)
+  std::vector<WideGroupPlan> groups;    // adaptive hint: wide groups of shared workers
+  std::vector<ModelCost> costs;         // shared models' measured costs
+  std::vector<LayoutEstimate> layouts;  // what the throughput plan compared
+  std::vector<BatchChoice> batching;    // auto max_batch_size decisions
+  std::string reason;                   // why this layout (one line)
   // Filled by the engine: each model's current narrow/wide choice (adaptive), and what changed.
   std::string modes;
   std::vector<PlanEvent> history;

@@ -43,8 +43,9 @@ struct SessionOptions {
   // Whether idle intra-op threads spin waiting for work (ONNX Runtime's default: yes). Spinning
   // lowers latency on dedicated cores and steals cycles from everyone else on shared ones.
   bool allow_spinning = true;
-  // With spinning on: stop it as soon as Run() returns (ONNX Runtime's session.force_spinning_stop),
-  // so that a session whose threads borrow other workers' cores spins only while it runs.
+  // With spinning on: stop it as soon as Run() returns (ONNX Runtime's
+  // session.force_spinning_stop), so that a session whose threads borrow other workers' cores spins
+  // only while it runs.
   bool stop_spinning_after_run = false;
 
   // CPU ids (as sched_getaffinity reports them) for each intra-op thread other than the calling

@@ -55,9 +55,9 @@ std::string ShapeToString(const Shape& shape);
 // such shape is checked against them before anything is multiplied or allocated, so that a hostile
 // or mistaken size is an error naming the limit, not an overflow or an out-of-memory crash.
 struct TensorLimits {
-  int64_t max_rank = 8;                          // dims per tensor
-  int64_t max_elements = int64_t{1} << 31;       // elements per tensor
-  int64_t max_bytes = int64_t{2} << 30;          // bytes per tensor (2 GiB)
+  int64_t max_rank = 8;                     // dims per tensor
+  int64_t max_elements = int64_t{1} << 31;  // elements per tensor
+  int64_t max_bytes = int64_t{2} << 30;     // bytes per tensor (2 GiB)
 };
 
 // Checks `shape` (of `dtype`, which may be kUnknown to skip the byte limit) against `limits`:
@@ -82,7 +82,8 @@ class Tensor {
   static Tensor Allocate(DType dtype, Shape shape);
   // Allocate for a shape from outside: CheckShape first (INVALID_ARGUMENT), and
   // RESOURCE_EXHAUSTED, naming the size, when the memory cannot be had.
-  static absl::StatusOr<Tensor> TryAllocate(DType dtype, Shape shape, const TensorLimits& limits = {});
+  static absl::StatusOr<Tensor> TryAllocate(DType dtype, Shape shape,
+                                            const TensorLimits& limits = {});
   // A tensor over caller memory (not copied; see the class comment for lifetime).
   static Tensor Borrow(DType dtype, Shape shape, void* data);
   // A tensor over memory kept alive by `owner` (e.g. a backend's output value).
@@ -138,15 +139,24 @@ int64_t ElementCount(const NamedTensors& tensors);
 
 template <typename T>
 constexpr DType DTypeOf() {
-  if constexpr (std::is_same_v<T, float>) return DType::kFloat32;
-  else if constexpr (std::is_same_v<T, double>) return DType::kFloat64;
-  else if constexpr (std::is_same_v<T, int8_t>) return DType::kInt8;
-  else if constexpr (std::is_same_v<T, uint8_t>) return DType::kUInt8;
-  else if constexpr (std::is_same_v<T, int16_t>) return DType::kInt16;
-  else if constexpr (std::is_same_v<T, int32_t>) return DType::kInt32;
-  else if constexpr (std::is_same_v<T, int64_t>) return DType::kInt64;
-  else if constexpr (std::is_same_v<T, bool>) return DType::kBool;
-  else return DType::kUnknown;
+  if constexpr (std::is_same_v<T, float>)
+    return DType::kFloat32;
+  else if constexpr (std::is_same_v<T, double>)
+    return DType::kFloat64;
+  else if constexpr (std::is_same_v<T, int8_t>)
+    return DType::kInt8;
+  else if constexpr (std::is_same_v<T, uint8_t>)
+    return DType::kUInt8;
+  else if constexpr (std::is_same_v<T, int16_t>)
+    return DType::kInt16;
+  else if constexpr (std::is_same_v<T, int32_t>)
+    return DType::kInt32;
+  else if constexpr (std::is_same_v<T, int64_t>)
+    return DType::kInt64;
+  else if constexpr (std::is_same_v<T, bool>)
+    return DType::kBool;
+  else
+    return DType::kUnknown;
 }
 
 }  // namespace loom

@@ -6,11 +6,11 @@
 #ifndef LOOM_PYTHON_COMPLETIONS_H_
 #define LOOM_PYTHON_COMPLETIONS_H_
 
+#include <pybind11/pybind11.h>
+
 #include <functional>
 #include <memory>
 #include <vector>
-
-#include <pybind11/pybind11.h>
 
 #include "loom/infer.h"
 

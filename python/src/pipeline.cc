@@ -1,18 +1,19 @@
 // _loom._Pipeline: pipelines for Python — run over a source (records stream back in frame order
 // while the pipeline runs, the GIL released while waiting), frames from the caller's own loop
 // (submit / next), and the pipeline benchmark.
+#include "loom/pipeline.h"
+
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
 #include <condition_variable>
 #include <deque>
 #include <map>
 #include <mutex>
 #include <thread>
 
-#include <pybind11/numpy.h>
-#include <pybind11/stl.h>
-
 #include "bench/pipeline_bench.h"
 #include "errors.h"
-#include "loom/pipeline.h"
 
 namespace loom::python {
 namespace {
@@ -20,8 +21,9 @@ namespace {
 py::tuple RecordTuple(const PipelineRecord& r) {
   py::dict timings;
   for (const auto& [node, t] : r.timings) {
-    timings[py::str(node)] = py::dict(py::arg("compute_ms") = t.compute_ms, py::arg("model_wait_ms") = t.model_wait_ms,
-                                      py::arg("core_wait_ms") = t.core_wait_ms);
+    timings[py::str(node)] =
+        py::dict(py::arg("compute_ms") = t.compute_ms, py::arg("model_wait_ms") = t.model_wait_ms,
+                 py::arg("core_wait_ms") = t.core_wait_ms);
   }
   return py::make_tuple(r.json, timings);
 }
@@ -93,8 +95,9 @@ class RecordStream {
 class PyPipeline {
  public:
   PyPipeline(const std::string& path, const std::string& input, const std::string& output_dir,
-             std::optional<int> in_flight, std::optional<int64_t> limit, int cores, const std::string& strategy,
-             bool sinks, const std::map<std::string, std::string>& model_paths,
+             std::optional<int> in_flight, std::optional<int64_t> limit, int cores,
+             const std::string& strategy, bool sinks,
+             const std::map<std::string, std::string>& model_paths,
              const std::map<std::string, std::string>& overrides)
       : path_(path) {
     options_.input = input;
@@ -112,7 +115,8 @@ class PyPipeline {
     } else if (strategy == "thread-per-model") {
       options_.strategy = PipelineStrategy::kThreadPerModel;
     } else {
-      Raise(absl::InvalidArgumentError("strategy must be 'loom', 'sequential' or 'thread-per-model', got '" + strategy + "'"));
+      Raise(absl::InvalidArgumentError(
+          "strategy must be 'loom', 'sequential' or 'thread-per-model', got '" + strategy + "'"));
     }
     absl::StatusOr<std::unique_ptr<Pipeline>> p;
     {
@@ -132,13 +136,15 @@ class PyPipeline {
     options.input = source;
     options.files = files;
     options.limit = limit;
-    return std::make_unique<RecordStream>(*pipeline_, options, static_cast<size_t>(2 * pipeline_->in_flight() + 2));
+    return std::make_unique<RecordStream>(*pipeline_, options,
+                                          static_cast<size_t>(2 * pipeline_->in_flight() + 2));
   }
 
   int64_t Submit(const py::array& frame, const std::string& name) {
     py::array_t<uint8_t, py::array::c_style | py::array::forcecast> pixels(frame);
     if (pixels.ndim() != 2 && pixels.ndim() != 3) {
-      Raise(absl::InvalidArgumentError("a frame is an HxW (gray) or HxWxC (BGR, BGRA) uint8 array"));
+      Raise(
+          absl::InvalidArgumentError("a frame is an HxW (gray) or HxWxC (BGR, BGRA) uint8 array"));
     }
     ImageView view;
     view.height = static_cast<int>(pixels.shape(0));
@@ -205,10 +211,12 @@ void RegisterPipeline(py::module_& m) {
       .def("close", &RecordStream::Close);
   py::class_<PyPipeline>(m, "_Pipeline")
       .def(py::init<const std::string&, const std::string&, const std::string&, std::optional<int>,
-                    std::optional<int64_t>, int, const std::string&, bool, const std::map<std::string, std::string>&,
+                    std::optional<int64_t>, int, const std::string&, bool,
+                    const std::map<std::string, std::string>&,
                     const std::map<std::string, std::string>&>(),
-           py::arg("path"), py::arg("input") = "", py::arg("output_dir") = "out", py::arg("in_flight") = py::none(),
-           py::arg("limit") = py::none(), py::arg("cores") = 0, py::arg("strategy") = "loom", py::arg("sinks") = false,
+           py::arg("path"), py::arg("input") = "", py::arg("output_dir") = "out",
+           py::arg("in_flight") = py::none(), py::arg("limit") = py::none(), py::arg("cores") = 0,
+           py::arg("strategy") = "loom", py::arg("sinks") = false,
            py::arg("model_paths") = std::map<std::string, std::string>{},
            py::arg("overrides") = std::map<std::string, std::string>{})
       .def("run", &PyPipeline::Run, py::arg("source") = "", py::arg("limit") = py::none(),
@@ -219,7 +227,8 @@ void RegisterPipeline(py::module_& m) {
       .def("finish", &PyPipeline::Finish)
       .def("plan_text", &PyPipeline::Plan)
       .def("in_flight", &PyPipeline::InFlight)
-      .def("bench", &PyPipeline::Bench, py::arg("reps") = 3, py::arg("input") = "", py::arg("limit") = py::none());
+      .def("bench", &PyPipeline::Bench, py::arg("reps") = 3, py::arg("input") = "",
+           py::arg("limit") = py::none());
 }
 
 }  // namespace loom::python

@@ -1,10 +1,11 @@
 // _loom._Session: one plain ONNX Runtime session with its defaults — what onnxruntime's Python
 // InferenceSession gives a script (the naive baseline, and the first step of a migration).
+#include "loom/session.h"
+
 #include <pybind11/stl.h>
 
 #include "absl/strings/str_cat.h"
 #include "errors.h"
-#include "loom/session.h"
 #include "tensors.h"
 
 namespace loom::python {
@@ -12,16 +13,26 @@ namespace {
 
 std::string OnnxTypeName(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return "tensor(float)";
-    case DType::kFloat16: return "tensor(float16)";
-    case DType::kFloat64: return "tensor(double)";
-    case DType::kInt8: return "tensor(int8)";
-    case DType::kUInt8: return "tensor(uint8)";
-    case DType::kInt16: return "tensor(int16)";
-    case DType::kInt32: return "tensor(int32)";
-    case DType::kInt64: return "tensor(int64)";
-    case DType::kBool: return "tensor(bool)";
-    case DType::kUnknown: break;
+    case DType::kFloat32:
+      return "tensor(float)";
+    case DType::kFloat16:
+      return "tensor(float16)";
+    case DType::kFloat64:
+      return "tensor(double)";
+    case DType::kInt8:
+      return "tensor(int8)";
+    case DType::kUInt8:
+      return "tensor(uint8)";
+    case DType::kInt16:
+      return "tensor(int16)";
+    case DType::kInt32:
+      return "tensor(int32)";
+    case DType::kInt64:
+      return "tensor(int64)";
+    case DType::kBool:
+      return "tensor(bool)";
+    case DType::kUnknown:
+      break;
   }
   return "tensor(unknown)";
 }
@@ -58,7 +69,8 @@ class PySession {
     Check(ValidateInputs(info, inputs));
     absl::StatusOr<NamedTensors> outputs;
     {
-      py::gil_scoped_release release;  // a session is not run by two threads at once: callers' job, as in onnxruntime
+      py::gil_scoped_release
+          release;  // a session is not run by two threads at once: callers' job, as in onnxruntime
       std::lock_guard<std::mutex> lock(mu_);
       outputs = session_->Run(inputs);
     }
@@ -71,7 +83,9 @@ class PySession {
     for (const py::handle& name : output_names) {
       const std::string n = py::str(name);
       const int i = info.FindOutput(n);
-      if (i < 0) Raise(absl::InvalidArgumentError(absl::StrCat("model '", info.name, "' has no output '", n, "'")));
+      if (i < 0)
+        Raise(absl::InvalidArgumentError(
+            absl::StrCat("model '", info.name, "' has no output '", n, "'")));
       result.append(ToNumpy(all[static_cast<size_t>(i)].tensor));
     }
     return result;
@@ -86,8 +100,8 @@ class PySession {
 
 void RegisterSession(py::module_& m) {
   py::class_<PySession>(m, "_Session")
-      .def(py::init<const std::string&, int, const std::string&>(), py::arg("path"), py::arg("threads") = 0,
-           py::arg("backend") = "ort")
+      .def(py::init<const std::string&, int, const std::string&>(), py::arg("path"),
+           py::arg("threads") = 0, py::arg("backend") = "ort")
       .def("inputs", &PySession::Inputs)
       .def("outputs", &PySession::Outputs)
       .def("run", &PySession::Run, py::arg("output_names"), py::arg("input_feed"));

@@ -22,16 +22,26 @@ py::list ShapeList(const std::vector<Dim>& shape) {
 
 py::dtype NumpyDType(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return py::dtype("float32");
-    case DType::kFloat16: return py::dtype("float16");
-    case DType::kFloat64: return py::dtype("float64");
-    case DType::kInt8: return py::dtype("int8");
-    case DType::kUInt8: return py::dtype("uint8");
-    case DType::kInt16: return py::dtype("int16");
-    case DType::kInt32: return py::dtype("int32");
-    case DType::kInt64: return py::dtype("int64");
-    case DType::kBool: return py::dtype("bool");
-    case DType::kUnknown: break;
+    case DType::kFloat32:
+      return py::dtype("float32");
+    case DType::kFloat16:
+      return py::dtype("float16");
+    case DType::kFloat64:
+      return py::dtype("float64");
+    case DType::kInt8:
+      return py::dtype("int8");
+    case DType::kUInt8:
+      return py::dtype("uint8");
+    case DType::kInt16:
+      return py::dtype("int16");
+    case DType::kInt32:
+      return py::dtype("int32");
+    case DType::kInt64:
+      return py::dtype("int64");
+    case DType::kBool:
+      return py::dtype("bool");
+    case DType::kUnknown:
+      break;
   }
   return py::dtype("float32");
 }
@@ -48,14 +58,14 @@ absl::StatusOr<DType> FromNumpy(const py::dtype& dtype) {
   if (kind == 'i' && size == 4) return DType::kInt32;
   if (kind == 'i' && size == 8) return DType::kInt64;
   if (kind == 'b') return DType::kBool;
-  return absl::InvalidArgumentError(absl::StrCat("NumPy dtype ", Text(dtype),
-                                                 " has no Loom equivalent"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("NumPy dtype ", Text(dtype), " has no Loom equivalent"));
 }
 
 namespace {
 
-absl::StatusOr<NamedTensor> ToInput(const ModelInfo& info, const std::string& name, const py::handle& value,
-                                    std::vector<py::object>& keep) {
+absl::StatusOr<NamedTensor> ToInput(const ModelInfo& info, const std::string& name,
+                                    const py::handle& value, std::vector<py::object>& keep) {
   const int index = info.FindInput(name);
   py::array array = py::array::ensure(value);
   if (!array) {
@@ -72,10 +82,10 @@ absl::StatusOr<NamedTensor> ToInput(const ModelInfo& info, const std::string& na
     if (!same) {
       py::module_ np = py::module_::import("numpy");
       if (!np.attr("can_cast")(array.dtype(), target, "same_kind").cast<bool>()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "model '", info.name, "' input '", name, "': expected ", DTypeName(want), " (numpy ",
-            Text(target), "), got numpy ", Text(array.dtype()),
-            ", which does not convert without changing its kind"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("model '", info.name, "' input '", name, "': expected ", DTypeName(want),
+                         " (numpy ", Text(target), "), got numpy ", Text(array.dtype()),
+                         ", which does not convert without changing its kind"));
       }
       array = np.attr("ascontiguousarray")(array, target);  // the one conversion
     }
@@ -85,8 +95,8 @@ absl::StatusOr<NamedTensor> ToInput(const ModelInfo& info, const std::string& na
   }
   auto dtype = FromNumpy(array.dtype());
   if (!dtype.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("model '", info.name, "' input '", name, "': ",
-                                                   dtype.status().message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model '", info.name, "' input '", name, "': ", dtype.status().message()));
   }
   Shape shape(array.shape(), array.shape() + array.ndim());
   LOOM_RETURN_IF_ERROR(CheckShape(*dtype, shape));
@@ -103,15 +113,16 @@ absl::StatusOr<NamedTensors> ToInputs(const ModelInfo& info, const py::handle& i
   NamedTensors out;
   if (py::isinstance<py::dict>(inputs)) {
     for (const auto& [key, value] : py::reinterpret_borrow<py::dict>(inputs)) {
-      if (!py::isinstance<py::str>(key)) return absl::InvalidArgumentError("input names must be strings");
+      if (!py::isinstance<py::str>(key))
+        return absl::InvalidArgumentError("input names must be strings");
       LOOM_ASSIGN_OR_RETURN(NamedTensor t, ToInput(info, key.cast<std::string>(), value, keep));
       out.push_back(std::move(t));
     }
     return out;
   }
   if (info.inputs.size() != 1) {
-    return absl::InvalidArgumentError(absl::StrCat("model '", info.name, "' has ", info.inputs.size(),
-                                                   " inputs: pass a dict {name: array}"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model '", info.name, "' has ", info.inputs.size(), " inputs: pass a dict {name: array}"));
   }
   LOOM_ASSIGN_OR_RETURN(NamedTensor t, ToInput(info, info.inputs[0].name, inputs, keep));
   out.push_back(std::move(t));

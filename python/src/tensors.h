@@ -10,11 +10,11 @@
 #ifndef LOOM_PYTHON_TENSORS_H_
 #define LOOM_PYTHON_TENSORS_H_
 
-#include <string>
-#include <vector>
-
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+
+#include <string>
+#include <vector>
 
 #include "loom/model_info.h"
 #include "loom/tensor.h"
@@ -25,7 +25,8 @@ namespace py = pybind11;
 
 py::dtype NumpyDType(DType dtype);
 
-// A tensor's shape for Python: an int per fixed dimension, the symbol (a str) or None per dynamic one.
+// A tensor's shape for Python: an int per fixed dimension, the symbol (a str) or None per dynamic
+// one.
 py::list ShapeList(const std::vector<Dim>& shape);
 absl::StatusOr<DType> FromNumpy(const py::dtype& dtype);
 

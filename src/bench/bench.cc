@@ -26,9 +26,10 @@ struct Entry {
 std::string Describe(const WorkloadSpec& spec, int64_t inferences) {
   std::vector<std::string> names;
   for (const BenchModel& m : spec.models) names.push_back(m.name);
-  const std::string source = spec.video.empty()
-      ? absl::StrCat(spec.items, " images (", spec.images.size(), " files, cycled)")
-      : absl::StrCat(spec.items, " frames of ", spec.video);
+  const std::string source =
+      spec.video.empty()
+          ? absl::StrCat(spec.items, " images (", spec.images.size(), " files, cycled)")
+          : absl::StrCat(spec.items, " frames of ", spec.video);
   if (spec.kind == WorkloadKind::kCopies) {
     return absl::StrCat("copies: ", spec.copies, " copies of ", names[0], " over ", source, " = ",
                         inferences, " inferences per run");
@@ -49,14 +50,16 @@ const StrategySummary* BenchReport::Find(const std::string& name) const {
 std::string BenchReport::Table() const {
   std::ostringstream out;
   out << Describe(spec, inferences_per_run) << "\n"
-      << absl::StrFormat("%d usable cores; %d repetitions interleaved across strategies; medians\n\n",
-                         usable_cores, repetitions);
+      << absl::StrFormat(
+             "%d usable cores; %d repetitions interleaved across strategies; medians\n\n",
+             usable_cores, repetitions);
   const StrategySummary* loom = Find("loom");
   out << absl::StrFormat("%-24s %9s %8s %8s %8s %8s %7s %9s\n", "strategy", "infer/s", "loom is",
                          "p50 ms", "p95 ms", "p99 ms", "CPU %", "peak MB");
   for (const StrategySummary& s : strategies) {
     const std::string ratio = loom && s.throughput > 0 && &s != loom
-        ? absl::StrFormat("%.2fx", loom->throughput / s.throughput) : "";
+                                  ? absl::StrFormat("%.2fx", loom->throughput / s.throughput)
+                                  : "";
     out << absl::StrFormat("%-24s %9.1f %8s %8.2f %8.2f %8.2f %7.0f %9.0f\n", s.name, s.throughput,
                            ratio, s.p50_ms, s.p95_ms, s.p99_ms, s.cpu_percent, s.peak_rss_mb);
   }
@@ -79,9 +82,14 @@ std::string BenchReport::Table() const {
 nlohmann::json BenchReport::ToJson() const {
   nlohmann::json rows = nlohmann::json::array();
   for (const StrategySummary& s : strategies) {
-    rows.push_back({{"strategy", s.name}, {"throughput", s.throughput}, {"throughputs", s.throughputs},
-                    {"p50_ms", s.p50_ms}, {"p95_ms", s.p95_ms}, {"p99_ms", s.p99_ms},
-                    {"cpu_percent", s.cpu_percent}, {"peak_rss_mb", s.peak_rss_mb}});
+    rows.push_back({{"strategy", s.name},
+                    {"throughput", s.throughput},
+                    {"throughputs", s.throughputs},
+                    {"p50_ms", s.p50_ms},
+                    {"p95_ms", s.p95_ms},
+                    {"p99_ms", s.p99_ms},
+                    {"cpu_percent", s.cpu_percent},
+                    {"peak_rss_mb", s.peak_rss_mb}});
   }
   return {{"workload", spec.ToJson()},
           {"usable_cores", usable_cores},
@@ -109,8 +117,14 @@ std::string BenchReport::Csv() const {
 }
 
 const std::vector<std::string>& StrategyNames() {
-  static const std::vector<std::string> names = {"serial", "threads", "threads-all-cores", "processes", "batch",
-                                                 "shared-pool-serial", "shared-pool-threads", "loom"};
+  static const std::vector<std::string> names = {"serial",
+                                                 "threads",
+                                                 "threads-all-cores",
+                                                 "processes",
+                                                 "batch",
+                                                 "shared-pool-serial",
+                                                 "shared-pool-threads",
+                                                 "loom"};
   return names;
 }
 
@@ -332,8 +346,9 @@ absl::StatusOr<BenchReport> RunBench(const WorkloadSpec& spec, const BenchOption
 }
 
 HtmlPage BenchReport::Html() const {
-  HtmlPage page = NewPage(absl::StrCat("loom bench ", spec.kind == WorkloadKind::kCopies ? "copies" : "fanout"),
-                          verdict, Table(), plan);
+  HtmlPage page =
+      NewPage(absl::StrCat("loom bench ", spec.kind == WorkloadKind::kCopies ? "copies" : "fanout"),
+              verdict, Table(), plan);
   const std::string workload = Describe(spec, inferences_per_run);
   std::vector<std::string> labels;
   std::vector<double> medians;
@@ -343,7 +358,8 @@ HtmlPage BenchReport::Html() const {
     labels.push_back(s.name);
     medians.push_back(s.throughput);
     reps.push_back(s.throughputs);
-    if (s.name.find("(+start-up)") == std::string::npos) latencies.push_back({s.name, s.latencies_ms});
+    if (s.name.find("(+start-up)") == std::string::npos)
+      latencies.push_back({s.name, s.latencies_ms});
   }
   page.charts.push_back(BarChart(
       "Throughput per strategy",
@@ -355,11 +371,12 @@ HtmlPage BenchReport::Html() const {
           workload, repetitions, usable_cores, ideal_throughput, busy_ideal_throughput),
       "inferences/s", labels, medians, reps, ideal_throughput,
       absl::StrFormat("ideal (%.1f/s)", ideal_throughput)));
-  page.charts.push_back(CdfChart(
-      "Latency distribution per strategy",
-      "Every inference of every repetition, from its submission to its answer (a strategy that queues requests "
-      "counts the wait). Further left is faster; a long tail to the right is jitter.",
-      "latency per inference, ms (log scale)", latencies, /*log_x=*/true));
+  page.charts.push_back(
+      CdfChart("Latency distribution per strategy",
+               "Every inference of every repetition, from its submission to its answer (a strategy "
+               "that queues requests "
+               "counts the wait). Further left is faster; a long tail to the right is jitter.",
+               "latency per inference, ms (log scale)", latencies, /*log_x=*/true));
   std::vector<std::pair<std::string, Timeline>> concurrency;
   for (const char* name : {"loom", "threads", "threads-all-cores", "serial", "batch"}) {
     auto t = timelines.find(name);
@@ -367,23 +384,32 @@ HtmlPage BenchReport::Html() const {
     const bool loom = t->first == "loom";
     page.charts.push_back(GanttChart(
         absl::StrCat("Timeline: ", t->first),
-        loom ? absl::StrFormat("Loom's last repetition: a lane per engine worker (the cores it owns in its name), "
-                               "a bar per run (a batch of rows counts once), %d usable cores.", usable_cores)
-             : t->first == "serial" || t->first == "batch"
-             ? absl::StrFormat("The last repetition of '%s': one thread, a bar per Session::Run; ONNX Runtime's "
-                               "intra-op threads do the parallel work inside each bar.", t->first)
-             : absl::StrFormat("The last repetition of '%s': a lane per thread it starts, a bar per inference "
-                               "(Session::Run). Lanes that overlap in time beyond %d cores share those cores: each "
-                               "bar then stretches.", t->first, usable_cores),
+        loom ? absl::StrFormat("Loom's last repetition: a lane per engine worker (the cores it "
+                               "owns in its name), "
+                               "a bar per run (a batch of rows counts once), %d usable cores.",
+                               usable_cores)
+        : t->first == "serial" || t->first == "batch"
+            ? absl::StrFormat(
+                  "The last repetition of '%s': one thread, a bar per Session::Run; ONNX Runtime's "
+                  "intra-op threads do the parallel work inside each bar.",
+                  t->first)
+            : absl::StrFormat(
+                  "The last repetition of '%s': a lane per thread it starts, a bar per inference "
+                  "(Session::Run). Lanes that overlap in time beyond %d cores share those cores: "
+                  "each "
+                  "bar then stretches.",
+                  t->first, usable_cores),
         t->second));
     if (t->first != "serial" && t->first != "batch") concurrency.push_back({t->first, t->second});
   }
   if (!concurrency.empty()) {
     page.charts.push_back(ConcurrencyChart(
         "Inferences running at once",
-        absl::StrFormat("From the timelines above. Above the dashed line (%d usable cores) threads are "
-                        "oversubscribed: the OS time-slices them, and each session's own intra-op threads "
-                        "come on top of this count.", usable_cores),
+        absl::StrFormat(
+            "From the timelines above. Above the dashed line (%d usable cores) threads are "
+            "oversubscribed: the OS time-slices them, and each session's own intra-op threads "
+            "come on top of this count.",
+            usable_cores),
         concurrency, usable_cores));
   }
   return page;
@@ -399,21 +425,28 @@ std::string OverheadReport::Table() const {
 }
 
 nlohmann::json OverheadReport::ToJson() const {
-  return {{"runs", runs}, {"bare_p50_us", bare_p50_us}, {"bare_p99_us", bare_p99_us},
-          {"engine_p50_us", engine_p50_us}, {"engine_p99_us", engine_p99_us},
+  return {{"runs", runs},
+          {"bare_p50_us", bare_p50_us},
+          {"bare_p99_us", bare_p99_us},
+          {"engine_p50_us", engine_p50_us},
+          {"engine_p99_us", engine_p99_us},
           {"overhead_p50_us", overhead_p50_us()}};
 }
 
 HtmlPage OverheadReport::Html() const {
-  HtmlPage page = NewPage("loom bench overhead",
-                          absl::StrFormat("Infer() p50 - bare Run p50 = %.1f us (p99: %.1f us vs %.1f us)",
-                                          overhead_p50_us(), engine_p99_us, bare_p99_us),
-                          Table(), "");
+  HtmlPage page =
+      NewPage("loom bench overhead",
+              absl::StrFormat("Infer() p50 - bare Run p50 = %.1f us (p99: %.1f us vs %.1f us)",
+                              overhead_p50_us(), engine_p99_us, bare_p99_us),
+              Table(), "");
   page.charts.push_back(CdfChart(
       "Call latency: Engine::Infer() against a bare Session::Run",
-      absl::StrFormat("One Add over 1,000 floats, %d calls of each, interleaved in blocks of 100 on one pinned "
-                      "core. The horizontal gap between the curves is the engine's cost per call.", runs),
-      "latency per call, us (log scale)", {{"Session::Run (bare)", bare_us}, {"Engine::Infer()", engine_us}},
+      absl::StrFormat(
+          "One Add over 1,000 floats, %d calls of each, interleaved in blocks of 100 on one pinned "
+          "core. The horizontal gap between the curves is the engine's cost per call.",
+          runs),
+      "latency per call, us (log scale)",
+      {{"Session::Run (bare)", bare_us}, {"Engine::Infer()", engine_us}},
       /*log_x=*/true));
   return page;
 }
@@ -426,8 +459,8 @@ absl::StatusOr<OverheadReport> RunOverhead(int runs, const std::string& scratch_
   bare_options.intra_op_threads = 1;
   bare_options.allow_spinning = false;
   LOOM_ASSIGN_OR_RETURN(auto bare, CreateSession(path, bare_options));
-  LOOM_ASSIGN_OR_RETURN(auto engine, Engine::Create({{.name = "add", .path = path}},
-                                                    EngineOptions{.cores = 1}));
+  LOOM_ASSIGN_OR_RETURN(auto engine,
+                        Engine::Create({{.name = "add", .path = path}}, EngineOptions{.cores = 1}));
   Tensor x = Tensor::Allocate(DType::kFloat32, {1, 1000});
   const NamedTensors inputs = {{"x", x}};
   std::vector<double> bare_us, engine_us;

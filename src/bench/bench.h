@@ -6,10 +6,9 @@
 
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "bench/strategies.h"
 #include "bench/workload.h"
@@ -18,9 +17,9 @@ namespace loom::bench {
 
 struct BenchOptions {
   int repetitions = 5;
-  int warmup = 1;      // untimed rounds of every strategy first
-  int cores = 0;       // 0: all usable
-  bool sweep = false;  // add every static workers × threads × spinning layout
+  int warmup = 1;                 // untimed rounds of every strategy first
+  int cores = 0;                  // 0: all usable
+  bool sweep = false;             // add every static workers × threads × spinning layout
   std::vector<std::string> only;  // strategy names to run (empty: all that apply); loom always runs
   std::string self_exe;           // this binary, for the child-process strategies
   std::string scratch_dir;        // for the workload spec the children read
@@ -35,12 +34,12 @@ const std::vector<std::string>& StrategyNames();
 
 struct StrategySummary {
   std::string name;
-  std::vector<double> throughputs;  // inferences/s, one per repetition
-  double throughput = 0;            // median
+  std::vector<double> throughputs;            // inferences/s, one per repetition
+  double throughput = 0;                      // median
   double p50_ms = 0, p95_ms = 0, p99_ms = 0;  // medians over repetitions
-  double cpu_percent = 0;           // of the usable cores, median
-  double peak_rss_mb = 0;           // max over repetitions
-  std::vector<double> latencies_ms;  // every repetition's, for distributions
+  double cpu_percent = 0;                     // of the usable cores, median
+  double peak_rss_mb = 0;                     // max over repetitions
+  std::vector<double> latencies_ms;           // every repetition's, for distributions
 };
 
 struct BenchReport {
@@ -49,8 +48,8 @@ struct BenchReport {
   int repetitions = 0;
   int64_t inferences_per_run = 0;
   std::vector<StrategySummary> strategies;
-  std::string plan;                 // Loom's plan (last repetition)
-  std::string trace_json;           // BenchOptions::trace: Loom's last repetition, Chrome trace-event JSON
+  std::string plan;        // Loom's plan (last repetition)
+  std::string trace_json;  // BenchOptions::trace: Loom's last repetition, Chrome trace-event JSON
   // The ideal (ideal.h): usable cores × the single-thread inferences/s of the average inference,
   // its cost measured alone on one core ("idle": the others idle) and with every core running its
   // own single-thread session at once ("busy": what the cores give when all compute); medians of

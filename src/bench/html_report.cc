@@ -27,11 +27,20 @@ std::string EscapeHtml(const std::string& text) {
   out.reserve(text.size());
   for (char c : text) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -46,10 +55,17 @@ std::string ScriptJson(const nlohmann::json& j) {
   out.reserve(text.size());
   for (char c : text) {
     switch (c) {
-      case '<': out += "\\u003c"; break;
-      case '>': out += "\\u003e"; break;
-      case '&': out += "\\u0026"; break;
-      default: out += c;
+      case '<':
+        out += "\\u003c";
+        break;
+      case '>':
+        out += "\\u003e";
+        break;
+      case '&':
+        out += "\\u0026";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -193,8 +209,11 @@ std::vector<std::pair<double, double>> Quantiles(std::vector<double> samples) {
   const size_t n = samples.size();
   constexpr int kPoints = 200;
   for (int q = 0; q <= kPoints; ++q) {
-    const size_t index = std::min(n - 1, static_cast<size_t>(static_cast<double>(q) / kPoints * static_cast<double>(n - 1) + 0.5));
-    points.push_back({samples[index], 100.0 * static_cast<double>(index + 1) / static_cast<double>(n)});
+    const size_t index = std::min(
+        n - 1,
+        static_cast<size_t>(static_cast<double>(q) / kPoints * static_cast<double>(n - 1) + 0.5));
+    points.push_back(
+        {samples[index], 100.0 * static_cast<double>(index + 1) / static_cast<double>(n)});
   }
   return points;
 }
@@ -228,21 +247,25 @@ HtmlPage NewPage(std::string title, std::string verdict, std::string table, std:
 std::string RenderHtml(const HtmlPage& page) {
   nlohmann::json report = {{"charts", page.charts}};
   std::ostringstream out;
-  out << "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>" << EscapeHtml(page.title)
-      << "</title>\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<style>" << kStyle
-      << "</style>\n</head><body>\n<h1>" << EscapeHtml(page.title) << "</h1>\n"
+  out << "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>"
+      << EscapeHtml(page.title)
+      << "</title>\n<meta name=\"viewport\" content=\"width=device-width, "
+         "initial-scale=1\">\n<style>"
+      << kStyle << "</style>\n</head><body>\n<h1>" << EscapeHtml(page.title) << "</h1>\n"
       << "<p class=\"meta\">Made by <code>" << EscapeHtml(page.command) << "</code></p>\n"
       << "<h2>Machine</h2>\n<pre>" << EscapeHtml(DescribeMachine()) << "</pre>\n";
   if (!page.verdict.empty()) out << "<p class=\"verdict\">" << EscapeHtml(page.verdict) << "</p>\n";
   out << "<div id=\"charts\"></div>\n";
   if (!page.table.empty()) out << "<h2>Table</h2>\n<pre>" << EscapeHtml(page.table) << "</pre>\n";
-  if (!page.plan.empty() && page.table.find(page.plan) == std::string::npos) out << "<h2>Loom's plan</h2>\n<pre>" << EscapeHtml(page.plan) << "</pre>\n";
+  if (!page.plan.empty() && page.table.find(page.plan) == std::string::npos)
+    out << "<h2>Loom's plan</h2>\n<pre>" << EscapeHtml(page.plan) << "</pre>\n";
   out << "<div id=\"render-status\" data-charts=\"" << page.charts.size()
-      << "\" data-rendered=\"0\" data-nonempty=\"0\" data-errors=\"\">charts not drawn (is JavaScript off?)</div>\n"
+      << "\" data-rendered=\"0\" data-nonempty=\"0\" data-errors=\"\">charts not drawn (is "
+         "JavaScript off?)</div>\n"
       << "<script>\n";
   for (size_t i = 0; i < kChartJsPartCount; ++i) out << kChartJsParts[i];
-  out << "\n</script>\n<script>\nvar REPORT = " << ScriptJson(report) << ";\n</script>\n<script>" << kRenderer
-      << "</script>\n</body></html>\n";
+  out << "\n</script>\n<script>\nvar REPORT = " << ScriptJson(report) << ";\n</script>\n<script>"
+      << kRenderer << "</script>\n</body></html>\n";
   return out.str();
 }
 
@@ -262,8 +285,9 @@ std::string DescribeMachine() {
   double mem_gib = 0;
   if (!mem_kb.empty()) mem_gib = std::atof(mem_kb.c_str()) / (1024.0 * 1024.0);
   return absl::StrFormat("CPU: %s\nusable cores: %d (%s); memory %.1f GiB\n%s %s %s\nloom %s (%s)",
-                         ReadFirstLine("/proc/cpuinfo", "model name"), cpus.size(), FormatCpuList(cpus), mem_gib,
-                         u.sysname, u.release, u.machine, LOOM_VERSION_STRING, BackendVersions());
+                         ReadFirstLine("/proc/cpuinfo", "model name"), cpus.size(),
+                         FormatCpuList(cpus), mem_gib, u.sysname, u.release, u.machine,
+                         LOOM_VERSION_STRING, BackendVersions());
 }
 
 std::string CommandLine() {
@@ -275,56 +299,67 @@ std::string CommandLine() {
   }
   if (!args.empty()) {
     const size_t slash = args[0].rfind('/');
-    if (slash != std::string::npos && args[0].find("loom") != std::string::npos) args[0] = args[0].substr(slash + 1);
+    if (slash != std::string::npos && args[0].find("loom") != std::string::npos)
+      args[0] = args[0].substr(slash + 1);
   }
   return absl::StrJoin(args, " ");
 }
 
-nlohmann::json BarChart(const std::string& title, const std::string& caption, const std::string& y_title,
-                        const std::vector<std::string>& labels, const std::vector<double>& medians,
+nlohmann::json BarChart(const std::string& title, const std::string& caption,
+                        const std::string& y_title, const std::vector<std::string>& labels,
+                        const std::vector<double>& medians,
                         const std::vector<std::vector<double>>& repetitions, double ideal,
                         const std::string& ideal_label) {
-  return {{"kind", "bars"}, {"title", title}, {"caption", caption}, {"y_title", y_title}, {"labels", labels},
-          {"values", medians}, {"value_label", "median"}, {"repetitions", repetitions}, {"ideal", ideal},
-          {"ideal_label", ideal_label}};
+  return {{"kind", "bars"},          {"title", title},
+          {"caption", caption},      {"y_title", y_title},
+          {"labels", labels},        {"values", medians},
+          {"value_label", "median"}, {"repetitions", repetitions},
+          {"ideal", ideal},          {"ideal_label", ideal_label}};
 }
 
-nlohmann::json StackedBarChart(const std::string& title, const std::string& caption, const std::string& y_title,
-                               const std::vector<std::string>& labels,
-                               const std::vector<std::pair<std::string, std::vector<double>>>& parts) {
+nlohmann::json StackedBarChart(
+    const std::string& title, const std::string& caption, const std::string& y_title,
+    const std::vector<std::string>& labels,
+    const std::vector<std::pair<std::string, std::vector<double>>>& parts) {
   nlohmann::json p = nlohmann::json::array();
   for (const auto& [name, values] : parts) p.push_back({{"name", name}, {"values", values}});
-  return {{"kind", "stacked"}, {"title", title}, {"caption", caption}, {"y_title", y_title}, {"labels", labels},
-          {"parts", p}};
+  return {{"kind", "stacked"},  {"title", title},   {"caption", caption},
+          {"y_title", y_title}, {"labels", labels}, {"parts", p}};
 }
 
-nlohmann::json CdfChart(const std::string& title, const std::string& caption, const std::string& x_title,
-                        const std::vector<std::pair<std::string, std::vector<double>>>& samples, bool log_x) {
+nlohmann::json CdfChart(const std::string& title, const std::string& caption,
+                        const std::string& x_title,
+                        const std::vector<std::pair<std::string, std::vector<double>>>& samples,
+                        bool log_x) {
   nlohmann::json series = nlohmann::json::array();
   for (const auto& [name, values] : samples) {
     if (values.empty()) continue;
     series.push_back({{"name", name}, {"points", Points(Quantiles(values))}});
   }
-  return {{"kind", "cdf"}, {"title", title}, {"caption", caption}, {"x_title", x_title}, {"series", series},
-          {"log_x", log_x}};
+  return {{"kind", "cdf"},      {"title", title},   {"caption", caption},
+          {"x_title", x_title}, {"series", series}, {"log_x", log_x}};
 }
 
-nlohmann::json LineChart(const std::string& title, const std::string& caption, const std::string& x_title,
-                         const std::string& y_title,
-                         const std::vector<std::pair<std::string, std::vector<std::pair<double, double>>>>& series,
-                         bool stepped, bool log_x, bool log_y) {
+nlohmann::json LineChart(
+    const std::string& title, const std::string& caption, const std::string& x_title,
+    const std::string& y_title,
+    const std::vector<std::pair<std::string, std::vector<std::pair<double, double>>>>& series,
+    bool stepped, bool log_x, bool log_y) {
   nlohmann::json s = nlohmann::json::array();
   for (const auto& [name, points] : series) {
     const bool dashed = name.rfind("--", 0) == 0;
-    s.push_back({{"name", dashed ? name.substr(2) : name}, {"dashed", dashed}, {"points", Points(points)}});
+    s.push_back(
+        {{"name", dashed ? name.substr(2) : name}, {"dashed", dashed}, {"points", Points(points)}});
   }
-  return {{"kind", "lines"}, {"title", title}, {"caption", caption}, {"x_title", x_title}, {"y_title", y_title},
-          {"series", s}, {"stepped", stepped}, {"log_x", log_x}, {"log_y", log_y}};
+  return {{"kind", "lines"},    {"title", title},     {"caption", caption},
+          {"x_title", x_title}, {"y_title", y_title}, {"series", s},
+          {"stepped", stepped}, {"log_x", log_x},     {"log_y", log_y}};
 }
 
 Timeline TimelineFromTrace(const std::string& trace_json) {
   Timeline timeline;
-  const nlohmann::json trace = nlohmann::json::parse(trace_json, nullptr, /*allow_exceptions=*/false);
+  const nlohmann::json trace =
+      nlohmann::json::parse(trace_json, nullptr, /*allow_exceptions=*/false);
   if (trace.is_discarded() || !trace.is_object() || !trace.contains("traceEvents") ||
       !trace["traceEvents"].is_array()) {
     return timeline;
@@ -340,10 +375,13 @@ Timeline TimelineFromTrace(const std::string& trace_json) {
     if (!e.is_object()) continue;
     const std::string ph = StringField(e, "ph");
     const std::pair<int64_t, int64_t> thread = {IntField(e, "pid"), IntField(e, "tid")};
-    if (ph == "M" && StringField(e, "name") == "thread_name" && e.contains("args") && e["args"].is_object()) {
+    if (ph == "M" && StringField(e, "name") == "thread_name" && e.contains("args") &&
+        e["args"].is_object()) {
       thread_names[thread] = StringField(e["args"], "name");
-    } else if (ph == "X" && e.contains("ts") && e["ts"].is_number() && e.contains("dur") && e["dur"].is_number()) {
-      raw.push_back({thread, StringField(e, "name"), e["ts"].get<double>(), e["dur"].get<double>()});
+    } else if (ph == "X" && e.contains("ts") && e["ts"].is_number() && e.contains("dur") &&
+               e["dur"].is_number()) {
+      raw.push_back(
+          {thread, StringField(e, "name"), e["ts"].get<double>(), e["dur"].get<double>()});
     }
   }
   if (raw.empty()) return timeline;
@@ -351,7 +389,8 @@ Timeline TimelineFromTrace(const std::string& trace_json) {
   double origin = raw.front().ts;
   for (const Raw& r : raw) origin = std::min(origin, r.ts);
   for (const nlohmann::json& e : trace["traceEvents"]) {
-    if (e.is_object() && e.contains("ts") && e["ts"].is_number()) origin = std::min(origin, e["ts"].get<double>());
+    if (e.is_object() && e.contains("ts") && e["ts"].is_number())
+      origin = std::min(origin, e["ts"].get<double>());
   }
   std::map<std::pair<int64_t, int64_t>, int> lane_of;
   for (const Raw& r : raw) lane_of.emplace(r.thread, 0);  // sorted by (pid, tid)
@@ -359,20 +398,25 @@ Timeline TimelineFromTrace(const std::string& trace_json) {
     lane = static_cast<int>(timeline.lanes.size());
     auto named = thread_names.find(thread);
     timeline.lanes.push_back(named != thread_names.end() && !named->second.empty()
-                                 ? named->second : absl::StrCat("thread ", thread.second));
+                                 ? named->second
+                                 : absl::StrCat("thread ", thread.second));
   }
   for (const Raw& r : raw) {
-    timeline.spans.push_back({lane_of[r.thread], r.name, (r.ts - origin) / 1000.0, (r.ts + r.dur - origin) / 1000.0});
+    timeline.spans.push_back(
+        {lane_of[r.thread], r.name, (r.ts - origin) / 1000.0, (r.ts + r.dur - origin) / 1000.0});
   }
   std::sort(timeline.spans.begin(), timeline.spans.end(),
             [](const Span& a, const Span& b) { return a.start_ms < b.start_ms; });
   return timeline;
 }
 
-Timeline TimelineFromSpans(std::vector<std::string> lanes, const std::vector<TimedSpan>& spans, TimePoint origin) {
+Timeline TimelineFromSpans(std::vector<std::string> lanes, const std::vector<TimedSpan>& spans,
+                           TimePoint origin) {
   Timeline timeline;
   timeline.lanes = std::move(lanes);
-  auto ms = [&](TimePoint t) { return std::chrono::duration<double, std::milli>(t - origin).count(); };
+  auto ms = [&](TimePoint t) {
+    return std::chrono::duration<double, std::milli>(t - origin).count();
+  };
   for (const TimedSpan& s : spans) {
     if (s.lane < 0 || s.lane >= static_cast<int>(timeline.lanes.size())) continue;
     timeline.spans.push_back({s.lane, s.name, ms(s.start), ms(s.end)});
@@ -382,8 +426,8 @@ Timeline TimelineFromSpans(std::vector<std::string> lanes, const std::vector<Tim
   return timeline;
 }
 
-nlohmann::json GanttChart(const std::string& title, const std::string& caption, const Timeline& timeline,
-                          size_t max_spans) {
+nlohmann::json GanttChart(const std::string& title, const std::string& caption,
+                          const Timeline& timeline, size_t max_spans) {
   nlohmann::json spans = nlohmann::json::array();
   const size_t shown = std::min(max_spans, timeline.spans.size());
   for (size_t i = 0; i < shown; ++i) {
@@ -392,15 +436,20 @@ nlohmann::json GanttChart(const std::string& title, const std::string& caption, 
   }
   std::string full_caption = caption;
   if (shown > 0 && shown < timeline.spans.size()) {
-    absl::StrAppend(&full_caption, absl::StrFormat(" The first %d of %d spans are shown (up to %.0f ms).", shown,
-                                                   timeline.spans.size(), timeline.spans[shown - 1].start_ms));
+    absl::StrAppend(&full_caption,
+                    absl::StrFormat(" The first %d of %d spans are shown (up to %.0f ms).", shown,
+                                    timeline.spans.size(), timeline.spans[shown - 1].start_ms));
   }
-  return {{"kind", "gantt"}, {"title", title}, {"caption", full_caption}, {"lanes", timeline.lanes},
+  return {{"kind", "gantt"},
+          {"title", title},
+          {"caption", full_caption},
+          {"lanes", timeline.lanes},
           {"spans", spans}};
 }
 
 nlohmann::json ConcurrencyChart(const std::string& title, const std::string& caption,
-                                const std::vector<std::pair<std::string, Timeline>>& timelines, int cores) {
+                                const std::vector<std::pair<std::string, Timeline>>& timelines,
+                                int cores) {
   std::vector<std::pair<std::string, std::vector<std::pair<double, double>>>> series;
   double end = 0;
   for (const auto& [name, timeline] : timelines) {
@@ -425,7 +474,8 @@ nlohmann::json ConcurrencyChart(const std::string& title, const std::string& cap
     series.push_back({name, std::move(points)});
   }
   series.push_back({absl::StrCat("--cores (", cores, ")"), {{0.0, cores}, {end, cores}}});
-  return LineChart(title, caption, "ms since the run started", "spans running at once", series, /*stepped=*/true);
+  return LineChart(title, caption, "ms since the run started", "spans running at once", series,
+                   /*stepped=*/true);
 }
 
 }  // namespace loom::bench

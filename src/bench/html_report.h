@@ -9,14 +9,12 @@
 #ifndef LOOM_BENCH_HTML_REPORT_H_
 #define LOOM_BENCH_HTML_REPORT_H_
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "absl/status/status.h"
-
 #include "core/clock.h"
 
 namespace loom::bench {
@@ -25,8 +23,8 @@ struct HtmlPage {
   std::string title;
   std::string command;  // how it was produced, as typed
   std::string verdict;
-  std::string table;    // preformatted
-  std::string plan;     // preformatted
+  std::string table;  // preformatted
+  std::string plan;   // preformatted
   std::vector<nlohmann::json> charts;
 };
 
@@ -44,27 +42,32 @@ std::string DescribeMachine();
 std::string CommandLine();
 
 // Bars, one per label: the median, each repetition as a dot, and optionally the ideal as a line.
-nlohmann::json BarChart(const std::string& title, const std::string& caption, const std::string& y_title,
-                        const std::vector<std::string>& labels, const std::vector<double>& medians,
+nlohmann::json BarChart(const std::string& title, const std::string& caption,
+                        const std::string& y_title, const std::vector<std::string>& labels,
+                        const std::vector<double>& medians,
                         const std::vector<std::vector<double>>& repetitions, double ideal = 0,
                         const std::string& ideal_label = "");
 
 // Stacked bars: one bar per label, one segment per part ({part name, value per label}).
-nlohmann::json StackedBarChart(const std::string& title, const std::string& caption, const std::string& y_title,
-                               const std::vector<std::string>& labels,
-                               const std::vector<std::pair<std::string, std::vector<double>>>& parts);
+nlohmann::json StackedBarChart(
+    const std::string& title, const std::string& caption, const std::string& y_title,
+    const std::vector<std::string>& labels,
+    const std::vector<std::pair<std::string, std::vector<double>>>& parts);
 
 // The empirical distribution of each named sample set (x: the value; y: percent of samples at or
 // below it), from 200 quantiles. `log_x`: a logarithmic value axis.
-nlohmann::json CdfChart(const std::string& title, const std::string& caption, const std::string& x_title,
-                        const std::vector<std::pair<std::string, std::vector<double>>>& samples, bool log_x);
+nlohmann::json CdfChart(const std::string& title, const std::string& caption,
+                        const std::string& x_title,
+                        const std::vector<std::pair<std::string, std::vector<double>>>& samples,
+                        bool log_x);
 
 // Lines over a numeric x: {series name, [(x, y)...]}; `stepped` for counts over time; a series
 // whose name starts with "--" is drawn dashed (the name without the dashes).
-nlohmann::json LineChart(const std::string& title, const std::string& caption, const std::string& x_title,
-                         const std::string& y_title,
-                         const std::vector<std::pair<std::string, std::vector<std::pair<double, double>>>>& series,
-                         bool stepped = false, bool log_x = false, bool log_y = false);
+nlohmann::json LineChart(
+    const std::string& title, const std::string& caption, const std::string& x_title,
+    const std::string& y_title,
+    const std::vector<std::pair<std::string, std::vector<std::pair<double, double>>>>& series,
+    bool stepped = false, bool log_x = false, bool log_y = false);
 
 // A timeline: one lane per thread, a bar per span, coloured by what ran.
 struct Span {
@@ -85,15 +88,17 @@ struct TimedSpan {
   std::string name;
   TimePoint start, end;
 };
-Timeline TimelineFromSpans(std::vector<std::string> lanes, const std::vector<TimedSpan>& spans, TimePoint origin);
+Timeline TimelineFromSpans(std::vector<std::string> lanes, const std::vector<TimedSpan>& spans,
+                           TimePoint origin);
 
 // A Gantt strip of `timeline` (at most `max_spans` spans: a leading window is shown, and the
 // caption says so).
-nlohmann::json GanttChart(const std::string& title, const std::string& caption, const Timeline& timeline,
-                          size_t max_spans = 6000);
+nlohmann::json GanttChart(const std::string& title, const std::string& caption,
+                          const Timeline& timeline, size_t max_spans = 6000);
 // Spans running at once over time, per timeline, with the machine's cores as a dashed line.
 nlohmann::json ConcurrencyChart(const std::string& title, const std::string& caption,
-                                const std::vector<std::pair<std::string, Timeline>>& timelines, int cores);
+                                const std::vector<std::pair<std::string, Timeline>>& timelines,
+                                int cores);
 
 }  // namespace loom::bench
 

@@ -4,9 +4,9 @@
 #include <latch>
 #include <thread>
 
-#include "core/guard.h"
 #include "absl/strings/str_cat.h"
 #include "core/cpu_set.h"
+#include "core/guard.h"
 #include "core/stats.h"
 
 namespace loom::bench {

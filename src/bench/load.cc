@@ -46,10 +46,11 @@ void Send(Engine& engine, const Workload& w, int64_t k, const std::function<void
   join->left = static_cast<int>(w.spec.models.size());
   join->done = done;
   for (size_t m = 0; m < w.spec.models.size(); ++m) {
-    engine.Submit(w.spec.models[m].name, w.inputs[m][item], {}, [join](absl::StatusOr<InferResult> r) {
-      if (!r.ok()) join->ok = false;
-      if (join->left.fetch_sub(1) == 1) join->done(join->ok);
-    });
+    engine.Submit(w.spec.models[m].name, w.inputs[m][item], {},
+                  [join](absl::StatusOr<InferResult> r) {
+                    if (!r.ok()) join->ok = false;
+                    if (join->left.fetch_sub(1) == 1) join->done(join->ok);
+                  });
   }
 }
 
@@ -57,7 +58,8 @@ void Send(Engine& engine, const Workload& w, int64_t k, const std::function<void
 // thread, as Engine::Infer does).
 bool SendAndWait(Engine& engine, const Workload& w, int64_t k) {
   if (w.spec.kind == WorkloadKind::kCopies) {
-    return engine.Infer(w.spec.models[0].name, w.inputs[0][static_cast<size_t>(k % w.items())]).ok();
+    return engine.Infer(w.spec.models[0].name, w.inputs[0][static_cast<size_t>(k % w.items())])
+        .ok();
   }
   std::mutex mu;
   std::condition_variable cv;
@@ -80,7 +82,8 @@ Window ClosedLoop(Engine& engine, const Workload& w, int clients, double seconds
   std::mutex mu;
   std::atomic<int64_t> next{0};
   const auto start = Clock::now();
-  const auto end = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  const auto end =
+      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
   std::vector<std::thread> threads;
   for (int c = 0; c < clients; ++c) {
     threads.emplace_back([&] {
@@ -91,9 +94,12 @@ Window ClosedLoop(Engine& engine, const Workload& w, int clients, double seconds
         const auto t0 = Clock::now();
         bool ok;
         if (model_for) {  // shift: one model per request, chosen by the time
-          const int m = model_for(static_cast<int64_t>(std::chrono::duration<double>(t0 - start).count() * 1e6));
-          ok = engine.Infer(w.spec.models[static_cast<size_t>(m)].name,
-                            w.inputs[static_cast<size_t>(m)][static_cast<size_t>(k % w.items())]).ok();
+          const int m = model_for(
+              static_cast<int64_t>(std::chrono::duration<double>(t0 - start).count() * 1e6));
+          ok = engine
+                   .Infer(w.spec.models[static_cast<size_t>(m)].name,
+                          w.inputs[static_cast<size_t>(m)][static_cast<size_t>(k % w.items())])
+                   .ok();
         } else {
           ok = SendAndWait(engine, w, k);
         }
@@ -125,7 +131,8 @@ Window OpenLoop(Engine& engine, const Workload& w, double rate, double seconds, 
   for (int64_t k = 0;; ++k) {
     t += gap(rng);
     if (t >= seconds) break;
-    const auto due = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(t));
+    const auto due =
+        start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(t));
     std::this_thread::sleep_until(due);
     {
       std::lock_guard<std::mutex> lock(mu);
@@ -160,7 +167,9 @@ absl::StatusOr<std::unique_ptr<Engine>> MakeEngine(const Workload& w, PlanHint h
 }
 
 PlanHint HintOf(const std::string& plan) {
-  return plan == "latency" ? PlanHint::kLatency : plan == "throughput" ? PlanHint::kThroughput : PlanHint::kAdaptive;
+  return plan == "latency"      ? PlanHint::kLatency
+         : plan == "throughput" ? PlanHint::kThroughput
+                                : PlanHint::kAdaptive;
 }
 
 void SummarizeWindows(PlanOutcome& o, std::vector<Window>& windows) {
@@ -178,7 +187,9 @@ void SummarizeWindows(PlanOutcome& o, std::vector<Window>& windows) {
   if (!windows.empty()) o.latencies_ms = std::move(windows.back().latencies_ms);
 }
 
-std::string Unit(const WorkloadSpec& spec) { return spec.kind == WorkloadKind::kCopies ? "infer/s" : "frames/s"; }
+std::string Unit(const WorkloadSpec& spec) {
+  return spec.kind == WorkloadKind::kCopies ? "infer/s" : "frames/s";
+}
 
 }  // namespace
 
@@ -324,9 +335,13 @@ std::string LoadReport::Table() const {
   std::ostringstream out;
   std::vector<std::string> names;
   for (const BenchModel& m : spec.models) names.push_back(m.name);
-  out << absl::StrFormat("load: %s (%s), %d usable cores; %d repetitions of %.1f s interleaved across plans; medians\n",
-                         absl::StrJoin(names, " + "), spec.kind == WorkloadKind::kCopies ? "one inference per request" : "one frame to every model per request",
-                         usable_cores, reps, seconds);
+  out << absl::StrFormat(
+      "load: %s (%s), %d usable cores; %d repetitions of %.1f s interleaved across plans; "
+      "medians\n",
+      absl::StrJoin(names, " + "),
+      spec.kind == WorkloadKind::kCopies ? "one inference per request"
+                                         : "one frame to every model per request",
+      usable_cores, reps, seconds);
   out << absl::StrFormat("capacity (throughput plan, best closed-loop level): %.1f %s\n", capacity,
                          Unit(spec));
   if (ideal > 0 && busy_ideal > 0) {
@@ -338,11 +353,13 @@ std::string LoadReport::Table() const {
   }
   out << "\n";
   out << absl::StrFormat("%-7s %-10s", "loop", "level");
-  for (const std::string& p : LoadPlans()) out << absl::StrFormat(" | %-27s", p + " " + Unit(spec) + " p50 p99");
+  for (const std::string& p : LoadPlans())
+    out << absl::StrFormat(" | %-27s", p + " " + Unit(spec) + " p50 p99");
   out << "\n";
   for (const LoadLevel& l : levels) {
-    const std::string level = l.loop == "closed" ? absl::StrFormat("%g clients", l.level)
-                                                 : absl::StrFormat("%.0f%% %.0f/s", 100 * l.level, l.offered);
+    const std::string level = l.loop == "closed"
+                                  ? absl::StrFormat("%g clients", l.level)
+                                  : absl::StrFormat("%.0f%% %.0f/s", 100 * l.level, l.offered);
     out << absl::StrFormat("%-7s %-10s", l.loop, level);
     for (const std::string& p : LoadPlans()) {
       const PlanOutcome& o = l.plans.at(p);
@@ -359,8 +376,9 @@ nlohmann::json LoadReport::ToJson() const {
   for (const LoadLevel& l : levels) {
     nlohmann::json plans = nlohmann::json::object();
     for (const auto& [name, o] : l.plans) {
-      plans[name] = {{"throughput", o.throughput}, {"throughputs", o.throughputs}, {"p50_ms", o.p50_ms},
-                     {"p99_ms", o.p99_ms}, {"failed", o.failed}, {"latencies_ms", o.latencies_ms}};
+      plans[name] = {{"throughput", o.throughput}, {"throughputs", o.throughputs},
+                     {"p50_ms", o.p50_ms},         {"p99_ms", o.p99_ms},
+                     {"failed", o.failed},         {"latencies_ms", o.latencies_ms}};
     }
     ls.push_back({{"loop", l.loop}, {"level", l.level}, {"offered", l.offered}, {"plans", plans}});
   }
@@ -398,32 +416,39 @@ HtmlPage LoadReport::Html() const {
     open_p99.push_back({plan, open});
   }
   const std::string unit = Unit(spec);
-  const std::string per = absl::StrFormat("%d repetitions of %.1f s per level and plan, interleaved; medians.", reps, seconds);
+  const std::string per = absl::StrFormat(
+      "%d repetitions of %.1f s per level and plan, interleaved; medians.", reps, seconds);
   if (!closed_rate.front().second.empty()) {
-    page.charts.push_back(LineChart("Closed loop: throughput against clients",
-                                    absl::StrCat("Each client sends its next request when the last is answered. ", per),
-                                    "concurrent clients", unit, closed_rate));
+    page.charts.push_back(LineChart(
+        "Closed loop: throughput against clients",
+        absl::StrCat("Each client sends its next request when the last is answered. ", per),
+        "concurrent clients", unit, closed_rate));
     page.charts.push_back(LineChart("Closed loop: median latency against clients",
-                                    absl::StrCat("From submission to answer. ", per), "concurrent clients",
-                                    "p50 latency, ms", closed_p50));
+                                    absl::StrCat("From submission to answer. ", per),
+                                    "concurrent clients", "p50 latency, ms", closed_p50));
     page.charts.push_back(LineChart("Closed loop: p99 latency against clients",
-                                    absl::StrCat("From submission to answer. ", per), "concurrent clients",
-                                    "p99 latency, ms", closed_p99));
+                                    absl::StrCat("From submission to answer. ", per),
+                                    "concurrent clients", "p99 latency, ms", closed_p99));
   }
   if (!open_p99.front().second.empty()) {
     page.charts.push_back(LineChart(
         "Open loop: p99 latency against offered load",
-        absl::StrFormat("Poisson arrivals at fractions of the capacity (%.1f %s); latency counted from each "
-                        "request's scheduled arrival, so a queue that builds up shows. %s", capacity, unit, per),
-        absl::StrCat("offered load, ", unit), "p99 latency, ms", open_p99, false, false, /*log_y=*/true));
+        absl::StrFormat(
+            "Poisson arrivals at fractions of the capacity (%.1f %s); latency counted from each "
+            "request's scheduled arrival, so a queue that builds up shows. %s",
+            capacity, unit, per),
+        absl::StrCat("offered load, ", unit), "p99 latency, ms", open_p99, false, false,
+        /*log_y=*/true));
   }
   for (const LoadLevel* l : {lightest, heaviest}) {
     if (!l || (l == heaviest && heaviest == lightest)) continue;
     std::vector<std::pair<std::string, std::vector<double>>> samples;
-    for (const std::string& plan : LoadPlans()) samples.push_back({plan, l->plans.at(plan).latencies_ms});
-    page.charts.push_back(CdfChart(absl::StrFormat("Latency distribution with %g closed-loop clients", l->level),
-                                   "Every request of the last repetition, from submission to answer.",
-                                   "latency per request, ms (log scale)", samples, /*log_x=*/true));
+    for (const std::string& plan : LoadPlans())
+      samples.push_back({plan, l->plans.at(plan).latencies_ms});
+    page.charts.push_back(
+        CdfChart(absl::StrFormat("Latency distribution with %g closed-loop clients", l->level),
+                 "Every request of the last repetition, from submission to answer.",
+                 "latency per request, ms (log scale)", samples, /*log_x=*/true));
   }
   return page;
 }
@@ -444,7 +469,8 @@ absl::StatusOr<ShiftReport> RunShift(const WorkloadSpec& spec, const ShiftOption
   };
   std::vector<Contender> contenders;
   LOOM_ASSIGN_OR_RETURN(auto first, MakeEngine(w, PlanHint::kThroughput, options.cores, {1, 1e-3}));
-  LOOM_ASSIGN_OR_RETURN(auto second, MakeEngine(w, PlanHint::kThroughput, options.cores, {1e-3, 1}));
+  LOOM_ASSIGN_OR_RETURN(auto second,
+                        MakeEngine(w, PlanHint::kThroughput, options.cores, {1e-3, 1}));
   LOOM_ASSIGN_OR_RETURN(auto adaptive, MakeEngine(w, PlanHint::kAdaptive, options.cores));
   contenders.push_back({"static (first mix)", std::move(first)});
   contenders.push_back({"static (second mix)", std::move(second)});
@@ -457,15 +483,20 @@ absl::StatusOr<ShiftReport> RunShift(const WorkloadSpec& spec, const ShiftOption
   for (int rep = 0; rep < options.reps; ++rep) {
     for (Contender& c : contenders) {
       std::vector<double> stamps;
-      ClosedLoop(*c.engine, w, options.clients, total, [&](int64_t us) { return us < change_us ? 0 : 1; }, &stamps);
+      ClosedLoop(
+          *c.engine, w, options.clients, total, [&](int64_t us) { return us < change_us ? 0 : 1; },
+          &stamps);
       std::vector<double> rps(buckets, 0);
       int64_t late = 0;
       for (double s : stamps) {
-        if (s < total) rps[std::min(buckets - 1, static_cast<size_t>(s / options.bucket_s))] += 1 / options.bucket_s;
+        if (s < total)
+          rps[std::min(buckets - 1, static_cast<size_t>(s / options.bucket_s))] +=
+              1 / options.bucket_s;
         if (s >= options.seconds_per_phase + 1 && s < total) ++late;
       }
       per_rep[c.name].push_back(rps);
-      after[c.name].push_back(static_cast<double>(late) / std::max(options.seconds_per_phase - 1, 1e-9));
+      after[c.name].push_back(static_cast<double>(late) /
+                              std::max(options.seconds_per_phase - 1, 1e-9));
     }
   }
   for (auto& [name, reps] : per_rep) {
@@ -481,16 +512,19 @@ absl::StatusOr<ShiftReport> RunShift(const WorkloadSpec& spec, const ShiftOption
   report.adaptive_plan = contenders.back().engine->DescribePlan();
   const double a = report.after_change["adaptive"];
   report.verdict = absl::StrFormat(
-      "verdict: from 1 s after the change on, adaptive %.1f/s = %.2fx the static plan made for the new mix, "
+      "verdict: from 1 s after the change on, adaptive %.1f/s = %.2fx the static plan made for the "
+      "new mix, "
       "%.2fx the static plan made for the old one",
-      a, a / report.after_change["static (second mix)"], a / report.after_change["static (first mix)"]);
+      a, a / report.after_change["static (second mix)"],
+      a / report.after_change["static (first mix)"]);
   return report;
 }
 
 std::string ShiftReport::Table() const {
   std::ostringstream out;
-  out << absl::StrFormat("shift: all traffic on %s for %.1f s, then all on %s for %.1f s; %d repetitions; medians\n\n",
-                         spec.models[0].name, seconds_per_phase, spec.models[1].name, seconds_per_phase, reps);
+  out << absl::StrFormat(
+      "shift: all traffic on %s for %.1f s, then all on %s for %.1f s; %d repetitions; medians\n\n",
+      spec.models[0].name, seconds_per_phase, spec.models[1].name, seconds_per_phase, reps);
   out << absl::StrFormat("%-8s", "t (s)");
   for (const auto& [name, s] : series) out << absl::StrFormat(" %20s", name);
   out << "   (requests/s)\n";
@@ -505,9 +539,15 @@ std::string ShiftReport::Table() const {
 }
 
 nlohmann::json ShiftReport::ToJson() const {
-  return {{"workload", spec.ToJson()}, {"usable_cores", usable_cores}, {"repetitions", reps},
-          {"seconds_per_phase", seconds_per_phase}, {"bucket_s", bucket_s}, {"series", series},
-          {"after_change", after_change}, {"adaptive_plan", adaptive_plan}, {"verdict", verdict}};
+  return {{"workload", spec.ToJson()},
+          {"usable_cores", usable_cores},
+          {"repetitions", reps},
+          {"seconds_per_phase", seconds_per_phase},
+          {"bucket_s", bucket_s},
+          {"series", series},
+          {"after_change", after_change},
+          {"adaptive_plan", adaptive_plan},
+          {"verdict", verdict}};
 }
 
 HtmlPage ShiftReport::Html() const {
@@ -515,13 +555,16 @@ HtmlPage ShiftReport::Html() const {
   std::vector<std::pair<std::string, std::vector<std::pair<double, double>>>> lines;
   for (const auto& [name, rps] : series) {
     std::vector<std::pair<double, double>> points;
-    for (size_t b = 0; b < rps.size(); ++b) points.push_back({(static_cast<double>(b) + 0.5) * bucket_s, rps[b]});
+    for (size_t b = 0; b < rps.size(); ++b)
+      points.push_back({(static_cast<double>(b) + 0.5) * bucket_s, rps[b]});
     lines.push_back({name, points});
   }
   page.charts.push_back(LineChart(
       "Completions over time as traffic moves",
-      absl::StrFormat("All traffic on %s for %.1f s, then all on %s. Requests/s per %.2f s bucket, the median of %d "
-                      "repetitions.", spec.models[0].name, seconds_per_phase, spec.models[1].name, bucket_s, reps),
+      absl::StrFormat("All traffic on %s for %.1f s, then all on %s. Requests/s per %.2f s bucket, "
+                      "the median of %d "
+                      "repetitions.",
+                      spec.models[0].name, seconds_per_phase, spec.models[1].name, bucket_s, reps),
       "s since the start", "requests/s", lines));
   return page;
 }

@@ -15,10 +15,9 @@
 #define LOOM_BENCH_LOAD_H_
 
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "bench/html_report.h"
 #include "bench/workload.h"
@@ -39,17 +38,17 @@ struct LoadOptions {
 };
 
 struct PlanOutcome {
-  std::vector<double> throughputs;  // requests/s, per repetition
-  double throughput = 0;            // median
-  double p50_ms = 0, p99_ms = 0;    // medians over repetitions
-  int64_t failed = 0;               // answered with an error (all repetitions)
+  std::vector<double> throughputs;   // requests/s, per repetition
+  double throughput = 0;             // median
+  double p50_ms = 0, p99_ms = 0;     // medians over repetitions
+  int64_t failed = 0;                // answered with an error (all repetitions)
   std::vector<double> latencies_ms;  // the last repetition's, for distributions
 };
 
 struct LoadLevel {
-  std::string loop;     // "closed" or "open"
-  double level = 0;     // clients, or the fraction of capacity
-  double offered = 0;   // open loop: requests/s offered
+  std::string loop;    // "closed" or "open"
+  double level = 0;    // clients, or the fraction of capacity
+  double offered = 0;  // open loop: requests/s offered
   std::map<std::string, PlanOutcome> plans;
 };
 

@@ -6,10 +6,9 @@
 
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "bench/html_report.h"
 #include "loom/pipeline.h"
@@ -17,9 +16,10 @@
 namespace loom::bench {
 
 struct PipelineBenchOptions {
-  PipelineOptions pipeline;  // input, limit, in_flight, cores, model_paths, overrides (sinks are off)
-  int reps = 3;              // after one untimed round of every strategy
-  bool trace = false;        // record Loom's last repetition (PipelineBenchReport::trace_json)
+  PipelineOptions
+      pipeline;        // input, limit, in_flight, cores, model_paths, overrides (sinks are off)
+  int reps = 3;        // after one untimed round of every strategy
+  bool trace = false;  // record Loom's last repetition (PipelineBenchReport::trace_json)
   // For a source of image files: the `loom` binary whose `pipeline bench-child` runs the process
   // strategy (empty: no process strategy), and a folder for its file lists.
   std::string self_exe;
@@ -38,9 +38,10 @@ struct PipelineBenchReport {
   int64_t frames = 0;  // per run
   int reps = 0;
   int usable_cores = 0;
-  // sequential, thread-per-model, [threads, processes, processes (with start-up): image files], loom
+  // sequential, thread-per-model, [threads, processes, processes (with start-up): image files],
+  // loom
   std::vector<PipelineStrategyResult> strategies;
-  std::map<std::string, NodeTiming> loom_nodes;     // Loom's per-node split, last run
+  std::map<std::string, NodeTiming> loom_nodes;  // Loom's per-node split, last run
   double host_share = 0;  // Loom's own threads' CPU / the cores' time (median)
   // The chain's ideal: its models' single-thread cost per frame (every run of one pass over the
   // frames on a one-core engine, one frame at a time, summed from the engine's trace; a pass in
@@ -64,7 +65,8 @@ struct PipelineBenchReport {
   // Loom's fraction of each ideal, per round (that round's Loom run over that round's ideal pass,
   // measured a few seconds apart, so that a machine drifting between rounds drifts out of the
   // ratio) and its median: the figure the verdict quotes.
-  std::vector<double> of_ideal_runs, of_busy_ideal_runs, of_full_ideal_runs, of_busy_full_ideal_runs;
+  std::vector<double> of_ideal_runs, of_busy_ideal_runs, of_full_ideal_runs,
+      of_busy_full_ideal_runs;
   double of_ideal = 0, of_busy_ideal = 0, of_full_ideal = 0, of_busy_full_ideal = 0;
   std::string plan;
   std::string verdict;
@@ -77,7 +79,8 @@ struct PipelineBenchReport {
   HtmlPage Html() const;
 };
 
-absl::StatusOr<PipelineBenchReport> RunPipelineBench(const std::string& file, const PipelineBenchOptions& options);
+absl::StatusOr<PipelineBenchReport> RunPipelineBench(const std::string& file,
+                                                     const PipelineBenchOptions& options);
 
 }  // namespace loom::bench
 

@@ -4,9 +4,8 @@
 
 #include <fstream>
 #include <iostream>
-#include <thread>
-
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "bench/child_process.h"
@@ -20,14 +19,15 @@ std::vector<std::vector<std::string>> Shares(const std::vector<std::string>& fil
   size_t next = 0;
   for (size_t p = 0; p < k; ++p) {
     const size_t count = n / k + (p < n % k ? 1 : 0);
-    out[p].assign(files.begin() + static_cast<ptrdiff_t>(next), files.begin() + static_cast<ptrdiff_t>(next + count));
+    out[p].assign(files.begin() + static_cast<ptrdiff_t>(next),
+                  files.begin() + static_cast<ptrdiff_t>(next + count));
     next += count;
   }
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<ThreadsStrategy>> ThreadsStrategy::Load(const std::string& file,
-                                                                       const PipelineOptions& options, int threads) {
+absl::StatusOr<std::unique_ptr<ThreadsStrategy>> ThreadsStrategy::Load(
+    const std::string& file, const PipelineOptions& options, int threads) {
   auto s = std::unique_ptr<ThreadsStrategy>(new ThreadsStrategy());
   for (int t = 0; t < threads; ++t) {
     PipelineOptions o = options;
@@ -63,8 +63,9 @@ absl::StatusOr<double> ThreadsStrategy::Run(const std::vector<std::string>& file
 }
 
 absl::StatusOr<ProcessesRun> RunProcesses(const std::string& self_exe, const std::string& file,
-                                          const std::vector<std::string>& args, const std::vector<std::string>& files,
-                                          int count, const std::string& scratch_dir) {
+                                          const std::vector<std::string>& args,
+                                          const std::vector<std::string>& files, int count,
+                                          const std::string& scratch_dir) {
   const auto shares = Shares(files, count);
   std::vector<std::string> lists;
   for (size_t p = 0; p < shares.size(); ++p) {
@@ -82,7 +83,8 @@ absl::StatusOr<ProcessesRun> RunProcesses(const std::string& self_exe, const std
   const auto spawned = Clock::now();
   for (size_t p = 0; p < shares.size(); ++p) {
     if (shares[p].empty()) continue;
-    std::vector<std::string> argv = {self_exe, "pipeline", "bench-child", file, "--files", lists[p]};
+    std::vector<std::string> argv = {self_exe, "pipeline", "bench-child",
+                                     file,     "--files",  lists[p]};
     argv.insert(argv.end(), args.begin(), args.end());
     auto child = Spawn(argv);
     if (!child.ok()) return abandon(child.status());
@@ -90,7 +92,8 @@ absl::StatusOr<ProcessesRun> RunProcesses(const std::string& self_exe, const std
   }
   for (Child& c : children) {
     const std::string line = ReadLine(c.from);
-    if (line != "ready") return abandon(absl::InternalError(absl::StrCat("a pipeline process: ", line)));
+    if (line != "ready")
+      return abandon(absl::InternalError(absl::StrCat("a pipeline process: ", line)));
   }
   const auto go = Clock::now();
   for (Child& c : children) WriteLine(c.to, "go");
@@ -107,12 +110,14 @@ absl::StatusOr<ProcessesRun> RunProcesses(const std::string& self_exe, const std
   run.wall_with_startup_s = MillisecondsSince(spawned) / 1000.0;
   for (const std::string& a : answers) {
     const nlohmann::json j = nlohmann::json::parse(a, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || !j.contains("frames")) return absl::InternalError(absl::StrCat("a pipeline process: ", a));
+    if (j.is_discarded() || !j.contains("frames"))
+      return absl::InternalError(absl::StrCat("a pipeline process: ", a));
   }
   return run;
 }
 
-int PipelineChildMain(const std::string& file, const PipelineOptions& options, const std::string& files_list) {
+int PipelineChildMain(const std::string& file, const PipelineOptions& options,
+                      const std::string& files_list) {
   auto fail = [](const absl::Status& s) {
     std::cout << "error: " << s.message() << std::endl;
     return 1;
@@ -122,7 +127,8 @@ int PipelineChildMain(const std::string& file, const PipelineOptions& options, c
   for (std::string line; std::getline(in, line);) {
     if (!line.empty()) files.push_back(line);
   }
-  if (files.empty()) return fail(absl::InvalidArgumentError(absl::StrCat("no file listed in '", files_list, "'")));
+  if (files.empty())
+    return fail(absl::InvalidArgumentError(absl::StrCat("no file listed in '", files_list, "'")));
   PipelineOptions o = options;
   o.strategy = PipelineStrategy::kSequential;
   o.sinks = false;
@@ -135,7 +141,9 @@ int PipelineChildMain(const std::string& file, const PipelineOptions& options, c
   const auto start = Clock::now();
   auto summary = (*p)->Run(RunOptions{.files = files});
   if (!summary.ok()) return fail(summary.status());
-  std::cout << nlohmann::json{{"frames", summary->frames}, {"seconds", MillisecondsSince(start) / 1000.0}}.dump()
+  std::cout << nlohmann::json{{"frames", summary->frames},
+                              {"seconds", MillisecondsSince(start) / 1000.0}}
+                   .dump()
             << std::endl;
   return 0;
 }

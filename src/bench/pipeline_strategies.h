@@ -23,7 +23,8 @@ std::vector<std::vector<std::string>> Shares(const std::vector<std::string>& fil
 // N sequential pipelines (plain sessions), loaded once, run concurrently over their shares.
 class ThreadsStrategy {
  public:
-  static absl::StatusOr<std::unique_ptr<ThreadsStrategy>> Load(const std::string& file, const PipelineOptions& options,
+  static absl::StatusOr<std::unique_ptr<ThreadsStrategy>> Load(const std::string& file,
+                                                               const PipelineOptions& options,
                                                                int threads);
   // Runs every share once; returns the wall time in seconds (the last thread's end).
   absl::StatusOr<double> Run(const std::vector<std::string>& files);
@@ -39,12 +40,14 @@ struct ProcessesRun {
 // Starts `count` processes of `self_exe` (`loom pipeline bench-child`), each over its share.
 // `args` are the child's pipeline options as command-line flags (--model, --set).
 absl::StatusOr<ProcessesRun> RunProcesses(const std::string& self_exe, const std::string& file,
-                                          const std::vector<std::string>& args, const std::vector<std::string>& files,
-                                          int count, const std::string& scratch_dir);
+                                          const std::vector<std::string>& args,
+                                          const std::vector<std::string>& files, int count,
+                                          const std::string& scratch_dir);
 
 // The child's side (`loom pipeline bench-child FILE --files LIST`): loads the sequential pipeline,
 // says "ready", waits for "go", runs the files, answers {"frames", "seconds"} as JSON, exits.
-int PipelineChildMain(const std::string& file, const PipelineOptions& options, const std::string& files_list);
+int PipelineChildMain(const std::string& file, const PipelineOptions& options,
+                      const std::string& files_list);
 
 }  // namespace loom::bench
 

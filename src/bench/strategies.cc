@@ -1,7 +1,5 @@
 #include "bench/strategies.h"
 
-#include "bench/child_process.h"
-
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -15,6 +13,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "bench/child_process.h"
 #include "core/stats.h"
 #include "core/tensor_rows.h"
 
@@ -78,7 +77,9 @@ absl::Status RunTimed(Session& session, const NamedTensors& inputs, std::vector<
   return status;
 }
 
-const std::string& ModelName(const Workload& w, int model) { return w.spec.models[static_cast<size_t>(model)].name; }
+const std::string& ModelName(const Workload& w, int model) {
+  return w.spec.models[static_cast<size_t>(model)].name;
+}
 
 // Serial: one session per model, item by item, stream by stream.
 absl::StatusOr<StrategyRun> Serial(const Workload& w, bool global_pool) {
@@ -87,16 +88,18 @@ absl::StatusOr<StrategyRun> Serial(const Workload& w, bool global_pool) {
     LOOM_ASSIGN_OR_RETURN(auto s, DefaultSession(w, static_cast<int>(m), global_pool));
     sessions.push_back(std::move(s));
   }
-  auto run = MeasureInProcess([&](std::vector<double>& latencies, std::vector<TimedSpan>& spans) -> absl::Status {
-    for (int k = 0; k < w.items(); ++k) {
-      for (const Stream& s : w.streams) {
-        LOOM_RETURN_IF_ERROR(RunTimed(*sessions[static_cast<size_t>(s.model)],
-                                      w.inputs[static_cast<size_t>(s.model)][static_cast<size_t>(k)],
-                                      latencies, spans, 0, ModelName(w, s.model)));
-      }
-    }
-    return absl::OkStatus();
-  });
+  auto run = MeasureInProcess(
+      [&](std::vector<double>& latencies, std::vector<TimedSpan>& spans) -> absl::Status {
+        for (int k = 0; k < w.items(); ++k) {
+          for (const Stream& s : w.streams) {
+            LOOM_RETURN_IF_ERROR(
+                RunTimed(*sessions[static_cast<size_t>(s.model)],
+                         w.inputs[static_cast<size_t>(s.model)][static_cast<size_t>(k)], latencies,
+                         spans, 0, ModelName(w, s.model)));
+          }
+        }
+        return absl::OkStatus();
+      });
   if (run.ok()) run->lanes = {"the caller's thread"};
   return run;
 }
@@ -108,36 +111,37 @@ absl::StatusOr<StrategyRun> Threads(const Workload& w, bool global_pool, int thr
     LOOM_ASSIGN_OR_RETURN(auto session, DefaultSession(w, s.model, global_pool, threads_each));
     sessions.push_back(std::move(session));
   }
-  auto run = MeasureInProcess([&](std::vector<double>& latencies, std::vector<TimedSpan>& spans) -> absl::Status {
-    std::vector<std::vector<double>> per_stream(w.streams.size());
-    std::vector<std::vector<TimedSpan>> spans_per_stream(w.streams.size());
-    std::vector<absl::Status> status(w.streams.size());
-    std::vector<std::thread> threads;
-    for (size_t i = 0; i < w.streams.size(); ++i) {
-      per_stream[i].reserve(static_cast<size_t>(w.items()));
-      spans_per_stream[i].reserve(static_cast<size_t>(w.items()));
-      threads.emplace_back([&, i] {
-        // Nothing may leave a thread: an allocation that fails becomes this stream's error.
-        try {
-          const int model = w.streams[i].model;
-          const auto& inputs = w.inputs[static_cast<size_t>(model)];
-          for (int k = 0; k < w.items() && status[i].ok(); ++k) {
-            status[i] = RunTimed(*sessions[i], inputs[static_cast<size_t>(k)], per_stream[i], spans_per_stream[i],
-                                 static_cast<int>(i), ModelName(w, model));
-          }
-        } catch (const std::exception& e) {
-          status[i] = absl::ResourceExhaustedError(absl::StrCat("thread ", i, ": ", e.what()));
+  auto run = MeasureInProcess(
+      [&](std::vector<double>& latencies, std::vector<TimedSpan>& spans) -> absl::Status {
+        std::vector<std::vector<double>> per_stream(w.streams.size());
+        std::vector<std::vector<TimedSpan>> spans_per_stream(w.streams.size());
+        std::vector<absl::Status> status(w.streams.size());
+        std::vector<std::thread> threads;
+        for (size_t i = 0; i < w.streams.size(); ++i) {
+          per_stream[i].reserve(static_cast<size_t>(w.items()));
+          spans_per_stream[i].reserve(static_cast<size_t>(w.items()));
+          threads.emplace_back([&, i] {
+            // Nothing may leave a thread: an allocation that fails becomes this stream's error.
+            try {
+              const int model = w.streams[i].model;
+              const auto& inputs = w.inputs[static_cast<size_t>(model)];
+              for (int k = 0; k < w.items() && status[i].ok(); ++k) {
+                status[i] = RunTimed(*sessions[i], inputs[static_cast<size_t>(k)], per_stream[i],
+                                     spans_per_stream[i], static_cast<int>(i), ModelName(w, model));
+              }
+            } catch (const std::exception& e) {
+              status[i] = absl::ResourceExhaustedError(absl::StrCat("thread ", i, ": ", e.what()));
+            }
+          });
         }
+        for (auto& t : threads) t.join();
+        for (size_t i = 0; i < w.streams.size(); ++i) {
+          LOOM_RETURN_IF_ERROR(status[i]);
+          latencies.insert(latencies.end(), per_stream[i].begin(), per_stream[i].end());
+          spans.insert(spans.end(), spans_per_stream[i].begin(), spans_per_stream[i].end());
+        }
+        return absl::OkStatus();
       });
-    }
-    for (auto& t : threads) t.join();
-    for (size_t i = 0; i < w.streams.size(); ++i) {
-      LOOM_RETURN_IF_ERROR(status[i]);
-      latencies.insert(latencies.end(), per_stream[i].begin(), per_stream[i].end());
-      spans.insert(spans.end(), spans_per_stream[i].begin(), spans_per_stream[i].end());
-    }
-    return absl::OkStatus();
-  });
   if (run.ok()) {
     for (size_t i = 0; i < w.streams.size(); ++i) {
       run->lanes.push_back(absl::StrCat("thread ", i, " (", ModelName(w, w.streams[i].model), ")"));
@@ -171,16 +175,18 @@ absl::StatusOr<StrategyRun> RunBatch(const Workload& w) {
     batches.push_back(std::move(batch));
   }
   LOOM_RETURN_IF_ERROR(session->Run(batches[0]).status());  // warm-up at the batch's shape
-  auto run = MeasureInProcess([&](std::vector<double>& latencies, std::vector<TimedSpan>& spans) -> absl::Status {
-    for (const NamedTensors& batch : batches) {
-      const auto start = Clock::now();
-      LOOM_RETURN_IF_ERROR(session->Run(batch).status());
-      const auto end = Clock::now();
-      latencies.insert(latencies.end(), w.streams.size(), std::chrono::duration<double, std::milli>(end - start).count());
-      spans.push_back({0, absl::StrCat(ModelName(w, 0), " x", w.streams.size()), start, end});
-    }
-    return absl::OkStatus();
-  });
+  auto run = MeasureInProcess(
+      [&](std::vector<double>& latencies, std::vector<TimedSpan>& spans) -> absl::Status {
+        for (const NamedTensors& batch : batches) {
+          const auto start = Clock::now();
+          LOOM_RETURN_IF_ERROR(session->Run(batch).status());
+          const auto end = Clock::now();
+          latencies.insert(latencies.end(), w.streams.size(),
+                           std::chrono::duration<double, std::milli>(end - start).count());
+          spans.push_back({0, absl::StrCat(ModelName(w, 0), " x", w.streams.size()), start, end});
+        }
+        return absl::OkStatus();
+      });
   if (run.ok()) run->lanes = {"the caller's thread"};
   return run;
 }
@@ -202,39 +208,41 @@ absl::StatusOr<StrategyRun> RunLoom(const Workload& w, const EngineOptions& opti
   LOOM_ASSIGN_OR_RETURN(auto engine, Engine::Create(configs, engine_options));
   // Enough requests in flight to keep every worker busy and to form full batches.
   int max_batch = 1;
-  for (const BatchChoice& b : engine->plan().batching) max_batch = std::max(max_batch, b.max_batch_size);
+  for (const BatchChoice& b : engine->plan().batching)
+    max_batch = std::max(max_batch, b.max_batch_size);
   const int window = static_cast<int>(engine->plan().workers.size()) * 2 * max_batch;
   if (trace) engine->StartTrace();
-  absl::StatusOr<StrategyRun> run = MeasureInProcess([&](std::vector<double>& latencies, std::vector<TimedSpan>&) -> absl::Status {
-    std::mutex mu;
-    std::condition_variable cv;
-    int in_flight = 0;
-    absl::Status failure;
-    latencies.reserve(static_cast<size_t>(w.total_inferences()));
-    for (int k = 0; k < w.items(); ++k) {
-      for (const Stream& s : w.streams) {
-        {
-          std::unique_lock<std::mutex> lock(mu);
-          cv.wait(lock, [&] { return in_flight < window; });
-          ++in_flight;
+  absl::StatusOr<StrategyRun> run = MeasureInProcess(
+      [&](std::vector<double>& latencies, std::vector<TimedSpan>&) -> absl::Status {
+        std::mutex mu;
+        std::condition_variable cv;
+        int in_flight = 0;
+        absl::Status failure;
+        latencies.reserve(static_cast<size_t>(w.total_inferences()));
+        for (int k = 0; k < w.items(); ++k) {
+          for (const Stream& s : w.streams) {
+            {
+              std::unique_lock<std::mutex> lock(mu);
+              cv.wait(lock, [&] { return in_flight < window; });
+              ++in_flight;
+            }
+            const auto start = Clock::now();
+            engine->Submit(w.spec.models[static_cast<size_t>(s.model)].name,
+                           w.inputs[static_cast<size_t>(s.model)][static_cast<size_t>(k)], {},
+                           [&, start](absl::StatusOr<InferResult> r) {
+                             const double ms = MillisecondsSince(start);
+                             std::lock_guard<std::mutex> lock(mu);
+                             latencies.push_back(ms);
+                             if (!r.ok() && failure.ok()) failure = r.status();
+                             --in_flight;
+                             cv.notify_all();
+                           });
+          }
         }
-        const auto start = Clock::now();
-        engine->Submit(w.spec.models[static_cast<size_t>(s.model)].name,
-                       w.inputs[static_cast<size_t>(s.model)][static_cast<size_t>(k)], {},
-                       [&, start](absl::StatusOr<InferResult> r) {
-                         const double ms = MillisecondsSince(start);
-                         std::lock_guard<std::mutex> lock(mu);
-                         latencies.push_back(ms);
-                         if (!r.ok() && failure.ok()) failure = r.status();
-                         --in_flight;
-                         cv.notify_all();
-                       });
-      }
-    }
-    std::unique_lock<std::mutex> lock(mu);
-    cv.wait(lock, [&] { return in_flight == 0; });
-    return failure;
-  });
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return in_flight == 0; });
+        return failure;
+      });
   if (run.ok()) {
     run->plan = engine->DescribePlan();
     run->costs = engine->plan().costs;
@@ -245,23 +253,27 @@ absl::StatusOr<StrategyRun> RunLoom(const Workload& w, const EngineOptions& opti
 
 const char* ChildModeName(ChildMode mode) {
   switch (mode) {
-    case ChildMode::kProcesses: return "processes";
-    case ChildMode::kSharedPoolSerial: return "shared-pool-serial";
-    case ChildMode::kSharedPoolThreads: return "shared-pool-threads";
+    case ChildMode::kProcesses:
+      return "processes";
+    case ChildMode::kSharedPoolSerial:
+      return "shared-pool-serial";
+    case ChildMode::kSharedPoolThreads:
+      return "shared-pool-threads";
   }
   return "?";
 }
 
 absl::StatusOr<ChildMode> ParseChildMode(const std::string& name) {
-  for (ChildMode m : {ChildMode::kProcesses, ChildMode::kSharedPoolSerial, ChildMode::kSharedPoolThreads}) {
+  for (ChildMode m :
+       {ChildMode::kProcesses, ChildMode::kSharedPoolSerial, ChildMode::kSharedPoolThreads}) {
     if (name == ChildModeName(m)) return m;
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown child mode '", name, "'"));
 }
 
 absl::StatusOr<StrategyRun> RunInChildren(const Workload& w, ChildMode mode,
-                                          const std::string& self_exe,
-                                          const std::string& spec_path, int cores) {
+                                          const std::string& self_exe, const std::string& spec_path,
+                                          int cores) {
   const int count = mode == ChildMode::kProcesses ? static_cast<int>(w.streams.size()) : 1;
   StrategyRun run;
   const double cpu0 = CpuSeconds(RUSAGE_CHILDREN);
@@ -272,15 +284,15 @@ absl::StatusOr<StrategyRun> RunInChildren(const Workload& w, ChildMode mode,
     return status;
   };
   for (int part = 0; part < count; ++part) {
-    auto child = Spawn({self_exe, "bench-child", "--spec", spec_path, "--mode",
-                        ChildModeName(mode), "--part", std::to_string(part), "--cores",
-                        std::to_string(cores)});
+    auto child = Spawn({self_exe, "bench-child", "--spec", spec_path, "--mode", ChildModeName(mode),
+                        "--part", std::to_string(part), "--cores", std::to_string(cores)});
     if (!child.ok()) return abandon(child.status());
     children.push_back(*child);
   }
   for (Child& c : children) {
     const std::string line = ReadLine(c.from);
-    if (line != "ready") return abandon(absl::InternalError(absl::StrCat(ChildModeName(mode), " child: ", line)));
+    if (line != "ready")
+      return abandon(absl::InternalError(absl::StrCat(ChildModeName(mode), " child: ", line)));
   }
   const auto go = Clock::now();
   for (Child& c : children) WriteLine(c.to, "go");
@@ -331,10 +343,12 @@ int ChildMain(const std::string& spec_path, ChildMode mode, int part, int cores)
     if (!session.ok()) return fail(session.status());
     sessions.push_back(std::move(*session));
     body = [&, model]() {  // `model` by value: it is gone when body runs
-      return MeasureInProcess([&, model](std::vector<double>& latencies, std::vector<TimedSpan>& spans) -> absl::Status {
+      return MeasureInProcess([&, model](std::vector<double>& latencies,
+                                         std::vector<TimedSpan>& spans) -> absl::Status {
         for (int k = 0; k < w->items(); ++k) {
-          LOOM_RETURN_IF_ERROR(RunTimed(*sessions[0], w->inputs[static_cast<size_t>(model)][static_cast<size_t>(k)],
-                                        latencies, spans, 0, ModelName(*w, model)));
+          LOOM_RETURN_IF_ERROR(
+              RunTimed(*sessions[0], w->inputs[static_cast<size_t>(model)][static_cast<size_t>(k)],
+                       latencies, spans, 0, ModelName(*w, model)));
         }
         return absl::OkStatus();
       });

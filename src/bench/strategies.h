@@ -26,14 +26,14 @@
 namespace loom::bench {
 
 struct StrategyRun {
-  double wall_s = 0;              // timed region
-  double wall_with_startup_s = 0;  // processes: from spawn to the last exit
+  double wall_s = 0;                 // timed region
+  double wall_with_startup_s = 0;    // processes: from spawn to the last exit
   std::vector<double> latencies_ms;  // one per inference
-  double cpu_s = 0;                // user + system CPU in the timed region (process + children)
-  double peak_rss_mb = 0;          // peak resident memory (sum over child processes)
-  std::string plan;                // loom / static: the engine's plan
-  std::vector<ModelCost> costs;    // loom: the costs its plan measured
-  std::string trace_json;          // loom with tracing on: the run's Chrome trace-event JSON
+  double cpu_s = 0;                  // user + system CPU in the timed region (process + children)
+  double peak_rss_mb = 0;            // peak resident memory (sum over child processes)
+  std::string plan;                  // loom / static: the engine's plan
+  std::vector<ModelCost> costs;      // loom: the costs its plan measured
+  std::string trace_json;            // loom with tracing on: the run's Chrome trace-event JSON
   // In-process naive strategies: every inference as a span on its thread (lane), from `started`.
   TimePoint started;
   std::vector<std::string> lanes;
@@ -64,8 +64,8 @@ absl::StatusOr<ChildMode> ParseChildMode(const std::string& name);
 // Runs `mode` in child processes of `self_exe` (`loom bench-child`), over the workload described
 // by the JSON file `spec_path`. `cores`: the shared pool's size.
 absl::StatusOr<StrategyRun> RunInChildren(const Workload& w, ChildMode mode,
-                                          const std::string& self_exe,
-                                          const std::string& spec_path, int cores);
+                                          const std::string& self_exe, const std::string& spec_path,
+                                          int cores);
 
 // The child side: prepares the workload, loads its sessions, prints "ready", waits for "go" on
 // stdin, runs, prints one JSON line with its latencies. Returns the exit code.

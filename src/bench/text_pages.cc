@@ -2,7 +2,6 @@
 
 #include <filesystem>
 #include <map>
-
 #include <opencv2/freetype.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -11,19 +10,38 @@
 namespace loom::bench {
 
 const std::vector<std::string>& SamplePhrases() {
-  static const auto* phrases = new std::vector<std::string>{
-      "Loom runs many models", "invoice 2026", "hello world", "Debian bookworm",
-      "ONNX Runtime", "throughput", "latency", "batch size 8", "four cores", "video frame 42",
-      "parallel threads", "shared pool", "Deadline exceeded", "quick brown fox", "jumps over",
-      "the lazy dog", "Monday morning", "street 17", "green light", "open source",
-      "river bank", "coffee", "November 22", "last line"};
+  static const auto* phrases = new std::vector<std::string>{"Loom runs many models",
+                                                            "invoice 2026",
+                                                            "hello world",
+                                                            "Debian bookworm",
+                                                            "ONNX Runtime",
+                                                            "throughput",
+                                                            "latency",
+                                                            "batch size 8",
+                                                            "four cores",
+                                                            "video frame 42",
+                                                            "parallel threads",
+                                                            "shared pool",
+                                                            "Deadline exceeded",
+                                                            "quick brown fox",
+                                                            "jumps over",
+                                                            "the lazy dog",
+                                                            "Monday morning",
+                                                            "street 17",
+                                                            "green light",
+                                                            "open source",
+                                                            "river bank",
+                                                            "coffee",
+                                                            "November 22",
+                                                            "last line"};
   return *phrases;
 }
 
 absl::StatusOr<cv::Mat> RenderTextPage(const std::vector<std::string>& phrases, int variant,
                                        const std::string& font_dir) {
-  static constexpr const char* kFaces[] = {"DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf",
-                                           "DejaVuSans-Bold.ttf", "DejaVuSerif-Bold.ttf"};
+  static constexpr const char* kFaces[] = {"DejaVuSans.ttf", "DejaVuSerif.ttf",
+                                           "DejaVuSansMono.ttf", "DejaVuSans-Bold.ttf",
+                                           "DejaVuSerif-Bold.ttf"};
   static constexpr int kSizes[] = {22, 28, 34, 40};
   constexpr int kLineHeight = 64, kMargin = 20, kWidth = 760;
   if (variant < 0) variant = 0;
@@ -37,14 +55,16 @@ absl::StatusOr<cv::Mat> RenderTextPage(const std::vector<std::string>& phrases, 
     try {
       if (!face) {
         if (!std::filesystem::is_regular_file(font)) {
-          return absl::NotFoundError(absl::StrCat(font, ": no such font (install fonts-dejavu-core)"));
+          return absl::NotFoundError(
+              absl::StrCat(font, ": no such font (install fonts-dejavu-core)"));
         }
         face = cv::freetype::createFreeType2();
         face->loadFontData(font, 0);
       }
-      face->putText(page, phrases[i],
-                    cv::Point(30 + static_cast<int>(k % 3) * 40, kMargin + static_cast<int>(i) * kLineHeight),
-                    kSizes[k % 4], cv::Scalar(0, 0, 0), -1, cv::LINE_AA, false);
+      face->putText(
+          page, phrases[i],
+          cv::Point(30 + static_cast<int>(k % 3) * 40, kMargin + static_cast<int>(i) * kLineHeight),
+          kSizes[k % 4], cv::Scalar(0, 0, 0), -1, cv::LINE_AA, false);
     } catch (const cv::Exception& e) {
       return absl::InternalError(absl::StrCat(font, ": cannot render with it: ", e.what()));
     }

@@ -4,10 +4,9 @@
 #ifndef LOOM_BENCH_TEXT_PAGES_H_
 #define LOOM_BENCH_TEXT_PAGES_H_
 
+#include <opencv2/core.hpp>
 #include <string>
 #include <vector>
-
-#include <opencv2/core.hpp>
 
 #include "absl/status/statusor.h"
 
@@ -19,8 +18,9 @@ const std::vector<std::string>& SamplePhrases();
 // A white page with one phrase per line; line i is set in face (i + variant) % 5 of DejaVu Sans,
 // Serif, Sans Mono, Sans Bold and Serif Bold, at 22, 28, 34 or 40 pixels ((i + variant) % 4), and
 // indented by 0, 40 or 80 pixels. NotFound names a missing font file.
-absl::StatusOr<cv::Mat> RenderTextPage(const std::vector<std::string>& phrases, int variant = 0,
-                                       const std::string& font_dir = "/usr/share/fonts/truetype/dejavu");
+absl::StatusOr<cv::Mat> RenderTextPage(
+    const std::vector<std::string>& phrases, int variant = 0,
+    const std::string& font_dir = "/usr/share/fonts/truetype/dejavu");
 
 }  // namespace loom::bench
 

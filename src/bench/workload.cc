@@ -11,11 +11,13 @@ namespace {
 
 // Normalisation of the model families Loom ships with; generic models get blobFromImage's
 // defaults (RGB, x / 255).
-vision::InputSpec InputSpecFor(const ModelInfo& info, const cv::Mat& image, const WorkloadSpec& spec) {
+vision::InputSpec InputSpecFor(const ModelInfo& info, const cv::Mat& image,
+                               const WorkloadSpec& spec) {
   vision::InputSpec in;
   in.image = image;
   in.size = {spec.width, spec.height};
-  const ImageLayout layout = info.inputs.empty() ? ImageLayout::kNone : info.inputs[0].image_layout();
+  const ImageLayout layout =
+      info.inputs.empty() ? ImageLayout::kNone : info.inputs[0].image_layout();
   const bool rgba = layout == ImageLayout::kNHWC && info.inputs[0].shape[3].value == 4;
   if (rgba) {  // M-LSD: RGB in 0..255, alpha 1
     in.scale = 1.0;
@@ -55,7 +57,8 @@ absl::StatusOr<std::vector<cv::Mat>> LoadItems(const WorkloadSpec& spec) {
     LOOM_ASSIGN_OR_RETURN(cv::Mat image, vision::ReadImage(path));
     decoded.push_back(image);
   }
-  for (int i = 0; i < spec.items; ++i) items.push_back(decoded[static_cast<size_t>(i) % decoded.size()]);
+  for (int i = 0; i < spec.items; ++i)
+    items.push_back(decoded[static_cast<size_t>(i) % decoded.size()]);
   return items;
 }
 
@@ -118,7 +121,8 @@ absl::StatusOr<Workload> PrepareWorkload(const WorkloadSpec& spec) {
     w.streams.assign(static_cast<size_t>(spec.copies), Stream{0});
     w.batchable = w.infos[0].dynamic_batch;
   } else {
-    for (size_t m = 0; m < spec.models.size(); ++m) w.streams.push_back(Stream{static_cast<int>(m)});
+    for (size_t m = 0; m < spec.models.size(); ++m)
+      w.streams.push_back(Stream{static_cast<int>(m)});
   }
   return w;
 }

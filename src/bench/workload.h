@@ -6,10 +6,9 @@
 #ifndef LOOM_BENCH_WORKLOAD_H_
 #define LOOM_BENCH_WORKLOAD_H_
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "loom/model_info.h"
 #include "loom/status.h"
@@ -27,9 +26,9 @@ struct BenchModel {
 // What to run: serialisable, so that child processes prepare exactly the same inputs.
 struct WorkloadSpec {
   WorkloadKind kind = WorkloadKind::kCopies;
-  std::vector<BenchModel> models;  // copies: exactly one
-  int copies = 4;                  // copies only
-  int items = 32;                  // images (cycled) or video frames per stream
+  std::vector<BenchModel> models;   // copies: exactly one
+  int copies = 4;                   // copies only
+  int items = 32;                   // images (cycled) or video frames per stream
   std::vector<std::string> images;  // item sources, cycled; or
   std::string video;                // the first `items` frames of this video
   int width = 640, height = 480;    // for dynamic image dims (PP-OCR det at 480x640)

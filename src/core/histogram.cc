@@ -27,7 +27,8 @@ Histogram::Snapshot Histogram::Take() const {
   Snapshot s;
   s.counts.resize(kBuckets);
   for (int b = 0; b < kBuckets; ++b) {
-    s.counts[static_cast<size_t>(b)] = counts_[static_cast<size_t>(b)].load(std::memory_order_relaxed);
+    s.counts[static_cast<size_t>(b)] =
+        counts_[static_cast<size_t>(b)].load(std::memory_order_relaxed);
     s.count += s.counts[static_cast<size_t>(b)];
   }
   s.sum = sum_.load(std::memory_order_relaxed);

@@ -1,8 +1,8 @@
 #include "core/log.h"
 
-#include <cstdlib>
-
 #include <spdlog/sinks/stdout_sinks.h>
+
+#include <cstdlib>
 
 namespace loom {
 

@@ -15,7 +15,8 @@ inline double Percentile(std::vector<double> samples, double p) {
   if (samples.empty()) return 0;
   std::sort(samples.begin(), samples.end());
   const double rank = std::ceil(p / 100.0 * static_cast<double>(samples.size()));
-  const size_t index = static_cast<size_t>(std::clamp(rank, 1.0, static_cast<double>(samples.size()))) - 1;
+  const size_t index =
+      static_cast<size_t>(std::clamp(rank, 1.0, static_cast<double>(samples.size()))) - 1;
   return samples[index];
 }
 
@@ -24,10 +25,13 @@ inline double Percentile(std::vector<double> samples, double p) {
 inline double Median(std::vector<double> samples) {
   if (samples.empty()) return 0;
   const size_t mid = samples.size() / 2;
-  std::nth_element(samples.begin(), samples.begin() + static_cast<std::ptrdiff_t>(mid), samples.end());
+  std::nth_element(samples.begin(), samples.begin() + static_cast<std::ptrdiff_t>(mid),
+                   samples.end());
   const double upper = samples[mid];
   if (samples.size() % 2 == 1) return upper;
-  return (*std::max_element(samples.begin(), samples.begin() + static_cast<std::ptrdiff_t>(mid)) + upper) / 2;
+  return (*std::max_element(samples.begin(), samples.begin() + static_cast<std::ptrdiff_t>(mid)) +
+          upper) /
+         2;
 }
 
 struct LatencySummary {

@@ -13,46 +13,69 @@ namespace loom {
 
 size_t DTypeSize(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return 4;
-    case DType::kFloat16: return 2;
-    case DType::kFloat64: return 8;
-    case DType::kInt8: return 1;
-    case DType::kUInt8: return 1;
-    case DType::kInt16: return 2;
-    case DType::kInt32: return 4;
-    case DType::kInt64: return 8;
-    case DType::kBool: return 1;
-    case DType::kUnknown: return 0;
+    case DType::kFloat32:
+      return 4;
+    case DType::kFloat16:
+      return 2;
+    case DType::kFloat64:
+      return 8;
+    case DType::kInt8:
+      return 1;
+    case DType::kUInt8:
+      return 1;
+    case DType::kInt16:
+      return 2;
+    case DType::kInt32:
+      return 4;
+    case DType::kInt64:
+      return 8;
+    case DType::kBool:
+      return 1;
+    case DType::kUnknown:
+      return 0;
   }
   return 0;
 }
 
 const char* DTypeName(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return "f32";
-    case DType::kFloat16: return "f16";
-    case DType::kFloat64: return "f64";
-    case DType::kInt8: return "i8";
-    case DType::kUInt8: return "u8";
-    case DType::kInt16: return "i16";
-    case DType::kInt32: return "i32";
-    case DType::kInt64: return "i64";
-    case DType::kBool: return "bool";
-    case DType::kUnknown: return "unknown";
+    case DType::kFloat32:
+      return "f32";
+    case DType::kFloat16:
+      return "f16";
+    case DType::kFloat64:
+      return "f64";
+    case DType::kInt8:
+      return "i8";
+    case DType::kUInt8:
+      return "u8";
+    case DType::kInt16:
+      return "i16";
+    case DType::kInt32:
+      return "i32";
+    case DType::kInt64:
+      return "i64";
+    case DType::kBool:
+      return "bool";
+    case DType::kUnknown:
+      return "unknown";
   }
   return "unknown";
 }
 
 absl::StatusOr<DType> ParseDType(const std::string& name) {
   const std::string n = absl::AsciiStrToLower(name);
-  struct Alias { const char* name; DType dtype; };
+  struct Alias {
+    const char* name;
+    DType dtype;
+  };
   static constexpr Alias kAliases[] = {
-      {"f32", DType::kFloat32}, {"float32", DType::kFloat32}, {"float", DType::kFloat32},
-      {"f16", DType::kFloat16}, {"float16", DType::kFloat16}, {"f64", DType::kFloat64},
-      {"float64", DType::kFloat64}, {"double", DType::kFloat64}, {"i8", DType::kInt8},
-      {"int8", DType::kInt8}, {"u8", DType::kUInt8}, {"uint8", DType::kUInt8},
-      {"i16", DType::kInt16}, {"int16", DType::kInt16}, {"i32", DType::kInt32},
-      {"int32", DType::kInt32}, {"i64", DType::kInt64}, {"int64", DType::kInt64},
+      {"f32", DType::kFloat32},     {"float32", DType::kFloat32}, {"float", DType::kFloat32},
+      {"f16", DType::kFloat16},     {"float16", DType::kFloat16}, {"f64", DType::kFloat64},
+      {"float64", DType::kFloat64}, {"double", DType::kFloat64},  {"i8", DType::kInt8},
+      {"int8", DType::kInt8},       {"u8", DType::kUInt8},        {"uint8", DType::kUInt8},
+      {"i16", DType::kInt16},       {"int16", DType::kInt16},     {"i32", DType::kInt32},
+      {"int32", DType::kInt32},     {"i64", DType::kInt64},       {"int64", DType::kInt64},
       {"bool", DType::kBool},
   };
   for (const Alias& a : kAliases) {
@@ -85,9 +108,9 @@ std::string DescribeShape(DType dtype, const Shape& shape) {
 absl::StatusOr<int64_t> CheckedElementCount(DType dtype, const Shape& shape,
                                             const TensorLimits& limits) {
   if (static_cast<int64_t>(shape.size()) > limits.max_rank) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor ", DescribeShape(dtype, shape), " has rank ",
-                                                   shape.size(), ", over the limit of ",
-                                                   limits.max_rank, " (max_rank)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor ", DescribeShape(dtype, shape), " has rank ", shape.size(),
+                     ", over the limit of ", limits.max_rank, " (max_rank)"));
   }
   int64_t n = 1;
   bool overflow = false;
@@ -110,9 +133,9 @@ absl::StatusOr<int64_t> CheckedElementCount(DType dtype, const Shape& shape,
   if (dtype != DType::kUnknown &&
       (__builtin_mul_overflow(n, width, &bytes) || bytes > limits.max_bytes)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "tensor ", DescribeShape(dtype, shape), " needs ", FormatBytes(exact * static_cast<double>(width)),
-        ", over the limit of ", FormatBytes(static_cast<double>(limits.max_bytes)),
-        " per tensor (max_bytes)"));
+        "tensor ", DescribeShape(dtype, shape), " needs ",
+        FormatBytes(exact * static_cast<double>(width)), ", over the limit of ",
+        FormatBytes(static_cast<double>(limits.max_bytes)), " per tensor (max_bytes)"));
   }
   return n;
 }
@@ -123,7 +146,8 @@ absl::Status CheckShape(DType dtype, const Shape& shape, const TensorLimits& lim
 
 int64_t ElementCount(const NamedTensors& tensors) {
   int64_t n = 0;
-  for (const NamedTensor& t : tensors) LOOM_CHECK(!__builtin_add_overflow(n, t.tensor.element_count(), &n));
+  for (const NamedTensor& t : tensors)
+    LOOM_CHECK(!__builtin_add_overflow(n, t.tensor.element_count(), &n));
   return n;
 }
 
@@ -146,7 +170,8 @@ struct AlignedDelete {
 Tensor Tensor::Allocate(DType dtype, Shape shape) {
   LOOM_CHECK(dtype != DType::kUnknown);
   size_t bytes = 0;
-  LOOM_CHECK(!__builtin_mul_overflow(static_cast<size_t>(ElementCount(shape)), DTypeSize(dtype), &bytes));
+  LOOM_CHECK(
+      !__builtin_mul_overflow(static_cast<size_t>(ElementCount(shape)), DTypeSize(dtype), &bytes));
   // Always allocate at least one byte so that data() of an empty-shaped tensor is non-null.
   void* p = ::operator new[](std::max<size_t>(bytes, 1), kAlignment);
   std::memset(p, 0, bytes);
@@ -155,14 +180,17 @@ Tensor Tensor::Allocate(DType dtype, Shape shape) {
 }
 
 absl::StatusOr<Tensor> Tensor::TryAllocate(DType dtype, Shape shape, const TensorLimits& limits) {
-  if (dtype == DType::kUnknown) return absl::InvalidArgumentError("cannot allocate a tensor of unknown dtype");
+  if (dtype == DType::kUnknown)
+    return absl::InvalidArgumentError("cannot allocate a tensor of unknown dtype");
   LOOM_RETURN_IF_ERROR(CheckShape(dtype, shape, limits));
   try {
     return Allocate(dtype, shape);
   } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "out of memory allocating tensor ", DescribeShape(dtype, shape), " (",
-        FormatBytes(static_cast<double>(ElementCount(shape)) * static_cast<double>(DTypeSize(dtype))), ")"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("out of memory allocating tensor ", DescribeShape(dtype, shape), " (",
+                     FormatBytes(static_cast<double>(ElementCount(shape)) *
+                                 static_cast<double>(DTypeSize(dtype))),
+                     ")"));
   }
 }
 
@@ -193,11 +221,12 @@ Tensor Tensor::SliceRows(int64_t begin, int64_t end) const {
 
 absl::StatusOr<Tensor> Tensor::Reshape(Shape shape) const {
   for (int64_t d : shape) {
-    if (d < 0) return absl::InvalidArgumentError(absl::StrCat("cannot reshape to ", ShapeToString(shape)));
+    if (d < 0)
+      return absl::InvalidArgumentError(absl::StrCat("cannot reshape to ", ShapeToString(shape)));
   }
   if (ElementCount(shape) != element_count()) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot reshape ", Describe(), " to ",
-                                                   ShapeToString(shape), ": element counts differ"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot reshape ", Describe(), " to ", ShapeToString(shape), ": element counts differ"));
   }
   return Tensor(dtype_, std::move(shape), data_, owner_);
 }

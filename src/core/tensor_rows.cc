@@ -44,8 +44,8 @@ absl::StatusOr<NamedTensors> ConcatRows(const std::vector<const NamedTensors*>& 
     int64_t rows = 0;
     for (const NamedTensors* p : parts) {
       if (__builtin_add_overflow(rows, (*p)[i].tensor.dim(0), &rows)) {
-        return absl::InvalidArgumentError(absl::StrCat("cannot join rows of '", first[i].name,
-                                                       "': the row count overflows"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("cannot join rows of '", first[i].name, "': the row count overflows"));
       }
     }
     Shape shape = first[i].tensor.shape();
@@ -73,15 +73,17 @@ absl::StatusOr<std::vector<NamedTensors>> SplitRows(const std::string& model,
   int64_t total = 0;
   for (int64_t r : rows) {
     if (r < 0 || __builtin_add_overflow(total, r, &total)) {
-      return absl::InvalidArgumentError(absl::StrCat("model '", model, "': bad row counts to split"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("model '", model, "': bad row counts to split"));
     }
   }
   for (const NamedTensor& out : outputs) {
     if (out.tensor.rank() < 1 || out.tensor.dim(0) != total) {
-      return absl::InternalError(absl::StrCat(
-          "model '", model, "' output '", out.name, "' is ", out.tensor.Describe(),
-          " for a batch of ", total, " rows: its dim 0 does not follow the batch, so the batch "
-          "cannot be split (set max_batch_size: 1 for this model)"));
+      return absl::InternalError(
+          absl::StrCat("model '", model, "' output '", out.name, "' is ", out.tensor.Describe(),
+                       " for a batch of ", total,
+                       " rows: its dim 0 does not follow the batch, so the batch "
+                       "cannot be split (set max_batch_size: 1 for this model)"));
     }
     int64_t begin = 0;
     for (size_t p = 0; p < rows.size(); ++p) {

@@ -1,7 +1,7 @@
 // Row operations along dim 0: joining requests into one batch, and splitting a batch's outputs
-// back into each request's rows. Used by the batcher, the pipeline's fan-out joins and `loom bench`.
-// Every size is checked before it is copied: parts from different runs or different callers may
-// disagree, and that is an error, never a write past a buffer.
+// back into each request's rows. Used by the batcher, the pipeline's fan-out joins and `loom
+// bench`. Every size is checked before it is copied: parts from different runs or different callers
+// may disagree, and that is an error, never a write past a buffer.
 #ifndef LOOM_CORE_TENSOR_ROWS_H_
 #define LOOM_CORE_TENSOR_ROWS_H_
 

@@ -16,15 +16,24 @@ double At(const Tensor& t, int64_t i) {
 
 double ValueAt(const Tensor& t, int64_t i) {
   switch (t.dtype()) {
-    case DType::kFloat32: return At<float>(t, i);
-    case DType::kFloat64: return At<double>(t, i);
-    case DType::kInt8: return At<int8_t>(t, i);
-    case DType::kUInt8: return At<uint8_t>(t, i);
-    case DType::kInt16: return At<int16_t>(t, i);
-    case DType::kInt32: return At<int32_t>(t, i);
-    case DType::kInt64: return At<int64_t>(t, i);
-    case DType::kBool: return At<uint8_t>(t, i);
-    default: return 0;
+    case DType::kFloat32:
+      return At<float>(t, i);
+    case DType::kFloat64:
+      return At<double>(t, i);
+    case DType::kInt8:
+      return At<int8_t>(t, i);
+    case DType::kUInt8:
+      return At<uint8_t>(t, i);
+    case DType::kInt16:
+      return At<int16_t>(t, i);
+    case DType::kInt32:
+      return At<int32_t>(t, i);
+    case DType::kInt64:
+      return At<int64_t>(t, i);
+    case DType::kBool:
+      return At<uint8_t>(t, i);
+    default:
+      return 0;
   }
 }
 
@@ -53,7 +62,8 @@ void FillRandom(Tensor& tensor, uint64_t seed) {
       auto* bytes = static_cast<uint8_t*>(tensor.data());
       for (int64_t i = 0; i < n; ++i) {
         const uint64_t v = rng() % modulus;
-        for (size_t b = 0; b < width; ++b) bytes[i * width + b] = b == 0 ? static_cast<uint8_t>(v) : 0;
+        for (size_t b = 0; b < width; ++b)
+          bytes[i * width + b] = b == 0 ? static_cast<uint8_t>(v) : 0;
       }
     }
   }

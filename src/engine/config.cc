@@ -21,9 +21,17 @@ absl::StatusOr<std::optional<int>> OptionalInt(const YamlReader& r, const YAML::
 }  // namespace
 
 const std::vector<std::string>& ModelConfigKeys() {
-  static const auto* keys = new std::vector<std::string>{
-      "name", "path", "backend", "instances", "threads", "max_batch_size", "preferred_batch_sizes",
-      "max_queue_delay_us", "queue_capacity", "default_timeout_us", "weight"};
+  static const auto* keys = new std::vector<std::string>{"name",
+                                                         "path",
+                                                         "backend",
+                                                         "instances",
+                                                         "threads",
+                                                         "max_batch_size",
+                                                         "preferred_batch_sizes",
+                                                         "max_queue_delay_us",
+                                                         "queue_capacity",
+                                                         "default_timeout_us",
+                                                         "weight"};
   return *keys;
 }
 
@@ -37,17 +45,21 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const YAML::Node& node, const YamlR
   if (std::filesystem::path(config.path).is_relative()) {
     config.path = (std::filesystem::path(base_dir) / config.path).lexically_normal().string();
   }
-  LOOM_ASSIGN_OR_RETURN(std::string backend, r.Choice(node, "backend", {"ort", "onnxruntime", "opencv", "cv"}, "ort"));
+  LOOM_ASSIGN_OR_RETURN(std::string backend,
+                        r.Choice(node, "backend", {"ort", "onnxruntime", "opencv", "cv"}, "ort"));
   config.backend = *ParseBackend(backend);
   const int64_t kMaxCount = sched::kMaxPlannedCount;
   LOOM_ASSIGN_OR_RETURN(config.instances, OptionalInt(r, node, "instances", 1, kMaxCount));
   LOOM_ASSIGN_OR_RETURN(config.threads, OptionalInt(r, node, "threads", 1, kMaxCount));
   LOOM_ASSIGN_OR_RETURN(config.max_batch_size, OptionalInt(r, node, "max_batch_size", 1, 1 << 16));
-  LOOM_ASSIGN_OR_RETURN(config.max_queue_delay_us, r.IntOrAuto(node, "max_queue_delay_us", 0, kMaxHourUs));
+  LOOM_ASSIGN_OR_RETURN(config.max_queue_delay_us,
+                        r.IntOrAuto(node, "max_queue_delay_us", 0, kMaxHourUs));
   LOOM_ASSIGN_OR_RETURN(config.queue_capacity, OptionalInt(r, node, "queue_capacity", 1, 1 << 20));
-  LOOM_ASSIGN_OR_RETURN(config.default_timeout_us, r.IntOrAuto(node, "default_timeout_us", 1, kMaxHourUs));
+  LOOM_ASSIGN_OR_RETURN(config.default_timeout_us,
+                        r.IntOrAuto(node, "default_timeout_us", 1, kMaxHourUs));
   if (node["preferred_batch_sizes"]) {
-    LOOM_ASSIGN_OR_RETURN(std::vector<int64_t> sizes, r.Ints(node, "preferred_batch_sizes", 1, 1 << 16, 0, 64));
+    LOOM_ASSIGN_OR_RETURN(std::vector<int64_t> sizes,
+                          r.Ints(node, "preferred_batch_sizes", 1, 1 << 16, 0, 64));
     for (int64_t s : sizes) config.preferred_batch_sizes.push_back(static_cast<int>(s));
   }
   LOOM_ASSIGN_OR_RETURN(config.weight, r.Double(node, "weight", 1e-6, 1e6, 1.0));
@@ -63,13 +75,16 @@ absl::StatusOr<EngineConfig> ParseEngineConfig(const YAML::Node& root, const std
   LOOM_RETURN_IF_ERROR(r.Keys(root, known, "the file"));
   LOOM_ASSIGN_OR_RETURN(int64_t cores, r.Int(root, "cores", 0, sched::kMaxPlannedCount, 0));
   config.options.cores = static_cast<int>(cores);
-  LOOM_ASSIGN_OR_RETURN(int64_t runs, r.Int(root, "measure_runs", 1, 1000, config.options.measure_runs));
+  LOOM_ASSIGN_OR_RETURN(int64_t runs,
+                        r.Int(root, "measure_runs", 1, 1000, config.options.measure_runs));
   config.options.measure_runs = static_cast<int>(runs);
-  LOOM_ASSIGN_OR_RETURN(std::string hint, r.Choice(root, "hint", {"adaptive", "throughput", "latency"}, "adaptive"));
+  LOOM_ASSIGN_OR_RETURN(std::string hint,
+                        r.Choice(root, "hint", {"adaptive", "throughput", "latency"}, "adaptive"));
   config.options.hint = hint == "latency"      ? PlanHint::kLatency
                         : hint == "throughput" ? PlanHint::kThroughput
                                                : PlanHint::kAdaptive;
-  if (root["allow_spinning"] && !(root["allow_spinning"].IsScalar() && root["allow_spinning"].Scalar() == "auto")) {
+  if (root["allow_spinning"] &&
+      !(root["allow_spinning"].IsScalar() && root["allow_spinning"].Scalar() == "auto")) {
     LOOM_ASSIGN_OR_RETURN(config.options.allow_spinning, r.Bool(root, "allow_spinning"));
   }
   const YAML::Node models = root["models"];

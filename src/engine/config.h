@@ -3,10 +3,10 @@
 #ifndef LOOM_ENGINE_CONFIG_H_
 #define LOOM_ENGINE_CONFIG_H_
 
+#include <yaml-cpp/yaml.h>
+
 #include <string>
 #include <vector>
-
-#include <yaml-cpp/yaml.h>
 
 #include "engine/yaml_reader.h"
 #include "loom/engine.h"

@@ -4,9 +4,9 @@
 // plan (every model's sessions).
 #include <thread>
 
-#include "core/guard.h"
 #include "absl/strings/str_cat.h"
 #include "core/cpu_set.h"
+#include "core/guard.h"
 #include "core/tensor_rows.h"
 #include "engine/engine_impl.h"
 #include "runtime/warmup_inputs.h"

@@ -46,7 +46,8 @@ std::string NearestKey(const std::string& key, const std::vector<std::string>& k
   return best;
 }
 
-absl::Status YamlError(const std::string& file, const YAML::Mark& mark, const std::string& message) {
+absl::Status YamlError(const std::string& file, const YAML::Mark& mark,
+                       const std::string& message) {
   return absl::InvalidArgumentError(
       mark.is_null() ? absl::StrCat(file, ": ", message)
                      : absl::StrCat(file, ":", mark.line + 1, ":", mark.column + 1, ": ", message));
@@ -78,31 +79,38 @@ absl::Status YamlReader::Error(const YAML::Node& at, const std::string& message)
 
 absl::Status YamlReader::Keys(const YAML::Node& node, const std::vector<std::string>& known,
                               const std::string& what) const {
-  if (!node.IsMap()) return Error(node, absl::StrCat(what, " must be a mapping, got ", Shown(node)));
+  if (!node.IsMap())
+    return Error(node, absl::StrCat(what, " must be a mapping, got ", Shown(node)));
   for (const auto& kv : node) {
-    if (!kv.first.IsScalar()) return Error(kv.first, absl::StrCat("a key in ", what, " must be a name"));
+    if (!kv.first.IsScalar())
+      return Error(kv.first, absl::StrCat("a key in ", what, " must be a name"));
     const std::string key = kv.first.Scalar();
     if (std::find(known.begin(), known.end(), key) != known.end()) continue;
     std::vector<std::string> sorted = known;
     std::sort(sorted.begin(), sorted.end());
     const std::string nearest = NearestKey(key, known);
-    return Error(kv.first, absl::StrCat("unknown key '", key, "' in ", what,
-                                        nearest.empty() ? "" : absl::StrCat("; did you mean '", nearest, "'?"),
-                                        " (known: ", absl::StrJoin(sorted, ", "), ")"));
+    return Error(
+        kv.first,
+        absl::StrCat("unknown key '", key, "' in ", what,
+                     nearest.empty() ? "" : absl::StrCat("; did you mean '", nearest, "'?"),
+                     " (known: ", absl::StrJoin(sorted, ", "), ")"));
   }
   return absl::OkStatus();
 }
 
-absl::Status YamlReader::List(const YAML::Node& node, const std::string& what, bool allow_empty) const {
+absl::Status YamlReader::List(const YAML::Node& node, const std::string& what,
+                              bool allow_empty) const {
   if (!node.IsSequence() || (!allow_empty && node.size() == 0)) {
-    return Error(node, absl::StrCat(what, " must be a ", allow_empty ? "" : "non-empty ", "list, got ",
-                                    node.IsSequence() ? "an empty list" : Shown(node)));
+    return Error(node,
+                 absl::StrCat(what, " must be a ", allow_empty ? "" : "non-empty ", "list, got ",
+                              node.IsSequence() ? "an empty list" : Shown(node)));
   }
   return absl::OkStatus();
 }
 
 namespace {
-// The scalar's value as an int64, or nothing when it is not one (yaml-cpp's error is not thrown on).
+// The scalar's value as an int64, or nothing when it is not one (yaml-cpp's error is not thrown
+// on).
 std::optional<int64_t> ScalarInt(const YAML::Node& node) {
   if (!node.IsScalar()) return std::nullopt;
   try {
@@ -117,7 +125,8 @@ absl::StatusOr<int64_t> YamlReader::IntValue(const YAML::Node& node, const std::
                                              int64_t min, int64_t max) const {
   const std::optional<int64_t> v = ScalarInt(node);
   if (!v || *v < min || *v > max) {
-    return Error(node, absl::StrCat("'", what, "' must be an integer in [", min, ", ", max, "], got ", Shown(node)));
+    return Error(node, absl::StrCat("'", what, "' must be an integer in [", min, ", ", max,
+                                    "], got ", Shown(node)));
   }
   return *v;
 }
@@ -134,13 +143,16 @@ absl::StatusOr<double> YamlReader::DoubleValue(const YAML::Node& node, const std
     }
   }
   if (!ok || !std::isfinite(v) || v < min || v > max) {
-    return Error(node, absl::StrCat("'", what, "' must be a number in [", min, ", ", max, "], got ", Shown(node)));
+    return Error(node, absl::StrCat("'", what, "' must be a number in [", min, ", ", max, "], got ",
+                                    Shown(node)));
   }
   return v;
 }
 
-absl::StatusOr<std::string> YamlReader::StringValue(const YAML::Node& node, const std::string& what) const {
-  if (!node.IsScalar()) return Error(node, absl::StrCat("'", what, "' must be a string, got ", Shown(node)));
+absl::StatusOr<std::string> YamlReader::StringValue(const YAML::Node& node,
+                                                    const std::string& what) const {
+  if (!node.IsScalar())
+    return Error(node, absl::StrCat("'", what, "' must be a string, got ", Shown(node)));
   return node.Scalar();
 }
 
@@ -154,8 +166,9 @@ absl::StatusOr<int64_t> YamlReader::Int(const YAML::Node& map, const std::string
   return IntValue(node, key, min, max);
 }
 
-absl::StatusOr<std::optional<int64_t>> YamlReader::IntOrAuto(const YAML::Node& map, const std::string& key,
-                                                             int64_t min, int64_t max) const {
+absl::StatusOr<std::optional<int64_t>> YamlReader::IntOrAuto(const YAML::Node& map,
+                                                             const std::string& key, int64_t min,
+                                                             int64_t max) const {
   const YAML::Node node = Get(map, key);
   if (!node || (node.IsScalar() && node.Scalar() == "auto")) return std::optional<int64_t>();
   const std::optional<int64_t> v = ScalarInt(node);
@@ -211,9 +224,10 @@ absl::StatusOr<std::vector<int64_t>> YamlReader::Ints(const YAML::Node& map, con
                                                       size_t max_size) const {
   const YAML::Node node = Get(map, key);
   if (!node.IsSequence() || node.size() < min_size || node.size() > max_size) {
-    return Error(node ? node : map, absl::StrCat("'", key, "' must be a list of ", min_size,
-                                                 min_size == max_size ? "" : absl::StrCat(" to ", max_size),
-                                                 " integers, got ", Shown(node)));
+    return Error(node ? node : map,
+                 absl::StrCat("'", key, "' must be a list of ", min_size,
+                              min_size == max_size ? "" : absl::StrCat(" to ", max_size),
+                              " integers, got ", Shown(node)));
   }
   std::vector<int64_t> out;
   for (const YAML::Node& v : node) {
@@ -223,8 +237,9 @@ absl::StatusOr<std::vector<int64_t>> YamlReader::Ints(const YAML::Node& map, con
   return out;
 }
 
-absl::StatusOr<std::vector<double>> YamlReader::Doubles(const YAML::Node& map, const std::string& key,
-                                                        double min, double max, size_t min_size,
+absl::StatusOr<std::vector<double>> YamlReader::Doubles(const YAML::Node& map,
+                                                        const std::string& key, double min,
+                                                        double max, size_t min_size,
                                                         size_t max_size) const {
   const YAML::Node node = Get(map, key);
   if (node.IsScalar()) {
@@ -232,8 +247,9 @@ absl::StatusOr<std::vector<double>> YamlReader::Doubles(const YAML::Node& map, c
     return std::vector<double>{x};
   }
   if (!node.IsSequence() || node.size() < min_size || node.size() > max_size) {
-    return Error(node ? node : map, absl::StrCat("'", key, "' must be a number or a list of ", min_size,
-                                                 " to ", max_size, " numbers, got ", Shown(node)));
+    return Error(node ? node : map,
+                 absl::StrCat("'", key, "' must be a number or a list of ", min_size, " to ",
+                              max_size, " numbers, got ", Shown(node)));
   }
   std::vector<double> out;
   for (const YAML::Node& v : node) {
@@ -249,9 +265,10 @@ absl::StatusOr<std::string> YamlReader::Choice(const YAML::Node& map, const std:
   LOOM_ASSIGN_OR_RETURN(std::string v, String(map, key, fallback));
   if (std::find(choices.begin(), choices.end(), v) == choices.end()) {
     const std::string nearest = NearestKey(v, choices);
-    return Error(Get(map, key), absl::StrCat("'", key, "' must be one of ", absl::StrJoin(choices, ", "),
-                                             ", got '", v, "'",
-                                             nearest.empty() ? "" : absl::StrCat("; did you mean '", nearest, "'?")));
+    return Error(
+        Get(map, key),
+        absl::StrCat("'", key, "' must be one of ", absl::StrJoin(choices, ", "), ", got '", v, "'",
+                     nearest.empty() ? "" : absl::StrCat("; did you mean '", nearest, "'?")));
   }
   return v;
 }

@@ -7,12 +7,12 @@
 #ifndef LOOM_ENGINE_YAML_READER_H_
 #define LOOM_ENGINE_YAML_READER_H_
 
+#include <yaml-cpp/yaml.h>
+
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <yaml-cpp/yaml.h>
 
 #include "loom/status.h"
 
@@ -44,17 +44,18 @@ class YamlReader {
   absl::Status Keys(const YAML::Node& node, const std::vector<std::string>& known,
                     const std::string& what) const;
   // `node` must be a list (empty allowed only if `allow_empty`).
-  absl::Status List(const YAML::Node& node, const std::string& what, bool allow_empty = false) const;
+  absl::Status List(const YAML::Node& node, const std::string& what,
+                    bool allow_empty = false) const;
 
   // Values of `map[key]`. Absent: the fallback, or an error naming the missing key when there is
   // none. Present: must be of the type and within [min, max].
-  absl::StatusOr<int64_t> Int(const YAML::Node& map, const std::string& key, int64_t min, int64_t max,
-                              std::optional<int64_t> fallback = std::nullopt) const;
+  absl::StatusOr<int64_t> Int(const YAML::Node& map, const std::string& key, int64_t min,
+                              int64_t max, std::optional<int64_t> fallback = std::nullopt) const;
   // An integer in [min, max] or the word `auto` (nullopt); absent: nullopt.
   absl::StatusOr<std::optional<int64_t>> IntOrAuto(const YAML::Node& map, const std::string& key,
                                                    int64_t min, int64_t max) const;
-  absl::StatusOr<double> Double(const YAML::Node& map, const std::string& key, double min, double max,
-                                std::optional<double> fallback = std::nullopt) const;
+  absl::StatusOr<double> Double(const YAML::Node& map, const std::string& key, double min,
+                                double max, std::optional<double> fallback = std::nullopt) const;
   absl::StatusOr<bool> Bool(const YAML::Node& map, const std::string& key,
                             std::optional<bool> fallback = std::nullopt) const;
   absl::StatusOr<std::string> String(const YAML::Node& map, const std::string& key,

@@ -2,9 +2,9 @@
 
 #include <cmath>
 
-#include "core/guard.h"
 #include "absl/strings/str_cat.h"
 #include "core/cpu_set.h"
+#include "core/guard.h"
 #include "core/stats.h"
 #include "vision/blob.h"
 
@@ -32,21 +32,24 @@ class FrameContext final : public NodeContext {
   PendingOutputs Submit(const std::string& model, NamedTensors inputs) override {
     return inference_.Submit(model, std::move(inputs));
   }
-  const ModelInfo* FindModel(const std::string& model) const override { return inference_.FindModel(model); }
+  const ModelInfo* FindModel(const std::string& model) const override {
+    return inference_.FindModel(model);
+  }
   int RowsPerRequest(const std::string& model, const Shape& row_shape) override {
     if (std::optional<int> known = inference_.KnownRowsPerRequest(model, row_shape)) return *known;
     lease_.Release();  // the measurement runs on the engine's workers
     const auto start = Clock::now();
     const int rows = inference_.RowsPerRequest(model, row_shape);
     model_wait_ms_ += MillisecondsSince(start);
-    if (absl::Status s = Acquire(); !s.ok() && lease_error_.ok()) lease_error_ = s;  // fails the node
+    if (absl::Status s = Acquire(); !s.ok() && lease_error_.ok())
+      lease_error_ = s;  // fails the node
     return rows;
   }
   absl::StatusOr<NamedTensors> Await(const PendingOutputs& outputs) override {
     lease_.Release();  // no core is held while waiting for a model
     const auto start = Clock::now();
-    absl::StatusOr<NamedTensors> result = outputs.valid() ? outputs.get()
-                                                          : absl::InternalError("no model run to wait for");
+    absl::StatusOr<NamedTensors> result =
+        outputs.valid() ? outputs.get() : absl::InternalError("no model run to wait for");
     model_wait_ms_ += MillisecondsSince(start);
     LOOM_RETURN_IF_ERROR(Acquire());
     return result;
@@ -157,7 +160,8 @@ namespace {
 // Runs `step` on a core leased through `context`, books its time under `name`, and turns anything
 // it throws into a status.
 template <typename Step>
-absl::Status Timed(Frame& frame, FrameContext& context, const std::string& name, int thread, Step&& step) {
+absl::Status Timed(Frame& frame, FrameContext& context, const std::string& name, int thread,
+                   Step&& step) {
   const auto start = Clock::now();
   absl::Status status = context.Acquire();
   if (status.ok()) {
@@ -166,7 +170,8 @@ absl::Status Timed(Frame& frame, FrameContext& context, const std::string& name,
   }
   const double total = MillisecondsSince(start);
   const auto [model_wait, core_wait] = context.TakeWaits();
-  frame.timings[name] = {std::max(0.0, total - model_wait - core_wait), model_wait, core_wait, start, thread};
+  frame.timings[name] = {std::max(0.0, total - model_wait - core_wait), model_wait, core_wait,
+                         start, thread};
   return status;
 }
 
@@ -185,7 +190,8 @@ void Executor::Process(Frame& frame, int thread) {
   }
   for (const auto& node : graph_.nodes) {
     if (!frame.error.empty()) break;
-    const absl::Status status = Timed(frame, context, node->name(), thread, [&] { return node->Process(frame, context); });
+    const absl::Status status =
+        Timed(frame, context, node->name(), thread, [&] { return node->Process(frame, context); });
     if (!status.ok()) frame.error = absl::StrCat("node '", node->name(), "': ", status.message());
   }
   if (!sinks_.empty()) {
@@ -204,7 +210,8 @@ nlohmann::json RecordOf(const Frame& frame) {
   nlohmann::json timings = nlohmann::json::object();
   auto round = [](double ms) { return std::round(ms * 100) / 100; };
   for (const auto& [node, t] : frame.timings) {
-    timings[node] = {{"compute", round(t.compute_ms)}, {"model_wait", round(t.model_wait_ms)},
+    timings[node] = {{"compute", round(t.compute_ms)},
+                     {"model_wait", round(t.model_wait_ms)},
                      {"core_wait", round(t.core_wait_ms)}};
   }
   record["timings_ms"] = timings;

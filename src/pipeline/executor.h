@@ -58,9 +58,9 @@ class Executor {
   std::condition_variable cv_;
   std::deque<std::unique_ptr<Frame>> todo_;
   std::map<int64_t, std::unique_ptr<Frame>> done_;
-  int64_t next_ = 0;       // index of the next frame to Pop
+  int64_t next_ = 0;  // index of the next frame to Pop
   int64_t pushed_ = 0;
-  int processing_ = 0;     // pushed, not yet done
+  int processing_ = 0;  // pushed, not yet done
   int waiting_pushers_ = 0;
   int capacity_;
   bool finished_ = false;

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <filesystem>
 #include <mutex>
-
 #include <opencv2/core.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -31,7 +30,8 @@ CvThreadsState& CvThreads() {
 }
 
 // PipelineOptions::overrides onto the file's nodes: "NODE.KEY" -> a YAML value.
-absl::Status ApplyOverrides(const YAML::Node& nodes, const std::map<std::string, std::string>& overrides,
+absl::Status ApplyOverrides(const YAML::Node& nodes,
+                            const std::map<std::string, std::string>& overrides,
                             const std::string& file) {
   for (const auto& [target, value] : overrides) {
     const size_t dot = target.find('.');
@@ -48,13 +48,15 @@ absl::Status ApplyOverrides(const YAML::Node& nodes, const std::map<std::string,
       try {
         n[key] = YAML::Load(value);
       } catch (const YAML::Exception& e) {
-        return absl::InvalidArgumentError(absl::StrCat("override '", target, "': '", value, "' is not YAML: ", e.msg));
+        return absl::InvalidArgumentError(
+            absl::StrCat("override '", target, "': '", value, "' is not YAML: ", e.msg));
       }
       found = true;
     }
     if (!found) {
-      return absl::InvalidArgumentError(absl::StrCat("override '", target, "': pipeline '", file, "' has no node '",
-                                                     node, "' (its nodes: ", absl::StrJoin(names, ", "), ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("override '", target, "': pipeline '", file, "' has no node '", node,
+                       "' (its nodes: ", absl::StrJoin(names, ", "), ")"));
     }
   }
   return absl::OkStatus();
@@ -92,8 +94,9 @@ absl::StatusOr<EngineConfig> ReadEngineConfig(const YAML::Node& root, const std:
     if (it == config.models.end()) {
       std::vector<std::string> names;
       for (const ModelConfig& m : config.models) names.push_back(m.name);
-      return absl::InvalidArgumentError(absl::StrCat("pipeline '", yaml_path, "' has no model '", model,
-                                                     "' to replace (its models: ", absl::StrJoin(names, ", "), ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("pipeline '", yaml_path, "' has no model '", model,
+                       "' to replace (its models: ", absl::StrJoin(names, ", "), ")"));
     }
     it->path = path;
   }
@@ -240,7 +243,8 @@ absl::StatusOr<std::unique_ptr<Graph>> LoadGraph(const std::string& yaml_path,
   // only when this run writes.
   const YAML::Node sinks = root["sinks"];
   if (sinks) {
-    LOOM_RETURN_IF_ERROR(MakeSinks(sinks, r, {.output_dir = options.output_dir, .open = false}).status());
+    LOOM_RETURN_IF_ERROR(
+        MakeSinks(sinks, r, {.output_dir = options.output_dir, .open = false}).status());
   }
   LOOM_RETURN_IF_ERROR(MakeInference(config, context, options, *g));
   if (options.sinks && sinks) g->sinks = sinks;

@@ -37,7 +37,8 @@ struct Graph {
   std::unique_ptr<OpenCvThreadCap> cv_threads;
 };
 
-absl::StatusOr<std::unique_ptr<Graph>> LoadGraph(const std::string& yaml_path, const PipelineOptions& options);
+absl::StatusOr<std::unique_ptr<Graph>> LoadGraph(const std::string& yaml_path,
+                                                 const PipelineOptions& options);
 
 }  // namespace loom::pipeline
 

@@ -12,14 +12,14 @@
 #ifndef LOOM_PIPELINE_NODE_H_
 #define LOOM_PIPELINE_NODE_H_
 
+#include <yaml-cpp/yaml.h>
+
 #include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <yaml-cpp/yaml.h>
 
 #include "engine/yaml_reader.h"
 #include "loom/engine.h"
@@ -34,12 +34,12 @@ namespace loom::pipeline {
 // (a row's result is the same either way up to float rounding).
 struct RowBatching {
   std::string model;
-  Shape row_shape;              // without dim 0
+  Shape row_shape;  // without dim 0
   int probe_rows = 0;
   double ms_per_row_alone = 0;  // the timed runs
   double ms_per_row_batched = 0;
-  int rows_per_request = 1;     // the decision: 1 = every row its own request
-  std::string note;             // why, when not measured (a model without a batch dim, an error)
+  int rows_per_request = 1;  // the decision: 1 = every row its own request
+  std::string note;          // why, when not measured (a model without a batch dim, an error)
 };
 
 // Runs models for the nodes: the Engine, or the naive strategies of `pipeline bench`.
@@ -53,7 +53,8 @@ class InferenceService {
   // 0 for no limit (the naive strategies send a fan-out as one request). The engine's service
   // measures it (see RowBatching) on first sight of the shape and caches it; Known… asks the
   // cache only.
-  virtual std::optional<int> KnownRowsPerRequest(const std::string& model, const Shape& row_shape) const {
+  virtual std::optional<int> KnownRowsPerRequest(const std::string& model,
+                                                 const Shape& row_shape) const {
     (void)model, (void)row_shape;
     return 0;
   }
@@ -97,7 +98,8 @@ class Node {
 
 // What the graph knows about a value at build time.
 struct ValueSpec {
-  ValueSpec(ValueType t = ValueType::kImage, std::optional<Shape> s = std::nullopt, std::string p = "")
+  ValueSpec(ValueType t = ValueType::kImage, std::optional<Shape> s = std::nullopt,
+            std::string p = "")
       : type(t), shape(std::move(s)), producer(std::move(p)) {}
   ValueType type = ValueType::kImage;
   std::optional<Shape> shape;  // tensors: the exact shape, when it does not vary per frame
@@ -115,12 +117,15 @@ class BuildContext {
       : file_(std::move(file)), base_dir_(std::move(base_dir)), models_(models) {}
 
   // Reads the node's parameters: errors say "FILE:LINE:COL: node 'NAME': ...".
-  YamlReader Reader(const std::string& node) const { return YamlReader(file_, "node '" + node + "': "); }
+  YamlReader Reader(const std::string& node) const {
+    return YamlReader(file_, "node '" + node + "': ");
+  }
   // The node's keys must all be known (`name` and `type` always are).
   absl::Status Keys(const YAML::Node& params, const std::string& node,
                     std::vector<std::string> known) const;
   // "FILE:LINE:COL: node 'NAME': MESSAGE" for the YAML node `at`.
-  absl::Status Error(const YAML::Node& at, const std::string& node, const std::string& message) const;
+  absl::Status Error(const YAML::Node& at, const std::string& node,
+                     const std::string& message) const;
   // The value named by `params[port]` (default: the frame, for images), which must exist and be
   // of `type`.
   absl::StatusOr<ValueSpec> Input(const YAML::Node& params, const std::string& node,
@@ -129,7 +134,8 @@ class BuildContext {
   }
   // The same, for a port that takes any of `types` (the first is the default's type).
   absl::StatusOr<ValueSpec> Input(const YAML::Node& params, const std::string& node,
-                                  const std::string& port, const std::vector<ValueType>& types) const;
+                                  const std::string& port,
+                                  const std::vector<ValueType>& types) const;
   // The value named `value` (a node's name), which must exist and be of `type`; `at` for errors.
   absl::StatusOr<ValueSpec> Value(const YAML::Node& at, const std::string& node,
                                   const std::string& value, ValueType type) const;
@@ -142,7 +148,9 @@ class BuildContext {
 
   void Declare(const std::string& name, ValueSpec spec) { values_[name] = std::move(spec); }
   // A request of the shapes the graph will send `model`, for the engine's plan and warm-up.
-  void AddWarmup(const std::string& model, NamedTensors inputs) { warmups_[model] = std::move(inputs); }
+  void AddWarmup(const std::string& model, NamedTensors inputs) {
+    warmups_[model] = std::move(inputs);
+  }
   const std::map<std::string, NamedTensors>& warmups() const { return warmups_; }
   // Row shapes to measure row batching on at load (see RowBatching).
   void AddRowClasses(const std::string& model, const std::vector<Shape>& shapes) {

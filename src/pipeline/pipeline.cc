@@ -3,11 +3,10 @@
 
 #include <filesystem>
 #include <fstream>
-#include <set>
-
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -216,8 +215,8 @@ absl::StatusOr<PipelineSummary> Pipeline::Run(const RunOptions& options) {
   if (g.options.resume) {
     const std::string records = pipeline::JsonLinesPath(g.sinks, g.options.output_dir);
     if (records.empty() || !g.options.sinks) {
-      return absl::FailedPreconditionError(absl::StrCat("resuming needs the records of a jsonl sink, and pipeline '",
-                                                        g.file, "' writes none"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "resuming needs the records of a jsonl sink, and pipeline '", g.file, "' writes none"));
     }
     LOOM_ASSIGN_OR_RETURN(spec.skip, KeepRecorded(records));
   }
@@ -225,7 +224,8 @@ absl::StatusOr<PipelineSummary> Pipeline::Run(const RunOptions& options) {
   std::vector<std::unique_ptr<pipeline::Sink>> sinks;
   if (g.sinks.IsSequence()) {
     LOOM_ASSIGN_OR_RETURN(sinks, pipeline::MakeSinks(g.sinks, YamlReader(g.file),
-                                                     {.output_dir = g.options.output_dir, .append = g.options.resume}));
+                                                     {.output_dir = g.options.output_dir,
+                                                      .append = g.options.resume}));
   }
   std::vector<pipeline::Sink*> sink_views;  // for the pipeline threads' Prepare
   for (auto& sink : sinks) sink_views.push_back(sink.get());
@@ -250,21 +250,29 @@ absl::StatusOr<PipelineSummary> Pipeline::Run(const RunOptions& options) {
 }
 
 absl::StatusOr<int64_t> Pipeline::Submit(const ImageView& view, const std::string& source_name) {
-  if (!view.data || view.width < 1 || view.height < 1 || view.width > 65536 || view.height > 65536 ||
-      (view.channels != 1 && view.channels != 3 && view.channels != 4)) {
+  if (!view.data || view.width < 1 || view.height < 1 || view.width > 65536 ||
+      view.height > 65536 || (view.channels != 1 && view.channels != 3 && view.channels != 4)) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "a frame must be 8-bit pixels, 1 to 65536 a side, with 1, 3 or 4 channels; got %dx%dx%d%s",
         view.width, view.height, view.channels, view.data ? "" : " without data"));
   }
   const size_t row = static_cast<size_t>(view.width) * static_cast<size_t>(view.channels);
   const size_t stride = view.stride == 0 ? row : view.stride;
-  if (stride < row) return absl::InvalidArgumentError(absl::StrCat("frame stride ", stride, " is less than a row (", row, " bytes)"));
-  const cv::Mat wrapped(view.height, view.width, CV_8UC(view.channels), const_cast<uint8_t*>(view.data), stride);
+  if (stride < row)
+    return absl::InvalidArgumentError(
+        absl::StrCat("frame stride ", stride, " is less than a row (", row, " bytes)"));
+  const cv::Mat wrapped(view.height, view.width, CV_8UC(view.channels),
+                        const_cast<uint8_t*>(view.data), stride);
   cv::Mat bgr;
   switch (view.channels) {
-    case 1: cv::cvtColor(wrapped, bgr, cv::COLOR_GRAY2BGR); break;
-    case 4: cv::cvtColor(wrapped, bgr, cv::COLOR_BGRA2BGR); break;
-    default: bgr = wrapped.clone();
+    case 1:
+      cv::cvtColor(wrapped, bgr, cv::COLOR_GRAY2BGR);
+      break;
+    case 4:
+      cv::cvtColor(wrapped, bgr, cv::COLOR_BGRA2BGR);
+      break;
+    default:
+      bgr = wrapped.clone();
   }
   if (!stream_) stream_ = std::make_unique<Executor>(*graph_, graph_->in_flight);
   auto frame = std::make_unique<Frame>();
@@ -275,11 +283,13 @@ absl::StatusOr<int64_t> Pipeline::Submit(const ImageView& view, const std::strin
   image.image = std::move(bgr);
   frame->values["image"] = std::move(image);
   const int64_t index = frame->index;
-  if (!stream_->Push(std::move(frame))) return absl::FailedPreconditionError("the pipeline was finished: no more frames");
+  if (!stream_->Push(std::move(frame)))
+    return absl::FailedPreconditionError("the pipeline was finished: no more frames");
   return index;
 }
 
-absl::StatusOr<int64_t> Pipeline::SubmitEncoded(const std::string& bytes, const std::string& source_name) {
+absl::StatusOr<int64_t> Pipeline::SubmitEncoded(const std::string& bytes,
+                                                const std::string& source_name) {
   cv::Mat image;
   {
     auto lease = graph_->inference->Lease();
@@ -293,9 +303,9 @@ absl::StatusOr<int64_t> Pipeline::SubmitEncoded(const std::string& bytes, const 
     }
   }
   if (image.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("the ", bytes.size(), "-byte image",
-                                                   source_name.empty() ? "" : " '" + source_name + "'",
-                                                   " cannot be decoded (not an image OpenCV reads, or corrupt)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the ", bytes.size(), "-byte image", source_name.empty() ? "" : " '" + source_name + "'",
+        " cannot be decoded (not an image OpenCV reads, or corrupt)"));
   }
   return Submit(ImageView{image.cols, image.rows, 3, image.data, image.step}, source_name);
 }
@@ -319,7 +329,8 @@ absl::StatusOr<std::vector<std::string>> Pipeline::ImageFiles(const RunOptions& 
   LOOM_ASSIGN_OR_RETURN(auto source, pipeline::FrameSource::Open(spec));
   std::vector<std::string> files = source->files();
   std::vector<std::string> out;
-  for (size_t i = 0; i < files.size() && (spec.limit <= 0 || static_cast<int64_t>(out.size()) < spec.limit);
+  for (size_t i = 0;
+       i < files.size() && (spec.limit <= 0 || static_cast<int64_t>(out.size()) < spec.limit);
        i += static_cast<size_t>(spec.stride)) {
     out.push_back(files[i]);
   }
@@ -329,44 +340,64 @@ absl::StatusOr<std::vector<std::string>> Pipeline::ImageFiles(const RunOptions& 
 std::string Pipeline::DescribePlan() const {
   std::string out;
   if (Engine* e = engine()) out = e->DescribePlan();
-  absl::StrAppend(&out, absl::StrFormat(
-      "  pipeline: %d frames in flight on %d pipeline threads and the reading thread; their CPU "
-      "work (decoding, pre/post-processing) runs on cores leased from the plan, never beside the "
-      "workers; a frame waiting for a model holds no core\n",
-      graph_->in_flight, graph_->in_flight));
+  absl::StrAppend(&out, absl::StrFormat("  pipeline: %d frames in flight on %d pipeline threads "
+                                        "and the reading thread; their CPU "
+                                        "work (decoding, pre/post-processing) runs on cores leased "
+                                        "from the plan, never beside the "
+                                        "workers; a frame waiting for a model holds no core\n",
+                                        graph_->in_flight, graph_->in_flight));
   for (const pipeline::RowBatching& b : graph_->inference->RowBatchings()) {
     absl::StrAppend(&out, "  rows of ", b.model, " at ", ShapeToString(b.row_shape), ": ");
     if (b.probe_rows > 0) {
-      absl::StrAppend(&out, absl::StrFormat("%.2f ms/row alone, %.2f in a batch of %d", b.ms_per_row_alone,
-                                            b.ms_per_row_batched, b.probe_rows));
+      absl::StrAppend(
+          &out, absl::StrFormat("%.2f ms/row alone, %.2f in a batch of %d", b.ms_per_row_alone,
+                                b.ms_per_row_batched, b.probe_rows));
     }
     absl::StrAppend(&out, b.note.empty() ? "" : absl::StrCat(b.probe_rows > 0 ? "; " : "", b.note),
-                    b.rows_per_request > 1 ? absl::StrCat(" -> ", b.rows_per_request, " per request\n")
-                                           : " -> one per request\n");
+                    b.rows_per_request > 1
+                        ? absl::StrCat(" -> ", b.rows_per_request, " per request\n")
+                        : " -> one per request\n");
   }
   return out;
 }
 
-std::string PipelineTraceJson(const std::string& engine_trace, const std::vector<PipelineRecord>& records) {
-  nlohmann::json trace = engine_trace.empty() ? nlohmann::json{{"traceEvents", nlohmann::json::array()}}
-                                              : nlohmann::json::parse(engine_trace, nullptr, false);
-  if (trace.is_discarded() || !trace.contains("traceEvents")) trace = {{"traceEvents", nlohmann::json::array()}};
+std::string PipelineTraceJson(const std::string& engine_trace,
+                              const std::vector<PipelineRecord>& records) {
+  nlohmann::json trace = engine_trace.empty()
+                             ? nlohmann::json{{"traceEvents", nlohmann::json::array()}}
+                             : nlohmann::json::parse(engine_trace, nullptr, false);
+  if (trace.is_discarded() || !trace.contains("traceEvents"))
+    trace = {{"traceEvents", nlohmann::json::array()}};
   nlohmann::json& events = trace["traceEvents"];
-  events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", 2}, {"args", {{"name", "loom pipeline"}}}});
+  events.push_back(
+      {{"name", "process_name"}, {"ph", "M"}, {"pid", 2}, {"args", {{"name", "loom pipeline"}}}});
   std::set<int> threads;
   for (const PipelineRecord& r : records) {
     for (const auto& [node, t] : r.timings) {
       if (t.thread < 0) continue;
       threads.insert(t.thread);
-      const double ts = std::chrono::duration<double, std::micro>(t.start.time_since_epoch()).count();
-      events.push_back({{"name", node}, {"cat", "node"}, {"ph", "X"}, {"pid", 2}, {"tid", t.thread},
-                        {"ts", ts}, {"dur", t.total_ms() * 1000.0},
-                        {"args", {{"frame", r.frame}, {"source", r.source}, {"compute_ms", t.compute_ms},
-                                  {"model_wait_ms", t.model_wait_ms}, {"core_wait_ms", t.core_wait_ms}}}});
+      const double ts =
+          std::chrono::duration<double, std::micro>(t.start.time_since_epoch()).count();
+      events.push_back({{"name", node},
+                        {"cat", "node"},
+                        {"ph", "X"},
+                        {"pid", 2},
+                        {"tid", t.thread},
+                        {"ts", ts},
+                        {"dur", t.total_ms() * 1000.0},
+                        {"args",
+                         {{"frame", r.frame},
+                          {"source", r.source},
+                          {"compute_ms", t.compute_ms},
+                          {"model_wait_ms", t.model_wait_ms},
+                          {"core_wait_ms", t.core_wait_ms}}}});
     }
   }
   for (int t : threads) {
-    events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", 2}, {"tid", t},
+    events.push_back({{"name", "thread_name"},
+                      {"ph", "M"},
+                      {"pid", 2},
+                      {"tid", t},
                       {"args", {{"name", absl::StrCat("pipeline thread ", t)}}}});
   }
   trace["displayTimeUnit"] = "ms";

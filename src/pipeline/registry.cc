@@ -6,7 +6,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-
 #include "engine/yaml_reader.h"
 #include "pipeline/nodes/nodes.h"
 
@@ -49,14 +48,22 @@ std::vector<std::string> NodeTypeNames() {
 
 const char* ValueTypeName(ValueType type) {
   switch (type) {
-    case ValueType::kImage: return "image";
-    case ValueType::kTensor: return "tensor";
-    case ValueType::kOutputs: return "model outputs";
-    case ValueType::kDetections: return "detections";
-    case ValueType::kTextBoxes: return "text boxes";
-    case ValueType::kCrops: return "crops";
-    case ValueType::kTexts: return "texts";
-    case ValueType::kLines: return "line segments";
+    case ValueType::kImage:
+      return "image";
+    case ValueType::kTensor:
+      return "tensor";
+    case ValueType::kOutputs:
+      return "model outputs";
+    case ValueType::kDetections:
+      return "detections";
+    case ValueType::kTextBoxes:
+      return "text boxes";
+    case ValueType::kCrops:
+      return "crops";
+    case ValueType::kTexts:
+      return "texts";
+    case ValueType::kLines:
+      return "line segments";
   }
   return "?";
 }
@@ -80,8 +87,9 @@ absl::StatusOr<ValueSpec> BuildContext::Value(const YAML::Node& at, const std::s
     return Error(at, node, absl::StrCat("'", value, "' is not an earlier node"));
   }
   if (it->second.type != type) {
-    return Error(at, node, absl::StrCat("expects ", ValueTypeName(type), ", but node '", value,
-                                        "' produces ", ValueTypeName(it->second.type)));
+    return Error(at, node,
+                 absl::StrCat("expects ", ValueTypeName(type), ", but node '", value, "' produces ",
+                              ValueTypeName(it->second.type)));
   }
   return it->second;
 }
@@ -101,21 +109,24 @@ absl::StatusOr<ValueSpec> BuildContext::Input(const YAML::Node& params, const st
   }
   auto it = values_.find(value);
   if (it == values_.end()) {
-    return Error(named ? named : params, node,
-                 absl::StrCat("input '", port, "' names '", value, "', which is not an earlier node"));
+    return Error(
+        named ? named : params, node,
+        absl::StrCat("input '", port, "' names '", value, "', which is not an earlier node"));
   }
   if (std::find(types.begin(), types.end(), it->second.type) == types.end()) {
     std::vector<std::string> names;
     for (ValueType t : types) names.push_back(ValueTypeName(t));
-    return Error(named ? named : params, node,
-                 absl::StrCat("input '", port, "' expects ", absl::StrJoin(names, " or "), ", but node '", value,
-                              "' produces ", ValueTypeName(it->second.type)));
+    return Error(
+        named ? named : params, node,
+        absl::StrCat("input '", port, "' expects ", absl::StrJoin(names, " or "), ", but node '",
+                     value, "' produces ", ValueTypeName(it->second.type)));
   }
   return it->second;
 }
 
-absl::StatusOr<std::vector<std::string>> BuildContext::Labels(const YAML::Node& params, const std::string& node,
-                                                               const std::string& key) const {
+absl::StatusOr<std::vector<std::string>> BuildContext::Labels(const YAML::Node& params,
+                                                              const std::string& node,
+                                                              const std::string& key) const {
   std::vector<std::string> labels;
   const YAML::Node l = params.IsMap() ? params[key] : YAML::Node();
   if (!l) return labels;

@@ -14,14 +14,17 @@ namespace {
 
 class EngineService final : public InferenceService {
  public:
-  explicit EngineService(std::unique_ptr<Engine> engine) : owned_(std::move(engine)), engine_(owned_.get()) {}
+  explicit EngineService(std::unique_ptr<Engine> engine)
+      : owned_(std::move(engine)), engine_(owned_.get()) {}
   // Someone else's engine: `models` (already added, under `prefix`) are removed at the end.
   EngineService(Engine* engine, std::string prefix, std::vector<std::string> models)
       : engine_(engine), prefix_(std::move(prefix)), added_(std::move(models)) {}
   ~EngineService() override {
     for (const std::string& m : added_) (void)engine_->RemoveModel(m);
   }
-  const ModelInfo* FindModel(const std::string& model) const override { return engine_->FindModel(prefix_ + model); }
+  const ModelInfo* FindModel(const std::string& model) const override {
+    return engine_->FindModel(prefix_ + model);
+  }
   PendingOutputs Submit(const std::string& name, NamedTensors inputs) override {
     const std::string model = prefix_ + name;
     auto promise = std::make_shared<std::promise<absl::StatusOr<NamedTensors>>>();
@@ -32,7 +35,8 @@ class EngineService final : public InferenceService {
     });
     return future;
   }
-  std::optional<int> KnownRowsPerRequest(const std::string& model, const Shape& row_shape) const override {
+  std::optional<int> KnownRowsPerRequest(const std::string& model,
+                                         const Shape& row_shape) const override {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = decisions_.find({model, row_shape});
     if (it == decisions_.end()) return std::nullopt;
@@ -44,7 +48,8 @@ class EngineService final : public InferenceService {
     const Key key{model, row_shape};
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
-      if (auto it = decisions_.find(key); it != decisions_.end()) return it->second.rows_per_request;
+      if (auto it = decisions_.find(key); it != decisions_.end())
+        return it->second.rows_per_request;
       if (!measuring_.count(key)) break;
       measured_.wait(lock);
     }
@@ -98,19 +103,23 @@ class EngineService final : public InferenceService {
     absl::StatusOr<Tensor> one_t = Tensor::TryAllocate(dtype, one);
     absl::StatusOr<Tensor> batch_t = Tensor::TryAllocate(dtype, batch);
     if (!one_t.ok() || !batch_t.ok()) {
-      b.note = absl::StrCat("not measured: ", (one_t.ok() ? batch_t.status() : one_t.status()).message());
+      b.note = absl::StrCat("not measured: ",
+                            (one_t.ok() ? batch_t.status() : one_t.status()).message());
       return b;
     }
     // Milliseconds per row of one run, and the threads it ran on.
     auto run = [&](const Tensor& t) -> absl::StatusOr<std::pair<double, int>> {
-      LOOM_ASSIGN_OR_RETURN(InferResult r, engine_->Infer(prefix_ + model, {{info->inputs[0].name, t}}));
+      LOOM_ASSIGN_OR_RETURN(InferResult r,
+                            engine_->Infer(prefix_ + model, {{info->inputs[0].name, t}}));
       for (const NamedTensor& out : r.outputs) {
         if (out.tensor.rank() < 1 || out.tensor.dim(0) != t.dim(0)) {
-          return absl::FailedPreconditionError(absl::StrCat("output '", out.name, "' is ", out.tensor.Describe(),
-                                                            " for ", t.dim(0), " rows: its dim 0 does not follow the batch"));
+          return absl::FailedPreconditionError(
+              absl::StrCat("output '", out.name, "' is ", out.tensor.Describe(), " for ", t.dim(0),
+                           " rows: its dim 0 does not follow the batch"));
         }
       }
-      return std::make_pair(static_cast<double>(r.compute_us) / 1000.0 / static_cast<double>(t.dim(0)), r.threads);
+      return std::make_pair(
+          static_cast<double>(r.compute_us) / 1000.0 / static_cast<double>(t.dim(0)), r.threads);
     };
     absl::StatusOr<std::pair<double, int>> alone = absl::InternalError("not run"), together = alone;
     for (int i = 0; i < 2; ++i) {  // the first of each warms the shape up
@@ -119,7 +128,8 @@ class EngineService final : public InferenceService {
       if (!alone.ok() || !together.ok()) break;
     }
     if (!alone.ok() || !together.ok()) {
-      b.note = absl::StrCat("not measured: ", (alone.ok() ? together.status() : alone.status()).message());
+      b.note = absl::StrCat("not measured: ",
+                            (alone.ok() ? together.status() : alone.status()).message());
       return b;
     }
     b.probe_rows = kRowProbeRows;
@@ -130,7 +140,8 @@ class EngineService final : public InferenceService {
                             " threads: not comparable, rows run alone");
       return b;
     }
-    if (b.ms_per_row_batched <= kRowBatchWorthIt * b.ms_per_row_alone) b.rows_per_request = kRowProbeRows;
+    if (b.ms_per_row_batched <= kRowBatchWorthIt * b.ms_per_row_alone)
+      b.rows_per_request = kRowProbeRows;
     return b;
   }
 
@@ -214,7 +225,8 @@ class NaiveService final : public InferenceService {
     } catch (const std::exception& e) {
       return absl::InternalError(absl::StrCat("model '", session.info().name, "': ", e.what()));
     } catch (...) {
-      return absl::InternalError(absl::StrCat("model '", session.info().name, "': unknown exception"));
+      return absl::InternalError(
+          absl::StrCat("model '", session.info().name, "': unknown exception"));
     }
   }
 
@@ -254,12 +266,14 @@ class ModelInfoService final : public InferenceService {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<InferenceService>> MakeModelInfoService(const std::vector<ModelConfig>& models) {
+absl::StatusOr<std::unique_ptr<InferenceService>> MakeModelInfoService(
+    const std::vector<ModelConfig>& models) {
   std::map<std::string, ModelInfo> infos;
   for (const ModelConfig& m : models) {
     auto info = ReadModelInfo(m.path);
     if (!info.ok()) {
-      return absl::Status(info.status().code(), absl::StrCat("model '", m.name, "': ", info.status().message()));
+      return absl::Status(info.status().code(),
+                          absl::StrCat("model '", m.name, "': ", info.status().message()));
     }
     infos[m.name] = std::move(*info);
   }
@@ -270,8 +284,8 @@ std::unique_ptr<InferenceService> MakeEngineService(std::unique_ptr<Engine> engi
   return std::make_unique<EngineService>(std::move(engine));
 }
 
-absl::StatusOr<std::unique_ptr<InferenceService>> MakeSharedEngineService(Engine* engine, const std::string& prefix,
-                                                                         const std::vector<ModelConfig>& models) {
+absl::StatusOr<std::unique_ptr<InferenceService>> MakeSharedEngineService(
+    Engine* engine, const std::string& prefix, const std::vector<ModelConfig>& models) {
   std::vector<std::string> added;
   for (ModelConfig m : models) {
     m.name = prefix + m.name;
@@ -284,16 +298,16 @@ absl::StatusOr<std::unique_ptr<InferenceService>> MakeSharedEngineService(Engine
   return std::unique_ptr<InferenceService>(new EngineService(engine, prefix, std::move(added)));
 }
 
-
-absl::StatusOr<std::unique_ptr<InferenceService>> MakeNaiveService(const std::vector<ModelConfig>& models,
-                                                                   NaiveMode mode) {
+absl::StatusOr<std::unique_ptr<InferenceService>> MakeNaiveService(
+    const std::vector<ModelConfig>& models, NaiveMode mode) {
   std::map<std::string, std::unique_ptr<Session>> sessions;
   for (const ModelConfig& m : models) {
     SessionOptions options;  // ONNX Runtime's defaults, as a first attempt would have them
     options.backend = m.backend;
     auto session = CreateSession(m.path, options);
     if (!session.ok()) {
-      return absl::Status(session.status().code(), absl::StrCat("model '", m.name, "': ", session.status().message()));
+      return absl::Status(session.status().code(),
+                          absl::StrCat("model '", m.name, "': ", session.status().message()));
     }
     sessions[m.name] = std::move(*session);
   }

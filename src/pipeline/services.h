@@ -16,15 +16,16 @@ namespace loom::pipeline {
 std::unique_ptr<InferenceService> MakeEngineService(std::unique_ptr<Engine> engine);
 // Someone else's engine (not owned): the pipeline's models are added to it under
 // `prefix` + name (all or none), requests are sent there, and they are removed with the service.
-absl::StatusOr<std::unique_ptr<InferenceService>> MakeSharedEngineService(Engine* engine, const std::string& prefix,
-                                                                         const std::vector<ModelConfig>& models);
+absl::StatusOr<std::unique_ptr<InferenceService>> MakeSharedEngineService(
+    Engine* engine, const std::string& prefix, const std::vector<ModelConfig>& models);
 
 // Model metadata only (Submit fails): what the graph is checked against before any model loads.
-absl::StatusOr<std::unique_ptr<InferenceService>> MakeModelInfoService(const std::vector<ModelConfig>& models);
+absl::StatusOr<std::unique_ptr<InferenceService>> MakeModelInfoService(
+    const std::vector<ModelConfig>& models);
 
 enum class NaiveMode { kInline, kThreadPerModel };
-absl::StatusOr<std::unique_ptr<InferenceService>> MakeNaiveService(const std::vector<ModelConfig>& models,
-                                                                   NaiveMode mode);
+absl::StatusOr<std::unique_ptr<InferenceService>> MakeNaiveService(
+    const std::vector<ModelConfig>& models, NaiveMode mode);
 
 }  // namespace loom::pipeline
 

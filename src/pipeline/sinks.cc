@@ -4,7 +4,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <opencv2/videoio.hpp>
@@ -23,7 +22,8 @@ class JsonLinesSink final : public Sink {
       : path_(std::move(path)), out_(path_, append ? std::ios::app : std::ios::trunc) {}
   absl::Status Write(const Frame&, const nlohmann::json& record) override {
     out_ << record.dump() << "\n";
-    return out_ ? absl::OkStatus() : absl::InternalError(absl::StrCat("cannot write '", path_, "'"));
+    return out_ ? absl::OkStatus()
+                : absl::InternalError(absl::StrCat("cannot write '", path_, "'"));
   }
   absl::Status Close() override {
     out_.close();
@@ -75,11 +75,14 @@ class AnnotateSink final : public Sink {
   }
   absl::Status Write(const Frame& frame, const nlohmann::json&) override {
     auto it = frame.values.find("image");
-    if (it == frame.values.end() || it->second.image.empty()) return absl::OkStatus();  // a failed decode
-    const std::string path = by_source_ ? absl::StrCat(dir_, "/", fs::path(frame.source).stem().string(), ".jpg")
-                                        : absl::StrFormat("%s/frame_%06d.jpg", dir_, frame.index);
+    if (it == frame.values.end() || it->second.image.empty())
+      return absl::OkStatus();  // a failed decode
+    const std::string path =
+        by_source_ ? absl::StrCat(dir_, "/", fs::path(frame.source).stem().string(), ".jpg")
+                   : absl::StrFormat("%s/frame_%06d.jpg", dir_, frame.index);
     auto bytes = frame.prepared_bytes.find(index());
-    if (bytes == frame.prepared_bytes.end()) return absl::InternalError(absl::StrCat("cannot encode '", path, "'"));
+    if (bytes == frame.prepared_bytes.end())
+      return absl::InternalError(absl::StrCat("cannot encode '", path, "'"));
     std::ofstream out(path, std::ios::binary);
     out.write(bytes->second.data(), static_cast<std::streamsize>(bytes->second.size()));
     return out ? absl::OkStatus() : absl::InternalError(absl::StrCat("cannot write '", path, "'"));
@@ -142,9 +145,10 @@ void DrawLabel(cv::Mat& canvas, const std::string& text, cv::Point anchor, doubl
   int y = anchor.y;
   if (y - size.height - 2 * pad < 0) y = size.height + 2 * pad;  // no room above: just inside
   y = std::min(y, canvas.rows);
-  cv::rectangle(canvas, cv::Point(x, y - size.height - 2 * pad), cv::Point(x + size.width + 2 * pad, y),
-                background, cv::FILLED);
-  cv::putText(canvas, text, cv::Point(x + pad, y - pad), font, scale, {0, 0, 0}, thickness, cv::LINE_AA);
+  cv::rectangle(canvas, cv::Point(x, y - size.height - 2 * pad),
+                cv::Point(x + size.width + 2 * pad, y), background, cv::FILLED);
+  cv::putText(canvas, text, cv::Point(x + pad, y - pad), font, scale, {0, 0, 0}, thickness,
+              cv::LINE_AA);
 }
 
 // A detection's box, its detector's keypoints, the landmarks placed on it, and a label: its class
@@ -153,16 +157,20 @@ void DrawDetection(cv::Mat& canvas, const std::string& name, const vision::Detec
   const cv::Scalar green(0, 200, 0);
   cv::rectangle(canvas, cv::Point2f(d.x_min, d.y_min), cv::Point2f(d.x_max, d.y_max), green, 2);
   const int radius = std::clamp(cvRound(d.width() / 40), 2, 64);
-  for (const vision::Point& k : d.keypoints) cv::circle(canvas, cv::Point2f(k.x, k.y), radius, {0, 0, 255}, cv::FILLED);
+  for (const vision::Point& k : d.keypoints)
+    cv::circle(canvas, cv::Point2f(k.x, k.y), radius, {0, 0, 255}, cv::FILLED);
   const int dot = std::clamp(cvRound(d.width() / 100), 1, 16);
-  for (const vision::Point& k : d.landmarks) cv::circle(canvas, cv::Point2f(k.x, k.y), dot, {255, 255, 0}, cv::FILLED);
+  for (const vision::Point& k : d.landmarks)
+    cv::circle(canvas, cv::Point2f(k.x, k.y), dot, {255, 255, 0}, cv::FILLED);
   std::string label = absl::StrFormat("%s %.2f", name, d.score);
   if (d.label >= 0) {
-    label = absl::StrFormat("%s %.2f", d.label_name.empty() ? absl::StrCat("class ", d.label) : d.label_name,
+    label = absl::StrFormat("%s %.2f",
+                            d.label_name.empty() ? absl::StrCat("class ", d.label) : d.label_name,
                             d.label_score);
   } else if (d.class_id >= 0) {
-    label = absl::StrFormat("%s %.2f", d.class_name.empty() ? absl::StrCat("class ", d.class_id) : d.class_name,
-                            d.score);
+    label = absl::StrFormat(
+        "%s %.2f", d.class_name.empty() ? absl::StrCat("class ", d.class_id) : d.class_name,
+        d.score);
   }
   DrawLabel(canvas, label, cv::Point(cvRound(d.x_min), cvRound(d.y_min) - 2),
             std::max(14.0, static_cast<double>(d.height()) / 8), green);
@@ -210,11 +218,12 @@ void Annotate(const Frame& frame, cv::Mat& canvas) {
       const vision::TextBox& b = (*boxes)[i];
       const std::string& text = v.texts[i].text;
       if (text.empty()) continue;
-      const double width = cv::norm(b.quad[1] - b.quad[0]), height = cv::norm(b.quad[3] - b.quad[0]);
+      const double width = cv::norm(b.quad[1] - b.quad[0]),
+                   height = cv::norm(b.quad[3] - b.quad[0]);
       int baseline = 0;
       const cv::Size unit = cv::getTextSize(text, cv::FONT_HERSHEY_DUPLEX, 1.0, 1, &baseline);
-      const double scale = std::max(0.3, std::min(height * 0.7 / std::max(1, unit.height),
-                                                  width / std::max(1, unit.width)));
+      const double scale = std::max(
+          0.3, std::min(height * 0.7 / std::max(1, unit.height), width / std::max(1, unit.width)));
       cv::putText(panel, text, cv::Point(cvRound(b.quad[3].x), cvRound(b.quad[3].y - height * 0.2)),
                   cv::FONT_HERSHEY_DUPLEX, scale, {0, 0, 0}, 1, cv::LINE_AA);
     }
@@ -227,7 +236,8 @@ std::string JsonLinesPath(const YAML::Node& sinks, const std::string& output_dir
   if (!sinks.IsSequence()) return "";
   for (const YAML::Node& s : sinks) {
     if (s.IsMap() && s["type"] && s["type"].IsScalar() && s["type"].Scalar() == "jsonl") {
-      const std::string path = s["path"] && s["path"].IsScalar() ? s["path"].Scalar() : "results.jsonl";
+      const std::string path =
+          s["path"] && s["path"].IsScalar() ? s["path"].Scalar() : "results.jsonl";
       return (fs::path(output_dir) / path).string();
     }
   }
@@ -243,15 +253,21 @@ absl::StatusOr<std::vector<std::unique_ptr<Sink>>> MakeSinks(const YAML::Node& s
   LOOM_RETURN_IF_ERROR(r.List(sinks, "'sinks'", /*allow_empty=*/true));
   std::error_code ec;
   if (open) fs::create_directories(output_dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot create the output folder '", output_dir, "': ", ec.message()));
+  if (ec)
+    return absl::InternalError(
+        absl::StrCat("cannot create the output folder '", output_dir, "': ", ec.message()));
   for (const YAML::Node& s : sinks) {
     if (!s.IsMap()) {
-      return r.Error(s, absl::StrCat("a sink must be a mapping such as {type: jsonl, path: out.jsonl}, got '",
-                                     s.IsScalar() ? s.Scalar() : "a list", "'"));
+      return r.Error(
+          s, absl::StrCat("a sink must be a mapping such as {type: jsonl, path: out.jsonl}, got '",
+                          s.IsScalar() ? s.Scalar() : "a list", "'"));
     }
-    LOOM_ASSIGN_OR_RETURN(std::string type, r.Choice(s, "type", {"annotate", "jsonl", "text", "video"}));
+    LOOM_ASSIGN_OR_RETURN(std::string type,
+                          r.Choice(s, "type", {"annotate", "jsonl", "text", "video"}));
     const YamlReader sr = r.Within(absl::StrCat("sink '", type, "': "));
-    auto under = [&](const std::string& relative) { return (fs::path(output_dir) / relative).string(); };
+    auto under = [&](const std::string& relative) {
+      return (fs::path(output_dir) / relative).string();
+    };
     if (type == "jsonl") {
       LOOM_RETURN_IF_ERROR(sr.Keys(s, {"type", "path"}, "the sink"));
       LOOM_ASSIGN_OR_RETURN(std::string path, sr.String(s, "path", "results.jsonl"));
@@ -265,7 +281,9 @@ absl::StatusOr<std::vector<std::unique_ptr<Sink>>> MakeSinks(const YAML::Node& s
       LOOM_ASSIGN_OR_RETURN(std::string name, sr.Choice(s, "name", {"frame", "source"}, "frame"));
       if (!open) continue;
       fs::create_directories(under(dir), ec);
-      if (ec) return absl::InternalError(absl::StrCat("cannot create '", under(dir), "': ", ec.message()));
+      if (ec)
+        return absl::InternalError(
+            absl::StrCat("cannot create '", under(dir), "': ", ec.message()));
       out.push_back(std::make_unique<AnnotateSink>(under(dir), name == "source"));
     } else {
       LOOM_RETURN_IF_ERROR(sr.Keys(s, {"type", "path", "fps"}, "the sink"));

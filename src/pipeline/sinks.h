@@ -1,6 +1,7 @@
 // Sinks: where finished frames go — a JSON lines file, the recognised text on stdout, annotated
 // images, an annotated video.
-//   sinks: [{type: jsonl, path: out.jsonl}, {type: text}, {type: annotate, dir: frames, name: frame},
+//   sinks: [{type: jsonl, path: out.jsonl}, {type: text}, {type: annotate, dir: frames, name:
+//   frame},
 //           {type: video, path: out.avi, fps: 25}]
 // Paths are relative to the run's output folder. An annotated image is named after the frame's
 // index (`name: frame`, frame_000042.jpg) or after its source file (`name: source`, photo.jpg).
@@ -11,13 +12,13 @@
 #ifndef LOOM_PIPELINE_SINKS_H_
 #define LOOM_PIPELINE_SINKS_H_
 
-#include <memory>
-#include <string>
-#include <vector>
+#include <yaml-cpp/yaml.h>
 
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
-#include <yaml-cpp/yaml.h>
+#include <string>
+#include <vector>
 
 #include "engine/yaml_reader.h"
 #include "pipeline/value.h"
@@ -41,11 +42,11 @@ class Sink {
   size_t index() const { return index_; }  // the sink's place in the file's list
 
  private:
-  friend absl::StatusOr<std::vector<std::unique_ptr<Sink>>> MakeSinks(const YAML::Node&, const YamlReader&,
+  friend absl::StatusOr<std::vector<std::unique_ptr<Sink>>> MakeSinks(const YAML::Node&,
+                                                                      const YamlReader&,
                                                                       const SinkOptions&);
   size_t index_ = 0;
 };
-
 
 // The sinks of a pipeline file's `sinks:` list (each entry checked: type, keys, values), writing
 // under `output_dir` (created). With `open` false, only checks the list and makes nothing.

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <filesystem>
-
 #include <opencv2/core/utils/logger.hpp>
 
 #include "absl/strings/ascii.h"
@@ -23,9 +22,12 @@ bool HasExtension(const std::string& path, std::initializer_list<const char*> ex
   return false;
 }
 
-bool IsVideo(const std::string& path) { return HasExtension(path, {".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg"}); }
+bool IsVideo(const std::string& path) {
+  return HasExtension(path, {".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg"});
+}
 bool IsImage(const std::string& path) {
-  return HasExtension(path, {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"});
+  return HasExtension(path,
+                      {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"});
 }
 
 }  // namespace
@@ -46,23 +48,28 @@ absl::StatusOr<std::unique_ptr<FrameSource>> FrameSource::Open(const SourceSpec&
       }
     }
     globfree(&g);
-    if (source->files_.empty()) return absl::NotFoundError(absl::StrCat("source '", spec.path, "' matches no image"));
+    if (source->files_.empty())
+      return absl::NotFoundError(absl::StrCat("source '", spec.path, "' matches no image"));
   } else if (!fs::exists(spec.path, ec)) {
     return absl::NotFoundError(absl::StrCat("source '", spec.path, "' does not exist"));
   } else if (fs::is_directory(spec.path, ec)) {
     for (const auto& entry : fs::directory_iterator(spec.path)) {
-      if (entry.is_regular_file() && IsImage(entry.path().string())) source->files_.push_back(entry.path().string());
+      if (entry.is_regular_file() && IsImage(entry.path().string()))
+        source->files_.push_back(entry.path().string());
     }
-    if (source->files_.empty()) return absl::NotFoundError(absl::StrCat("source folder '", spec.path, "' has no image"));
+    if (source->files_.empty())
+      return absl::NotFoundError(absl::StrCat("source folder '", spec.path, "' has no image"));
   } else if (IsVideo(spec.path)) {
     // OpenCV's backends log their own failures to stderr; the status below says it once.
     cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);
     // A file is read by FFmpeg (or OpenCV's own MJPEG reader), never by probing camera backends
     // (gphoto2 autodetection scans USB, slowly, and leaks).
     source->video_ = std::make_unique<cv::VideoCapture>(spec.path, cv::CAP_FFMPEG);
-    if (!source->video_->isOpened()) source->video_ = std::make_unique<cv::VideoCapture>(spec.path, cv::CAP_OPENCV_MJPEG);
+    if (!source->video_->isOpened())
+      source->video_ = std::make_unique<cv::VideoCapture>(spec.path, cv::CAP_OPENCV_MJPEG);
     if (!source->video_->isOpened()) {
-      return absl::InvalidArgumentError(absl::StrCat("video '", spec.path, "' cannot be opened (not a video OpenCV reads, or corrupt)"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "video '", spec.path, "' cannot be opened (not a video OpenCV reads, or corrupt)"));
     }
     source->video_name_ = fs::path(spec.path).filename().string();
     source->fps_ = source->video_->get(cv::CAP_PROP_FPS);
@@ -75,10 +82,12 @@ absl::StatusOr<std::unique_ptr<FrameSource>> FrameSource::Open(const SourceSpec&
     try {
       read = source->video_->read(source->first_);
     } catch (const cv::Exception& e) {
-      return absl::InvalidArgumentError(absl::StrCat("video '", spec.path, "' cannot be decoded: ", e.err));
+      return absl::InvalidArgumentError(
+          absl::StrCat("video '", spec.path, "' cannot be decoded: ", e.err));
     }
     if (!read || source->first_.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("video '", spec.path, "' has no frame OpenCV can decode"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("video '", spec.path, "' has no frame OpenCV can decode"));
     }
   } else {
     source->files_.push_back(spec.path);
@@ -89,7 +98,8 @@ absl::StatusOr<std::unique_ptr<FrameSource>> FrameSource::Open(const SourceSpec&
     std::erase_if(source->files_, [&](const std::string& f) { return spec.skip.count(f) > 0; });
     source->skipped_ = static_cast<int64_t>(before - source->files_.size());
   }
-  if (!source->video_) source->total_ = (static_cast<int64_t>(source->files_.size()) + spec.stride - 1) / spec.stride;
+  if (!source->video_)
+    source->total_ = (static_cast<int64_t>(source->files_.size()) + spec.stride - 1) / spec.stride;
   if (spec.limit > 0 && source->total_) source->total_ = std::min(*source->total_, spec.limit);
   if (spec.limit > 0 && !source->total_) source->total_ = spec.limit;
   return source;

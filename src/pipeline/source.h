@@ -4,12 +4,11 @@
 #define LOOM_PIPELINE_SOURCE_H_
 
 #include <memory>
+#include <opencv2/videoio.hpp>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <opencv2/videoio.hpp>
 
 #include "pipeline/value.h"
 
@@ -41,7 +40,7 @@ class FrameSource {
   // The image files to read (empty for a video), in order.
   const std::vector<std::string>& files() const { return files_; }
   std::optional<int64_t> total() const { return total_; }  // frames to come, when known
-  double fps() const { return fps_; }                       // the video's, else 0
+  double fps() const { return fps_; }                      // the video's, else 0
   // Set when a video ended before the frame count its container declares (a frame failed to
   // decode): the run reports it rather than ending silently.
   const std::string& error() const { return error_; }

@@ -6,11 +6,10 @@
 
 #include <future>
 #include <map>
-#include <string>
-#include <vector>
-
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
+#include <string>
+#include <vector>
 
 #include "loom/pipeline.h"
 #include "loom/tensor.h"
@@ -29,41 +28,41 @@ using PendingOutputs = std::shared_future<absl::StatusOr<NamedTensors>>;
 
 // One request of a fan-out: which rows of the infer node's input it carried, and its answer.
 struct OutputPart {
-  std::vector<int64_t> rows;  // indices into the input's rows
-  PendingOutputs outputs;     // [rows.size(), ...] per model output
-  std::vector<float> padding; // per row: the share of the run's width that was padding (0..1)
+  std::vector<int64_t> rows;   // indices into the input's rows
+  PendingOutputs outputs;      // [rows.size(), ...] per model output
+  std::vector<float> padding;  // per row: the share of the run's width that was padding (0..1)
 };
 
 struct Value {
   ValueType type = ValueType::kImage;
-  cv::Mat image;                               // kImage (8-bit BGR)
-  Tensor tensor;                               // kTensor: one [N,...] batch, or
-  std::vector<Tensor> rows;                    // kTensor as separate [1,...] rows whose shapes may
-                                               // differ (text lines at their own width bucket)
-  std::vector<int64_t> row_widths;             // kTensor: each row's content width (text lines), if known
-  vision::ImageTransform to_image;             // kTensor from preprocess: input pixel -> image pixel
+  cv::Mat image;                    // kImage (8-bit BGR)
+  Tensor tensor;                    // kTensor: one [N,...] batch, or
+  std::vector<Tensor> rows;         // kTensor as separate [1,...] rows whose shapes may
+                                    // differ (text lines at their own width bucket)
+  std::vector<int64_t> row_widths;  // kTensor: each row's content width (text lines), if known
+  vision::ImageTransform to_image;  // kTensor from preprocess: input pixel -> image pixel
   // Fan-outs of detections (box_crop, and preprocess over its crops): per crop or row, the map
   // from its pixels (a crop's, or the model input's) to the frame's, and in `detections` the
   // detection it was cut from, so that decoders put their answers back on the right one.
   std::vector<vision::ImageTransform> row_to_image;
-  PendingOutputs outputs;                      // kOutputs: every row, joined in input order
-  std::vector<OutputPart> parts;               // kOutputs: the requests it was run as
-  std::vector<vision::Detection> detections;   // kDetections; kCrops/kTensor: each row's owner
-  std::vector<vision::TextBox> boxes;          // kTextBoxes
-  std::vector<cv::Mat> crops;                  // kCrops
-  std::vector<bool> rotated;                   // kCrops: turned 180° by an angle node
-  std::vector<vision::RecognizedText> texts;   // kTexts (one per crop)
-  std::vector<vision::LineSegment> lines;      // kLines
+  PendingOutputs outputs;                     // kOutputs: every row, joined in input order
+  std::vector<OutputPart> parts;              // kOutputs: the requests it was run as
+  std::vector<vision::Detection> detections;  // kDetections; kCrops/kTensor: each row's owner
+  std::vector<vision::TextBox> boxes;         // kTextBoxes
+  std::vector<cv::Mat> crops;                 // kCrops
+  std::vector<bool> rotated;                  // kCrops: turned 180° by an angle node
+  std::vector<vision::RecognizedText> texts;  // kTexts (one per crop)
+  std::vector<vision::LineSegment> lines;     // kLines
 };
 
 // One frame on its way through the graph.
 struct Frame {
-  int64_t index = 0;         // position in the source, from 0
-  std::string source;        // file name, or video name and frame number
-  std::map<std::string, Value> values;  // "image" is the decoded frame
+  int64_t index = 0;                                 // position in the source, from 0
+  std::string source;                                // file name, or video name and frame number
+  std::map<std::string, Value> values;               // "image" is the decoded frame
   nlohmann::json record = nlohmann::json::object();  // what sinks write for this frame
   std::map<std::string, NodeTiming> timings;         // per node
-  std::string error;         // why the frame failed (a decode error, or "node 'x': ...")
+  std::string error;  // why the frame failed (a decode error, or "node 'x': ...")
   // An image file still to decode: the pipeline thread that takes the frame decodes it first (on
   // its leased core, so that a folder's images decode in parallel), into "image".
   std::string decode_path;

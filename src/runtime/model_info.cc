@@ -16,16 +16,26 @@ namespace fs = std::filesystem;
 
 DType FromOnnxType(int32_t elem_type) {
   switch (elem_type) {
-    case onnx::TensorProto::FLOAT: return DType::kFloat32;
-    case onnx::TensorProto::FLOAT16: return DType::kFloat16;
-    case onnx::TensorProto::DOUBLE: return DType::kFloat64;
-    case onnx::TensorProto::INT8: return DType::kInt8;
-    case onnx::TensorProto::UINT8: return DType::kUInt8;
-    case onnx::TensorProto::INT16: return DType::kInt16;
-    case onnx::TensorProto::INT32: return DType::kInt32;
-    case onnx::TensorProto::INT64: return DType::kInt64;
-    case onnx::TensorProto::BOOL: return DType::kBool;
-    default: return DType::kUnknown;
+    case onnx::TensorProto::FLOAT:
+      return DType::kFloat32;
+    case onnx::TensorProto::FLOAT16:
+      return DType::kFloat16;
+    case onnx::TensorProto::DOUBLE:
+      return DType::kFloat64;
+    case onnx::TensorProto::INT8:
+      return DType::kInt8;
+    case onnx::TensorProto::UINT8:
+      return DType::kUInt8;
+    case onnx::TensorProto::INT16:
+      return DType::kInt16;
+    case onnx::TensorProto::INT32:
+      return DType::kInt32;
+    case onnx::TensorProto::INT64:
+      return DType::kInt64;
+    case onnx::TensorProto::BOOL:
+      return DType::kBool;
+    default:
+      return DType::kUnknown;
   }
 }
 
@@ -58,7 +68,9 @@ std::string SniffFileType(std::string_view head) {
   if (starts("RIFF")) return "a RIFF file (AVI/WAV/WebP)";
   if (starts("PK\x03\x04")) return "a ZIP archive";
   if (starts("\x1F\x8B")) return "a gzip archive";
-  if (starts("\x7F" "ELF")) return "an ELF binary";
+  if (starts("\x7F"
+             "ELF"))
+    return "an ELF binary";
   if (starts("{") || starts("[")) return "a JSON/text file";
   return "";
 }
@@ -72,17 +84,21 @@ std::string Dim::ToString() const {
 
 const char* ImageLayoutName(ImageLayout layout) {
   switch (layout) {
-    case ImageLayout::kNCHW: return "NCHW";
-    case ImageLayout::kNHWC: return "NHWC";
-    case ImageLayout::kNone: return "none";
+    case ImageLayout::kNCHW:
+      return "NCHW";
+    case ImageLayout::kNHWC:
+      return "NHWC";
+    case ImageLayout::kNone:
+      return "none";
   }
   return "none";
 }
 
 std::string TensorInfo::ShapeString() const {
-  return absl::StrCat("[", absl::StrJoin(shape, ",", [](std::string* out, const Dim& d) {
-                        out->append(d.ToString());
-                      }), "]");
+  return absl::StrCat(
+      "[",
+      absl::StrJoin(shape, ",", [](std::string* out, const Dim& d) { out->append(d.ToString()); }),
+      "]");
 }
 
 std::string TensorInfo::Describe() const {
@@ -92,7 +108,8 @@ std::string TensorInfo::Describe() const {
 ImageLayout TensorInfo::image_layout() const {
   if (shape.size() != 4) return ImageLayout::kNone;
   auto is_channels = [](const Dim& d) { return d.value == 1 || d.value == 3 || d.value == 4; };
-  // A fixed channel count beside a spatial dim; NHWC wins only if dim 1 does not look like channels.
+  // A fixed channel count beside a spatial dim; NHWC wins only if dim 1 does not look like
+  // channels.
   if (is_channels(shape[1]) && !is_channels(shape[3])) return ImageLayout::kNCHW;
   if (is_channels(shape[3]) && !is_channels(shape[1])) return ImageLayout::kNHWC;
   if (is_channels(shape[1])) return ImageLayout::kNCHW;  // e.g. [1,3,4,4]: ONNX's usual layout
@@ -124,11 +141,13 @@ absl::StatusOr<ModelInfo> ReadModelInfo(const std::string& path) {
   const auto file_size = fs::file_size(path, ec);
   constexpr uintmax_t kMaxModelBytes = uintmax_t{2} << 30;  // protobuf's own limit
   if (!ec && file_size > kMaxModelBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("model file '", path, "' is ", file_size,
-                                                   " bytes, over the 2 GiB a protobuf model can hold"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model file '", path, "' is ", file_size,
+                     " bytes, over the 2 GiB a protobuf model can hold"));
   }
   std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::PermissionDeniedError(absl::StrCat("model file '", path, "' cannot be read"));
+  if (!in)
+    return absl::PermissionDeniedError(absl::StrCat("model file '", path, "' cannot be read"));
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (bytes.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("model file '", path, "' is empty (0 bytes)"));
@@ -149,8 +168,8 @@ absl::StatusOr<ModelInfo> ReadModelInfo(const std::string& path) {
       graph.node_size() == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "model file '", path, "' is not a valid ONNX model: ",
-        model.ir_version() <= 0 ? "no IR version" : "its graph has no nodes or no outputs",
-        " (", bytes.size(), " bytes; truncated, or not ONNX)"));
+        model.ir_version() <= 0 ? "no IR version" : "its graph has no nodes or no outputs", " (",
+        bytes.size(), " bytes; truncated, or not ONNX)"));
   }
 
   ModelInfo info;
@@ -169,7 +188,9 @@ absl::StatusOr<ModelInfo> ReadModelInfo(const std::string& path) {
   }
   for (const auto& output : graph.output()) info.outputs.push_back(FromValueInfo(output));
 
-  auto dim0_dynamic = [](const TensorInfo& t) { return !t.shape.empty() && t.shape[0].is_dynamic(); };
+  auto dim0_dynamic = [](const TensorInfo& t) {
+    return !t.shape.empty() && t.shape[0].is_dynamic();
+  };
   info.dynamic_batch = !info.inputs.empty();
   for (const auto& t : info.inputs) info.dynamic_batch &= dim0_dynamic(t);
   for (const auto& t : info.outputs) info.dynamic_batch &= dim0_dynamic(t);
@@ -229,7 +250,7 @@ absl::Status ValidateInputs(const ModelInfo& info, const NamedTensors& inputs,
       match = want.shape[d].is_dynamic() || want.shape[d].value == in.tensor.shape()[d];
     }
     if (!match) {
-      std::string what = in.tensor.dtype() != want.dtype ? "dtype"
+      std::string what = in.tensor.dtype() != want.dtype                               ? "dtype"
                          : in.tensor.rank() != static_cast<int64_t>(want.shape.size()) ? "rank"
                                                                                        : "shape";
       return absl::InvalidArgumentError(absl::StrCat("model '", info.name, "' input '", in.name,

@@ -13,8 +13,8 @@ absl::Status CheckOnnxModel(const std::string& path) {
   if (!in) return absl::NotFoundError(absl::StrCat("model file '", path, "' cannot be read"));
   onnx::ModelProto model;
   if (!model.ParseFromIstream(&in)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model file '", path, "' is not a valid ONNX model: its protobuf does not parse"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model file '", path, "' is not a valid ONNX model: its protobuf does not parse"));
   }
   try {
     onnx::checker::check_model(model);

@@ -15,25 +15,39 @@ namespace {
 
 int ToCvDepth(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return CV_32F;
-    case DType::kFloat64: return CV_64F;
-    case DType::kUInt8: return CV_8U;
-    case DType::kInt8: return CV_8S;
-    case DType::kInt16: return CV_16S;
-    case DType::kInt32: return CV_32S;
-    default: return -1;
+    case DType::kFloat32:
+      return CV_32F;
+    case DType::kFloat64:
+      return CV_64F;
+    case DType::kUInt8:
+      return CV_8U;
+    case DType::kInt8:
+      return CV_8S;
+    case DType::kInt16:
+      return CV_16S;
+    case DType::kInt32:
+      return CV_32S;
+    default:
+      return -1;
   }
 }
 
 DType FromCvDepth(int depth) {
   switch (depth) {
-    case CV_32F: return DType::kFloat32;
-    case CV_64F: return DType::kFloat64;
-    case CV_8U: return DType::kUInt8;
-    case CV_8S: return DType::kInt8;
-    case CV_16S: return DType::kInt16;
-    case CV_32S: return DType::kInt32;
-    default: return DType::kUnknown;
+    case CV_32F:
+      return DType::kFloat32;
+    case CV_64F:
+      return DType::kFloat64;
+    case CV_8U:
+      return DType::kUInt8;
+    case CV_8S:
+      return DType::kInt8;
+    case CV_16S:
+      return DType::kInt16;
+    case CV_32S:
+      return DType::kInt32;
+    default:
+      return DType::kUnknown;
   }
 }
 
@@ -63,7 +77,8 @@ void SilenceOpenCvLogging() {
 class OpenCvSession final : public Session {
  public:
   OpenCvSession(ModelInfo info, cv::dnn::Net net)
-      : info_(std::move(info)), net_(std::move(net)),
+      : info_(std::move(info)),
+        net_(std::move(net)),
         context_(absl::StrCat("model '", info_.name, "': OpenCV DNN: ")) {
     for (const auto& out : info_.outputs) output_names_.push_back(out.name);
   }
@@ -112,8 +127,8 @@ class OpenCvSession final : public Session {
       Shape shape(mat.size.p, mat.size.p + mat.dims);
       // Keep the cv::Mat (reference counted) alive as the tensor's owner: no copy.
       auto owner = std::make_shared<cv::Mat>(mat);
-      result.push_back({info_.outputs[i].name,
-                        Tensor::Adopt(dtype, std::move(shape), owner->data, owner)});
+      result.push_back(
+          {info_.outputs[i].name, Tensor::Adopt(dtype, std::move(shape), owner->data, owner)});
     }
     return result;
   }
@@ -150,8 +165,8 @@ absl::StatusOr<std::unique_ptr<Session>> CreateOpenCvSession(ModelInfo info,
       return absl::InvalidArgumentError(absl::StrCat("model '", info.name, "': ", valid.message(),
                                                      " (OpenCV DNN: ", reason, ")"));
     }
-    return absl::UnimplementedError(absl::StrCat("model '", info.name,
-                                                 "': OpenCV DNN cannot load it: ", reason));
+    return absl::UnimplementedError(
+        absl::StrCat("model '", info.name, "': OpenCV DNN cannot load it: ", reason));
   }
   if (net.empty()) {
     return absl::UnimplementedError(

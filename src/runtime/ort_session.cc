@@ -54,7 +54,8 @@ class OrtSession final : public Session {
       }
       Shape shape = type_shape.GetShape();
       if (absl::Status s = CheckShape(dtype, shape); !s.ok()) {
-        return absl::InternalError(absl::StrCat(context_, "output '", info_.outputs[i].name, "': ", s.message()));
+        return absl::InternalError(
+            absl::StrCat(context_, "output '", info_.outputs[i].name, "': ", s.message()));
       }
       void* data = value->GetTensorMutableRawData();
       if (data == nullptr) {  // an empty output: ONNX Runtime gives no buffer
@@ -62,8 +63,8 @@ class OrtSession final : public Session {
         continue;
       }
       // The tensor adopts the Ort::Value: zero-copy, freed when the last copy goes.
-      result.push_back({info_.outputs[i].name,
-                        Tensor::Adopt(dtype, std::move(shape), data, std::move(value))});
+      result.push_back(
+          {info_.outputs[i].name, Tensor::Adopt(dtype, std::move(shape), data, std::move(value))});
     }
     return result;
   }
@@ -79,10 +80,14 @@ class OrtSession final : public Session {
 
 GraphOptimizationLevel ToOrtLevel(GraphOptimization level) {
   switch (level) {
-    case GraphOptimization::kDisabled: return ORT_DISABLE_ALL;
-    case GraphOptimization::kBasic: return ORT_ENABLE_BASIC;
-    case GraphOptimization::kExtended: return ORT_ENABLE_EXTENDED;
-    case GraphOptimization::kAll: return ORT_ENABLE_ALL;
+    case GraphOptimization::kDisabled:
+      return ORT_DISABLE_ALL;
+    case GraphOptimization::kBasic:
+      return ORT_ENABLE_BASIC;
+    case GraphOptimization::kExtended:
+      return ORT_ENABLE_EXTENDED;
+    case GraphOptimization::kAll:
+      return ORT_ENABLE_ALL;
   }
   return ORT_ENABLE_ALL;
 }
@@ -102,13 +107,14 @@ absl::StatusOr<std::unique_ptr<Session>> CreateOrtSession(ModelInfo info,
   const std::string context = absl::StrCat("model '", info.name, "': ");
   if (!options.thread_affinities.empty() &&
       static_cast<int>(options.thread_affinities.size()) != options.intra_op_threads - 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        context, "thread_affinities has ", options.thread_affinities.size(),
-        " entries; expected intra_op_threads - 1 = ", options.intra_op_threads - 1));
+    return absl::InvalidArgumentError(
+        absl::StrCat(context, "thread_affinities has ", options.thread_affinities.size(),
+                     " entries; expected intra_op_threads - 1 = ", options.intra_op_threads - 1));
   }
   if (options.use_global_thread_pool && !ort::HasGlobalThreadPool()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        context, "use_global_thread_pool needs ConfigureGlobalThreadPool before the first session"));
+        context,
+        "use_global_thread_pool needs ConfigureGlobalThreadPool before the first session"));
   }
   std::unique_ptr<Ort::Session> session;
   LOOM_RETURN_IF_ERROR(ort::Call(context, [&] {

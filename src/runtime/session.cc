@@ -1,6 +1,7 @@
 #include "loom/session.h"
 
 #include <onnxruntime_cxx_api.h>
+
 #include <opencv2/core/utility.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -10,9 +11,7 @@
 
 namespace loom {
 
-const char* BackendName(Backend backend) {
-  return backend == Backend::kOpenCv ? "opencv" : "ort";
-}
+const char* BackendName(Backend backend) { return backend == Backend::kOpenCv ? "opencv" : "ort"; }
 
 absl::StatusOr<Backend> ParseBackend(const std::string& name) {
   if (name == "ort" || name == "onnxruntime") return Backend::kOnnxRuntime;
@@ -22,7 +21,8 @@ absl::StatusOr<Backend> ParseBackend(const std::string& name) {
 }
 
 std::string BackendVersions() {
-  return absl::StrCat("ONNX Runtime ", OrtGetApiBase()->GetVersionString(), ", OpenCV ", cv::getVersionString());
+  return absl::StrCat("ONNX Runtime ", OrtGetApiBase()->GetVersionString(), ", OpenCV ",
+                      cv::getVersionString());
 }
 
 absl::Status ConfigureOrtGlobalThreadPool(int intra_op_threads, bool allow_spinning) {
@@ -33,8 +33,10 @@ absl::StatusOr<std::unique_ptr<Session>> CreateSession(const std::string& model_
                                                        const SessionOptions& options) {
   LOOM_ASSIGN_OR_RETURN(ModelInfo info, ReadModelInfo(model_path));
   switch (options.backend) {
-    case Backend::kOnnxRuntime: return CreateOrtSession(std::move(info), options);
-    case Backend::kOpenCv: return CreateOpenCvSession(std::move(info), options);
+    case Backend::kOnnxRuntime:
+      return CreateOrtSession(std::move(info), options);
+    case Backend::kOpenCv:
+      return CreateOpenCvSession(std::move(info), options);
   }
   return absl::InvalidArgumentError("unknown backend");
 }

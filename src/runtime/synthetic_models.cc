@@ -78,8 +78,10 @@ absl::Status WriteGatherModel(const std::string& path, int64_t table_size) {
   *gather->add_input() = std::string("table");
   *gather->add_input() = std::string("index");
   *gather->add_output() = std::string("y");
-  SetTensorType(graph->add_input(), "index", onnx::TensorProto::INT64, {std::string("batch"), int64_t{1}});
-  SetTensorType(graph->add_output(), "y", onnx::TensorProto::FLOAT, {std::string("batch"), int64_t{1}});
+  SetTensorType(graph->add_input(), "index", onnx::TensorProto::INT64,
+                {std::string("batch"), int64_t{1}});
+  SetTensorType(graph->add_output(), "y", onnx::TensorProto::FLOAT,
+                {std::string("batch"), int64_t{1}});
   return Save(model, path);
 }
 

@@ -15,9 +15,9 @@
 namespace loom {
 
 struct ShapeSpec {
-  int64_t batch = 1;                 // a dynamic dim 0
+  int64_t batch = 1;                  // a dynamic dim 0
   int64_t height = 320, width = 320;  // dynamic spatial dims of an image-like input
-  int64_t other_dynamic_dims = 1;    // every other dynamic dim
+  int64_t other_dynamic_dims = 1;     // every other dynamic dim
 };
 
 // The concrete shape of `input` under `spec`.

@@ -36,7 +36,7 @@ struct Request {
   TimePoint enqueued;
   TimePoint deadline = TimePoint::max();
   std::shared_ptr<const std::atomic<bool>> cancelled;  // null: cannot be withdrawn
-  InferCallback done;  // called exactly once
+  InferCallback done;                                  // called exactly once
 
   bool Withdrawn() const { return cancelled && cancelled->load(std::memory_order_relaxed); }
 };
@@ -83,7 +83,8 @@ class RequestQueue {
     std::string key;
     std::deque<std::unique_ptr<Request>> requests;  // arrival order
   };
-  std::deque<Group> groups_;  // by first arrival of their key (a deque: Group cannot be moved noexcept)
+  std::deque<Group>
+      groups_;  // by first arrival of their key (a deque: Group cannot be moved noexcept)
   size_t size_ = 0;
   TimePoint earliest_deadline_ = TimePoint::max();  // a lower bound
   size_t withdrawable_ = 0;                         // requests with a cancel flag

@@ -12,9 +12,12 @@ namespace loom {
 
 const char* PlanHintName(PlanHint hint) {
   switch (hint) {
-    case PlanHint::kAdaptive: return "adaptive";
-    case PlanHint::kThroughput: return "throughput";
-    case PlanHint::kLatency: return "latency";
+    case PlanHint::kAdaptive:
+      return "adaptive";
+    case PlanHint::kThroughput:
+      return "throughput";
+    case PlanHint::kLatency:
+      return "latency";
   }
   return "?";
 }
@@ -40,9 +43,9 @@ std::string EnginePlan::Describe() const {
                            w.allow_spinning ? "on" : "off", absl::StrJoin(w.models, ", "));
   }
   for (size_t g = 0; g < groups.size(); ++g) {
-    out << absl::StrFormat("  wide group %d: workers %s, cpus %s, %d threads (spin only while running)\n", g,
-                           absl::StrJoin(groups[g].workers, ","), FormatCpuList(groups[g].cpus),
-                           groups[g].threads);
+    out << absl::StrFormat(
+        "  wide group %d: workers %s, cpus %s, %d threads (spin only while running)\n", g,
+        absl::StrJoin(groups[g].workers, ","), FormatCpuList(groups[g].cpus), groups[g].threads);
   }
   if (!costs.empty()) {
     out << "  measured ms per request (batch 1) by intra-op threads:\n";
@@ -61,12 +64,13 @@ std::string EnginePlan::Describe() const {
     out << "\n";
   }
   if (!reason.empty()) out << "  why: " << reason << "\n";
-  if (!modes.empty()) out << "  narrow or wide, per batch (measured on the runs so far):\n" << modes;
+  if (!modes.empty())
+    out << "  narrow or wide, per batch (measured on the runs so far):\n" << modes;
   for (const PlanEvent& e : history) out << absl::StrFormat("  at %.1f s: %s\n", e.at_s, e.what);
   for (const BatchChoice& b : batching) {
-    out << absl::StrFormat("  batching %s: %.2f ms/row at batch 1, %.2f at batch %d -> max_batch_size %d\n",
-                           b.model, b.ms_per_row_at_1, b.ms_per_row_at_probe, b.probe_rows,
-                           b.max_batch_size);
+    out << absl::StrFormat(
+        "  batching %s: %.2f ms/row at batch 1, %.2f at batch %d -> max_batch_size %d\n", b.model,
+        b.ms_per_row_at_1, b.ms_per_row_at_probe, b.probe_rows, b.max_batch_size);
   }
   return out.str();
 }

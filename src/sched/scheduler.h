@@ -82,7 +82,8 @@ struct ModelSpec {
   // Measured ms per batch-1 request, to seed the narrow/wide choice (0: unknown), and the elements
   // of that request's inputs (0: unknown). Where it is known, every run's time is scaled to a
   // request of that size (ms x measured_elements / the run's input elements) before the widths
-  // are compared, so that runs of a model with dynamic dims compare like with like; else ms per row.
+  // are compared, so that runs of a model with dynamic dims compare like with like; else ms per
+  // row.
   double narrow_ms = 0, wide_ms = 0;
   int64_t measured_elements = 0;
 };
@@ -108,8 +109,8 @@ struct ModeEvent {
 // One span for a trace (Chrome trace-event JSON is written by the engine).
 struct TraceSpan {
   enum Kind { kRun, kQueue, kLease } kind = kRun;
-  int worker = -1;        // -1: a caller's thread
-  std::string model;      // empty for leases
+  int worker = -1;    // -1: a caller's thread
+  std::string model;  // empty for leases
   TimePoint start, end;
   int rows = 0;
   int threads = 0;
@@ -208,10 +209,12 @@ class Scheduler {
     WorkerState state = WorkerState::kIdle;
     int lent_to = -1;  // kLent: leader worker (wide), or kLentToLease
     bool retire = false;
-    // The thread sleeps until it is idle again (it saw work while claimed, lent or running): whoever
-    // makes it idle must wake it. An idle worker asleep waiting for work needs no such wake.
+    // The thread sleeps until it is idle again (it saw work while claimed, lent or running):
+    // whoever makes it idle must wake it. An idle worker asleep waiting for work needs no such
+    // wake.
     bool waits_for_idle = false;
-    TimePoint lent_since{};  // kLent to a wide run's leader: since when (its cores idle until the run)
+    TimePoint
+        lent_since{};  // kLent to a wide run's leader: since when (its cores idle until the run)
     std::condition_variable cv;
     std::thread thread;
     std::atomic<int64_t> busy_us{0};
@@ -232,8 +235,8 @@ class Scheduler {
     int64_t running = 0;  // requests in runs now
     Modes modes;          // the narrow/wide choice (width_policy.h)
     // Counters and histograms, read without mu_.
-    std::atomic<int64_t> requests{0}, successes{0}, failures{0}, deadline_exceeded{0},
-        cancelled{0}, rejected{0}, batches{0}, batch_rows{0};
+    std::atomic<int64_t> requests{0}, successes{0}, failures{0}, deadline_exceeded{0}, cancelled{0},
+        rejected{0}, batches{0}, batch_rows{0};
     Histogram queue_us, compute_us, rows;
   };
   struct LeaseRequest {

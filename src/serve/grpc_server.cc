@@ -22,7 +22,7 @@ namespace {
 // that port again. The planes of the servers running then are marked broken: their liveness
 // fails, so that an orchestrator restarts the process.
 std::mutex watch_mu;
-std::vector<DataPlane*>& Watched() {  // requires watch_mu
+std::vector<DataPlane*>& Watched() {                    // requires watch_mu
   static auto* planes = new std::vector<DataPlane*>();  // never destroyed: gRPC may log at exit
   return *planes;
 }
@@ -37,7 +37,8 @@ void OnGrpcLog(gpr_log_func_args* args) {
   if (message.find("Failed accept4") == std::string_view::npos) return;
   std::lock_guard<std::mutex> lock(watch_mu);
   for (DataPlane* plane : Watched()) {
-    plane->MarkBroken(absl::StrCat("gRPC stopped accepting connections (", std::string(message), ")"));
+    plane->MarkBroken(
+        absl::StrCat("gRPC stopped accepting connections (", std::string(message), ")"));
   }
 }
 

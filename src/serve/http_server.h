@@ -51,7 +51,7 @@ class HttpServer {
   // serve the other connections.
   static int DefaultThreads();
   int port() const;
-  int connections() const;  // open now (not counting those being closed to make room)
+  int connections() const;   // open now (not counting those being closed to make room)
   int64_t accepted() const;  // connections accepted since the start
   void Stop();
 

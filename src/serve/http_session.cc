@@ -178,15 +178,17 @@ class Connection final : public Session {
     const auto& req = parser_->get();
     if (auto te = req.find(http::field::transfer_encoding); te != req.end()) {
       std::string_view value(te->value().data(), te->value().size());
-      while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
-      while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+      while (!value.empty() && (value.back() == ' ' || value.back() == '\t'))
+        value.remove_suffix(1);
+      while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+        value.remove_prefix(1);
       if (req.count(http::field::transfer_encoding) > 1 ||
           !beast::iequals(beast::string_view(value.data(), value.size()), "chunked")) {
         return ErrorResponse(501, "only 'Transfer-Encoding: chunked' is supported");
       }
     }
-    for (const http::field f : {http::field::host, http::field::origin,
-                                http::field::authorization, http::field::content_type}) {
+    for (const http::field f : {http::field::host, http::field::origin, http::field::authorization,
+                                http::field::content_type}) {
       if (req.count(f) > 1) {
         return ErrorResponse(400, absl::StrCat("the header field ", std::string(to_string(f)),
                                                " is given more than once"));
@@ -463,7 +465,9 @@ std::shared_ptr<Session> Hub::Victim(bool limited) {
                static_cast<double>(limits_.min_body_bytes_per_s) * seconds;
   };
   // Lower goes first: waiting, reading a header, sending a body too slowly.
-  auto rank = [](int phase) { return phase == Session::kIdle ? 0 : phase == Session::kHeader ? 1 : 2; };
+  auto rank = [](int phase) {
+    return phase == Session::kIdle ? 0 : phase == Session::kHeader ? 1 : 2;
+  };
   std::shared_ptr<Session> best;
   int best_phase = Session::kBusy;
   int64_t best_since = 0;
@@ -474,8 +478,8 @@ std::shared_ptr<Session> Hub::Victim(bool limited) {
     const int64_t since = s->phase_since;
     if (phase == Session::kBusy || (phase == Session::kBody && !slow_body(*s, since))) continue;
     // The longest in its phase first.
-    const bool better = !best || rank(phase) < rank(best_phase) ||
-                        (phase == best_phase && since < best_since);
+    const bool better =
+        !best || rank(phase) < rank(best_phase) || (phase == best_phase && since < best_since);
     if (better) {
       best = std::move(s);
       best_phase = phase;

@@ -180,7 +180,8 @@ HttpRoutes::Admission HttpRoutes::Admit(const HttpRequestHead& head,
     return a;
   }
   // (A chunked body, content_length -1, is a body too.)
-  if (head.method == "POST" && head.content_length != 0 && !AcceptedContentType(head.content_type)) {
+  if (head.method == "POST" && head.content_length != 0 &&
+      !AcceptedContentType(head.content_type)) {
     a.refusal = ErrorResponse(415,
                               "a POST body must be application/json or "
                               "application/octet-stream (binary tensors)");

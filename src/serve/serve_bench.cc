@@ -1,19 +1,18 @@
 #include "serve/serve_bench.h"
 
+#include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
-#include <map>
-#include <sstream>
-#include <thread>
-
 #include <boost/asio.hpp>
 #include <boost/beast.hpp>
-#include <grpcpp/grpcpp.h>
+#include <chrono>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -40,7 +39,8 @@ using Clock = std::chrono::steady_clock;
 
 absl::StatusOr<std::pair<std::string, std::string>> SplitAddress(const std::string& address) {
   const size_t colon = address.rfind(':');
-  if (colon == std::string::npos || colon == 0) return absl::InvalidArgumentError(absl::StrCat("'", address, "': expected HOST:PORT"));
+  if (colon == std::string::npos || colon == 0)
+    return absl::InvalidArgumentError(absl::StrCat("'", address, "': expected HOST:PORT"));
   return std::make_pair(address.substr(0, colon), address.substr(colon + 1));
 }
 
@@ -54,14 +54,17 @@ class HttpClient {
     tcp::resolver resolver(io_);
     auto endpoints = resolver.resolve(hp.first, hp.second, ec);
     if (!ec) asio::connect(socket_, endpoints, ec);
-    if (ec) return absl::UnavailableError(absl::StrCat("cannot connect to ", address, ": ", ec.message()));
+    if (ec)
+      return absl::UnavailableError(
+          absl::StrCat("cannot connect to ", address, ": ", ec.message()));
     socket_.set_option(tcp::no_delay(true), ec);
     return absl::OkStatus();
   }
 
   // `body` is sent from where it lies (a benchmark's client copies nothing it need not).
   absl::StatusOr<http::response<http::string_body>> Send(http::verb verb, const std::string& target,
-                                                          std::string_view body, int64_t header_length = -1) {
+                                                         std::string_view body,
+                                                         int64_t header_length = -1) {
     http::request<http::span_body<const char>> req{verb, target, 11};
     req.set(http::field::host, host_);
     if (header_length >= 0) {
@@ -92,24 +95,26 @@ class HttpClient {
 // What one request carries, in every encoding.
 struct Workload {
   std::string model;
-  NamedTensors inputs;     // in process
-  std::string json_body;   // HTTP JSON
+  NamedTensors inputs;      // in process
+  std::string json_body;    // HTTP JSON
   std::string binary_body;  // HTTP binary: JSON header + raw bytes
   int64_t binary_header = 0;
   pb::ModelInferRequest grpc;
 };
 
-absl::StatusOr<Workload> MakeWorkload(const std::string& http_address, const std::string& model, int batch) {
+absl::StatusOr<Workload> MakeWorkload(const std::string& http_address, const std::string& model,
+                                      int batch) {
   HttpClient client;
   LOOM_RETURN_IF_ERROR(client.Connect(http_address));
   std::string name = model;
   if (name.empty()) {
-    LOOM_ASSIGN_OR_RETURN(auto index, client.Send(http::verb::post, "/v2/repository/index",
-                                                  "{\"ready\":true}"));
+    LOOM_ASSIGN_OR_RETURN(
+        auto index, client.Send(http::verb::post, "/v2/repository/index", "{\"ready\":true}"));
     json j = json::parse(index.body(), nullptr, false);
     if (!j.is_array() || j.empty()) {
-      return absl::NotFoundError("the server lists no ready model (its repository API may be "
-                                 "off): name the model with --call");
+      return absl::NotFoundError(
+          "the server lists no ready model (its repository API may be "
+          "off): name the model with --call");
     }
     name = j[0].value("name", "");
   }
@@ -118,7 +123,8 @@ absl::StatusOr<Workload> MakeWorkload(const std::string& http_address, const std
     return absl::NotFoundError(absl::StrCat("model '", name, "': ", meta_response.body()));
   }
   json meta = json::parse(meta_response.body(), nullptr, false);
-  if (!meta.is_object() || !meta["inputs"].is_array()) return absl::InternalError("the model's metadata has no inputs");
+  if (!meta.is_object() || !meta["inputs"].is_array())
+    return absl::InternalError("the model's metadata has no inputs");
   Workload w;
   w.model = name;
   w.grpc.set_model_name(name);
@@ -131,13 +137,18 @@ absl::StatusOr<Workload> MakeWorkload(const std::string& http_address, const std
     const std::string datatype = in.value("datatype", "");
     LOOM_ASSIGN_OR_RETURN(WireType type, ParseWireType(datatype));
     const std::optional<DType> dtype = ToDType(type);
-    if (!dtype) return absl::UnimplementedError(absl::StrCat("input '", input, "': ", datatype, " is not benchmarked"));
+    if (!dtype)
+      return absl::UnimplementedError(
+          absl::StrCat("input '", input, "': ", datatype, " is not benchmarked"));
     Shape shape;
-    for (const json& d : in["shape"]) shape.push_back(d.get<int64_t>() < 0 ? (shape.empty() ? batch : 1) : d.get<int64_t>());
+    for (const json& d : in["shape"])
+      shape.push_back(d.get<int64_t>() < 0 ? (shape.empty() ? batch : 1) : d.get<int64_t>());
     LOOM_ASSIGN_OR_RETURN(Tensor t, Tensor::TryAllocate(*dtype, shape));
     FillRandom(t, seed++);
     const std::string bytes(static_cast<const char*>(t.data()), t.byte_size());
-    header["inputs"].push_back({{"name", input}, {"shape", shape}, {"datatype", datatype},
+    header["inputs"].push_back({{"name", input},
+                                {"shape", shape},
+                                {"datatype", datatype},
                                 {"parameters", {{"binary_data_size", bytes.size()}}}});
     json data = json::array();
     if (*dtype == DType::kFloat32) {
@@ -147,9 +158,11 @@ absl::StatusOr<Workload> MakeWorkload(const std::string& http_address, const std
     } else if (*dtype == DType::kUInt8) {
       for (int64_t i = 0; i < t.element_count(); ++i) data.push_back(t.data_as<uint8_t>()[i]);
     } else {
-      return absl::UnimplementedError(absl::StrCat("input '", input, "': JSON for ", datatype, " is not benchmarked"));
+      return absl::UnimplementedError(
+          absl::StrCat("input '", input, "': JSON for ", datatype, " is not benchmarked"));
     }
-    body["inputs"].push_back({{"name", input}, {"shape", shape}, {"datatype", datatype}, {"data", std::move(data)}});
+    body["inputs"].push_back(
+        {{"name", input}, {"shape", shape}, {"datatype", datatype}, {"data", std::move(data)}});
     raw += bytes;
     auto* g = w.grpc.add_inputs();
     g->set_name(input);
@@ -159,7 +172,8 @@ absl::StatusOr<Workload> MakeWorkload(const std::string& http_address, const std
     w.inputs.push_back({input, std::move(t)});
   }
   for (const json& out : meta["outputs"]) {
-    header["outputs"].push_back({{"name", out.value("name", "")}, {"parameters", {{"binary_data", true}}}});
+    header["outputs"].push_back(
+        {{"name", out.value("name", "")}, {"parameters", {{"binary_data", true}}}});
   }
   const std::string h = header.dump();
   w.binary_header = static_cast<int64_t>(h.size());
@@ -170,8 +184,8 @@ absl::StatusOr<Workload> MakeWorkload(const std::string& http_address, const std
 
 // Sums of the server's queue and compute histograms for the model (seconds and counts).
 struct ServerSplit {
-  double queue_s = 0, queued = 0;    // per request
-  double compute_s = 0, runs = 0;    // per run (a batch)
+  double queue_s = 0, queued = 0;  // per request
+  double compute_s = 0, runs = 0;  // per run (a batch)
 };
 
 ServerSplit ReadSplit(const std::string& http_address, const std::vector<Workload>& workloads) {
@@ -185,7 +199,8 @@ ServerSplit ReadSplit(const std::string& http_address, const std::vector<Workloa
     for (absl::string_view line : absl::StrSplit(r->body(), '\n')) {
       auto add = [&](const std::string& name, double& out) {
         const std::string prefix = name + label;
-        if (line.substr(0, prefix.size()) == prefix) out += std::strtod(std::string(line.substr(prefix.size())).c_str(), nullptr);
+        if (line.substr(0, prefix.size()) == prefix)
+          out += std::strtod(std::string(line.substr(prefix.size())).c_str(), nullptr);
       };
       add("loom_queue_duration_seconds_sum", s.queue_s);
       add("loom_compute_duration_seconds_sum", s.compute_s);
@@ -218,7 +233,8 @@ absl::Status CallOnce(const std::string& mode, const Workload& w, Engine* engine
                               binary ? w.binary_body : w.json_body, binary ? w.binary_header : -1);
     if (!r.ok()) return r.status();
     if (r->result_int() != 200) {
-      return absl::InternalError(absl::StrCat("HTTP ", r->result_int(), ": ", r->body().substr(0, 200)));
+      return absl::InternalError(
+          absl::StrCat("HTTP ", r->result_int(), ": ", r->body().substr(0, 200)));
     }
     return absl::OkStatus();
   }
@@ -231,13 +247,15 @@ absl::Status CallOnce(const std::string& mode, const Workload& w, Engine* engine
     pb::ModelInferResponse response;
     g = stub->ModelInfer(&context, w.grpc, &response);
   }
-  if (!g.ok()) return absl::InternalError(absl::StrCat("gRPC ", g.error_code(), ": ", g.error_message()));
+  if (!g.ok())
+    return absl::InternalError(absl::StrCat("gRPC ", g.error_code(), ": ", g.error_message()));
   return absl::OkStatus();
 }
 
 // `concurrency` closed-loop clients of one mode for `seconds`.
-RunResult RunMode(const std::string& mode, int concurrency, double seconds, const std::vector<Workload>& workloads,
-                  Engine* engine, const std::string& http_address, const std::string& grpc_address) {
+RunResult RunMode(const std::string& mode, int concurrency, double seconds,
+                  const std::vector<Workload>& workloads, Engine* engine,
+                  const std::string& http_address, const std::string& grpc_address) {
   std::atomic<bool> stop{false};
   std::mutex mu;
   RunResult total;
@@ -254,7 +272,8 @@ RunResult RunMode(const std::string& mode, int concurrency, double seconds, cons
     if (IsHttp(mode)) ready = http.Connect(http_address);
     if (IsGrpc(mode)) {
       grpc::ChannelArguments args;
-      args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection per client, as separate programs
+      args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL,
+                  1);  // a connection per client, as separate programs
       args.SetMaxReceiveMessageSize(-1);
       stub = pb::GRPCInferenceService::NewStub(
           grpc::CreateCustomChannel(grpc_address, grpc::InsecureChannelCredentials(), args));
@@ -290,22 +309,26 @@ RunResult RunMode(const std::string& mode, int concurrency, double seconds, cons
   };
   try {
     for (int c = 0; c < concurrency; ++c) {
-      const size_t which = static_cast<size_t>(c) % workloads.size();  // clients spread over the models
+      const size_t which =
+          static_cast<size_t>(c) % workloads.size();  // clients spread over the models
       threads.emplace_back([&, which] {
         try {
           client(which);
         } catch (const std::exception& e) {  // never std::terminate: the run reports it
           std::lock_guard<std::mutex> lock(mu);
           ++total.errors;
-          if (total.first_error.empty()) total.first_error = absl::StrCat(mode, " client: ", e.what());
+          if (total.first_error.empty())
+            total.first_error = absl::StrCat(mode, " client: ", e.what());
         }
       });
     }
     std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-  } catch (const std::exception& e) {  // a client thread could not start: stop the others, report it
+  } catch (
+      const std::exception& e) {  // a client thread could not start: stop the others, report it
     std::lock_guard<std::mutex> lock(mu);
     ++total.errors;
-    total.first_error = absl::StrCat(mode, ": cannot start client ", threads.size() + 1, ": ", e.what());
+    total.first_error =
+        absl::StrCat(mode, ": cannot start client ", threads.size() + 1, ": ", e.what());
   }
   stop = true;
   for (auto& t : threads) t.join();
@@ -354,7 +377,8 @@ absl::Status StartLocal(const ServeBenchOptions& o, LocalServer& local) {
 }
 
 ServeBenchRow Summarize(const std::string& mode, int concurrency,
-                        const std::vector<RunResult>& runs, const std::vector<ServerSplit>& splits) {
+                        const std::vector<RunResult>& runs,
+                        const std::vector<ServerSplit>& splits) {
   const double cores = static_cast<double>(UsableCpus().size());
   ServeBenchRow row;
   row.mode = mode;
@@ -426,8 +450,8 @@ absl::StatusOr<ServeBenchReport> RunServeBench(const ServeBenchOptions& o) {
   // Warm-up: every mode once at the highest concurrency (connections, thread pools, caches).
   const int top = *std::max_element(o.concurrency.begin(), o.concurrency.end());
   for (const std::string& m : modes) {
-    RunResult r = RunMode(m, top, std::min(0.5, o.seconds), workloads, engine, http_address,
-                          grpc_address);
+    RunResult r =
+        RunMode(m, top, std::min(0.5, o.seconds), workloads, engine, http_address, grpc_address);
     if (r.requests == 0) {
       return absl::UnavailableError(absl::StrCat(m, ": no request succeeded: ", r.first_error));
     }
@@ -454,43 +478,58 @@ absl::StatusOr<ServeBenchReport> RunServeBench(const ServeBenchOptions& o) {
 std::string ServeBenchReport::Format() const {
   std::ostringstream out;
   if (!plan.empty()) out << plan << "\n";
-  out << "model " << model << ": closed-loop clients; medians of the repeats; ratio and overhead against in-process "
+  out << "model " << model
+      << ": closed-loop clients; medians of the repeats; ratio and overhead against in-process "
       << "at the same concurrency\n";
-  out << absl::StrFormat("%-12s %5s %10s %9s %9s %9s %8s %11s %10s %10s %10s %8s %7s\n", "mode", "conc", "req/s",
-                         "p50 us", "p90 us", "p99 us", "x inproc", "p50 +us", "queue us", "compute us", "client us",
-                         "client%", "errors");
+  out << absl::StrFormat("%-12s %5s %10s %9s %9s %9s %8s %11s %10s %10s %10s %8s %7s\n", "mode",
+                         "conc", "req/s", "p50 us", "p90 us", "p99 us", "x inproc", "p50 +us",
+                         "queue us", "compute us", "client us", "client%", "errors");
   std::map<int, const ServeBenchRow*> inprocess;
   for (const ServeBenchRow& r : rows) {
     if (r.mode == "inprocess") inprocess[r.concurrency] = &r;
   }
   for (const ServeBenchRow& r : rows) {
-    const bool live = r.mode == "http-live" || r.mode == "grpc-live";  // no model runs: nothing to compare
+    const bool live =
+        r.mode == "http-live" || r.mode == "grpc-live";  // no model runs: nothing to compare
     const auto it = live ? inprocess.end() : inprocess.find(r.concurrency);
     const std::string ratio = it != inprocess.end() && it->second->throughput > 0
-                                  ? absl::StrFormat("%.3f", r.throughput / it->second->throughput) : "-";
-    const std::string overhead = it != inprocess.end() ? absl::StrFormat("%.1f", r.p50_us - it->second->p50_us) : "-";
+                                  ? absl::StrFormat("%.3f", r.throughput / it->second->throughput)
+                                  : "-";
+    const std::string overhead =
+        it != inprocess.end() ? absl::StrFormat("%.1f", r.p50_us - it->second->p50_us) : "-";
     const bool has_client = r.mode != "inprocess";
-    out << absl::StrFormat("%-12s %5d %10.1f %9.1f %9.1f %9.1f %8s %11s %10s %10s %10s %8s %7d\n", r.mode,
-                           r.concurrency, r.throughput, r.p50_us, r.p90_us, r.p99_us, ratio, overhead,
-                           live ? "-" : absl::StrFormat("%.1f", r.server_queue_us),
+    out << absl::StrFormat("%-12s %5d %10.1f %9.1f %9.1f %9.1f %8s %11s %10s %10s %10s %8s %7d\n",
+                           r.mode, r.concurrency, r.throughput, r.p50_us, r.p90_us, r.p99_us, ratio,
+                           overhead, live ? "-" : absl::StrFormat("%.1f", r.server_queue_us),
                            live ? "-" : absl::StrFormat("%.1f", r.server_compute_us),
                            has_client ? absl::StrFormat("%.1f", r.client_cpu_us) : "-",
-                           has_client ? absl::StrFormat("%.1f", 100 * r.client_cpu_share) : "-", r.errors);
+                           has_client ? absl::StrFormat("%.1f", 100 * r.client_cpu_share) : "-",
+                           r.errors);
   }
-  out << "queue us: the engine's mean wait per request; compute us: its mean per run (a batch); both from /metrics "
+  out << "queue us: the engine's mean wait per request; compute us: its mean per run (a batch); "
+         "both from /metrics "
          "over each mode's runs (in-process runs count there too)\n"
-         "client us: the load generator's CPU per answered request; client%: its share of the cores this process may "
-         "use (both pooled over the repeats); http-live, grpc-live: an empty round trip (health), the transport's own floor\n";
+         "client us: the load generator's CPU per answered request; client%: its share of the "
+         "cores this process may "
+         "use (both pooled over the repeats); http-live, grpc-live: an empty round trip (health), "
+         "the transport's own floor\n";
   return out.str();
 }
 
 std::string ServeBenchReport::Json() const {
   json rows_json = json::array();
   for (const ServeBenchRow& r : rows) {
-    rows_json.push_back({{"mode", r.mode}, {"concurrency", r.concurrency}, {"requests", r.requests},
-                         {"errors", r.errors}, {"throughput", r.throughput}, {"p50_us", r.p50_us},
-                         {"p90_us", r.p90_us}, {"p99_us", r.p99_us}, {"server_queue_us", r.server_queue_us},
-                         {"server_compute_us", r.server_compute_us}, {"client_cpu_us", r.client_cpu_us},
+    rows_json.push_back({{"mode", r.mode},
+                         {"concurrency", r.concurrency},
+                         {"requests", r.requests},
+                         {"errors", r.errors},
+                         {"throughput", r.throughput},
+                         {"p50_us", r.p50_us},
+                         {"p90_us", r.p90_us},
+                         {"p99_us", r.p99_us},
+                         {"server_queue_us", r.server_queue_us},
+                         {"server_compute_us", r.server_compute_us},
+                         {"client_cpu_us", r.client_cpu_us},
                          {"client_cpu_share", r.client_cpu_share}});
   }
   return json({{"model", model}, {"rows", rows_json}}).dump(2);

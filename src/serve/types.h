@@ -59,7 +59,7 @@ struct ServeLimits {
   // make room, after idle connections and slow headers.
   int64_t min_body_bytes_per_s = 32 << 10;
   int64_t body_rate_grace_ms = 1000;
-  int max_json_depth = 32;           // nesting of JSON `data`
+  int max_json_depth = 32;                          // nesting of JSON `data`
   int64_t max_inflight_bytes = int64_t{512} << 20;  // all requests' bytes at once, both protocols
 };
 

@@ -17,7 +17,8 @@ constexpr int kRegressors = 16;
 absl::Status CheckShape(const NamedTensor& t, const Shape& want) {
   if (t.tensor.dtype() != DType::kFloat32 || t.tensor.shape() != want) {
     return absl::InvalidArgumentError(absl::StrCat("BlazeFace output '", t.name, "': expected ",
-                                                   ShapeToString(want), " f32, got ", t.tensor.Describe()));
+                                                   ShapeToString(want), " f32, got ",
+                                                   t.tensor.Describe()));
   }
   return absl::OkStatus();
 }
@@ -29,7 +30,8 @@ float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-std::clamp(x, -100.0f, 
 absl::StatusOr<std::vector<Detection>> DecodeBlazeFace(const NamedTensors& outputs, int input_size,
                                                        const BlazeFaceOptions& options) {
   if (outputs.size() != 4) {
-    return absl::InvalidArgumentError(absl::StrCat("BlazeFace: expected 4 outputs, got ", outputs.size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("BlazeFace: expected 4 outputs, got ", outputs.size()));
   }
   std::vector<Detection> candidates;
   const float scale = 1.0f / static_cast<float>(input_size);
@@ -44,8 +46,10 @@ absl::StatusOr<std::vector<Detection>> DecodeBlazeFace(const NamedTensors& outpu
       const float score = Sigmoid(scores[i]);
       if (score < options.score_threshold) continue;
       const int64_t cell = i / layer.anchors;
-      const float ax = (static_cast<float>(cell % layer.cells) + 0.5f) / static_cast<float>(layer.cells);
-      const float ay = (static_cast<float>(cell / layer.cells) + 0.5f) / static_cast<float>(layer.cells);
+      const float ax =
+          (static_cast<float>(cell % layer.cells) + 0.5f) / static_cast<float>(layer.cells);
+      const float ay =
+          (static_cast<float>(cell / layer.cells) + 0.5f) / static_cast<float>(layer.cells);
       const float* r = boxes + i * kRegressors;
       const float cx = ax + r[0] * scale, cy = ay + r[1] * scale;
       const float w = r[2] * scale, h = r[3] * scale;

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -16,11 +15,16 @@ namespace loom::vision {
 
 const char* ChannelOrderName(ChannelOrder order) {
   switch (order) {
-    case ChannelOrder::kBGR: return "BGR";
-    case ChannelOrder::kRGB: return "RGB";
-    case ChannelOrder::kBGRA: return "BGRA";
-    case ChannelOrder::kRGBA: return "RGBA";
-    case ChannelOrder::kGray: return "GRAY";
+    case ChannelOrder::kBGR:
+      return "BGR";
+    case ChannelOrder::kRGB:
+      return "RGB";
+    case ChannelOrder::kBGRA:
+      return "BGRA";
+    case ChannelOrder::kRGBA:
+      return "RGBA";
+    case ChannelOrder::kGray:
+      return "GRAY";
   }
   return "?";
 }
@@ -37,10 +41,13 @@ absl::StatusOr<ChannelOrder> ParseChannelOrder(const std::string& name) {
 int ChannelCount(ChannelOrder order) {
   switch (order) {
     case ChannelOrder::kBGR:
-    case ChannelOrder::kRGB: return 3;
+    case ChannelOrder::kRGB:
+      return 3;
     case ChannelOrder::kBGRA:
-    case ChannelOrder::kRGBA: return 4;
-    case ChannelOrder::kGray: return 1;
+    case ChannelOrder::kRGBA:
+      return 4;
+    case ChannelOrder::kGray:
+      return 1;
   }
   return 3;
 }
@@ -48,8 +55,8 @@ int ChannelCount(ChannelOrder order) {
 absl::StatusOr<BlobOptions> BlobOptionsFor(const TensorInfo& input, cv::Size fallback_size) {
   const ImageLayout layout = input.image_layout();
   if (layout == ImageLayout::kNone) {
-    return absl::InvalidArgumentError(absl::StrCat("input '", input.name, "' ",
-                                                   input.Describe(), " is not an image input"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("input '", input.name, "' ", input.Describe(), " is not an image input"));
   }
   BlobOptions options;
   options.layout = layout;
@@ -62,8 +69,7 @@ absl::StatusOr<BlobOptions> BlobOptionsFor(const TensorInfo& input, cv::Size fal
   options.height = h.is_dynamic() ? fallback_size.height : static_cast<int>(h.value);
   options.width = w.is_dynamic() ? fallback_size.width : static_cast<int>(w.value);
   if (options.width <= 0 || options.height <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("input '", input.name, "' ",
-                                                   input.Describe(),
+    return absl::InvalidArgumentError(absl::StrCat("input '", input.name, "' ", input.Describe(),
                                                    ": height/width are dynamic; give a size"));
   }
   return options;
@@ -95,8 +101,8 @@ absl::StatusOr<Tensor> BlobFromImage(const cv::Mat& image, const BlobOptions& op
   } catch (const cv::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("image to tensor: OpenCV: ", e.err));
   } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "image to tensor: out of memory for %dx%d", options.width, options.height));
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("image to tensor: out of memory for %dx%d", options.width, options.height));
   }
 }
 
@@ -121,8 +127,8 @@ absl::StatusOr<Tensor> BlobFromImageImpl(const cv::Mat& image, const BlobOptions
     return absl::InvalidArgumentError("BlobFromImage needs a non-empty 8-bit 1/3/4-channel image");
   }
   if (options.width <= 0 || options.height <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("blob size must be positive, got ",
-                                                   options.width, "x", options.height));
+    return absl::InvalidArgumentError(
+        absl::StrCat("blob size must be positive, got ", options.width, "x", options.height));
   }
   cv::Mat resized;
   const cv::Size target(options.width, options.height);
@@ -134,7 +140,8 @@ absl::StatusOr<Tensor> BlobFromImageImpl(const cv::Mat& image, const BlobOptions
     cv::resize(image, scaled, inner, 0, 0, cv::INTER_LINEAR);
     const int left = static_cast<int>(t.offset_x), top = static_cast<int>(t.offset_y);
     cv::copyMakeBorder(scaled, resized, top, target.height - inner.height - top, left,
-                       target.width - inner.width - left, cv::BORDER_CONSTANT, cv::Scalar::all(options.pad_value));
+                       target.width - inner.width - left, cv::BORDER_CONSTANT,
+                       cv::Scalar::all(options.pad_value));
   } else if (options.center_crop) {
     const double f = std::max(static_cast<double>(target.width) / image.cols,
                               static_cast<double>(target.height) / image.rows);
@@ -167,11 +174,21 @@ Tensor Normalize(const cv::Mat& image, const BlobOptions& options) {
   constexpr int kOpaque = -1;  // an alpha channel the image does not have: 255
   std::array<int, 4> source{};
   switch (options.channels) {
-    case ChannelOrder::kBGR: source = {0, 1, 2, 0}; break;
-    case ChannelOrder::kRGB: source = {2, 1, 0, 0}; break;
-    case ChannelOrder::kBGRA: source = {0, 1, 2, 3}; break;
-    case ChannelOrder::kRGBA: source = {2, 1, 0, 3}; break;
-    case ChannelOrder::kGray: source = {0, 0, 0, 0}; break;
+    case ChannelOrder::kBGR:
+      source = {0, 1, 2, 0};
+      break;
+    case ChannelOrder::kRGB:
+      source = {2, 1, 0, 0};
+      break;
+    case ChannelOrder::kBGRA:
+      source = {0, 1, 2, 3};
+      break;
+    case ChannelOrder::kRGBA:
+      source = {2, 1, 0, 3};
+      break;
+    case ChannelOrder::kGray:
+      source = {0, 0, 0, 0};
+      break;
   }
   for (int c = 0; c < out_c; ++c) {
     if (in_c == 1 && source[c] != 3) source[c] = 0;  // gray into every colour channel
@@ -184,7 +201,8 @@ Tensor Normalize(const cv::Mat& image, const BlobOptions& options) {
   }
   const int h = options.height, w = options.width;
   const bool nhwc = options.layout == ImageLayout::kNHWC;
-  Tensor out = Tensor::Allocate(DType::kFloat32, nhwc ? Shape{1, h, w, out_c} : Shape{1, out_c, h, w});
+  Tensor out =
+      Tensor::Allocate(DType::kFloat32, nhwc ? Shape{1, h, w, out_c} : Shape{1, out_c, h, w});
   float* base = out.data_as<float>();
   const size_t plane = static_cast<size_t>(h) * w;
   for (int y = 0; y < h; ++y) {
@@ -193,7 +211,8 @@ Tensor Normalize(const cv::Mat& image, const BlobOptions& options) {
       const std::array<float, 256>& t = table[c];
       const int s = source[c];
       // [1,H,W,C]: element (y, x, c); [1,C,H,W]: element (c, y, x).
-      float* dst = nhwc ? base + static_cast<size_t>(y) * w * out_c + c : base + c * plane + static_cast<size_t>(y) * w;
+      float* dst = nhwc ? base + static_cast<size_t>(y) * w * out_c + c
+                        : base + c * plane + static_cast<size_t>(y) * w;
       const ptrdiff_t step = nhwc ? out_c : 1;
       if (s == kOpaque) {
         for (int x = 0; x < w; ++x) dst[x * step] = t[255];
@@ -234,7 +253,8 @@ namespace {
 absl::Status CheckJpegEnd(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   unsigned char head[2] = {0, 0};
-  if (!in.read(reinterpret_cast<char*>(head), 2) || head[0] != 0xFF || head[1] != 0xD8) return absl::OkStatus();
+  if (!in.read(reinterpret_cast<char*>(head), 2) || head[0] != 0xFF || head[1] != 0xD8)
+    return absl::OkStatus();
   in.seekg(0, std::ios::end);
   const std::streamoff size = in.tellg();
   const std::streamoff tail = std::min<std::streamoff>(size, 4096);
@@ -243,11 +263,13 @@ absl::Status CheckJpegEnd(const std::string& path) {
   if (!in.read(bytes.data(), tail)) return absl::OkStatus();  // unreadable: imread says why
   size_t end = bytes.size();
   while (end > 0 && bytes[end - 1] == '\0') --end;
-  if (end >= 2 && static_cast<unsigned char>(bytes[end - 2]) == 0xFF && static_cast<unsigned char>(bytes[end - 1]) == 0xD9) {
+  if (end >= 2 && static_cast<unsigned char>(bytes[end - 2]) == 0xFF &&
+      static_cast<unsigned char>(bytes[end - 1]) == 0xD9) {
     return absl::OkStatus();
   }
-  return absl::InvalidArgumentError(absl::StrCat("image file '", path,
-                                                 "' is a truncated JPEG (it does not end with the end-of-image marker)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("image file '", path,
+                   "' is a truncated JPEG (it does not end with the end-of-image marker)"));
 }
 
 }  // namespace
@@ -262,9 +284,11 @@ absl::StatusOr<cv::Mat> ReadImage(const std::string& path) {
   try {
     image = cv::imread(path, cv::IMREAD_COLOR);
   } catch (const cv::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("image file '", path, "' cannot be decoded: ", e.err));
+    return absl::InvalidArgumentError(
+        absl::StrCat("image file '", path, "' cannot be decoded: ", e.err));
   } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(absl::StrCat("image file '", path, "': out of memory decoding it"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("image file '", path, "': out of memory decoding it"));
   }
   if (image.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -1,11 +1,10 @@
 // Image → model input tensor, the way OpenCV's blobFromImage does it: resize to the model's H×W
-// (optionally centre-cropping to keep the aspect), colour order, per-channel (x - mean) * scale / std,
-// layout NCHW or NHWC, and an opaque alpha channel where the model takes 4 channels.
+// (optionally centre-cropping to keep the aspect), colour order, per-channel (x - mean) * scale /
+// std, layout NCHW or NHWC, and an opaque alpha channel where the model takes 4 channels.
 #ifndef LOOM_VISION_BLOB_H_
 #define LOOM_VISION_BLOB_H_
 
 #include <array>
-
 #include <opencv2/core.hpp>
 
 #include "loom/model_info.h"
@@ -45,7 +44,8 @@ struct ImageTransform {
   double scale_x = 1, scale_y = 1;    // input pixels per image pixel
   double offset_x = 0, offset_y = 0;  // input pixels of padding (letterbox) or crop (negative)
   cv::Point2f ToImage(cv::Point2f input) const {
-    return {static_cast<float>((input.x - offset_x) / scale_x), static_cast<float>((input.y - offset_y) / scale_y)};
+    return {static_cast<float>((input.x - offset_x) / scale_x),
+            static_cast<float>((input.y - offset_y) / scale_y)};
   }
 };
 // The transform BlobFromImage applies to an image of `image` size under `options`.

@@ -13,12 +13,13 @@ absl::StatusOr<std::vector<LineSegment>> DecodeMlsd(const Tensor& scores, const 
                                                     const MlsdOptions& options) {
   if (scores.dtype() != DType::kFloat32 || scores.rank() != 4 || scores.dim(0) != 1 ||
       scores.dim(3) != 1 || scores.dim(1) != scores.dim(2)) {
-    return absl::InvalidArgumentError(absl::StrCat("M-LSD scores: expected [1,G,G,1] f32, got ", scores.Describe()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("M-LSD scores: expected [1,G,G,1] f32, got ", scores.Describe()));
   }
   const int64_t g = scores.dim(1);
   if (offsets.dtype() != DType::kFloat32 || offsets.shape() != Shape{1, g, g, 4}) {
-    return absl::InvalidArgumentError(absl::StrCat("M-LSD offsets: expected ", ShapeToString({1, g, g, 4}),
-                                                   " f32, got ", offsets.Describe()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "M-LSD offsets: expected ", ShapeToString({1, g, g, 4}), " f32, got ", offsets.Describe()));
   }
   const float* s = scores.data_as<float>();
   const float* o = offsets.data_as<float>();
@@ -40,7 +41,8 @@ absl::StatusOr<std::vector<LineSegment>> DecodeMlsd(const Tensor& scores, const 
       if (!peak) continue;
       const float* d = o + (y * g + x) * 4;
       LineSegment line{(static_cast<float>(x) + d[0]) * 2, (static_cast<float>(y) + d[1]) * 2,
-                       (static_cast<float>(x) + d[2]) * 2, (static_cast<float>(y) + d[3]) * 2, score};
+                       (static_cast<float>(x) + d[2]) * 2, (static_cast<float>(y) + d[3]) * 2,
+                       score};
       if (line.length() < options.min_length) continue;
       line.x1 *= sx;
       line.x2 *= sx;

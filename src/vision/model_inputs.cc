@@ -31,12 +31,12 @@ int FirstImageInput(const ModelInfo& info) {
 absl::StatusOr<BlobOptions> OptionsFor(const TensorInfo& input, const InputSpec& spec) {
   LOOM_ASSIGN_OR_RETURN(BlobOptions options, BlobOptionsFor(input, SpatialSize(spec)));
   if (spec.channels) {
-    const int want = static_cast<int>(
-        input.shape[options.layout == ImageLayout::kNCHW ? 1 : 3].value);
+    const int want =
+        static_cast<int>(input.shape[options.layout == ImageLayout::kNCHW ? 1 : 3].value);
     if (ChannelCount(*spec.channels) != want) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "input '", input.name, "' takes ", want, " channels; channel order ",
-          ChannelOrderName(*spec.channels), " has ", ChannelCount(*spec.channels)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("input '", input.name, "' takes ", want, " channels; channel order ",
+                       ChannelOrderName(*spec.channels), " has ", ChannelCount(*spec.channels)));
     }
     options.channels = *spec.channels;
   }
@@ -51,7 +51,9 @@ absl::StatusOr<BlobOptions> OptionsFor(const TensorInfo& input, const InputSpec&
 
 ShapeSpec ShapeSpecOf(const InputSpec& spec) {
   const cv::Size spatial = SpatialSize(spec);
-  return ShapeSpec{.batch = spec.batch, .height = spatial.height, .width = spatial.width,
+  return ShapeSpec{.batch = spec.batch,
+                   .height = spatial.height,
+                   .width = spatial.width,
                    .other_dynamic_dims = spec.other_dynamic_dims};
 }
 
@@ -88,11 +90,14 @@ std::string DescribePreprocessing(const ModelInfo& info, const InputSpec& spec) 
   if (spec.image.empty() || i < 0) return "random values";
   auto options = OptionsFor(info.inputs[i], spec);
   if (!options.ok()) return std::string(options.status().message());
-  const std::string mean = absl::StrFormat("%g,%g,%g", options->mean[0], options->mean[1], options->mean[2]);
-  const std::string std = absl::StrFormat("%g,%g,%g", options->std[0], options->std[1], options->std[2]);
-  return absl::StrFormat("%s %s %dx%d, (x - [%s]) * %g / [%s]%s", ChannelOrderName(options->channels),
-                         ImageLayoutName(options->layout), options->width, options->height, mean,
-                         options->scale, std, options->center_crop ? ", centre crop" : "");
+  const std::string mean =
+      absl::StrFormat("%g,%g,%g", options->mean[0], options->mean[1], options->mean[2]);
+  const std::string std =
+      absl::StrFormat("%g,%g,%g", options->std[0], options->std[1], options->std[2]);
+  return absl::StrFormat("%s %s %dx%d, (x - [%s]) * %g / [%s]%s",
+                         ChannelOrderName(options->channels), ImageLayoutName(options->layout),
+                         options->width, options->height, mean, options->scale, std,
+                         options->center_crop ? ", centre crop" : "");
 }
 
 }  // namespace loom::vision

@@ -5,9 +5,8 @@
 #define LOOM_VISION_MODEL_INPUTS_H_
 
 #include <array>
-#include <optional>
-
 #include <opencv2/core.hpp>
+#include <optional>
 
 #include "loom/model_info.h"
 #include "loom/tensor.h"

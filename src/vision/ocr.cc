@@ -4,7 +4,6 @@
 #include <climits>
 #include <cmath>
 #include <fstream>
-
 #include <opencv2/imgproc.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -24,7 +23,8 @@ std::array<cv::Point2f, 4> OrderedCorners(const cv::RotatedRect& rect) {
 }
 
 float MeanInside(const cv::Mat& probability, const std::vector<cv::Point>& contour) {
-  const cv::Rect box = cv::boundingRect(contour) & cv::Rect(0, 0, probability.cols, probability.rows);
+  const cv::Rect box =
+      cv::boundingRect(contour) & cv::Rect(0, 0, probability.cols, probability.rows);
   if (box.empty()) return 0;
   cv::Mat mask = cv::Mat::zeros(box.size(), CV_8U);
   std::vector<cv::Point> shifted;
@@ -33,14 +33,16 @@ float MeanInside(const cv::Mat& probability, const std::vector<cv::Point>& conto
   return static_cast<float>(cv::mean(probability(box), mask)[0]);
 }
 
-float Distance(const cv::Point2f& a, const cv::Point2f& b) { return std::hypot(a.x - b.x, a.y - b.y); }
+float Distance(const cv::Point2f& a, const cv::Point2f& b) {
+  return std::hypot(a.x - b.x, a.y - b.y);
+}
 
 }  // namespace
 
 absl::StatusOr<std::vector<TextBox>> DecodeDb(const Tensor& probability, cv::Size original,
                                               const DbOptions& options) {
-  if (probability.dtype() != DType::kFloat32 || probability.rank() != 4 || probability.dim(0) != 1 ||
-      probability.dim(1) != 1) {
+  if (probability.dtype() != DType::kFloat32 || probability.rank() != 4 ||
+      probability.dim(0) != 1 || probability.dim(1) != 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("DB decoding expects a [1,1,H,W] f32 map, got ", probability.Describe()));
   }
@@ -91,8 +93,10 @@ cv::Mat CropText(const cv::Mat& image, const TextBox& box) {
   const int w = std::max(1, static_cast<int>(std::lround(width)));
   const int h = std::max(1, static_cast<int>(std::lround(height)));
   const cv::Point2f src[4] = {q[0], q[1], q[2], q[3]};
-  const cv::Point2f dst[4] = {{0, 0}, {static_cast<float>(w), 0},
-                              {static_cast<float>(w), static_cast<float>(h)}, {0, static_cast<float>(h)}};
+  const cv::Point2f dst[4] = {{0, 0},
+                              {static_cast<float>(w), 0},
+                              {static_cast<float>(w), static_cast<float>(h)},
+                              {0, static_cast<float>(h)}};
   cv::Mat crop;
   cv::warpPerspective(image, crop, cv::getPerspectiveTransform(src, dst), cv::Size(w, h),
                       cv::INTER_CUBIC, cv::BORDER_REPLICATE);
@@ -114,7 +118,8 @@ void WriteTextRow(const cv::Mat& resized, float* out, int width) {
     const cv::Vec3b* row = resized.ptr<cv::Vec3b>(y);
     for (int x = 0; x < resized.cols; ++x) {
       for (int c = 0; c < 3; ++c) {
-        out[static_cast<size_t>(c) * plane + static_cast<size_t>(y) * width + x] = (row[x][c] / 255.0f - 0.5f) / 0.5f;
+        out[static_cast<size_t>(c) * plane + static_cast<size_t>(y) * width + x] =
+            (row[x][c] / 255.0f - 0.5f) / 0.5f;
       }
     }
   }
@@ -133,13 +138,16 @@ Tensor TextBatch(const std::vector<cv::Mat>& crops, int height, int max_width, i
     resized.push_back(r);
   }
   const int width = fixed_width > 0 ? fixed_width : widest;
-  Tensor batch = Tensor::Allocate(DType::kFloat32, {static_cast<int64_t>(crops.size()), 3, height, width});
+  Tensor batch =
+      Tensor::Allocate(DType::kFloat32, {static_cast<int64_t>(crops.size()), 3, height, width});
   const size_t row = 3 * static_cast<size_t>(height) * width;
-  for (size_t n = 0; n < resized.size(); ++n) WriteTextRow(resized[n], batch.data_as<float>() + n * row, width);
+  for (size_t n = 0; n < resized.size(); ++n)
+    WriteTextRow(resized[n], batch.data_as<float>() + n * row, width);
   return batch;
 }
 
-Tensor TextRow(const cv::Mat& crop, int height, int max_width, int quantum, int64_t* content_width) {
+Tensor TextRow(const cv::Mat& crop, int height, int max_width, int quantum,
+               int64_t* content_width) {
   const int w = TextWidth(crop, height, max_width);
   const int q = std::max(quantum, 1);
   const int width = std::min(std::max((w + q - 1) / q * q, q), std::max(max_width, w));
@@ -171,19 +179,21 @@ constexpr float kCtcSpaceProbability = 0.2f;
 absl::StatusOr<std::vector<RecognizedText>> DecodeCtc(const Tensor& probabilities,
                                                       const std::vector<std::string>& charset) {
   if (probabilities.dtype() != DType::kFloat32 || probabilities.rank() != 3 ||
-      probabilities.dim(2) != static_cast<int64_t>(charset.size()) || probabilities.dim(2) > INT_MAX) {
+      probabilities.dim(2) != static_cast<int64_t>(charset.size()) ||
+      probabilities.dim(2) > INT_MAX) {
     return absl::InvalidArgumentError(absl::StrCat("CTC decoding expects [N,T,", charset.size(),
                                                    "] f32, got ", probabilities.Describe()));
   }
-  const int64_t n = probabilities.dim(0), steps = probabilities.dim(1), classes = probabilities.dim(2);
+  const int64_t n = probabilities.dim(0), steps = probabilities.dim(1),
+                classes = probabilities.dim(2);
   const float* p = probabilities.data_as<float>();
   std::vector<RecognizedText> out(static_cast<size_t>(n));
   const int64_t space = classes - 1;  // PaddleOCR's alphabet ends with " "
   const bool has_space = !charset.empty() && charset.back() == " ";
   for (int64_t i = 0; i < n; ++i) {
     std::string& text = out[static_cast<size_t>(i)].text;
-    int64_t previous = 0;                 // the step before
-    bool gap = false;                     // a blank step since it that could be a space
+    int64_t previous = 0;  // the step before
+    bool gap = false;      // a blank step since it that could be a space
     double sum = 0;
     int kept = 0;
     for (int64_t t = 0; t < steps; ++t) {
@@ -200,7 +210,9 @@ absl::StatusOr<std::vector<RecognizedText>> DecodeCtc(const Tensor& probabilitie
       // (The blank CTC needs between two equal letters, as in "too", could in principle read as a
       // space too: on the test pages none does at this threshold, while "get them" and
       // "photographs, since" need their one-step gaps.)
-      if (has_space && best == 0 && row[space] >= kCtcSpaceProbability && !text.empty() && text.back() != ' ') gap = true;
+      if (has_space && best == 0 && row[space] >= kCtcSpaceProbability && !text.empty() &&
+          text.back() != ' ')
+        gap = true;
       if (best != 0 && best != previous) {
         if (best == space) {
           if (!text.empty() && text.back() != ' ') text += ' ';

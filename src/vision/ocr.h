@@ -4,10 +4,9 @@
 #define LOOM_VISION_OCR_H_
 
 #include <array>
+#include <opencv2/core.hpp>
 #include <string>
 #include <vector>
-
-#include <opencv2/core.hpp>
 
 #include "loom/tensor.h"
 
@@ -21,8 +20,8 @@ struct TextBox {
 struct DbOptions {
   float threshold = 0.3f;      // probability → text pixel
   float box_threshold = 0.6f;  // mean probability a region needs to count
-  float unclip_ratio = 1.5f;   // grows each region by area × ratio / perimeter (DB's shrink undone)
-  float min_side = 3;          // pixels, before and after growing
+  float unclip_ratio = 1.5f;  // grows each region by area × ratio / perimeter (DB's shrink undone)
+  float min_side = 3;         // pixels, before and after growing
   int max_candidates = 1000;
 };
 

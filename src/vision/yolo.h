@@ -26,16 +26,18 @@ struct YoloOptions {
   float score_threshold = 0.25f;            // objectness, then objectness x class
   float iou_threshold = 0.45f;              // class-wise NMS
   int max_detections = 300;
-  int max_candidates = 30000;               // boxes kept for NMS, highest scores first
+  int max_candidates = 30000;  // boxes kept for NMS, highest scores first
 };
 
 // Boxes in the model input's pixels, after NMS, highest score first. INVALID_ARGUMENT naming the
 // output when a shape does not fit the options.
-absl::StatusOr<std::vector<Detection>> DecodeYolo(const NamedTensors& outputs, const YoloOptions& options);
+absl::StatusOr<std::vector<Detection>> DecodeYolo(const NamedTensors& outputs,
+                                                  const YoloOptions& options);
 
 // Greedy NMS within each class (class_id): from the highest score down, a box is kept unless it
 // overlaps a kept box of its class by more than `iou_threshold`; at most `max_detections` kept.
-std::vector<Detection> ClassNms(std::vector<Detection> detections, float iou_threshold, int max_detections);
+std::vector<Detection> ClassNms(std::vector<Detection> detections, float iou_threshold,
+                                int max_detections);
 
 }  // namespace loom::vision
 

@@ -1,5 +1,6 @@
 // The `loom` binary end to end: exit codes (0 ok, 1 runtime error, 2 usage), messages on stderr,
 // and what `info` and `run` print for real models.
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -7,12 +8,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
-#include <set>
-#include <sstream>
-
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
+#include <set>
+#include <sstream>
 
 #include "tests/test_util.h"
 
@@ -64,13 +63,16 @@ TEST(Cli, VersionNamesLoomAndTheBackendsItRunsWith) {
 }
 
 TEST(Cli, WrongUsageExitsTwoWithUsage) {
-  struct Case { const char* args; const char* message; };
-  for (const Case& c : {Case{"", "A subcommand is required"},
-                        Case{"frobnicate", "unknown command 'frobnicate'"},
-                        Case{"run", "MODEL is required"},
-                        Case{"run m.onnx --backend tpu", "--backend: tpu not in {ort,opencv}"},
-                        Case{"run m.onnx --input a.jpg --random", "excludes"},
-                        Case{"run m.onnx --repeat 0", "--repeat"}}) {
+  struct Case {
+    const char* args;
+    const char* message;
+  };
+  for (const Case& c :
+       {Case{"", "A subcommand is required"}, Case{"frobnicate", "unknown command 'frobnicate'"},
+        Case{"run", "MODEL is required"},
+        Case{"run m.onnx --backend tpu", "--backend: tpu not in {ort,opencv}"},
+        Case{"run m.onnx --input a.jpg --random", "excludes"},
+        Case{"run m.onnx --repeat 0", "--repeat"}}) {
     SCOPED_TRACE(c.args);
     Result r = Loom(c.args);
     EXPECT_EQ(r.exit_code, 2) << r.err;
@@ -81,23 +83,30 @@ TEST(Cli, WrongUsageExitsTwoWithUsage) {
 
 TEST(Cli, RuntimeErrorsExitOneWithTheMessage) {
   ScratchDir dir;
-  const std::string jpeg = dir.Write("photo.onnx", testing::ReadFile(testing::DataPath("messi5.jpg")));
+  const std::string jpeg =
+      dir.Write("photo.onnx", testing::ReadFile(testing::DataPath("messi5.jpg")));
   const std::string text = dir.Write("text.jpg", "not an image");
-  struct Case { std::string args; std::string message; };
+  struct Case {
+    std::string args;
+    std::string message;
+  };
   for (const Case& c : {
-           Case{"info /nonexistent.onnx", "loom info: model file '/nonexistent.onnx' does not exist"},
+           Case{"info /nonexistent.onnx",
+                "loom info: model file '/nonexistent.onnx' does not exist"},
            Case{"run " + jpeg, "is not an ONNX model: it looks like a JPEG image"},
            Case{"run " + ModelPath(testing::kMlsdTiny320) + " --input " + text,
                 "loom run: image file '" + text + "' cannot be decoded"},
            Case{"run " + ModelPath(testing::kMlsdTiny320) + " --backend opencv",
                 "loom run: model 'mlsd_320x320_tiny': OpenCV DNN cannot load it"},
-           Case{"run " + ModelPath(testing::kOcrDet) + " --size 12x", "--size must be WIDTHxHEIGHT"},
+           Case{"run " + ModelPath(testing::kOcrDet) + " --size 12x",
+                "--size must be WIDTHxHEIGHT"},
            // Sizes from the command line are checked before anything is allocated.
            Case{"run " + ModelPath(testing::kOcrDet) + " --random --size 99999x99999",
-                "loom run: model 'ch_PP-OCRv4_det_infer' input 'x': tensor [1,3,99999,99999] f32 has 3e+10 "
+                "loom run: model 'ch_PP-OCRv4_det_infer' input 'x': tensor [1,3,99999,99999] f32 "
+                "has 3e+10 "
                 "elements, over the limit of 2147483648 per tensor (max_elements)"},
-           Case{"run " + ModelPath(testing::kOcrDet) + " --input " + testing::DataPath("messi5.jpg") +
-                    " --size 40000x40000",
+           Case{"run " + ModelPath(testing::kOcrDet) + " --input " +
+                    testing::DataPath("messi5.jpg") + " --size 40000x40000",
                 "over the limit"},
            Case{"run " + ModelPath(testing::kOcrRec) + " --random --batch 4000 --size 9000x48",
                 "over the limit"},
@@ -116,7 +125,8 @@ TEST(Cli, InfoJsonDescribesTheModel) {
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["name"], "ch_PP-OCRv4_rec_infer");
   EXPECT_EQ(j["dynamic_batch"], true);
-  EXPECT_EQ(j["inputs"][0]["shape"], nlohmann::json::parse(R"(["p2o.DynamicDimension.0",3,48,"p2o.DynamicDimension.1"])"));
+  EXPECT_EQ(j["inputs"][0]["shape"],
+            nlohmann::json::parse(R"(["p2o.DynamicDimension.0",3,48,"p2o.DynamicDimension.1"])"));
   EXPECT_EQ(j["inputs"][0]["image_layout"], "NCHW");
   EXPECT_EQ(j["outputs"][0]["dtype"], "f32");
 }
@@ -125,10 +135,13 @@ TEST(Cli, RunOnARealImagePrintsOutputsAndLatency) {
   for (const char* backend : {"ort", "opencv"}) {
     SCOPED_TRACE(backend);
     Result r = Loom("run " + ModelPath(testing::kBlazeFaceBack) + " --input " +
-                    testing::DataPath("messi5.jpg") + " --scale 0.0078431 --mean 127.5 --repeat 3 "
-                    "--threads 1 --backend " + backend);
+                    testing::DataPath("messi5.jpg") +
+                    " --scale 0.0078431 --mean 127.5 --repeat 3 "
+                    "--threads 1 --backend " +
+                    backend);
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    EXPECT_TRUE(Contains(r.out, "RGB NHWC 256x256, (x - [127.5,127.5,127.5]) * 0.0078431")) << r.out;
+    EXPECT_TRUE(Contains(r.out, "RGB NHWC 256x256, (x - [127.5,127.5,127.5]) * 0.0078431"))
+        << r.out;
     EXPECT_TRUE(Contains(r.out, "output  Identity:0")) << r.out;
     EXPECT_TRUE(Contains(r.out, "[1,384,16] f32")) << r.out;
     EXPECT_TRUE(Contains(r.out, "top-5:")) << r.out;
@@ -159,8 +172,10 @@ namespace {
 // `loom bench` end to end on a tiny workload: every strategy runs and is reported (speed itself
 // is judged by `loom bench` runs, never here).
 TEST(CliBench, CopiesRunsEveryStrategyAndWritesJson) {
-  Result r = Loom("bench copies --model " + ModelPath(testing::kBlazeFaceFront) + " --copies 2 --images 3 "
-                  "--image " + testing::DataPath("messi5.jpg") + " --reps 1 --warmup 0 --json -");
+  Result r = Loom("bench copies --model " + ModelPath(testing::kBlazeFaceFront) +
+                  " --copies 2 --images 3 "
+                  "--image " +
+                  testing::DataPath("messi5.jpg") + " --reps 1 --warmup 0 --json -");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["inferences_per_run"], 6);
@@ -194,8 +209,9 @@ TEST(CliBench, CopiesRunsEveryStrategyAndWritesJson) {
 // The OCR chain over a page: the three strategies, every page read, and the ideal from the
 // models' single-thread costs (a one-core engine's runs) spread over the usable cores.
 TEST(CliBench, ChainReportsTheStrategiesAndTheChainsIdeal) {
-  Result r = Loom("bench chain --pipeline " + std::string(LOOM_SOURCE_DIR) + "/pipelines/ocr.yaml --input " +
-                  testing::DataPath("imageTextN.png") + " --reps 1 --json -");
+  Result r = Loom("bench chain --pipeline " + std::string(LOOM_SOURCE_DIR) +
+                  "/pipelines/ocr.yaml --input " + testing::DataPath("imageTextN.png") +
+                  " --reps 1 --json -");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["frames"], 1);
@@ -214,14 +230,19 @@ TEST(CliBench, ChainReportsTheStrategiesAndTheChainsIdeal) {
   EXPECT_EQ(j["busy_model_ms_runs"].size(), 1u);
   const double busy_ms = j["busy_model_ms_per_frame"].get<double>();
   EXPECT_GT(busy_ms, 0);
-  EXPECT_NEAR(j["busy_ideal_fps"].get<double>(), j["usable_cores"].get<int>() * 1000.0 / busy_ms, 1e-6);
+  EXPECT_NEAR(j["busy_ideal_fps"].get<double>(), j["usable_cores"].get<int>() * 1000.0 / busy_ms,
+              1e-6);
   // Loom's fraction of each ideal, round by round: that round's Loom run over that round's pass.
   ASSERT_EQ(j["of_ideal_runs"].size(), 1u);
   const double loom_fps = j["strategies"][2]["fps_runs"][0].get<double>();
-  EXPECT_NEAR(j["of_ideal_runs"][0].get<double>(),
-              loom_fps * j["model_ms_runs"][0].get<double>() / (j["usable_cores"].get<int>() * 1000.0), 1e-9);
-  EXPECT_NEAR(j["of_busy_ideal"].get<double>(),
-              loom_fps * j["busy_model_ms_runs"][0].get<double>() / (j["usable_cores"].get<int>() * 1000.0), 1e-9);
+  EXPECT_NEAR(
+      j["of_ideal_runs"][0].get<double>(),
+      loom_fps * j["model_ms_runs"][0].get<double>() / (j["usable_cores"].get<int>() * 1000.0),
+      1e-9);
+  EXPECT_NEAR(
+      j["of_busy_ideal"].get<double>(),
+      loom_fps * j["busy_model_ms_runs"][0].get<double>() / (j["usable_cores"].get<int>() * 1000.0),
+      1e-9);
   char quoted[32];
   std::snprintf(quoted, sizeof quoted, "%.2f of ideal", j["of_ideal"].get<double>());
   EXPECT_NE(j["verdict"].get<std::string>().find(quoted), std::string::npos) << j["verdict"];
@@ -239,10 +260,12 @@ TEST(CliBench, PipelineBenchOverAFolderAddsThreadsAndProcesses) {
   ScratchDir dir;
   std::filesystem::create_directories(dir.Path("in"));
   for (int i = 0; i < 4; ++i) {
-    std::filesystem::copy_file(testing::DataPath("messi5.jpg"), dir.Path("in/p" + std::to_string(i) + ".jpg"));
+    std::filesystem::copy_file(testing::DataPath("messi5.jpg"),
+                               dir.Path("in/p" + std::to_string(i) + ".jpg"));
   }
-  Result r = Loom("pipeline bench " + std::string(LOOM_SOURCE_DIR) + "/pipelines/detect-folder.yaml --input '" +
-                  dir.Path("in") + "/*.jpg' --model det=" + ModelPath("seeded_yolov5n.onnx") +
+  Result r = Loom("pipeline bench " + std::string(LOOM_SOURCE_DIR) +
+                  "/pipelines/detect-folder.yaml --input '" + dir.Path("in") +
+                  "/*.jpg' --model det=" + ModelPath("seeded_yolov5n.onnx") +
                   " --set det_in.size=320 --reps 1 --json -");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
@@ -253,13 +276,14 @@ TEST(CliBench, PipelineBenchOverAFolderAddsThreadsAndProcesses) {
   }
   const int cores = j["usable_cores"].get<int>();
   if (cores > 1) {
-    EXPECT_EQ(names, (std::vector<std::string>{"sequential", "thread-per-model", "threads", "processes",
-                                               "processes (with start-up)", "loom"}));
+    EXPECT_EQ(names, (std::vector<std::string>{"sequential", "thread-per-model", "threads",
+                                               "processes", "processes (with start-up)", "loom"}));
     EXPECT_LT(j["strategies"][4]["fps"].get<double>(), j["strategies"][3]["fps"].get<double>())
         << "start-up is part of the second";
   }
   const double full_ms = j["full_ms_per_frame"].get<double>();
-  EXPECT_GT(full_ms, j["model_ms_per_frame"].get<double>()) << "the whole time holds the models' and more";
+  EXPECT_GT(full_ms, j["model_ms_per_frame"].get<double>())
+      << "the whole time holds the models' and more";
   EXPECT_NEAR(j["full_ideal_fps"].get<double>(), cores * 1000.0 / full_ms, 1e-6);
   EXPECT_NE(j["verdict"].get<std::string>().find("with host work in the ideal"), std::string::npos);
 }
@@ -268,14 +292,19 @@ TEST(CliBench, PipelineBenchOverAFolderAddsThreadsAndProcesses) {
 // timed repetition's inferences, a queue-wait span pair per request.
 TEST(CliTrace, BenchCopiesTracesLoomsRuns) {
   testing::ScratchDir dir;
-  Result r = Loom("bench copies --model " + ModelPath(testing::kBlazeFaceFront) + " --copies 2 --images 3 "
-                  "--image " + testing::DataPath("messi5.jpg") + " --reps 1 --warmup 0 --strategies serial "
-                  "--trace " + dir.Path("trace.json"));
+  Result r = Loom("bench copies --model " + ModelPath(testing::kBlazeFaceFront) +
+                  " --copies 2 --images 3 "
+                  "--image " +
+                  testing::DataPath("messi5.jpg") +
+                  " --reps 1 --warmup 0 --strategies serial "
+                  "--trace " +
+                  dir.Path("trace.json"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto trace = nlohmann::json::parse(testing::ReadFile(dir.Path("trace.json")));
   int rows = 0, queue_begins = 0, queue_ends = 0, worker_tracks = 0;
   for (const auto& e : trace["traceEvents"]) {
-    if (e["ph"] == "M" && e["name"] == "thread_name" && Contains(e["args"]["name"], "worker ")) ++worker_tracks;
+    if (e["ph"] == "M" && e["name"] == "thread_name" && Contains(e["args"]["name"], "worker "))
+      ++worker_tracks;
     if (e.value("cat", "") == "run") {
       rows += e["args"]["rows"].get<int>();
       EXPECT_GE(e["dur"].get<double>(), 0);
@@ -321,7 +350,8 @@ TEST(CliTrace, PipelineRunTracesEveryNodeOfEveryFrame) {
 // and with every core busy) in the verdict.
 TEST(CliBench, LoadReportsEveryPlanAndBothIdeals) {
   Result r = Loom("bench load --model " + ModelPath(testing::kBlazeFaceFront) + " --image " +
-                  testing::DataPath("messi5.jpg") + " --clients 1,2 --rates 0.5 --seconds 0.2 --reps 1 --json -");
+                  testing::DataPath("messi5.jpg") +
+                  " --clients 1,2 --rates 0.5 --seconds 0.2 --reps 1 --json -");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   ASSERT_EQ(j["levels"].size(), 3u);
@@ -342,9 +372,10 @@ TEST(CliBench, LoadReportsEveryPlanAndBothIdeals) {
 }
 
 TEST(CliBench, FanoutSweepAddsEveryStaticLayout) {
-  Result r = Loom("bench fanout --model " + ModelPath(testing::kBlazeFaceFront) + " --model " +
-                  ModelPath(testing::kOcrCls) + " --video " + testing::DataPath("Megamind.avi") +
-                  " --frames 2 --size 192x48 --reps 1 --warmup 0 --sweep --strategies serial --csv -");
+  Result r =
+      Loom("bench fanout --model " + ModelPath(testing::kBlazeFaceFront) + " --model " +
+           ModelPath(testing::kOcrCls) + " --video " + testing::DataPath("Megamind.avi") +
+           " --frames 2 --size 192x48 --reps 1 --warmup 0 --sweep --strategies serial --csv -");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(Contains(r.out, "strategy,throughput,")) << r.out;
   EXPECT_TRUE(Contains(r.out, "\nserial,")) << r.out;
@@ -364,10 +395,11 @@ TEST(CliBench, OverheadReportsBothPaths) {
 }
 
 TEST(CliBench, BadModelFailsWithTheMessage) {
-  Result r = Loom("bench copies --model /nonexistent.onnx --image " + testing::DataPath("messi5.jpg") +
-                  " --reps 1 --warmup 0");
+  Result r = Loom("bench copies --model /nonexistent.onnx --image " +
+                  testing::DataPath("messi5.jpg") + " --reps 1 --warmup 0");
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_TRUE(Contains(r.err, "loom bench: model file '/nonexistent.onnx' does not exist")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "loom bench: model file '/nonexistent.onnx' does not exist"))
+      << r.err;
   r = Loom("bench fanout --video /nonexistent.avi --reps 1");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(Contains(r.err, "video '/nonexistent.avi' cannot be opened")) << r.err;
@@ -395,7 +427,8 @@ TEST(CliVocabulary, OneNamePerIdeaAndTheOlderSpellingsStillWork) {
   EXPECT_FALSE(Contains(serve_help, "--drain-timeout ")) << serve_help;
 
   for (const char* reps : {"--reps", "--repeat"}) {
-    Result r = Loom("run " + ModelPath(testing::kBlazeFaceFront) + " --random --threads 1 " + reps + " 2");
+    Result r =
+        Loom("run " + ModelPath(testing::kBlazeFaceFront) + " --random --threads 1 " + reps + " 2");
     EXPECT_EQ(r.exit_code, 0) << reps << ": " << r.err;
     EXPECT_TRUE(Contains(r.out, "over 2 runs")) << reps << ": " << r.out;
   }
@@ -404,8 +437,9 @@ TEST(CliVocabulary, OneNamePerIdeaAndTheOlderSpellingsStillWork) {
     ASSERT_EQ(r.exit_code, 0) << reps << ": " << r.err;
     EXPECT_EQ(nlohmann::json::parse(r.out)["runs"], 200) << reps;
   }
-  Result r = Loom("bench copies --model " + ModelPath(testing::kBlazeFaceFront) + " --copies 2 --count 3 --images " +
-                  testing::DataPath("messi5.jpg") + " --reps 1 --warmup 0 --strategies serial --json -");
+  Result r = Loom("bench copies --model " + ModelPath(testing::kBlazeFaceFront) +
+                  " --copies 2 --count 3 --images " + testing::DataPath("messi5.jpg") +
+                  " --reps 1 --warmup 0 --strategies serial --json -");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(r.out)["inferences_per_run"], 6);
 }
@@ -450,8 +484,8 @@ TEST(CliPipeline, FailingFramesMakeTheRunExitOneAfterWritingEverything) {
   ScratchDir in, out;
   std::filesystem::copy_file(testing::DataPath("messi5.jpg"), in.Path("a.jpg"));
   in.Write("b.jpg", "broken");
-  Result r = Loom("pipeline run " + testing::SourcePath("pipelines/faces.yaml") + " --input " + in.Path("") +
-                  " --output " + out.Path("o"));
+  Result r = Loom("pipeline run " + testing::SourcePath("pipelines/faces.yaml") + " --input " +
+                  in.Path("") + " --output " + out.Path("o"));
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_TRUE(Contains(r.err, "2 frames in")) << r.err;
   EXPECT_TRUE(Contains(r.err, "1 failed")) << r.err;
@@ -480,22 +514,28 @@ TEST(CliPipeline, EveryYamlCommandReportsBadYamlWithItsPosition) {
   const std::string nodes =
       "nodes:\n  - {name: face_in, type: preprocess, model: face}\n"
       "  - {name: face, type: infer, model: face, input: face_in}\n";
-  struct Case { std::string yaml, message; };
+  struct Case {
+    std::string yaml, message;
+  };
   for (const Case& c : std::vector<Case>{
            {head + nodes + "sinks: [jsonl]\n", "p.yaml:7:9: a sink must be a mapping"},
            {head + nodes + "sinks:\n  - jsonl\n  - text\n", "p.yaml:8:5: a sink must be a mapping"},
            {head + "nodes:\n  - {name: fi, type: preprocess, model: face, sise: 3}\n",
             "p.yaml:5:47: node 'fi': unknown key 'sise' in the node; did you mean 'size'?"},
-           {head + nodes + "in_flight: lots\n", "p.yaml:7:12: 'in_flight' must be an integer in [1, 64], got 'lots'"},
-           {head + "nodes: {a: 1}\n", "p.yaml:4:8: 'nodes' must be a non-empty list, got a mapping"},
+           {head + nodes + "in_flight: lots\n",
+            "p.yaml:7:12: 'in_flight' must be an integer in [1, 64], got 'lots'"},
+           {head + "nodes: {a: 1}\n",
+            "p.yaml:4:8: 'nodes' must be a non-empty list, got a mapping"},
            {"models: [\n", "p.yaml:2:1: "},
            {"\t- tab\n", "p.yaml:1:"},
-           {"models:\n  - {name: x, path: " + ModelPath(testing::kBlazeFaceBack) + ", instances: 99999999999999999999}\n",
+           {"models:\n  - {name: x, path: " + ModelPath(testing::kBlazeFaceBack) +
+                ", instances: 99999999999999999999}\n",
             "'instances' must be an integer in [1, 4096] or 'auto'"},
        }) {
     SCOPED_TRACE(c.yaml);
     const std::string path = dir.Write("p.yaml", c.yaml);
-    for (const std::string& command : {"pipeline run --output " + dir.Path("o"), std::string("pipeline bench")}) {
+    for (const std::string& command :
+         {"pipeline run --output " + dir.Path("o"), std::string("pipeline bench")}) {
       SCOPED_TRACE(command);
       Result r = Loom(command + " " + path);
       EXPECT_EQ(r.exit_code, 1) << r.err;

@@ -1,9 +1,9 @@
 #include "core/histogram.h"
 
+#include <gtest/gtest.h>
+
 #include <random>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "core/stats.h"
 
@@ -22,7 +22,8 @@ TEST(Histogram, BucketsAreExactBelowSixteenAndTightAbove) {
     EXPECT_LE(Histogram::BucketLower(b), v);
     if (b + 1 < Histogram::kBuckets) {
       EXPECT_GT(Histogram::BucketUpper(b), v);
-      EXPECT_LE(Histogram::BucketUpper(b) - Histogram::BucketLower(b), Histogram::BucketLower(b) / 8);
+      EXPECT_LE(Histogram::BucketUpper(b) - Histogram::BucketLower(b),
+                Histogram::BucketLower(b) / 8);
     }
   }
 }

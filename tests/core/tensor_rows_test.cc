@@ -12,7 +12,8 @@ Tensor Rows(int64_t rows, int64_t width, float first) {
 }
 
 TEST(TensorRows, ConcatThenSplitGivesEachPartItsOwnRows) {
-  NamedTensors a = {{"x", Rows(1, 3, 0)}}, b = {{"x", Rows(2, 3, 100)}}, c = {{"x", Rows(3, 3, 200)}};
+  NamedTensors a = {{"x", Rows(1, 3, 0)}}, b = {{"x", Rows(2, 3, 100)}},
+               c = {{"x", Rows(3, 3, 200)}};
   auto batch = ConcatRows({&a, &b, &c});
   ASSERT_TRUE(batch.ok()) << batch.status();
   ASSERT_EQ((*batch)[0].tensor.Describe(), "[6,3] f32");
@@ -69,9 +70,10 @@ TEST(TensorRows, SplitRefusesOutputsWhoseDimZeroIsNotTheBatch) {
   NamedTensors outputs = {{"y", Rows(1, 3, 0)}};
   auto parts = SplitRows("pooled", outputs, {2, 1});
   ASSERT_FALSE(parts.ok());
-  EXPECT_EQ(parts.status().message(),
-            "model 'pooled' output 'y' is [1,3] f32 for a batch of 3 rows: its dim 0 does not follow "
-            "the batch, so the batch cannot be split (set max_batch_size: 1 for this model)");
+  EXPECT_EQ(
+      parts.status().message(),
+      "model 'pooled' output 'y' is [1,3] f32 for a batch of 3 rows: its dim 0 does not follow "
+      "the batch, so the batch cannot be split (set max_batch_size: 1 for this model)");
   EXPECT_FALSE(SplitRows("m", outputs, {-1, 2}).ok());
 }
 

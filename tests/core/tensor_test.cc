@@ -57,9 +57,11 @@ TEST(Tensor, ReshapeChecksElementCount) {
 TEST(TensorLimits, HostileShapesAreRefusedBeforeAnyProductIsFormed) {
   EXPECT_TRUE(CheckShape(DType::kFloat32, {1, 3, 224, 224}).ok());
   EXPECT_EQ(CheckShape(DType::kFloat32, {1, 3, 99999, 99999}).message(),
-            "tensor [1,3,99999,99999] f32 has 3e+10 elements, over the limit of 2147483648 per tensor (max_elements)");
-  EXPECT_EQ(CheckShape(DType::kFloat32, {1, 3, 16384, 16384}).message(),
-            "tensor [1,3,16384,16384] f32 needs 3.2 GB, over the limit of 2.1 GB per tensor (max_bytes)");
+            "tensor [1,3,99999,99999] f32 has 3e+10 elements, over the limit of 2147483648 per "
+            "tensor (max_elements)");
+  EXPECT_EQ(
+      CheckShape(DType::kFloat32, {1, 3, 16384, 16384}).message(),
+      "tensor [1,3,16384,16384] f32 needs 3.2 GB, over the limit of 2.1 GB per tensor (max_bytes)");
   // Products that wrap int64 (2^32 * 2^32 * 4): refused, not wrapped past the check.
   EXPECT_EQ(CheckShape(DType::kFloat32, {int64_t{1} << 32, int64_t{1} << 32, 4}).code(),
             absl::StatusCode::kInvalidArgument);
@@ -97,9 +99,12 @@ TEST(TensorUtil, CompareFindsTheWorstElement) {
   Tensor b = Tensor::Allocate(DType::kFloat32, {3});
   float* pa = a.data_as<float>();
   float* pb = b.data_as<float>();
-  pa[0] = 1; pb[0] = 1;
-  pa[1] = 2; pb[1] = 2.5f;
-  pa[2] = 10; pb[2] = 10.01f;
+  pa[0] = 1;
+  pb[0] = 1;
+  pa[1] = 2;
+  pb[1] = 2.5f;
+  pa[2] = 10;
+  pb[2] = 10.01f;
   auto d = Compare(a, b);
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->worst_index, 1);

@@ -53,10 +53,14 @@ TEST(EngineConfig, JsonIsAccepted) {
 
 TEST(EngineConfig, ErrorsGiveLineColumnAndKey) {
   testing::ScratchDir dir;
-  struct Case { const char* text; const char* message; };
+  struct Case {
+    const char* text;
+    const char* message;
+  };
   for (const Case& c : {
            Case{"models:\n  - path: a.onnx\n    instnaces: 2\n",
-                ":3:5: unknown key 'instnaces' in a model; did you mean 'instances'? (known: backend, "
+                ":3:5: unknown key 'instnaces' in a model; did you mean 'instances'? (known: "
+                "backend, "
                 "default_timeout_us, instances, max_batch_size, max_queue_delay_us, name, path, "
                 "preferred_batch_sizes, queue_capacity, threads, weight)"},
            Case{"models:\n  - path: a.onnx\n    threads: many\n",
@@ -64,10 +68,12 @@ TEST(EngineConfig, ErrorsGiveLineColumnAndKey) {
            Case{"models:\n  - path: a.onnx\n    threads: 99999999999999999999999\n",
                 ":3:14: 'threads' must be an integer in [1, 4096] or 'auto'"},
            Case{"models:\n  - path: a.onnx\n    queue_capacity: 4294967297\n",
-                ":3:21: 'queue_capacity' must be an integer in [1, 1048576] or 'auto', got '4294967297'"},
+                ":3:21: 'queue_capacity' must be an integer in [1, 1048576] or 'auto', got "
+                "'4294967297'"},
            Case{"models:\n  - path: a.onnx\n    default_timeout_us: 9223372036854775807\n",
                 ":3:25: 'default_timeout_us' must be an integer in [1, 3600000000] or 'auto'"},
-           Case{"models:\n  - path: a.onnx\n    weight: .nan\n", ":3:13: 'weight' must be a number in"},
+           Case{"models:\n  - path: a.onnx\n    weight: .nan\n",
+                ":3:13: 'weight' must be a number in"},
            Case{"models:\n  - name: x\n", ":2:5: a model needs 'path'"},
            Case{"models: []\n", ":1:9: 'models' must be a non-empty list, got an empty list"},
            Case{"models: [a.onnx]\n", ":1:10: a model must be a mapping, got 'a.onnx'"},

@@ -252,7 +252,8 @@ TEST(Engine, BadRequestsFailAtSubmitNamingTheCulprit) {
   ASSERT_TRUE(engine.ok()) << engine.status();
   auto unknown = (*engine)->Infer("faces", {});
   EXPECT_EQ(unknown.status().message(), "no model 'faces' in the engine (models: 'face', 'add')");
-  auto shape = (*engine)->Infer("face", {{"input:0", Tensor::Allocate(DType::kFloat32, {1, 3, 128, 128})}});
+  auto shape =
+      (*engine)->Infer("face", {{"input:0", Tensor::Allocate(DType::kFloat32, {1, 3, 128, 128})}});
   EXPECT_EQ(shape.status().message(),
             "model 'face' input 'input:0': expected [1,128,128,3] "
             "f32, got [1,3,128,128] f32 (wrong shape)");
@@ -281,7 +282,8 @@ TEST(Engine, CreateErrorsNameTheModel) {
 std::string ThreadAffinity(int tid) {
   std::ifstream status("/proc/self/task/" + std::to_string(tid) + "/status");
   for (std::string line; std::getline(status, line);) {
-    if (line.rfind("Cpus_allowed_list:", 0) == 0) return line.substr(line.find_first_not_of(" \t", 18));
+    if (line.rfind("Cpus_allowed_list:", 0) == 0)
+      return line.substr(line.find_first_not_of(" \t", 18));
   }
   return "";
 }
@@ -404,7 +406,8 @@ namespace {
 TEST(Engine, AThrowingCallbackDoesNotStopTheWorkers) {
   testing::ScratchDir dir;
   ASSERT_TRUE(WriteAddModel(dir.Path("add.onnx"), 4).ok());
-  auto engine = Engine::Create({{.name = "add", .path = dir.Path("add.onnx")}}, EngineOptions{.cores = 1});
+  auto engine =
+      Engine::Create({{.name = "add", .path = dir.Path("add.onnx")}}, EngineOptions{.cores = 1});
   ASSERT_TRUE(engine.ok()) << engine.status();
   std::promise<void> called;
   (*engine)->Submit("add", {{"x", Tensor::Allocate(DType::kFloat32, {1, 4})}}, {},
@@ -449,7 +452,8 @@ ModelConfig ThrowingAdd(const testing::ScratchDir& dir) {
   ModelConfig config{.name = "add", .path = dir.Path("add.onnx")};
   const std::string path = config.path;
   config.max_batch_size = 1;
-  config.session_factory = [path](const SessionOptions& options) -> absl::StatusOr<std::unique_ptr<Session>> {
+  config.session_factory =
+      [path](const SessionOptions& options) -> absl::StatusOr<std::unique_ptr<Session>> {
     LOOM_ASSIGN_OR_RETURN(auto inner, CreateSession(path, options));
     return std::unique_ptr<Session>(new ThrowingSession(std::move(inner)));
   };
@@ -473,10 +477,12 @@ TEST(EngineFaults, ABackendThatThrowsFailsItsRequestAndTheEngineGoesOn) {
       NamedTensors inputs = {{"x", Filled(v)}};
       if (way == "submit") return (*engine)->Submit("add", std::move(inputs)).get();
       if (way == "infer") return (*engine)->Infer("add", std::move(inputs));
-      // Inline if a worker is idle (the last "submit" one may still be in its callback): queued if not.
+      // Inline if a worker is idle (the last "submit" one may still be in its callback): queued if
+      // not.
       auto answer = std::make_shared<std::promise<absl::StatusOr<InferResult>>>();
-      (*engine)->Submit("add", std::move(inputs), {.run_inline_when_idle = true},
-                        [answer](absl::StatusOr<InferResult> r) { answer->set_value(std::move(r)); });
+      (*engine)->Submit(
+          "add", std::move(inputs), {.run_inline_when_idle = true},
+          [answer](absl::StatusOr<InferResult> r) { answer->set_value(std::move(r)); });
       return answer->get_future().get();
     };
     auto thrown = run(ThrowingSession::kThrow);
@@ -556,7 +562,8 @@ TEST(EngineFaults, ACallbackMayCallInferStatsAndShutdown) {
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->outputs[0].tensor.data_as<float>()[0], 11.0f);
     EXPECT_EQ(requests.get_future().get(), 2);
-    EXPECT_EQ((*engine)->Infer("add", {{"x", Filled(1)}}).status().code(), absl::StatusCode::kUnavailable);
+    EXPECT_EQ((*engine)->Infer("add", {{"x", Filled(1)}}).status().code(),
+              absl::StatusCode::kUnavailable);
     engine->reset();  // joins every worker; none joins itself
   }
 }
@@ -573,20 +580,25 @@ TEST(EngineLimits, SizesFromOutsideAreCheckedBeforeAnythingIsComputed) {
   ASSERT_TRUE(engine.ok()) << engine.status();
   // A borrowed tensor claiming an absurd shape: refused from its shape alone, never read.
   float one = 1;
-  auto huge = (*engine)->Infer("add", {{"x", Tensor::Borrow(DType::kFloat32, {1, int64_t{1} << 40}, &one)}});
+  auto huge = (*engine)->Infer(
+      "add", {{"x", Tensor::Borrow(DType::kFloat32, {1, int64_t{1} << 40}, &one)}});
   EXPECT_EQ(huge.status().message(),
             "model 'add' input 'x': tensor [1,1099511627776] f32 has 1.1e+12 elements, over the "
             "limit of 1000 per tensor (max_elements)");
-  auto overflow = (*engine)->Infer("add", {{"x", Tensor::Borrow(DType::kFloat32, {int64_t{1} << 40, int64_t{1} << 40}, &one)}});
+  auto overflow = (*engine)->Infer(
+      "add", {{"x", Tensor::Borrow(DType::kFloat32, {int64_t{1} << 40, int64_t{1} << 40}, &one)}});
   EXPECT_EQ(overflow.status().code(), absl::StatusCode::kInvalidArgument);
   auto negative = (*engine)->Infer("add", {{"x", Tensor::Borrow(DType::kFloat32, {1, -4}, &one)}});
-  EXPECT_EQ(negative.status().message(), "model 'add' input 'x': tensor [1,-4] f32 has a negative dim");
+  EXPECT_EQ(negative.status().message(),
+            "model 'add' input 'x': tensor [1,-4] f32 has a negative dim");
   auto bytes = (*engine)->Infer("add", {{"x", Tensor::Allocate(DType::kFloat32, {1, 600})}});
   EXPECT_EQ(bytes.status().message(),
-            "model 'add': the request carries 2400 bytes of input, over the limit of 2000 (max_request_bytes)");
+            "model 'add': the request carries 2400 bytes of input, over the limit of 2000 "
+            "(max_request_bytes)");
   auto rows = (*engine)->Infer("add", {{"x", Tensor::Allocate(DType::kFloat32, {5, 2})}});
   EXPECT_EQ(rows.status().message(),
-            "model 'add': the request has 5 rows, more than the model's max_batch_size 4 (split it, or raise max_batch_size)");
+            "model 'add': the request has 5 rows, more than the model's max_batch_size 4 (split "
+            "it, or raise max_batch_size)");
   EXPECT_TRUE((*engine)->Infer("add", {{"x", Tensor::Allocate(DType::kFloat32, {4, 2})}}).ok());
   EXPECT_EQ((*engine)->Stats("add")->rejected, 5);
 }
@@ -601,12 +613,19 @@ TEST(EngineLimits, ConfiguredNumbersAreBounded) {
   };
   EXPECT_EQ(with([](ModelConfig& c) { c.instances = 1 << 30; }).message(),
             "model 'add': instances must be in [1, 4096], got 1073741824");
-  EXPECT_EQ(with([](ModelConfig& c) { c.instances = 65536; c.threads = 65536; }).code(),
+  EXPECT_EQ(with([](ModelConfig& c) {
+              c.instances = 65536;
+              c.threads = 65536;
+            }).code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(with([](ModelConfig& c) { c.queue_capacity = 0; }).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(with([](ModelConfig& c) { c.max_queue_delay_us = INT64_MAX; }).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(with([](ModelConfig& c) { c.default_timeout_us = INT64_MAX; }).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(with([](ModelConfig& c) { c.max_batch_size = 1 << 30; }).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(with([](ModelConfig& c) { c.queue_capacity = 0; }).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(with([](ModelConfig& c) { c.max_queue_delay_us = INT64_MAX; }).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(with([](ModelConfig& c) { c.default_timeout_us = INT64_MAX; }).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(with([](ModelConfig& c) { c.max_batch_size = 1 << 30; }).code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(with([](ModelConfig& c) { c.weight = -1; }).code(), absl::StatusCode::kInvalidArgument);
   // Deadlines near the end of time saturate instead of wrapping.
   ModelConfig config{.name = "add", .path = dir.Path("add.onnx")};

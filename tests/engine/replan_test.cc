@@ -2,11 +2,11 @@
 // re-planned, and a stress run of all of it at once (run under TSan too). Outcomes are decided by
 // the order of operations, never by timing; the busy-thread bound is read from the engine's own
 // accounting.
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <random>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "core/cpu_set.h"
 #include "loom/engine.h"
@@ -52,7 +52,8 @@ TEST(EngineReplan, ASharedModelComesAndGoesWhileAnotherServes) {
     }
   });
   ASSERT_TRUE(e.AddModel({.name = "add", .path = dir.Path("add.onnx")}).ok());
-  EXPECT_EQ(e.AddModel({.name = "add", .path = dir.Path("add.onnx")}).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(e.AddModel({.name = "add", .path = dir.Path("add.onnx")}).code(),
+            absl::StatusCode::kAlreadyExists);
   auto r = e.Infer("add", {{"x", Rows(1, 4, 2)}});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->outputs[0].tensor.data_as<float>()[0], 3.0f);
@@ -108,7 +109,8 @@ TEST(EngineReplan, ADedicatedModelTakesCoresFromThePoolAndGivesThemBack) {
   EXPECT_EQ(plan.workers[0].models, (std::vector<std::string>{"add"}));
   EXPECT_EQ(plan.workers[1].models, (std::vector<std::string>{"face"}));
   EXPECT_TRUE(e.Infer("add", {{"x", Rows(1, 4, 1)}}).ok());
-  EXPECT_TRUE(e.Infer("face", {{"input:0", Tensor::Allocate(DType::kFloat32, {1, 128, 128, 3})}}).ok());
+  EXPECT_TRUE(
+      e.Infer("face", {{"input:0", Tensor::Allocate(DType::kFloat32, {1, 128, 128, 3})}}).ok());
   // A second dedicated model would leave no core for the shared one.
   ModelConfig greedy = dedicated;
   greedy.name = "add2";
@@ -117,9 +119,11 @@ TEST(EngineReplan, ADedicatedModelTakesCoresFromThePoolAndGivesThemBack) {
   ASSERT_TRUE(e.RemoveModel("add").ok());
   plan = e.plan();
   int face_workers = 0;
-  for (const WorkerPlan& w : plan.workers) face_workers += w.models == std::vector<std::string>{"face"};
+  for (const WorkerPlan& w : plan.workers)
+    face_workers += w.models == std::vector<std::string>{"face"};
   EXPECT_EQ(face_workers, static_cast<int>(plan.workers.size())) << plan.Describe();
-  EXPECT_TRUE(e.Infer("face", {{"input:0", Tensor::Allocate(DType::kFloat32, {1, 128, 128, 3})}}).ok());
+  EXPECT_TRUE(
+      e.Infer("face", {{"input:0", Tensor::Allocate(DType::kFloat32, {1, 128, 128, 3})}}).ok());
 }
 
 // Everything at once: submitters with random deadlines on two resident models, a third model
@@ -162,7 +166,8 @@ TEST(EngineReplan, StressAddRemoveAndSubmitAtOnce) {
       for (int i = 0; i < kEach; ++i) {
         const int which = static_cast<int>(rng() % 3);
         SubmitOptions options;
-        if (rng() % 4 == 0) options.deadline = Clock::now() + std::chrono::microseconds(rng() % 3000);
+        if (rng() % 4 == 0)
+          options.deadline = Clock::now() + std::chrono::microseconds(rng() % 3000);
         options.block_when_full = rng() % 2 == 0;
         NamedTensors inputs;
         std::string model = which == 0 ? "a" : which == 1 ? "g" : "c";

@@ -1,11 +1,11 @@
 // Many submitters, two models, random deadlines, blocking and non-blocking submits, and real run
 // failures (out-of-range Gather indices): every request is answered exactly once, the counters add
 // up, and everything finishes in bounded time. Swept over worker layouts; run it under TSan too.
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <random>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "loom/engine.h"
 #include "runtime/synthetic_models.h"
@@ -56,7 +56,7 @@ TEST_P(Stress, EveryRequestIsAnsweredExactlyOnceAndCountersAddUp) {
         const int model = static_cast<int>(rng() % 2);
         SubmitOptions so;
         const int deadline_kind = static_cast<int>(rng() % 10);
-        if (deadline_kind == 0) so.deadline = Clock::now() - microseconds(1);      // already past
+        if (deadline_kind == 0) so.deadline = Clock::now() - microseconds(1);  // already past
         if (deadline_kind == 1) so.deadline = Clock::now() + microseconds(rng() % 2000);
         so.block_when_full = rng() % 2 == 0;
         NamedTensors inputs;
@@ -73,22 +73,23 @@ TEST_P(Stress, EveryRequestIsAnsweredExactlyOnceAndCountersAddUp) {
           expected = 10.0f * static_cast<float>(index.data_as<int64_t>()[0]);
           inputs.push_back({"index", index});
         }
-        (*engine)->Submit(model == 0 ? "add" : "gather", std::move(inputs), so,
-                          [&, id, model, expected](absl::StatusOr<InferResult> r) {
-                            answers[id].fetch_add(1);
-                            if (r.ok()) {
-                              ++ok[model];
-                              const float got = r->outputs[0].tensor.data_as<float>()[0];
-                              if (got != (model == 0 ? expected + 1 : expected)) ++wrong_values;
-                            } else if (r.status().code() == absl::StatusCode::kResourceExhausted ||
-                                       (r.status().code() == absl::StatusCode::kDeadlineExceeded &&
-                                        r.status().message().find("queue stayed full") != std::string::npos)) {
-                              ++refused[model];
-                            } else {
-                              ++failed[model];
-                            }
-                            ++answered;
-                          });
+        (*engine)->Submit(
+            model == 0 ? "add" : "gather", std::move(inputs), so,
+            [&, id, model, expected](absl::StatusOr<InferResult> r) {
+              answers[id].fetch_add(1);
+              if (r.ok()) {
+                ++ok[model];
+                const float got = r->outputs[0].tensor.data_as<float>()[0];
+                if (got != (model == 0 ? expected + 1 : expected)) ++wrong_values;
+              } else if (r.status().code() == absl::StatusCode::kResourceExhausted ||
+                         (r.status().code() == absl::StatusCode::kDeadlineExceeded &&
+                          r.status().message().find("queue stayed full") != std::string::npos)) {
+                ++refused[model];
+              } else {
+                ++failed[model];
+              }
+              ++answered;
+            });
       }
     });
   }

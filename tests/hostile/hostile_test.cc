@@ -2,6 +2,7 @@
 // fed to the runtime, the engine, pipelines and the CLI. The only acceptable outcomes are success
 // or a clear error (a non-empty message naming the culprit); a crash, a hang or a sanitizer report
 // fails the suite. Runs under ASan+UBSan in CI.
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <filesystem>
@@ -9,9 +10,6 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
-
-#include <gtest/gtest.h>
-
 #include "loom/engine.h"
 #include "loom/pipeline.h"
 #include "onnx/onnx_pb.h"
@@ -38,11 +36,14 @@ std::string Mutate(std::string bytes, std::mt19937& rng) {
       bytes.resize(rng() % bytes.size());
       break;
     case 1:  // flip a few bytes
-      for (int i = 0, n = 1 + static_cast<int>(rng() % 8); i < n; ++i) bytes[rng() % bytes.size()] ^= static_cast<char>(1 + rng() % 255);
+      for (int i = 0, n = 1 + static_cast<int>(rng() % 8); i < n; ++i)
+        bytes[rng() % bytes.size()] ^= static_cast<char>(1 + rng() % 255);
       break;
     case 2: {  // overwrite a run with one value
-      const size_t at = rng() % bytes.size(), n = std::min<size_t>(bytes.size() - at, 1 + rng() % 64);
-      std::fill_n(bytes.begin() + static_cast<std::ptrdiff_t>(at), n, static_cast<char>(rng() % 256));
+      const size_t at = rng() % bytes.size(),
+                   n = std::min<size_t>(bytes.size() - at, 1 + rng() % 64);
+      std::fill_n(bytes.begin() + static_cast<std::ptrdiff_t>(at), n,
+                  static_cast<char>(rng() % 256));
       break;
     }
     case 3: {  // insert random bytes
@@ -52,7 +53,8 @@ std::string Mutate(std::string bytes, std::mt19937& rng) {
       break;
     }
     default:  // duplicate a slice
-      const size_t at = rng() % bytes.size(), n = std::min<size_t>(bytes.size() - at, 1 + rng() % 256);
+      const size_t at = rng() % bytes.size(),
+                   n = std::min<size_t>(bytes.size() - at, 1 + rng() % 256);
       const std::string slice(bytes.data() + at, n);
       bytes.insert(at, slice);
   }
@@ -64,22 +66,33 @@ std::string StructuralMutant(const std::string& valid, std::mt19937& rng) {
   onnx::ModelProto model;
   EXPECT_TRUE(model.ParseFromString(valid));
   auto* graph = model.mutable_graph();
-  const int64_t values[] = {-7, 0, 1, 3, int64_t{1} << 31, int64_t{1} << 40, int64_t{1} << 62, INT64_MAX};
+  const int64_t values[] = {-7,       0, 1, 3, int64_t{1} << 31, int64_t{1} << 40, int64_t{1} << 62,
+                            INT64_MAX};
   switch (rng() % 4) {
     case 0:  // a dim of an input or output
       for (auto* v : {graph->mutable_input(0), graph->mutable_output(0)}) {
         auto* shape = v->mutable_type()->mutable_tensor_type()->mutable_shape();
-        if (shape->dim_size() > 0) shape->mutable_dim(static_cast<int>(rng() % shape->dim_size()))->set_dim_value(values[rng() % 8]);
+        if (shape->dim_size() > 0)
+          shape->mutable_dim(static_cast<int>(rng() % shape->dim_size()))
+              ->set_dim_value(values[rng() % 8]);
       }
       break;
     case 1:  // an element type Loom does not know
-      graph->mutable_input(0)->mutable_type()->mutable_tensor_type()->set_elem_type(static_cast<int>(rng() % 40));
+      graph->mutable_input(0)->mutable_type()->mutable_tensor_type()->set_elem_type(
+          static_cast<int>(rng() % 40));
       break;
     case 2:  // rank far above anything real
-      for (int i = 0; i < 40; ++i) graph->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->add_dim()->set_dim_value(2);
+      for (int i = 0; i < 40; ++i)
+        graph->mutable_input(0)
+            ->mutable_type()
+            ->mutable_tensor_type()
+            ->mutable_shape()
+            ->add_dim()
+            ->set_dim_value(2);
       break;
     default:  // an initializer's dims lie about its data
-      if (graph->initializer_size() > 0) graph->mutable_initializer(0)->set_dims(0, values[rng() % 8]);
+      if (graph->initializer_size() > 0)
+        graph->mutable_initializer(0)->set_dims(0, values[rng() % 8]);
   }
   return model.SerializeAsString();
 }
@@ -110,8 +123,9 @@ void LoadAndRun(const std::string& path, Backend backend) {
 TEST(Hostile, MutatedModelFilesAreErrorsNotCrashes) {
   ScratchDir dir;
   ASSERT_TRUE(WriteAddModel(dir.Path("add.onnx"), 8).ok());
-  const std::vector<std::string> seeds = {testing::ReadFile(testing::ModelPath(testing::kBlazeFaceFront)),
-                                          testing::ReadFile(dir.Path("add.onnx"))};
+  const std::vector<std::string> seeds = {
+      testing::ReadFile(testing::ModelPath(testing::kBlazeFaceFront)),
+      testing::ReadFile(dir.Path("add.onnx"))};
   std::mt19937 rng(20261123);
   int errors = 0, total = 0;
   for (int i = 0; i < 40 * Scale(); ++i) {
@@ -142,12 +156,15 @@ TEST(Hostile, MutatedModelsThroughTheEngineAndTheCli) {
     const std::string bytes = i % 2 ? StructuralMutant(seed, rng) : Mutate(seed, rng);
     const std::string path = dir.Path(absl::StrCat("m", i, ".onnx"));
     std::ofstream(path, std::ios::binary) << bytes;
-    auto engine = Engine::Create({{.name = "m", .path = path}}, EngineOptions{.cores = 1, .measure_runs = 1});
+    auto engine =
+        Engine::Create({{.name = "m", .path = path}}, EngineOptions{.cores = 1, .measure_runs = 1});
     if (!engine.ok()) {
       EXPECT_NE(engine.status().message().find("model 'm'"), std::string::npos) << engine.status();
     }
-    for (const std::string& args : {"info " + path, "run " + path + " --random --repeat 1 --size 64x64"}) {
-      const int status = std::system((std::string(LOOM_BINARY) + " " + args + " >/dev/null 2>&1").c_str());
+    for (const std::string& args :
+         {"info " + path, "run " + path + " --random --repeat 1 --size 64x64"}) {
+      const int status =
+          std::system((std::string(LOOM_BINARY) + " " + args + " >/dev/null 2>&1").c_str());
       ASSERT_TRUE(WIFEXITED(status)) << args << ": killed by signal " << WTERMSIG(status);
       EXPECT_LE(WEXITSTATUS(status), 1) << args;
     }
@@ -161,15 +178,21 @@ TEST(Hostile, MutatedEngineConfigsAndPipelinesAreErrorsAtTheirPosition) {
       "cores: 1\nhint: adaptive\nmeasure_runs: 1\nmodels:\n  - name: face\n    path: " + face +
       "\n    max_batch_size: 1\n    queue_capacity: 16\n    default_timeout_us: 100000\n";
   const std::string pipeline =
-      "models:\n  - {name: face, path: " + face + "}\nsource: {path: " + testing::DataPath("messi5.jpg") +
+      "models:\n  - {name: face, path: " + face +
+      "}\nsource: {path: " + testing::DataPath("messi5.jpg") +
       ", limit: 1}\nin_flight: 2\nnodes:\n"
       "  - {name: face_in, type: preprocess, model: face, scale: 0.0078431, mean: 127.5}\n"
       "  - {name: face, type: infer, model: face, input: face_in}\n"
       "  - {name: faces, type: blazeface, input: face, model: face, threshold: 0.5}\n"
       "sinks: [{type: jsonl, path: out.jsonl}]\n";
   std::mt19937 rng(11);
-  const char* tokens[] = {"-1", "0", "99999999999999999999", "1e308", ".nan", "[", "]", "{", "}", ":", "auto",
-                          "~", "'", "\"", "\t", "\n  - ", "&a", "*a", "!!binary", "\xff\xfe"};
+  const char* tokens[] = {"-1",       "0",       "99999999999999999999",
+                          "1e308",    ".nan",    "[",
+                          "]",        "{",       "}",
+                          ":",        "auto",    "~",
+                          "'",        "\"",      "\t",
+                          "\n  - ",   "&a",      "*a",
+                          "!!binary", "\xff\xfe"};
   int loaded = 0;
   for (int i = 0; i < 30 * Scale(); ++i) {
     SCOPED_TRACE(i);
@@ -213,7 +236,8 @@ TEST(Hostile, MutatedEngineConfigsAndPipelinesAreErrorsAtTheirPosition) {
 TEST(Hostile, MutatedImagesAreDecodeErrorsOrFrames) {
   const std::vector<std::string> seeds = {testing::ReadFile(testing::DataPath("messi5.jpg")),
                                           testing::ReadFile(testing::DataPath("imageTextN.png"))};
-  auto p = Pipeline::Load(testing::SourcePath("pipelines/faces.yaml"), {.cores = 1, .sinks = false});
+  auto p =
+      Pipeline::Load(testing::SourcePath("pipelines/faces.yaml"), {.cores = 1, .sinks = false});
   ASSERT_TRUE(p.ok()) << p.status();
   std::mt19937 rng(3);
   int submitted = 0;
@@ -223,7 +247,8 @@ TEST(Hostile, MutatedImagesAreDecodeErrorsOrFrames) {
     if (index.ok()) {
       ++submitted;
     } else {
-      EXPECT_NE(index.status().message().find("cannot be decoded"), std::string::npos) << index.status();
+      EXPECT_NE(index.status().message().find("cannot be decoded"), std::string::npos)
+          << index.status();
     }
   }
   (*p)->Finish();
@@ -241,11 +266,14 @@ TEST(Hostile, RandomTensorsAreRefusedBeforeTheyAreRead) {
   EngineOptions options{.cores = 1, .measure_runs = 1};
   options.limits.max_bytes = 1 << 20;
   options.max_request_bytes = 1 << 20;
-  auto engine = Engine::Create({add, {.name = "face", .path = testing::ModelPath(testing::kBlazeFaceFront)}}, options);
+  auto engine = Engine::Create(
+      {add, {.name = "face", .path = testing::ModelPath(testing::kBlazeFaceFront)}}, options);
   ASSERT_TRUE(engine.ok()) << engine.status();
   std::mt19937 rng(5);
-  const int64_t dims[] = {-5, -1, 0, 1, 2, 3, 4, 128, int64_t{1} << 31, int64_t{1} << 40, int64_t{1} << 62, INT64_MAX};
-  const DType dtypes[] = {DType::kFloat32, DType::kInt64, DType::kUInt8, DType::kFloat16, DType::kUnknown, DType::kBool};
+  const int64_t dims[] = {
+      -5, -1, 0, 1, 2, 3, 4, 128, int64_t{1} << 31, int64_t{1} << 40, int64_t{1} << 62, INT64_MAX};
+  const DType dtypes[] = {DType::kFloat32, DType::kInt64,   DType::kUInt8,
+                          DType::kFloat16, DType::kUnknown, DType::kBool};
   std::vector<char> scratch(1 << 20);  // every tensor points here; a valid one is never larger
   int ok = 0;
   for (int i = 0; i < 300 * Scale(); ++i) {
@@ -257,8 +285,9 @@ TEST(Hostile, RandomTensorsAreRefusedBeforeTheyAreRead) {
     // Only shapes the limits pass and that fit the scratch buffer may point at it; others
     // claim more memory than exists and must be refused on their shape alone.
     auto count = CheckedElementCount(dtype, shape, options.limits);
-    const bool fits = count.ok() && *count * static_cast<int64_t>(std::max<size_t>(DTypeSize(dtype), 1)) <=
-                                        static_cast<int64_t>(scratch.size());
+    const bool fits =
+        count.ok() && *count * static_cast<int64_t>(std::max<size_t>(DTypeSize(dtype), 1)) <=
+                          static_cast<int64_t>(scratch.size());
     NamedTensors inputs = {{name, Tensor::Borrow(dtype, shape, scratch.data())}};
     if (rng() % 5 == 0) inputs.push_back(inputs[0]);  // the same input twice
     auto r = (*engine)->Infer(model, inputs);

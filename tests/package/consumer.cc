@@ -32,7 +32,8 @@ int main(int argc, char** argv) {
   }
   const std::string plan = (*engine)->DescribePlan();
   std::printf("%s\n", plan.substr(0, plan.find('\n')).c_str());
-  for (const auto& [name, tensor] : result->outputs) std::printf("output %s rank %lld\n", name.c_str(), static_cast<long long>(tensor.rank()));
+  for (const auto& [name, tensor] : result->outputs)
+    std::printf("output %s rank %lld\n", name.c_str(), static_cast<long long>(tensor.rank()));
   (*engine)->Shutdown();
   return 0;
 }

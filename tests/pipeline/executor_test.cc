@@ -13,7 +13,8 @@ namespace {
 // A node that waits for its frame's gate, then fails, throws or records its frame's index.
 class GatedNode final : public Node {
  public:
-  explicit GatedNode(std::vector<std::shared_future<void>> gates) : Node("gated"), gates_(std::move(gates)) {}
+  explicit GatedNode(std::vector<std::shared_future<void>> gates)
+      : Node("gated"), gates_(std::move(gates)) {}
   absl::Status Process(Frame& frame, NodeContext&) const override {
     const size_t i = static_cast<size_t>(frame.index);
     if (i < gates_.size()) gates_[i].wait();
@@ -81,7 +82,8 @@ TEST(Executor, AFrameThatThrowsOrFailsGetsItsErrorAndTheOthersGoOn) {
   executor.Finish();
   std::vector<std::string> errors;
   while (auto f = executor.Pop(true)) errors.push_back(f->error);
-  EXPECT_EQ(errors, (std::vector<std::string>{"", "node 'gated': node bug", "node 'gated': bad frame", ""}));
+  EXPECT_EQ(errors, (std::vector<std::string>{"", "node 'gated': node bug",
+                                              "node 'gated': bad frame", ""}));
 }
 
 TEST(Executor, PushWaitsForRoomAndAbortReleasesEveryone) {

@@ -2,15 +2,15 @@
 // each crop, a class per detection — node by node on synthetic frames where the answer is known,
 // then the whole chain on Megamind.avi with the real detector and the seeded torch models, checked
 // against the same models run by hand on the same crops.
+#include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
+
 #include <algorithm>
 #include <cmath>
-#include <set>
-
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgproc.hpp>
 #include <opencv2/videoio.hpp>
-#include <yaml-cpp/yaml.h>
+#include <set>
 
 #include "loom/pipeline.h"
 #include "loom/session.h"
@@ -31,7 +31,9 @@ class NoModels final : public NodeContext {
   PendingOutputs Submit(const std::string&, NamedTensors) override { return {}; }
   const ModelInfo* FindModel(const std::string&) const override { return nullptr; }
   int RowsPerRequest(const std::string&, const Shape&) override { return 1; }
-  absl::StatusOr<NamedTensors> Await(const PendingOutputs& outputs) override { return outputs.get(); }
+  absl::StatusOr<NamedTensors> Await(const PendingOutputs& outputs) override {
+    return outputs.get();
+  }
 };
 
 // A model's answer, already there.
@@ -56,7 +58,8 @@ Frame FrameWith(int w, int h, std::vector<vision::Detection> detections) {
   Frame frame;
   cv::Mat image(h, w, CV_8UC3);
   for (int y = 0; y < h; ++y) {
-    for (int x = 0; x < w; ++x) image.at<cv::Vec3b>(y, x) = {static_cast<uint8_t>(x), static_cast<uint8_t>(y), 0};
+    for (int x = 0; x < w; ++x)
+      image.at<cv::Vec3b>(y, x) = {static_cast<uint8_t>(x), static_cast<uint8_t>(y), 0};
   }
   frame.values["image"].image = image;
   Value faces;
@@ -118,7 +121,9 @@ TEST(BoxCrop, MakesTheBoxSquareGrowsItAndClampsItToTheFrame) {
 
 TEST(BoxCrop, PlacesTheRegionOnLandmarksInsideTheBox) {
   Built g = NewGraph();
-  ASSERT_TRUE(g.Add("brows", "box_crop", "{detections: faces, points: [1, 2], scale: [1.0, 3.0], within_box: true}").ok());
+  ASSERT_TRUE(g.Add("brows", "box_crop",
+                    "{detections: faces, points: [1, 2], scale: [1.0, 3.0], within_box: true}")
+                  .ok());
   vision::Detection face = Box(20, 20, 80, 70);
   face.landmarks = {{0, 0}, {30, 30}, {50, 34}, {99, 99}};  // points 1 and 2: (30,30)-(50,34)
   Frame frame = FrameWith(100, 80, {face});
@@ -129,13 +134,15 @@ TEST(BoxCrop, PlacesTheRegionOnLandmarksInsideTheBox) {
   face.landmarks = {{0, 0}, {10, 10}, {50, 12}, {0, 0}};  // above the face: clipped to its top
   frame = FrameWith(100, 80, {face});
   ASSERT_TRUE(g.Run(frame).ok());
-  EXPECT_EQ(CropRect(frame, "brows", 0), cv::Rect(20, 20, 30, 8)) << "clipped to the face's top, grown into it to 8 px";
+  EXPECT_EQ(CropRect(frame, "brows", 0), cv::Rect(20, 20, 30, 8))
+      << "clipped to the face's top, grown into it to 8 px";
 }
 
 TEST(BoxCrop, EveryDetectionGetsACropAndAMissingLandmarkIsNamed) {
   Built g = NewGraph();
   ASSERT_TRUE(g.Add("crops", "box_crop", "{detections: faces}").ok());
-  Frame frame = FrameWith(64, 48, {Box(-50, -50, -40, -40), Box(200, 200, 300, 300), Box(1, 1, 1, 1)});
+  Frame frame =
+      FrameWith(64, 48, {Box(-50, -50, -40, -40), Box(200, 200, 300, 300), Box(1, 1, 1, 1)});
   ASSERT_TRUE(g.Run(frame).ok());
   const Value& crops = frame.values.at("crops");
   ASSERT_EQ(crops.crops.size(), 3u) << "off the frame or empty, a detection still has its crop";
@@ -144,7 +151,8 @@ TEST(BoxCrop, EveryDetectionGetsACropAndAMissingLandmarkIsNamed) {
   Built h = NewGraph();
   ASSERT_TRUE(h.Add("brows", "box_crop", "{detections: faces, points: [17, 26]}").ok());
   Frame no_landmarks = FrameWith(64, 48, {Box(0, 0, 10, 10)});
-  EXPECT_EQ(h.Run(no_landmarks).message(), "box_crop: landmark 17 asked for, but the detection has 0 landmarks");
+  EXPECT_EQ(h.Run(no_landmarks).message(),
+            "box_crop: landmark 17 asked for, but the detection has 0 landmarks");
 }
 
 TEST(Landmarks, MapsEachRowBackThroughItsResizeAndItsCrop) {
@@ -169,12 +177,14 @@ TEST(Landmarks, MapsEachRowBackThroughItsResizeAndItsCrop) {
   EXPECT_NEAR(d[0].landmarks[1].y, 20, 1e-4);
   EXPECT_NEAR(d[1].landmarks[0].x, 65, 1e-4);  // the centre of (60,10)-(70,50)
   EXPECT_NEAR(d[1].landmarks[0].y, 30, 1e-4);
-  EXPECT_EQ(frame.record["points"][1]["landmarks"], nlohmann::json::parse("[[65.0,30.0],[60.0,10.0]]"));
+  EXPECT_EQ(frame.record["points"][1]["landmarks"],
+            nlohmann::json::parse("[[65.0,30.0],[60.0,10.0]]"));
 
   out = Tensor::Allocate(DType::kFloat32, {2, 3});
   frame.values["lm"] = Answered({{"out", out}});
-  EXPECT_EQ(g.Run(frame).message(),
-            "landmarks: output 'out' is [2,3] f32; expected [2,4] f32 (2 points for each of 2 crops)");
+  EXPECT_EQ(
+      g.Run(frame).message(),
+      "landmarks: output 'out' is [2,3] f32; expected [2,4] f32 (2 points for each of 2 crops)");
 }
 
 TEST(Classify, LabelsEachDetectionWithItsMostLikelyClass) {
@@ -182,7 +192,9 @@ TEST(Classify, LabelsEachDetectionWithItsMostLikelyClass) {
   ASSERT_TRUE(g.Add("crops", "box_crop", "{detections: faces}").ok());
   ASSERT_TRUE(g.Add("cls_in", "preprocess", "{input: crops, size: [8, 8], filter: sobel}").ok());
   g.context->Declare("cls", {ValueType::kOutputs, std::nullopt, "cls"});
-  ASSERT_TRUE(g.Add("faces_out", "classify", "{input: cls, preprocess: cls_in, labels: [normal, frown]}").ok());
+  ASSERT_TRUE(
+      g.Add("faces_out", "classify", "{input: cls, preprocess: cls_in, labels: [normal, frown]}")
+          .ok());
   Frame frame = FrameWith(100, 80, {Box(10, 20, 50, 40), Box(60, 10, 70, 50)});
   Tensor logits = Tensor::Allocate(DType::kFloat32, {2, 2});
   const float v[] = {2.0f, 0.0f, -1.0f, 1.0f};
@@ -284,7 +296,8 @@ TEST(FaceChain, AgreesWithTheLandmarkModelRunByHandOnTheSameCrop) {
   const double cx = (box[0] + box[2]) / 2, cy = (box[1] + box[3]) / 2;
   auto edges = [](double v, bool low, int limit) {
     std::set<int> out;
-    for (double e : {v - 0.1, v + 0.1}) out.insert(std::clamp(static_cast<int>(low ? std::floor(e) : std::ceil(e)), 0, limit));
+    for (double e : {v - 0.1, v + 0.1})
+      out.insert(std::clamp(static_cast<int>(low ? std::floor(e) : std::ceil(e)), 0, limit));
     return out;
   };
   SessionOptions one_thread;
@@ -309,23 +322,29 @@ TEST(FaceChain, AgreesWithTheLandmarkModelRunByHandOnTheSameCrop) {
           const float* xy = (*out)[0].tensor.data_as<float>();
           double worst = 0;  // px, over the 68 points
           for (int p = 0; p < 68; ++p) {
-            worst = std::max(worst, std::fabs(face["landmarks"][p][0].get<double>() - (x0 + xy[2 * p] * crop.cols)));
-            worst = std::max(worst, std::fabs(face["landmarks"][p][1].get<double>() - (y0 + xy[2 * p + 1] * crop.rows)));
+            worst = std::max(worst, std::fabs(face["landmarks"][p][0].get<double>() -
+                                              (x0 + xy[2 * p] * crop.cols)));
+            worst = std::max(worst, std::fabs(face["landmarks"][p][1].get<double>() -
+                                              (y0 + xy[2 * p + 1] * crop.rows)));
           }
           best = std::min(best, worst);
         }
       }
     }
   }
-  EXPECT_LE(best, 0.051) << "px: the chain's landmarks vs the model by hand (records round to 0.1 px)";
+  EXPECT_LE(best, 0.051)
+      << "px: the chain's landmarks vs the model by hand (records round to 0.1 px)";
 }
 
 TEST(FaceChain, AModelFileCanBeReplacedByNameAndAnUnknownNameIsRefused) {
-  auto replaced = ChainRecords({.model_paths = {{"frown", testing::ModelPath(kFrown)}}, .limit = 2});
+  auto replaced =
+      ChainRecords({.model_paths = {{"frown", testing::ModelPath(kFrown)}}, .limit = 2});
   ASSERT_TRUE(replaced.ok()) << replaced.status();
-  auto unknown = Pipeline::Load(ChainPath(), {.model_paths = {{"smile", testing::ModelPath(kFrown)}}, .sinks = false});
+  auto unknown = Pipeline::Load(
+      ChainPath(), {.model_paths = {{"smile", testing::ModelPath(kFrown)}}, .sinks = false});
   ASSERT_FALSE(unknown.ok());
-  EXPECT_NE(unknown.status().message().find("has no model 'smile' to replace (its models: face, landmarks, frown)"),
+  EXPECT_NE(unknown.status().message().find(
+                "has no model 'smile' to replace (its models: face, landmarks, frown)"),
             std::string::npos)
       << unknown.status();
 }

@@ -1,9 +1,9 @@
 // Pipelines under bad input and careless callers: every case ends in a clear error or an error
 // record, never a crash, a hang, or a thread left behind.
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <fstream>
-
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/videoio.hpp>
@@ -22,7 +22,8 @@ std::string Faces(const std::string& extra, const std::string& source = "") {
          "nodes:\n"
          "  - {name: face_in, type: preprocess, model: face, scale: 0.0078431, mean: 127.5}\n"
          "  - {name: face, type: infer, model: face, input: face_in}\n"
-         "  - {name: faces, type: blazeface, input: face, model: face}\n" + extra;
+         "  - {name: faces, type: blazeface, input: face, model: face}\n" +
+         extra;
 }
 
 absl::Status LoadError(const ScratchDir& dir, const std::string& yaml) {
@@ -32,27 +33,42 @@ absl::Status LoadError(const ScratchDir& dir, const std::string& yaml) {
 
 TEST(PipelineFaults, BadYamlIsAnErrorAtTheValueNeverAnException) {
   ScratchDir dir;
-  struct Case { std::string yaml, message; };
-  const std::string models = "models:\n  - {name: face, path: " + testing::ModelPath(testing::kBlazeFaceBack) + "}\n";
+  struct Case {
+    std::string yaml, message;
+  };
+  const std::string models =
+      "models:\n  - {name: face, path: " + testing::ModelPath(testing::kBlazeFaceBack) + "}\n";
   for (const Case& c : std::vector<Case>{
-           {Faces("sinks: [jsonl]\n"), "p.yaml:8:9: a sink must be a mapping such as {type: jsonl, path: out.jsonl}, got 'jsonl'"},
-           {Faces("sinks: [{type: csv}]\n"), "'type' must be one of annotate, jsonl, text, video, got 'csv'"},
-           {Faces("sinks: [{type: jsonl, pth: a}]\n"), "sink 'jsonl': unknown key 'pth' in the sink; did you mean 'path'?"},
+           {Faces("sinks: [jsonl]\n"),
+            "p.yaml:8:9: a sink must be a mapping such as {type: jsonl, path: out.jsonl}, got "
+            "'jsonl'"},
+           {Faces("sinks: [{type: csv}]\n"),
+            "'type' must be one of annotate, jsonl, text, video, got 'csv'"},
+           {Faces("sinks: [{type: jsonl, pth: a}]\n"),
+            "sink 'jsonl': unknown key 'pth' in the sink; did you mean 'path'?"},
            {Faces("sinks: {type: jsonl}\n"), "'sinks' must be a list, got a mapping"},
-           {Faces("in_flight: 100000\n"), "'in_flight' must be an integer in [1, 64], got '100000'"},
+           {Faces("in_flight: 100000\n"),
+            "'in_flight' must be an integer in [1, 64], got '100000'"},
            {Faces("in_flight: -1\n"), "'in_flight' must be an integer in [1, 64]"},
-           {models + "source: {path: " + testing::DataPath("messi5.jpg") + "}\nnodes:\n  - {name: fi, type: preprocess, sise: [4, 4]}\n",
+           {models + "source: {path: " + testing::DataPath("messi5.jpg") +
+                "}\nnodes:\n  - {name: fi, type: preprocess, sise: [4, 4]}\n",
             "node 'fi': unknown key 'sise' in the node; did you mean 'size'?"},
-           {models + "source: {path: " + testing::DataPath("messi5.jpg") + "}\nnodes:\n  - {name: fi, type: preprocess, size: [99999999, 4]}\n",
+           {models + "source: {path: " + testing::DataPath("messi5.jpg") +
+                "}\nnodes:\n  - {name: fi, type: preprocess, size: [99999999, 4]}\n",
             "node 'fi': 'size' must be an integer in [1, 16384], got '99999999'"},
-           {models + "source: {path: " + testing::DataPath("messi5.jpg") + "}\nnodes:\n  - {name: fi, type: preprocess, size: 4}\n",
+           {models + "source: {path: " + testing::DataPath("messi5.jpg") +
+                "}\nnodes:\n  - {name: fi, type: preprocess, size: 4}\n",
             "node 'fi': 'size' must be a list of 2 integers, got '4'"},
-           {models + "source: {path: " + testing::DataPath("messi5.jpg") + "}\nnodes:\n  - {name: fi, type: preprocss}\n",
+           {models + "source: {path: " + testing::DataPath("messi5.jpg") +
+                "}\nnodes:\n  - {name: fi, type: preprocss}\n",
             "node 'fi': unknown node type 'preprocss'; did you mean 'preprocess'?"},
-           {models + "source: {path: " + testing::DataPath("messi5.jpg") + "}\nnodes: [preprocess]\n",
+           {models + "source: {path: " + testing::DataPath("messi5.jpg") +
+                "}\nnodes: [preprocess]\n",
             "a node must be a mapping"},
-           {models + "source: {path: " + testing::DataPath("messi5.jpg"), "p.yaml:"},  // unterminated flow map
-           {models + "source: {path: " + testing::DataPath("messi5.jpg") + ", stride: 0}\nnodes: []\n",
+           {models + "source: {path: " + testing::DataPath("messi5.jpg"),
+            "p.yaml:"},  // unterminated flow map
+           {models + "source: {path: " + testing::DataPath("messi5.jpg") +
+                ", stride: 0}\nnodes: []\n",
             "source: 'stride' must be an integer in [1, 1048576], got '0'"},
            {"models: 3\n", "'models' must be a non-empty list, got '3'"},
            {"[1, 2]\n", "the file must be a mapping, got a list"},
@@ -66,7 +82,9 @@ TEST(PipelineFaults, BadYamlIsAnErrorAtTheValueNeverAnException) {
 
 TEST(PipelineFaults, ACallbackThatThrowsEndsTheRunWithAnError) {
   auto p = Pipeline::Load(testing::SourcePath("pipelines/faces.yaml"),
-                          {.input = testing::DataPath("Megamind.avi"), .limit = 12, .sinks = false,
+                          {.input = testing::DataPath("Megamind.avi"),
+                           .limit = 12,
+                           .sinks = false,
                            .on_record = [](const PipelineRecord& r) {
                              if (r.frame == 3) throw std::runtime_error("user bug");
                            }});
@@ -89,20 +107,24 @@ TEST(PipelineFaults, ACallbackThatThrowsEndsTheRunWithAnError) {
 TEST(PipelineFaults, AVideoWithoutFramesOrCutShortIsReported) {
   ScratchDir dir;
   {
-    cv::VideoWriter empty(dir.Path("empty.avi"), cv::VideoWriter::fourcc('M', 'J', 'P', 'G'), 25, cv::Size(64, 48));
+    cv::VideoWriter empty(dir.Path("empty.avi"), cv::VideoWriter::fourcc('M', 'J', 'P', 'G'), 25,
+                          cv::Size(64, 48));
   }
-  auto p = Pipeline::Load(testing::SourcePath("pipelines/faces.yaml"), {.input = dir.Path("empty.avi"), .sinks = false});
+  auto p = Pipeline::Load(testing::SourcePath("pipelines/faces.yaml"),
+                          {.input = dir.Path("empty.avi"), .sinks = false});
   ASSERT_FALSE(p.ok());
   EXPECT_NE(p.status().message().find("empty.avi"), std::string::npos) << p.status();
   // Megamind.avi cut to a third: its header still declares every frame.
   const std::string whole = testing::ReadFile(testing::DataPath("Megamind.avi"));
   dir.Write("cut.avi", whole.substr(0, whole.size() / 3));
-  p = Pipeline::Load(testing::SourcePath("pipelines/faces.yaml"), {.input = dir.Path("cut.avi"), .sinks = false});
+  p = Pipeline::Load(testing::SourcePath("pipelines/faces.yaml"),
+                     {.input = dir.Path("cut.avi"), .sinks = false});
   ASSERT_TRUE(p.ok()) << p.status();
   auto run = (*p)->Run();
   ASSERT_TRUE(run.ok()) << run.status();
   EXPECT_GT(run->frames, 0);
-  EXPECT_NE(run->source_error.find("ended after " + std::to_string(run->frames) + " of its"), std::string::npos)
+  EXPECT_NE(run->source_error.find("ended after " + std::to_string(run->frames) + " of its"),
+            std::string::npos)
       << run->source_error;
 }
 
@@ -120,8 +142,10 @@ TEST(PipelineFaults, FramesFromTheCallerComeBackInOrder) {
   }
   const std::string png = testing::ReadFile(testing::DataPath("messi5.jpg"));
   ASSERT_TRUE((*p)->SubmitEncoded(png, "messi").ok());
-  EXPECT_EQ((*p)->SubmitEncoded("not an image", "junk").status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ((*p)->Submit(ImageView{0, 0, 3, frame.data, 0}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*p)->SubmitEncoded("not an image", "junk").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*p)->Submit(ImageView{0, 0, 3, frame.data, 0}).status().code(),
+            absl::StatusCode::kInvalidArgument);
   (*p)->Finish();
   while (auto r = (*p)->Next(true)) records.push_back(*r);
   ASSERT_EQ(records.size(), 11u);

@@ -2,15 +2,15 @@
 // folders of real photos through pipelines/faces-folder.yaml and detect-folder.yaml — one record
 // per image, bad images as error records, annotated copies by name, and --resume recording every
 // image exactly once.
+#include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
-
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
-#include <yaml-cpp/yaml.h>
 
 #include "loom/pipeline.h"
 #include "pipeline/node.h"
@@ -35,8 +35,8 @@ Tensor EmptyMap(int anchors, int classes, int h, int w) {
 }
 // Sets anchor `a` of cell (y, x): box offsets from sigmoids (sx, sy, sw, sh), objectness, and one
 // class's probability.
-void Put(Tensor& t, int classes, int a, int y, int x, float sx, float sy, float sw, float sh, float obj, int cls,
-         float p) {
+void Put(Tensor& t, int classes, int a, int y, int x, float sx, float sy, float sw, float sh,
+         float obj, int cls, float p) {
   const int64_t h = t.dim(2), w = t.dim(3), cells = h * w, cell = y * w + x;
   float* base = t.data_as<float>() + a * (5 + classes) * cells;
   const float values[] = {Logit(sx), Logit(sy), Logit(sw), Logit(sh), Logit(obj)};
@@ -53,8 +53,8 @@ vision::YoloOptions TwoStrides() {
 
 TEST(YoloDecode, DecodesARawHeadAsYolov5Does) {
   Tensor p3 = EmptyMap(2, 3, 4, 4), p4 = EmptyMap(2, 3, 2, 2);
-  // Stride 8, anchor 1 (30x40), cell (y=2, x=1): centre ((0.5*2 - 0.5 + 1) * 8, (0.75*2 - 0.5 + 2) * 8)
-  // = (12, 24); size ((0.5*2)^2 * 30, (0.25*2)^2 * 40) = (30, 10). Score 0.9 * 0.8.
+  // Stride 8, anchor 1 (30x40), cell (y=2, x=1): centre ((0.5*2 - 0.5 + 1) * 8, (0.75*2 - 0.5 + 2)
+  // * 8) = (12, 24); size ((0.5*2)^2 * 30, (0.25*2)^2 * 40) = (30, 10). Score 0.9 * 0.8.
   Put(p3, 3, 1, 2, 1, 0.5f, 0.75f, 0.5f, 0.25f, 0.9f, 2, 0.8f);
   auto boxes = vision::DecodeYolo({{"p3", p3}, {"p4", p4}}, TwoStrides());
   ASSERT_TRUE(boxes.ok()) << boxes.status();
@@ -71,9 +71,10 @@ TEST(YoloDecode, DecodesARawHeadAsYolov5Does) {
 TEST(YoloDecode, NmsIsPerClassAndScoresBelowTheThresholdGo) {
   Tensor p3 = EmptyMap(2, 3, 4, 4), p4 = EmptyMap(2, 3, 2, 2);
   Put(p3, 3, 0, 1, 1, 0.5f, 0.5f, 0.5f, 0.5f, 0.95f, 0, 0.9f);  // a box of class 0...
-  Put(p3, 3, 1, 1, 1, 0.5f, 0.5f, 0.49f, 0.49f, 0.90f, 0, 0.9f);  // ...nearly the same box, class 0: suppressed
-  Put(p4, 3, 0, 0, 0, 0.5f, 0.5f, 0.5f, 0.5f, 0.9f, 1, 0.9f);   // elsewhere, class 1
-  Put(p4, 3, 1, 1, 1, 0.5f, 0.5f, 0.5f, 0.5f, 0.9f, 1, 0.2f);   // 0.9 x 0.2 = 0.18 < 0.25: dropped
+  Put(p3, 3, 1, 1, 1, 0.5f, 0.5f, 0.49f, 0.49f, 0.90f, 0,
+      0.9f);  // ...nearly the same box, class 0: suppressed
+  Put(p4, 3, 0, 0, 0, 0.5f, 0.5f, 0.5f, 0.5f, 0.9f, 1, 0.9f);  // elsewhere, class 1
+  Put(p4, 3, 1, 1, 1, 0.5f, 0.5f, 0.5f, 0.5f, 0.9f, 1, 0.2f);  // 0.9 x 0.2 = 0.18 < 0.25: dropped
   vision::YoloOptions o = TwoStrides();
   o.anchors = {{10, 10, 10, 10}, {50, 60, 70, 80}};  // the two class-0 boxes overlap fully
   auto boxes = vision::DecodeYolo({{"p3", p3}, {"p4", p4}}, o);
@@ -110,11 +111,14 @@ TEST(YoloDecode, DecodedOutputsAndShapeErrorsNameTheOutput) {
   EXPECT_NEAR((*boxes)[0].y_max, 45, 1e-5);
 
   auto wrong = vision::DecodeYolo({{"p3", EmptyMap(2, 3, 4, 4)}}, TwoStrides());
-  EXPECT_EQ(wrong.status().message(), "YOLO: the model gives 1 outputs, but 2 strides and 2 anchor sets were given "
-                                      "(one each per output)");
-  auto bad = vision::DecodeYolo({{"p3", EmptyMap(2, 3, 4, 4)}, {"p4", EmptyMap(2, 4, 2, 2)}}, TwoStrides());
-  EXPECT_EQ(bad.status().message(), "YOLO output 'p4' is [1,18,2,2] f32; expected [1,16,H,W] f32 (2 anchors x (5 + 3 "
-                                    "classes))");
+  EXPECT_EQ(wrong.status().message(),
+            "YOLO: the model gives 1 outputs, but 2 strides and 2 anchor sets were given "
+            "(one each per output)");
+  auto bad = vision::DecodeYolo({{"p3", EmptyMap(2, 3, 4, 4)}, {"p4", EmptyMap(2, 4, 2, 2)}},
+                                TwoStrides());
+  EXPECT_EQ(bad.status().message(),
+            "YOLO output 'p4' is [1,18,2,2] f32; expected [1,16,H,W] f32 (2 anchors x (5 + 3 "
+            "classes))");
 }
 
 // Answers nothing: the letterbox node needs no model.
@@ -123,7 +127,9 @@ class NoModels final : public pipeline::NodeContext {
   pipeline::PendingOutputs Submit(const std::string&, NamedTensors) override { return {}; }
   const ModelInfo* FindModel(const std::string&) const override { return nullptr; }
   int RowsPerRequest(const std::string&, const Shape&) override { return 1; }
-  absl::StatusOr<NamedTensors> Await(const pipeline::PendingOutputs& outputs) override { return outputs.get(); }
+  absl::StatusOr<NamedTensors> Await(const pipeline::PendingOutputs& outputs) override {
+    return outputs.get();
+  }
 };
 
 // The letterbox node on a frame: the padded size, and boxes mapped back through it.
@@ -132,9 +138,11 @@ TEST(Letterbox, ScalesTheLongerSidePadsToTheStrideAndMapsBack) {
   ASSERT_TRUE(models.ok());
   pipeline::BuildContext context("t.yaml", ".", models->get());
   context.Declare("image", {pipeline::ValueType::kImage, std::nullopt, "image"});
-  auto node = (*pipeline::FindNodeType("letterbox"))("lb", YAML::Load("{size: 640, stride: 32}"), context);
+  auto node =
+      (*pipeline::FindNodeType("letterbox"))("lb", YAML::Load("{size: 640, stride: 32}"), context);
   ASSERT_TRUE(node.ok()) << node.status();
-  for (auto [w, h, tw, th] : {std::array<int, 4>{1920, 1080, 640, 384}, {1080, 1920, 384, 640}, {100, 50, 640, 320}}) {
+  for (auto [w, h, tw, th] :
+       {std::array<int, 4>{1920, 1080, 640, 384}, {1080, 1920, 384, 640}, {100, 50, 640, 320}}) {
     pipeline::Frame frame;
     frame.values["image"].image = cv::Mat(h, w, CV_8UC3, cv::Scalar(10, 20, 30));
     NoModels none;
@@ -146,21 +154,27 @@ TEST(Letterbox, ScalesTheLongerSidePadsToTheStrideAndMapsBack) {
     EXPECT_NEAR(corner.x, w, 1.0) << "the far corner of the image maps back to the image's";
     EXPECT_NEAR(corner.y, h, 1.0);
   }
-  auto odd = (*pipeline::FindNodeType("letterbox"))("lb2", YAML::Load("{size: 650, stride: 32}"), context);
-  EXPECT_NE(odd.status().message().find("'size' (650) must be a multiple of 'stride' (32)"), std::string::npos);
+  auto odd =
+      (*pipeline::FindNodeType("letterbox"))("lb2", YAML::Load("{size: 650, stride: 32}"), context);
+  EXPECT_NE(odd.status().message().find("'size' (650) must be a multiple of 'stride' (32)"),
+            std::string::npos);
 }
 
 // ------------------------------------------------------------------------------------------------
 // Folders of real photos.
 
-std::string PipelinePath(const std::string& file) { return testing::SourcePath("pipelines/" + file); }
+std::string PipelinePath(const std::string& file) {
+  return testing::SourcePath("pipelines/" + file);
+}
 
 // A folder of real photos: copies of messi5.jpg and licenseplate_motion.jpg, a JPEG cut short and
 // a text file named .jpg.
 void MakeFolder(const ScratchDir& dir, int good) {
-  const std::string photos[] = {testing::DataPath("messi5.jpg"), testing::DataPath("licenseplate_motion.jpg")};
+  const std::string photos[] = {testing::DataPath("messi5.jpg"),
+                                testing::DataPath("licenseplate_motion.jpg")};
   fs::create_directories(dir.Path("in"));
-  for (int i = 0; i < good; ++i) fs::copy_file(photos[i % 2], dir.Path("in/p" + std::to_string(i) + ".jpg"));
+  for (int i = 0; i < good; ++i)
+    fs::copy_file(photos[i % 2], dir.Path("in/p" + std::to_string(i) + ".jpg"));
   const std::string jpeg = testing::ReadFile(photos[0]);
   dir.Write("in/cut.jpg", jpeg.substr(0, jpeg.size() / 3));
   dir.Write("in/text.jpg", "not an image");
@@ -173,7 +187,8 @@ std::vector<nlohmann::json> ReadRecords(const std::string& path) {
   return out;
 }
 
-absl::StatusOr<PipelineSummary> RunFolder(const std::string& file, const ScratchDir& dir, PipelineOptions o) {
+absl::StatusOr<PipelineSummary> RunFolder(const std::string& file, const ScratchDir& dir,
+                                          PipelineOptions o) {
   o.input = dir.Path("in/*.jpg");
   o.output_dir = dir.Path("out");
   LOOM_ASSIGN_OR_RETURN(auto p, Pipeline::Load(file, o));
@@ -190,9 +205,12 @@ TEST(FolderJob, OneRecordPerImageErrorsIncludedAndAnAnnotatedCopyEach) {
   const auto records = ReadRecords(dir.Path("out/faces.jsonl"));
   ASSERT_EQ(records.size(), 6u);
   std::map<std::string, nlohmann::json> by_name;
-  for (const auto& r : records) by_name[fs::path(r["source"].get<std::string>()).filename().string()] = r;
-  EXPECT_NE(by_name["cut.jpg"]["error"].get<std::string>().find("is a truncated JPEG"), std::string::npos);
-  EXPECT_NE(by_name["text.jpg"]["error"].get<std::string>().find("cannot be decoded"), std::string::npos);
+  for (const auto& r : records)
+    by_name[fs::path(r["source"].get<std::string>()).filename().string()] = r;
+  EXPECT_NE(by_name["cut.jpg"]["error"].get<std::string>().find("is a truncated JPEG"),
+            std::string::npos);
+  EXPECT_NE(by_name["text.jpg"]["error"].get<std::string>().find("cannot be decoded"),
+            std::string::npos);
   ASSERT_EQ(by_name["p0.jpg"]["faces"].size(), 1u) << "messi5.jpg: one face";
   for (int i = 0; i < 4; ++i) {
     EXPECT_TRUE(fs::exists(dir.Path("out/annotated/p" + std::to_string(i) + ".jpg"))) << i;
@@ -214,7 +232,8 @@ TEST(FolderJob, ResumeRecordsEveryImageExactlyOnce) {
   EXPECT_EQ(resumed->skipped, 1) << "p0 was recorded";
   EXPECT_EQ(resumed->frames, 6);
   std::map<std::string, int> seen;
-  for (const auto& r : ReadRecords(dir.Path("out/faces.jsonl"))) ++seen[r["source"].get<std::string>()];
+  for (const auto& r : ReadRecords(dir.Path("out/faces.jsonl")))
+    ++seen[r["source"].get<std::string>()];
   ASSERT_EQ(seen.size(), 7u);
   for (const auto& [source, count] : seen) EXPECT_EQ(count, 1) << source;
   // Resuming a finished run runs only its failures again, and records nothing twice.
@@ -228,10 +247,13 @@ TEST(FolderJob, ResumeRecordsEveryImageExactlyOnce) {
 TEST(FolderJob, ResumeNeedsARecordFile) {
   ScratchDir dir;
   MakeFolder(dir, 1);
-  auto p = Pipeline::Load(PipelinePath("faces.yaml"), {.input = dir.Path("in/*.jpg"), .output_dir = dir.Path("out"),
-                                                        .sinks = false, .resume = true});
+  auto p = Pipeline::Load(PipelinePath("faces.yaml"), {.input = dir.Path("in/*.jpg"),
+                                                       .output_dir = dir.Path("out"),
+                                                       .sinks = false,
+                                                       .resume = true});
   ASSERT_TRUE(p.ok()) << p.status();
-  EXPECT_NE((*p)->Run().status().message().find("resuming needs the records of a jsonl sink"), std::string::npos);
+  EXPECT_NE((*p)->Run().status().message().find("resuming needs the records of a jsonl sink"),
+            std::string::npos);
 }
 
 TEST(FolderJob, DetectsWithASeededYoloAtAnotherSizeSetFromOutside) {
@@ -251,13 +273,17 @@ TEST(FolderJob, DetectsWithASeededYoloAtAnotherSizeSetFromOutside) {
       EXPECT_GE(o["class"].get<int>(), 0);
     }
   }
-  auto bad = Pipeline::Load(PipelinePath("detect-folder.yaml"), {.overrides = {{"detect.size", "320"}}});
+  auto bad =
+      Pipeline::Load(PipelinePath("detect-folder.yaml"), {.overrides = {{"detect.size", "320"}}});
   ASSERT_FALSE(bad.ok());
-  EXPECT_NE(bad.status().message().find("has no node 'detect' (its nodes: det_in, det, objects)"), std::string::npos)
+  EXPECT_NE(bad.status().message().find("has no node 'detect' (its nodes: det_in, det, objects)"),
+            std::string::npos)
       << bad.status();
-  auto wrong = Pipeline::Load(PipelinePath("detect-folder.yaml"), {.overrides = {{"det_in.size", "650"}}});
+  auto wrong =
+      Pipeline::Load(PipelinePath("detect-folder.yaml"), {.overrides = {{"det_in.size", "650"}}});
   ASSERT_FALSE(wrong.ok());
-  EXPECT_NE(wrong.status().message().find("must be a multiple of 'stride'"), std::string::npos) << wrong.status();
+  EXPECT_NE(wrong.status().message().find("must be a multiple of 'stride'"), std::string::npos)
+      << wrong.status();
 }
 
 }  // namespace

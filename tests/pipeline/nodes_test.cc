@@ -1,9 +1,9 @@
 // The decoders behind the post-processing nodes, on synthetic outputs whose answer is known
 // exactly (the pipelines' tests cover them on real models).
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <cstring>
-
-#include <gtest/gtest.h>
 #include <opencv2/imgproc.hpp>
 
 #include "vision/blazeface.h"
@@ -77,9 +77,9 @@ TEST(WeightedNms, BlendsOverlapsByScoreAndKeepsTheRest) {
 TEST(MlsdDecoder, KeepsPeaksAboveThresholdAsSegments) {
   Tensor scores = Tensor::Allocate(DType::kFloat32, {1, 8, 8, 1});
   Tensor offsets = Tensor::Allocate(DType::kFloat32, {1, 8, 8, 4});
-  scores.data_as<float>()[2 * 8 + 3] = 0.9f;  // peak at (x 3, y 2)
-  scores.data_as<float>()[2 * 8 + 4] = 0.5f;  // its neighbour: not a peak
-  scores.data_as<float>()[6 * 8 + 6] = 0.05f; // below threshold
+  scores.data_as<float>()[2 * 8 + 3] = 0.9f;   // peak at (x 3, y 2)
+  scores.data_as<float>()[2 * 8 + 4] = 0.5f;   // its neighbour: not a peak
+  scores.data_as<float>()[6 * 8 + 6] = 0.05f;  // below threshold
   float* d = offsets.data_as<float>() + (2 * 8 + 3) * 4;
   d[0] = -3, d[1] = 0, d[2] = 4, d[3] = 1;
   auto lines = DecodeMlsd(scores, offsets, {.score_threshold = 0.1f, .min_length = 2});
@@ -88,8 +88,9 @@ TEST(MlsdDecoder, KeepsPeaksAboveThresholdAsSegments) {
   EXPECT_FLOAT_EQ((*lines)[0].x1, 0);   // (3 - 3) * 2
   EXPECT_FLOAT_EQ((*lines)[0].x2, 14);  // (3 + 4) * 2
   EXPECT_FLOAT_EQ((*lines)[0].y2, 6);   // (2 + 1) * 2
-  EXPECT_EQ(DecodeMlsd(scores, Tensor::Allocate(DType::kFloat32, {1, 8, 8, 2}), {}).status().message(),
-            "M-LSD offsets: expected [1,8,8,4] f32, got [1,8,8,2] f32");
+  EXPECT_EQ(
+      DecodeMlsd(scores, Tensor::Allocate(DType::kFloat32, {1, 8, 8, 2}), {}).status().message(),
+      "M-LSD offsets: expected [1,8,8,4] f32, got [1,8,8,2] f32");
 }
 
 TEST(DbDecoder, FindsARectangleGrownBackAndMappedToTheImage) {
@@ -122,9 +123,10 @@ TEST(CtcDecoder, CollapsesRepeatsAndDropsBlanks) {
   // A blank step with a fair chance of a space (>= 0.2) between two letters is a space; a weaker
   // one is not; none leads the text.
   Tensor q = Tensor::Allocate(DType::kFloat32, {3, 3, 4});
-  const float rows[3][3][4] = {{{0.7f, 0, 0, 0.3f}, {0, 0.9f, 0, 0}, {0.9f, 0, 0, 0}},   // _ a _  -> "a"
-                               {{0, 0.9f, 0, 0}, {0.7f, 0, 0, 0.3f}, {0, 0, 0.9f, 0}},   // a _' b -> "a b"
-                               {{0, 0.9f, 0, 0}, {0.9f, 0, 0, 0.1f}, {0, 0, 0.9f, 0}}};  // a _ b  -> "ab"
+  const float rows[3][3][4] = {
+      {{0.7f, 0, 0, 0.3f}, {0, 0.9f, 0, 0}, {0.9f, 0, 0, 0}},   // _ a _  -> "a"
+      {{0, 0.9f, 0, 0}, {0.7f, 0, 0, 0.3f}, {0, 0, 0.9f, 0}},   // a _' b -> "a b"
+      {{0, 0.9f, 0, 0}, {0.9f, 0, 0, 0.1f}, {0, 0, 0.9f, 0}}};  // a _ b  -> "ab"
   std::memcpy(q.data(), rows, sizeof(rows));
   auto spaced = DecodeCtc(q, charset);
   ASSERT_TRUE(spaced.ok());
@@ -141,7 +143,8 @@ TEST(CtcDecoder, TakesTheFirstOfEqualMaximaAndReadsARowOfNanAsBlank) {
   // 4-, 8- or 16-wide vector), at step 1 a later class wins, step 2 is NaN throughout (a broken
   // output must not index outside the charset).
   std::vector<std::string> charset(40);
-  for (size_t c = 1; c < charset.size(); ++c) charset[c] = std::string(1, static_cast<char>('A' + c % 26));
+  for (size_t c = 1; c < charset.size(); ++c)
+    charset[c] = std::string(1, static_cast<char>('A' + c % 26));
   charset.back() = " ";
   Tensor p = Tensor::Allocate(DType::kFloat32, {1, 3, 40});
   float* d = p.data_as<float>();
@@ -158,10 +161,10 @@ TEST(TextBatch, PadsEveryCropToTheWidestAtTheGivenHeight) {
   std::vector<cv::Mat> crops = {cv::Mat(24, 48, CV_8UC3, cv::Scalar(255, 255, 255)),
                                 cv::Mat(10, 100, CV_8UC3, cv::Scalar(0, 0, 0))};
   Tensor batch = TextBatch(crops, 48, 1000);
-  EXPECT_EQ(batch.Describe(), "[2,3,48,480] f32");  // 48 * 100 / 10 = 480
-  EXPECT_FLOAT_EQ(batch.data_as<float>()[0], 1.0f);          // white -> +1
-  EXPECT_FLOAT_EQ(batch.data_as<float>()[95], 1.0f);         // last pixel of the 96-wide crop
-  EXPECT_FLOAT_EQ(batch.data_as<float>()[96], 0.0f);         // padding
+  EXPECT_EQ(batch.Describe(), "[2,3,48,480] f32");               // 48 * 100 / 10 = 480
+  EXPECT_FLOAT_EQ(batch.data_as<float>()[0], 1.0f);              // white -> +1
+  EXPECT_FLOAT_EQ(batch.data_as<float>()[95], 1.0f);             // last pixel of the 96-wide crop
+  EXPECT_FLOAT_EQ(batch.data_as<float>()[96], 0.0f);             // padding
   EXPECT_FLOAT_EQ(batch.data_as<float>()[3 * 48 * 480], -1.0f);  // black -> -1
   EXPECT_EQ(TextBatch(crops, 48, 1000, 192).Describe(), "[2,3,48,192] f32");
 }
@@ -169,11 +172,13 @@ TEST(TextBatch, PadsEveryCropToTheWidestAtTheGivenHeight) {
 TEST(CropText, WarpsAQuadUprightAndTurnsVerticalText) {
   cv::Mat image(100, 200, CV_8UC3, cv::Scalar(0, 0, 0));
   cv::rectangle(image, cv::Rect(50, 40, 60, 20), cv::Scalar(255, 255, 255), cv::FILLED);
-  TextBox box{{cv::Point2f(50, 40), cv::Point2f(110, 40), cv::Point2f(110, 60), cv::Point2f(50, 60)}, 1};
+  TextBox box{
+      {cv::Point2f(50, 40), cv::Point2f(110, 40), cv::Point2f(110, 60), cv::Point2f(50, 60)}, 1};
   cv::Mat crop = CropText(image, box);
   EXPECT_EQ(crop.size(), cv::Size(60, 20));
   EXPECT_GT(cv::mean(crop)[0], 200);
-  TextBox tall{{cv::Point2f(10, 10), cv::Point2f(20, 10), cv::Point2f(20, 50), cv::Point2f(10, 50)}, 1};
+  TextBox tall{{cv::Point2f(10, 10), cv::Point2f(20, 10), cv::Point2f(20, 50), cv::Point2f(10, 50)},
+               1};
   EXPECT_EQ(CropText(image, tall).size(), cv::Size(40, 10));
 }
 

@@ -2,16 +2,15 @@
 // output does not depend on the in-flight window or the plan, and how they fail.
 #include "loom/pipeline.h"
 
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <map>
-#include <set>
-#include <sstream>
-
-#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
-
-#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
 
 #include "absl/strings/str_split.h"
 #include "bench/text_pages.h"
@@ -22,21 +21,27 @@ namespace {
 
 using testing::ScratchDir;
 
-std::string PipelinePath(const std::string& file) { return testing::SourcePath("pipelines/" + file); }
+std::string PipelinePath(const std::string& file) {
+  return testing::SourcePath("pipelines/" + file);
+}
 
 // Runs `file` with its sinks writing into `dir` (empty: no sinks); returns the records.
-absl::StatusOr<std::vector<nlohmann::json>> RecordsWithSinks(const std::string& file, PipelineOptions options,
+absl::StatusOr<std::vector<nlohmann::json>> RecordsWithSinks(const std::string& file,
+                                                             PipelineOptions options,
                                                              const std::string& dir) {
   std::vector<nlohmann::json> records;
   options.sinks = !dir.empty();
   if (!dir.empty()) options.output_dir = dir;
-  options.on_record = [&](const PipelineRecord& r) { records.push_back(nlohmann::json::parse(r.json)); };
+  options.on_record = [&](const PipelineRecord& r) {
+    records.push_back(nlohmann::json::parse(r.json));
+  };
   LOOM_ASSIGN_OR_RETURN(auto p, Pipeline::Load(file, options));
   LOOM_RETURN_IF_ERROR(p->Run().status());
   return records;
 }
 
-absl::StatusOr<std::vector<nlohmann::json>> Records(const std::string& file, PipelineOptions options) {
+absl::StatusOr<std::vector<nlohmann::json>> Records(const std::string& file,
+                                                    PipelineOptions options) {
   return RecordsWithSinks(file, std::move(options), "");
 }
 
@@ -51,20 +56,31 @@ TEST(OcrPipeline, ReadsThePrintedParagraphExactly) {
   ASSERT_TRUE(records.ok()) << records.status();
   ASSERT_EQ(records->size(), 1u);
   // What PP-OCR v4 reads in opencv-doc's imageTextN.png (checked by eye against the image).
-  EXPECT_EQ(Texts((*records)[0]), (std::vector<std::string>{
-      "technical details are too complex to cover in the book itself.",
-      "In teaching our courses, we have found it useful for the students to attempt a number of",
-      "small implementation projects, which often build on one another, in order to get them used to",
-      "working with real-world images and the challenges that these present. The students are then",
-      "asked to choose an individual topic for each of their small-group, final projects. (Sometimes",
-      "these projects even turn into conference papers!) The exercises at the end of each chapter",
-      "contain numerous suggestions for smaller mid-term projects, as well as more open-ended",
-      "problems whose solutions are still active research topics. Wherever possible, I encourage",
-      "students to try their algorithms on their own personal photographs, since this better motivates",
-      "them, often leads to creative variants on the problems, and better acquaints them with the",
-      "variety and complexity of real-world imagery.",
-      "In formulating and solving computer vision problems, I have often found it useful to draw",
-      "inspiration from three high-level approaches:"}));
+  EXPECT_EQ(
+      Texts((*records)[0]),
+      (std::vector<std::string>{
+          "technical details are too complex to cover in the book itself.",
+          "In teaching our courses, we have found it useful for the students to attempt a number "
+          "of",
+          "small implementation projects, which often build on one another, in order to get them "
+          "used to",
+          "working with real-world images and the challenges that these present. The students are "
+          "then",
+          "asked to choose an individual topic for each of their small-group, final projects. "
+          "(Sometimes",
+          "these projects even turn into conference papers!) The exercises at the end of each "
+          "chapter",
+          "contain numerous suggestions for smaller mid-term projects, as well as more open-ended",
+          "problems whose solutions are still active research topics. Wherever possible, I "
+          "encourage",
+          "students to try their algorithms on their own personal photographs, since this better "
+          "motivates",
+          "them, often leads to creative variants on the problems, and better acquaints them with "
+          "the",
+          "variety and complexity of real-world imagery.",
+          "In formulating and solving computer vision problems, I have often found it useful to "
+          "draw",
+          "inspiration from three high-level approaches:"}));
 }
 
 TEST(OcrPipeline, ReadsTheRotatedParagraph) {
@@ -73,7 +89,9 @@ TEST(OcrPipeline, ReadsTheRotatedParagraph) {
   const std::vector<std::string> lines = Texts((*records)[0]);
   ASSERT_EQ(lines.size(), 13u);
   EXPECT_EQ(lines[0], "technical details are too complex to cover in the book itself.");
-  EXPECT_EQ(lines[1], "In teaching our courses, we have found it useful for the students to attempt a number of");
+  EXPECT_EQ(
+      lines[1],
+      "In teaching our courses, we have found it useful for the students to attempt a number of");
   EXPECT_EQ(lines[10], "variety and complexity of real-world imagery.");
   // Every word of the paragraph, separated as on the straight page (before the space-aware CTC
   // decoding: "projectswhich oftenbuild", "inorder to getthem"). Punctuation aside: the warped
@@ -110,11 +128,15 @@ TEST(Annotate, TheOcrPanelReadsBackAsThePage) {
   const std::vector<std::string> written = Texts((*records)[0]), read = Texts((*read_back)[0]);
   ASSERT_EQ(read.size(), written.size());
   std::set<std::string> words_written, words_read;
-  for (const auto& line : written) for (auto w : absl::StrSplit(line, ' ', absl::SkipEmpty())) words_written.insert(std::string(w));
-  for (const auto& line : read) for (auto w : absl::StrSplit(line, ' ', absl::SkipEmpty())) words_read.insert(std::string(w));
+  for (const auto& line : written)
+    for (auto w : absl::StrSplit(line, ' ', absl::SkipEmpty()))
+      words_written.insert(std::string(w));
+  for (const auto& line : read)
+    for (auto w : absl::StrSplit(line, ' ', absl::SkipEmpty())) words_read.insert(std::string(w));
   int found = 0;
   for (const auto& w : words_written) found += words_read.count(w) > 0;
-  EXPECT_GE(found, static_cast<int>(words_written.size() * 9 / 10)) << found << " of " << words_written.size();
+  EXPECT_GE(found, static_cast<int>(words_written.size() * 9 / 10))
+      << found << " of " << words_written.size();
 }
 
 // A face gets its box, its landmarks and a label with its score above the box.
@@ -140,7 +162,8 @@ TEST(Annotate, AFaceShowsItsScoreAndLandmarks) {
   EXPECT_GT(dark, 10) << "the label's text";
   // Each landmark: a red dot (its centre pixel, rounded; JPEG blurs the edges).
   for (const auto& k : face["keypoints"]) {
-    const cv::Point c(static_cast<int>(std::lround(k[0].get<double>())), static_cast<int>(std::lround(k[1].get<double>())));
+    const cv::Point c(static_cast<int>(std::lround(k[0].get<double>())),
+                      static_cast<int>(std::lround(k[1].get<double>())));
     const cv::Vec3b p = annotated.at<cv::Vec3b>(c);
     EXPECT_GT(p[2], 150) << c;
     EXPECT_LT(p[1], 100) << c;
@@ -178,8 +201,9 @@ TEST(OcrPipeline, ReadsRenderedTextInSeveralFontsAndSizes) {
       }
     }
   }
-  EXPECT_GE(found * 10, total * 9) << found << "/" << total << " words; missed:" << missed
-                                   << "\n--- read:\n" << all;
+  EXPECT_GE(found * 10, total * 9)
+      << found << "/" << total << " words; missed:" << missed << "\n--- read:\n"
+      << all;
   std::cerr << "rendered text: " << found << "/" << total << " words read exactly\n";
 }
 
@@ -187,7 +211,8 @@ TEST(OcrPipeline, RenderingWithoutTheFontsNamesTheMissingFile) {
   auto page = bench::RenderTextPage(bench::SamplePhrases(), 0, "/nonexistent/fonts");
   ASSERT_FALSE(page.ok());
   EXPECT_EQ(page.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_NE(page.status().message().find("/nonexistent/fonts/DejaVuSans.ttf"), std::string::npos) << page.status();
+  EXPECT_NE(page.status().message().find("/nonexistent/fonts/DejaVuSans.ttf"), std::string::npos)
+      << page.status();
 }
 
 TEST(FacesPipeline, FindsTheFaceInMessi5InsideItsRegion) {
@@ -211,13 +236,15 @@ TEST(FacesPipeline, FindsTheFaceInMessi5InsideItsRegion) {
 }
 
 TEST(FacesPipeline, FindsNoFaceInAPageOfText) {
-  auto records = Records(PipelinePath("faces.yaml"), {.input = testing::DataPath("imageTextN.png")});
+  auto records =
+      Records(PipelinePath("faces.yaml"), {.input = testing::DataPath("imageTextN.png")});
   ASSERT_TRUE(records.ok()) << records.status();
   EXPECT_EQ((*records)[0]["faces"].size(), 0u) << (*records)[0].dump();
 }
 
 TEST(FacesPipeline, FindsTheFaceInMostFramesOfMegamindInOrder) {
-  auto records = Records(PipelinePath("faces.yaml"), {.input = testing::DataPath("Megamind.avi"), .limit = 30});
+  auto records = Records(PipelinePath("faces.yaml"),
+                         {.input = testing::DataPath("Megamind.avi"), .limit = 30});
   ASSERT_TRUE(records.ok()) << records.status();
   ASSERT_EQ(records->size(), 30u);
   int with_face = 0;
@@ -242,7 +269,8 @@ TEST(VideoMultiPipeline, OutputDoesNotDependOnInFlightOrInstances) {
   ASSERT_EQ(one->size(), 6u);
   EXPECT_EQ(strip(*one), strip(*eight));
   const auto& first = (*one)[0];
-  EXPECT_TRUE(first.contains("faces") && first.contains("lines") && first.contains("text_boxes")) << first.dump();
+  EXPECT_TRUE(first.contains("faces") && first.contains("lines") && first.contains("text_boxes"))
+      << first.dump();
   EXPECT_GT(first["lines"].size(), 5u) << "vtest.avi's first frame has plenty of straight edges";
   EXPECT_TRUE(first["timings_ms"].contains("lines"));
 }
@@ -270,30 +298,40 @@ TEST(PipelineErrors, YamlSyntaxGivesLineAndColumn) {
 
 TEST(PipelineErrors, UnknownNodeTypeListsTheKnownOnes) {
   const absl::Status s = LoadError(Models() + "nodes:\n  - {name: a, type: resize}\n");
-  EXPECT_NE(s.message().find("p.yaml:5:21: node 'a': unknown node type 'resize' (known: angle, blazeface, "
-                             "box_crop, classify, crop, ctc, db, infer, landmarks, letterbox, mlsd, preprocess, "
-                             "text_batch, topk, yolo)"),
-            std::string::npos) << s;
+  EXPECT_NE(s.message().find(
+                "p.yaml:5:21: node 'a': unknown node type 'resize' (known: angle, blazeface, "
+                "box_crop, classify, crop, ctc, db, infer, landmarks, letterbox, mlsd, preprocess, "
+                "text_batch, topk, yolo)"),
+            std::string::npos)
+      << s;
 }
 
 TEST(PipelineErrors, UnknownModelPortAndTypeAreNamed) {
   absl::Status s = LoadError(Models() + "nodes:\n  - {name: f, type: preprocess, model: faces}\n");
   EXPECT_NE(s.message().find("node 'f': unknown model 'faces'"), std::string::npos) << s;
   s = LoadError(Models() + "nodes:\n  - {name: f, type: infer, model: face, input: face_in}\n");
-  EXPECT_NE(s.message().find("p.yaml:5:48: node 'f': 'face_in' is not an earlier node"), std::string::npos) << s;
-  s = LoadError(Models() + "nodes:\n  - {name: f, type: preprocess, model: face}\n"
-                           "  - {name: d, type: blazeface, input: f, model: face}\n");
-  EXPECT_NE(s.message().find("node 'd': input 'input' expects model outputs, but node 'f' produces tensor"),
-            std::string::npos) << s;
+  EXPECT_NE(s.message().find("p.yaml:5:48: node 'f': 'face_in' is not an earlier node"),
+            std::string::npos)
+      << s;
+  s = LoadError(Models() +
+                "nodes:\n  - {name: f, type: preprocess, model: face}\n"
+                "  - {name: d, type: blazeface, input: f, model: face}\n");
+  EXPECT_NE(s.message().find(
+                "node 'd': input 'input' expects model outputs, but node 'f' produces tensor"),
+            std::string::npos)
+      << s;
 }
 
 TEST(PipelineErrors, ShapeMismatchIsFoundAtLoadNamingBothShapes) {
-  const absl::Status s = LoadError(Models() +
-                                   "nodes:\n  - {name: small, type: preprocess, size: [128, 128], layout: NHWC}\n"
-                                   "  - {name: f, type: infer, model: face, input: small}\n");
-  EXPECT_NE(s.message().find("node 'f': node 'small' produces [1,128,128,3] f32 but model 'face' input "
-                             "'input:0' expects [1,256,256,3] f32"),
-            std::string::npos) << s;
+  const absl::Status s =
+      LoadError(Models() +
+                "nodes:\n  - {name: small, type: preprocess, size: [128, 128], layout: NHWC}\n"
+                "  - {name: f, type: infer, model: face, input: small}\n");
+  EXPECT_NE(
+      s.message().find("node 'f': node 'small' produces [1,128,128,3] f32 but model 'face' input "
+                       "'input:0' expects [1,256,256,3] f32"),
+      std::string::npos)
+      << s;
 }
 
 TEST(PipelineErrors, UnknownKeysAndBadSourcesAreNamed) {
@@ -304,7 +342,8 @@ TEST(PipelineErrors, UnknownKeysAndBadSourcesAreNamed) {
   const std::string fake = dir.Write("clip.avi", "not a video");
   auto p = Pipeline::Load(PipelinePath("faces.yaml"), {.input = fake, .sinks = false});
   ASSERT_FALSE(p.ok());
-  EXPECT_EQ(p.status().message(), "video '" + fake + "' cannot be opened (not a video OpenCV reads, or corrupt)");
+  EXPECT_EQ(p.status().message(),
+            "video '" + fake + "' cannot be opened (not a video OpenCV reads, or corrupt)");
   p = Pipeline::Load(PipelinePath("faces.yaml"), {.input = dir.Path("none/*.jpg"), .sinks = false});
   EXPECT_EQ(p.status().message(), "source '" + dir.Path("none/*.jpg") + "' matches no image");
 }
@@ -316,7 +355,9 @@ TEST(PipelineErrors, AnUnreadableImageGetsItsErrorRecordAndTheOthersComplete) {
   std::filesystem::copy_file(testing::DataPath("messi5.jpg"), dir.Path("c.jpg"));
   std::vector<nlohmann::json> records;
   PipelineOptions options{.input = dir.Path(""), .sinks = false};
-  options.on_record = [&](const PipelineRecord& r) { records.push_back(nlohmann::json::parse(r.json)); };
+  options.on_record = [&](const PipelineRecord& r) {
+    records.push_back(nlohmann::json::parse(r.json));
+  };
   auto p = Pipeline::Load(PipelinePath("faces.yaml"), options);
   ASSERT_TRUE(p.ok()) << p.status();
   auto summary = (*p)->Run();
@@ -339,13 +380,18 @@ namespace {
 
 TEST(FacesPipeline, LetterboxedInputMapsFacesBackToTheImage) {
   ScratchDir dir;
-  const std::string yaml = dir.Write("letterbox.yaml",
-      "models:\n  - {name: face, path: " + testing::ModelPath(testing::kBlazeFaceBack) + "}\n"
-      "source: {path: " + testing::DataPath("messi5.jpg") + "}\n"
-      "nodes:\n"
-      "  - {name: face_in, type: preprocess, model: face, letterbox: true, pad: 127.5, scale: 0.0078431, mean: 127.5}\n"
-      "  - {name: face, type: infer, model: face, input: face_in}\n"
-      "  - {name: faces, type: blazeface, input: face, model: face, preprocess: face_in}\n");
+  const std::string yaml = dir.Write(
+      "letterbox.yaml",
+      "models:\n  - {name: face, path: " + testing::ModelPath(testing::kBlazeFaceBack) +
+          "}\n"
+          "source: {path: " +
+          testing::DataPath("messi5.jpg") +
+          "}\n"
+          "nodes:\n"
+          "  - {name: face_in, type: preprocess, model: face, letterbox: true, pad: 127.5, scale: "
+          "0.0078431, mean: 127.5}\n"
+          "  - {name: face, type: infer, model: face, input: face_in}\n"
+          "  - {name: faces, type: blazeface, input: face, model: face, preprocess: face_in}\n");
   auto records = Records(yaml, {});
   ASSERT_TRUE(records.ok()) << records.status();
   const auto& faces = (*records)[0]["faces"];

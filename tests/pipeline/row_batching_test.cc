@@ -3,11 +3,11 @@
 // measures that decision once per row shape; the CTC node reads a poor line again only where it
 // was turned over or ran padded. A scripted NodeContext stands in for the engine where
 // the test needs exact control; the measurement runs on the real recogniser.
-#include <map>
-
 #include <gtest/gtest.h>
-#include <opencv2/imgproc.hpp>
 #include <yaml-cpp/yaml.h>
+
+#include <map>
+#include <opencv2/imgproc.hpp>
 
 #include "loom/engine.h"
 #include "pipeline/node.h"
@@ -30,7 +30,8 @@ class ScriptedContext final : public NodeContext {
     submitted.push_back({model, inputs[0].tensor.shape()});
     const Tensor& in = inputs[0].tensor;
     const int64_t rows = in.dim(0);
-    const int64_t steps = fixed_steps_ > 0 ? fixed_steps_ : std::max<int64_t>(in.dim(in.rank() - 1) / 8, 1);
+    const int64_t steps =
+        fixed_steps_ > 0 ? fixed_steps_ : std::max<int64_t>(in.dim(in.rank() - 1) / 8, 1);
     Tensor out = Tensor::Allocate(DType::kFloat32, {rows, steps, 4});
     const int64_t row_in = in.element_count() / std::max<int64_t>(rows, 1);
     for (int64_t r = 0; r < rows; ++r) {
@@ -41,12 +42,16 @@ class ScriptedContext final : public NodeContext {
     p.set_value(NamedTensors{{"out", out}});
     return p.get_future().share();
   }
-  const ModelInfo* FindModel(const std::string& model) const override { return models_.FindModel(model); }
+  const ModelInfo* FindModel(const std::string& model) const override {
+    return models_.FindModel(model);
+  }
   int RowsPerRequest(const std::string& model, const Shape& row_shape) override {
     asked.push_back({model, row_shape});
     return rows_per_request_;
   }
-  absl::StatusOr<NamedTensors> Await(const PendingOutputs& outputs) override { return outputs.get(); }
+  absl::StatusOr<NamedTensors> Await(const PendingOutputs& outputs) override {
+    return outputs.get();
+  }
 
   std::vector<std::pair<std::string, Shape>> submitted, asked;
 
@@ -64,12 +69,14 @@ struct TwoNodes {
 
 TwoNodes TextRowsIntoTheRecogniser() {
   TwoNodes t;
-  auto models = MakeModelInfoService({{.name = "rec", .path = testing::ModelPath("ch_PP-OCRv4_rec_infer.onnx")}});
+  auto models = MakeModelInfoService(
+      {{.name = "rec", .path = testing::ModelPath("ch_PP-OCRv4_rec_infer.onnx")}});
   EXPECT_TRUE(models.ok()) << models.status();
   t.models = std::move(*models);
   BuildContext context("test.yaml", ".", t.models.get());
   context.Declare("crops", {ValueType::kCrops, std::nullopt, "crops"});
-  auto batch = (*FindNodeType("text_batch"))("rec_in", YAML::Load("{input: crops, height: 48, max_width: 1280}"), context);
+  auto batch = (*FindNodeType("text_batch"))(
+      "rec_in", YAML::Load("{input: crops, height: 48, max_width: 1280}"), context);
   EXPECT_TRUE(batch.ok()) << batch.status();
   auto infer = (*FindNodeType("infer"))("rec", YAML::Load("{model: rec, input: rec_in}"), context);
   EXPECT_TRUE(infer.ok()) << infer.status();
@@ -99,7 +106,8 @@ TEST(RowBatching, TextLinesGoAloneAtTheirOwnWidthBucketWhenBatchingDoesNotPay) {
   TwoNodes t = TextRowsIntoTheRecogniser();
   // The recogniser's width classes are declared for measurement at load.
   ASSERT_EQ(t.row_classes.count("rec"), 1u);
-  EXPECT_EQ(t.row_classes["rec"], (std::vector<Shape>{{3, 48, 160}, {3, 48, 320}, {3, 48, 640}, {3, 48, 1280}}));
+  EXPECT_EQ(t.row_classes["rec"],
+            (std::vector<Shape>{{3, 48, 160}, {3, 48, 320}, {3, 48, 640}, {3, 48, 1280}}));
 
   ScriptedContext context(*t.models, /*rows_per_request=*/1);
   Frame frame = FrameOfCrops({Crop(100, 10), Crop(1000, 20), Crop(90, 30), Crop(2000, 40)});
@@ -123,7 +131,8 @@ TEST(RowBatching, TextLinesGoAloneAtTheirOwnWidthBucketWhenBatchingDoesNotPay) {
   // Outputs of different lengths are not joined: asking for one tensor is a clear error.
   auto joined = context.Await(out.outputs);
   ASSERT_FALSE(joined.ok());
-  EXPECT_NE(joined.status().message().find("cannot join rows"), std::string::npos) << joined.status();
+  EXPECT_NE(joined.status().message().find("cannot join rows"), std::string::npos)
+      << joined.status();
 }
 
 TEST(RowBatching, RowsOfOneBucketShareRequestsWhenTheDecisionSaysSoAndComeBackInOrder) {
@@ -138,8 +147,8 @@ TEST(RowBatching, RowsOfOneBucketShareRequestsWhenTheDecisionSaysSoAndComeBackIn
   EXPECT_EQ(context.asked[0].second, (Shape{3, 48, 160}));
   ASSERT_EQ(context.submitted.size(), 3u);
   EXPECT_EQ(context.submitted[0].second, (Shape{1, 3, 48, 1024}));  // row 1, the widest first
-  EXPECT_EQ(context.submitted[1].second, (Shape{2, 3, 48, 128}));  // rows 0 and 2
-  EXPECT_EQ(context.submitted[2].second, (Shape{1, 3, 48, 128}));  // row 3
+  EXPECT_EQ(context.submitted[1].second, (Shape{2, 3, 48, 128}));   // rows 0 and 2
+  EXPECT_EQ(context.submitted[2].second, (Shape{1, 3, 48, 128}));   // row 3
   const Value& out = frame.values.at("rec");
   ASSERT_EQ(out.parts.size(), 3u);
   EXPECT_EQ(out.parts[1].rows, (std::vector<int64_t>{0, 2}));
@@ -161,7 +170,8 @@ TEST(RowBatching, RowsOfOneBucketShareRequestsWhenTheDecisionSaysSoAndComeBackIn
   const Tensor& joined = (*all)[0].tensor;
   ASSERT_EQ(joined.shape(), (Shape{4, 3, 4}));
   const uchar values[] = {10, 20, 30, 40};
-  for (int r = 0; r < 4; ++r) EXPECT_FLOAT_EQ(joined.data_as<float>()[r * 3 * 4], Normalised(values[r])) << r;
+  for (int r = 0; r < 4; ++r)
+    EXPECT_FLOAT_EQ(joined.data_as<float>()[r * 3 * 4], Normalised(values[r])) << r;
 }
 
 TEST(RowBatching, TheLargestRequestGoesFirstRowsTimesWidthNotTheWidestRow) {
@@ -181,7 +191,10 @@ TEST(RowBatching, TheLargestRequestGoesFirstRowsTimesWidthNotTheWidestRow) {
 }
 
 TEST(RowBatching, TheEngineMeasuresEachRowShapeOnceAndDecidesFromItsOwnNumbers) {
-  auto engine = Engine::Create({{.name = "rec", .path = testing::ModelPath("ch_PP-OCRv4_rec_infer.onnx"), .max_batch_size = 1, .max_request_rows = 64}},
+  auto engine = Engine::Create({{.name = "rec",
+                                 .path = testing::ModelPath("ch_PP-OCRv4_rec_infer.onnx"),
+                                 .max_batch_size = 1,
+                                 .max_request_rows = 64}},
                                {.cores = 1});
   ASSERT_TRUE(engine.ok()) << engine.status();
   std::unique_ptr<InferenceService> service = MakeEngineService(std::move(*engine));
@@ -217,9 +230,13 @@ class Rechecks final : public NodeContext {
     widths.push_back(inputs[0].tensor.dim(3));
     return Answer(Line(7, 0.95f));
   }
-  const ModelInfo* FindModel(const std::string& model) const override { return models_.FindModel(model); }
+  const ModelInfo* FindModel(const std::string& model) const override {
+    return models_.FindModel(model);
+  }
   int RowsPerRequest(const std::string&, const Shape&) override { return 1; }
-  absl::StatusOr<NamedTensors> Await(const PendingOutputs& outputs) override { return outputs.get(); }
+  absl::StatusOr<NamedTensors> Await(const PendingOutputs& outputs) override {
+    return outputs.get();
+  }
 
   static constexpr int64_t kClasses = 6625;  // ppocr_keys_v1.txt + blank + space
   // [1,2,kClasses]: `label` at probability p, then a blank.
@@ -241,13 +258,15 @@ class Rechecks final : public NodeContext {
 };
 
 TEST(CtcRecheck, OnlyPoorReadsThatWereTurnedOverOrRanPaddedAreReadAgain) {
-  auto models = MakeModelInfoService({{.name = "rec", .path = testing::ModelPath("ch_PP-OCRv4_rec_infer.onnx")}});
+  auto models = MakeModelInfoService(
+      {{.name = "rec", .path = testing::ModelPath("ch_PP-OCRv4_rec_infer.onnx")}});
   ASSERT_TRUE(models.ok()) << models.status();
   BuildContext build("test.yaml", ".", models->get());
   build.Declare("rec", {ValueType::kOutputs, std::nullopt, "rec"});
   build.Declare("boxes", {ValueType::kTextBoxes, std::nullopt, "boxes"});
   build.Declare("upright", {ValueType::kCrops, std::nullopt, "upright"});
-  YAML::Node params = YAML::Load("{input: rec, boxes: boxes, crops: upright, recheck_model: rec, recheck_below: 0.6}");
+  YAML::Node params = YAML::Load(
+      "{input: rec, boxes: boxes, crops: upright, recheck_model: rec, recheck_below: 0.6}");
   params["keys"] = testing::ModelPath("ppocr_keys_v1.txt");
   auto ctc = (*FindNodeType("ctc"))("text", params, build);
   ASSERT_TRUE(ctc.ok()) << ctc.status();
@@ -259,7 +278,8 @@ TEST(CtcRecheck, OnlyPoorReadsThatWereTurnedOverOrRanPaddedAreReadAgain) {
   frame.values["boxes"] = boxes;
   Value crops;
   crops.type = ValueType::kCrops;
-  for (int i = 0; i < 5; ++i) crops.crops.push_back(cv::Mat(48, 100 + 10 * i, CV_8UC3, cv::Scalar::all(200)));
+  for (int i = 0; i < 5; ++i)
+    crops.crops.push_back(cv::Mat(48, 100 + 10 * i, CV_8UC3, cv::Scalar::all(200)));
   crops.rotated = {true, false, false, false, true};
   frame.values["upright"] = crops;
   Value rec;
@@ -271,7 +291,9 @@ TEST(CtcRecheck, OnlyPoorReadsThatWereTurnedOverOrRanPaddedAreReadAgain) {
                                                      {0.9f, 0.5f},   // padded but read well: kept
                                                      {0.7f, 0.0f}};  // turned over, read well: kept
   for (size_t i = 0; i < rows.size(); ++i) {
-    rec.parts.push_back({{static_cast<int64_t>(i)}, Rechecks::Answer(Rechecks::Line(3, rows[i].first)), {rows[i].second}});
+    rec.parts.push_back({{static_cast<int64_t>(i)},
+                         Rechecks::Answer(Rechecks::Line(3, rows[i].first)),
+                         {rows[i].second}});
   }
   frame.values["rec"] = rec;
 

@@ -1,9 +1,9 @@
 // ONNX Runtime and OpenCV DNN agree on every real model OpenCV 4.6 can load; the models it cannot
 // load are listed here with OpenCV's reason, and the test fails if that list changes.
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <map>
-
-#include <gtest/gtest.h>
 
 #include "core/tensor_util.h"
 #include "loom/session.h"
@@ -15,7 +15,8 @@ namespace {
 
 // Model file -> a distinctive part of OpenCV 4.6's reason for refusing it.
 const std::map<std::string, std::string> kOpenCvCannotLoad = {
-    {"ch_PP-OCRv4_det_infer.onnx", "(expected: 'node_proto.input_size() == 1')"},  // Clip with min/max inputs
+    {"ch_PP-OCRv4_det_infer.onnx",
+     "(expected: 'node_proto.input_size() == 1')"},  // Clip with min/max inputs
     {"ch_PP-OCRv4_rec_infer.onnx", "!isDynamicShape in function 'parseShape'"},
     {"ch_ppocr_mobile_v2.0_cls_infer.onnx", "!isDynamicShape in function 'parseShape'"},
     {"mlsd_320x320_large.onnx", "inputs.size() == 1 in function 'getMemoryShapes'"},  // Split

@@ -1,4 +1,5 @@
-// Bad input gets a clear error naming the culprit, and loses nothing else: the session stays usable.
+// Bad input gets a clear error naming the culprit, and loses nothing else: the session stays
+// usable.
 #include <gtest/gtest.h>
 
 #include "loom/session.h"
@@ -51,8 +52,10 @@ TEST(BadModelFile, TruncatedOnnxIsReportedAsSuch) {
 
 TEST(BadModelFile, JpegRenamedOnnxIsRecognised) {
   ScratchDir dir;
-  const std::string path = dir.Write("photo.onnx", testing::ReadFile(testing::DataPath("messi5.jpg")));
-  EXPECT_EQ(LoadError(path), "model file '" + path + "' is not an ONNX model: it looks like a JPEG image");
+  const std::string path =
+      dir.Write("photo.onnx", testing::ReadFile(testing::DataPath("messi5.jpg")));
+  EXPECT_EQ(LoadError(path),
+            "model file '" + path + "' is not an ONNX model: it looks like a JPEG image");
 }
 
 // A file whose protobuf parses but whose graph is broken: OpenCV DNN's refusal is reported as a
@@ -69,8 +72,10 @@ TEST(BadModelFile, CorruptGraphIsInvalidArgumentForOpenCv) {
   auto session = CreateSession(path, options);
   ASSERT_FALSE(session.ok());
   EXPECT_EQ(session.status().code(), absl::StatusCode::kInvalidArgument) << session.status();
-  EXPECT_NE(session.status().message().find("is not a valid ONNX model: "), std::string::npos) << session.status();
-  EXPECT_NE(session.status().message().find("NoSuchOperator"), std::string::npos) << session.status();
+  EXPECT_NE(session.status().message().find("is not a valid ONNX model: "), std::string::npos)
+      << session.status();
+  EXPECT_NE(session.status().message().find("NoSuchOperator"), std::string::npos)
+      << session.status();
   // A valid model OpenCV cannot run stays UNIMPLEMENTED.
   auto unsupported = CreateSession(ModelPath(testing::kMlsdTiny320), options);
   EXPECT_EQ(unsupported.status().code(), absl::StatusCode::kUnimplemented);

@@ -23,8 +23,8 @@ TEST(ModelInfo, BlazeFaceIsNhwcWithBatchFixedToOne) {
     const int size = std::string(file).find("256") != std::string::npos ? 256 : 128;
     ASSERT_EQ(info.inputs.size(), 1u);
     EXPECT_EQ(info.inputs[0].name, "input:0");
-    EXPECT_EQ(info.inputs[0].Describe(), "[1," + std::to_string(size) + "," +
-                                             std::to_string(size) + ",3] f32");
+    EXPECT_EQ(info.inputs[0].Describe(),
+              "[1," + std::to_string(size) + "," + std::to_string(size) + ",3] f32");
     EXPECT_EQ(info.inputs[0].image_layout(), ImageLayout::kNHWC);
     EXPECT_FALSE(info.dynamic_batch);
     EXPECT_EQ(info.opset, 12);
@@ -41,8 +41,8 @@ TEST(ModelInfo, BlazeFaceIsNhwcWithBatchFixedToOne) {
 TEST(ModelInfo, MlsdIsNhwcRgbaWithBatchFixedToOne) {
   for (int size : {320, 512}) {
     for (const char* variant : {"tiny", "large"}) {
-      const std::string file = "mlsd_" + std::to_string(size) + "x" + std::to_string(size) + "_" +
-                               variant + ".onnx";
+      const std::string file =
+          "mlsd_" + std::to_string(size) + "x" + std::to_string(size) + "_" + variant + ".onnx";
       SCOPED_TRACE(file);
       const ModelInfo info = Read(file.c_str());
       ASSERT_EQ(info.inputs.size(), 1u);
@@ -91,7 +91,8 @@ TEST(ModelInfo, PaddleOcrModelsAreNchwWithDynamicBatchAndSize) {
 
 TEST(ModelInfo, FormatsReadably) {
   const std::string text = FormatModelInfo(Read(testing::kMlsdTiny320));
-  EXPECT_NE(text.find("input_image_with_alpha:0  [1,320,320,4] f32  (image, NHWC)"), std::string::npos)
+  EXPECT_NE(text.find("input_image_with_alpha:0  [1,320,320,4] f32  (image, NHWC)"),
+            std::string::npos)
       << text;
   EXPECT_NE(text.find("fixed: parallel instances instead of batching"), std::string::npos);
   EXPECT_NE(text.find("opset 11"), std::string::npos);

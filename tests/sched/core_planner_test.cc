@@ -11,8 +11,8 @@ namespace {
 
 // Cost table: model -> threads -> ms.
 CostFn Costs(std::map<std::string, std::map<int, double>> table, int* calls = nullptr) {
-  return [table, calls](const std::string& model, int threads, const std::vector<int>& cpus)
-             -> absl::StatusOr<double> {
+  return [table, calls](const std::string& model, int threads,
+                        const std::vector<int>& cpus) -> absl::StatusOr<double> {
     if (calls) ++*calls;
     EXPECT_EQ(static_cast<int>(cpus.size()), threads);
     return table.at(model).at(threads);
@@ -78,8 +78,8 @@ TEST(CorePlanner, MixIsWeighted) {
 TEST(CorePlanner, LatencyHintUsesOneWorkerAndMeasuresNothing) {
   int calls = 0;
   const std::vector<int> cpus = {0, 1, 2};
-  auto plan = PlanCores(cpus, PlanHint::kLatency, {{"a", {}, {}, 1.0}}, std::nullopt,
-                        Costs({}, &calls));
+  auto plan =
+      PlanCores(cpus, PlanHint::kLatency, {{"a", {}, {}, 1.0}}, std::nullopt, Costs({}, &calls));
   ASSERT_TRUE(plan.ok());
   ASSERT_EQ(plan->workers.size(), 1u);
   EXPECT_EQ(plan->workers[0].threads, 3);
@@ -105,9 +105,10 @@ TEST(CorePlanner, RefusesToOversubscribe) {
   auto plan = PlanCores({0, 1}, PlanHint::kThroughput, {{"a", 2, 2, 1.0}}, std::nullopt, Costs({}));
   ASSERT_FALSE(plan.ok());
   EXPECT_EQ(plan.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(plan.status().message(),
-            "the plan needs 4 cores for dedicated instances ('a' 2x2), but only 2 are usable (0-1): "
-            "lower instances or threads");
+  EXPECT_EQ(
+      plan.status().message(),
+      "the plan needs 4 cores for dedicated instances ('a' 2x2), but only 2 are usable (0-1): "
+      "lower instances or threads");
   auto no_room = PlanCores({0, 1}, PlanHint::kThroughput, {{"a", 2, {}, 1.0}, {"b", {}, {}, 1.0}},
                            std::nullopt, Costs({}));
   ASSERT_FALSE(no_room.ok());
@@ -133,12 +134,13 @@ namespace {
 
 TEST(CorePlanner, FixedSharedLayoutIsUsedAsGivenAndChecked) {
   int calls = 0;
-  auto plan = PlanCores({0, 1, 2, 3}, PlanHint::kThroughput, {{"a", {}, {}, 1.0}}, true,
-                        [&](const std::string&, int, const std::vector<int>&) -> absl::StatusOr<double> {
-                          ++calls;
-                          return 1.0;
-                        },
-                        FixedLayout{1, 2});
+  auto plan = PlanCores(
+      {0, 1, 2, 3}, PlanHint::kThroughput, {{"a", {}, {}, 1.0}}, true,
+      [&](const std::string&, int, const std::vector<int>&) -> absl::StatusOr<double> {
+        ++calls;
+        return 1.0;
+      },
+      FixedLayout{1, 2});
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_EQ(calls, 0) << "a fixed layout measures nothing";
   ASSERT_EQ(plan->workers.size(), 1u);

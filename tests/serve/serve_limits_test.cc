@@ -428,7 +428,8 @@ TEST(Framing, AmbiguousRequestsAreRefusedWithTheirReason) {
   };
   const std::string chunk = absl::StrCat(absl::Hex(body.size())) + "\r\n" + body + "\r\n0\r\n\r\n";
   // Only chunked is a transfer coding this server reads.
-  std::string r = post("Host: x\r\nContent-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n", chunk);
+  std::string r = post(
+      "Host: x\r\nContent-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n", chunk);
   EXPECT_EQ(r.rfind("HTTP/1.1 501", 0), 0u) << r.substr(0, 300);
   // A chunked body needs the Content-Type too.
   r = post("Host: x\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n", chunk);

@@ -2,6 +2,7 @@
 #include "vision/blob.h"
 
 #include <gtest/gtest.h>
+
 #include <opencv2/dnn.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -86,7 +87,8 @@ TEST(BlobFromImage, NhwcIsTheTransposeOfNchwAndStdDivides) {
 
 TEST(BlobFromImage, AddsAnOpaqueAlphaChannelForRgbaModels) {
   const cv::Mat image = Photo();
-  TensorInfo input{"input_image_with_alpha:0", DType::kFloat32, {{1, ""}, {32, ""}, {32, ""}, {4, ""}}};
+  TensorInfo input{
+      "input_image_with_alpha:0", DType::kFloat32, {{1, ""}, {32, ""}, {32, ""}, {4, ""}}};
   auto options = BlobOptionsFor(input, {0, 0});
   ASSERT_TRUE(options.ok());
   EXPECT_EQ(options->layout, ImageLayout::kNHWC);
@@ -101,7 +103,8 @@ TEST(BlobOptionsFor, DynamicSizeNeedsAFallback) {
   TensorInfo input{"x", DType::kFloat32, {{-1, "n"}, {3, ""}, {-1, "h"}, {-1, "w"}}};
   auto none = BlobOptionsFor(input, {0, 0});
   ASSERT_FALSE(none.ok());
-  EXPECT_EQ(none.status().message(), "input 'x' [n,3,h,w] f32: height/width are dynamic; give a size");
+  EXPECT_EQ(none.status().message(),
+            "input 'x' [n,3,h,w] f32: height/width are dynamic; give a size");
   auto sized = BlobOptionsFor(input, {640, 480});
   ASSERT_TRUE(sized.ok());
   EXPECT_EQ(sized->width, 640);
@@ -130,14 +133,15 @@ TEST(BlobFromImage, LetterboxKeepsTheAspectPadsAndMapsBack) {
   auto blob = BlobFromImage(image, options);
   ASSERT_TRUE(blob.ok());
   const float* p = blob->data_as<float>();
-  EXPECT_FLOAT_EQ(p[0], 10);             // row 0: padding
-  EXPECT_FLOAT_EQ(p[16 * 64], 200);      // row 16: the image
+  EXPECT_FLOAT_EQ(p[0], 10);         // row 0: padding
+  EXPECT_FLOAT_EQ(p[16 * 64], 200);  // row 16: the image
   EXPECT_FLOAT_EQ(p[47 * 64 + 63], 200);
-  EXPECT_FLOAT_EQ(p[48 * 64], 10);       // row 48: padding again
+  EXPECT_FLOAT_EQ(p[48 * 64], 10);  // row 48: padding again
   const cv::Point2f corner = t.ToImage({64, 48});
   EXPECT_NEAR(corner.x, 200, 1e-3);
   EXPECT_NEAR(corner.y, 100, 1e-3);
-  const ImageTransform crop = TransformFor(image.size(), {.width = 64, .height = 64, .center_crop = true});
+  const ImageTransform crop =
+      TransformFor(image.size(), {.width = 64, .height = 64, .center_crop = true});
   EXPECT_NEAR(crop.ToImage({0, 0}).x, 50, 1e-3);  // the centre 100x100 of the image
 }
 

@@ -62,7 +62,8 @@ class BoxCropNode final : public Node {
       r = {INFINITY, INFINITY, -INFINITY, -INFINITY};
       for (int i : p_.points) {
         if (i >= static_cast<int>(d.landmarks.size())) {
-          return absl::InvalidArgumentError(absl::StrCat("box_crop: landmark ", i, " asked for, but the detection has ",
+          return absl::InvalidArgumentError(absl::StrCat("box_crop: landmark ", i,
+                                                         " asked for, but the detection has ",
                                                          d.landmarks.size(), " landmarks"));
         }
         const vision::Point& q = d.landmarks[static_cast<size_t>(i)];
@@ -70,7 +71,8 @@ class BoxCropNode final : public Node {
              std::max<double>(r.y1, q.y)};
       }
     }
-    if (!std::isfinite(r.x0) || !std::isfinite(r.y0) || !std::isfinite(r.x1) || !std::isfinite(r.y1)) {
+    if (!std::isfinite(r.x0) || !std::isfinite(r.y0) || !std::isfinite(r.x1) ||
+        !std::isfinite(r.y1)) {
       r = {d.x_min, d.y_min, d.x_max, d.y_max};  // a model's NaN: fall back to the detection's box
     }
     double cx = (r.x0 + r.x1) / 2, cy = (r.y0 + r.y1) / 2;
@@ -80,8 +82,8 @@ class BoxCropNode final : public Node {
     h *= p_.scale_y;
     r = {cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2};
     if (p_.within_box) {
-      r = {std::max<double>(r.x0, d.x_min), std::max<double>(r.y0, d.y_min), std::min<double>(r.x1, d.x_max),
-           std::min<double>(r.y1, d.y_max)};
+      r = {std::max<double>(r.x0, d.x_min), std::max<double>(r.y0, d.y_min),
+           std::min<double>(r.x1, d.x_max), std::min<double>(r.y1, d.y_max)};
       cx = (r.x0 + r.x1) / 2, cy = (r.y0 + r.y1) / 2;
     }
     GrowTo(r.x0, r.x1, cx, d.x_min, d.x_max);
@@ -109,8 +111,10 @@ class BoxCropNode final : public Node {
       if (!(v > lo)) return lo;  // also NaN
       return v < hi ? static_cast<int>(v) : hi;
     };
-    const int x0 = clampi(std::floor(r.x0), 0, size.width - 1), y0 = clampi(std::floor(r.y0), 0, size.height - 1);
-    const int x1 = clampi(std::ceil(r.x1), x0 + 1, size.width), y1 = clampi(std::ceil(r.y1), y0 + 1, size.height);
+    const int x0 = clampi(std::floor(r.x0), 0, size.width - 1),
+              y0 = clampi(std::floor(r.y0), 0, size.height - 1);
+    const int x1 = clampi(std::ceil(r.x1), x0 + 1, size.width),
+              y1 = clampi(std::ceil(r.y1), y0 + 1, size.height);
     return {x0, y0, x1 - x0, y1 - y0};
   }
 
@@ -121,10 +125,12 @@ class BoxCropNode final : public Node {
 
 LOOM_NODE_FACTORY_IMPL(MakeBoxCropNode) {
   LOOM_RETURN_IF_ERROR(
-      context.Keys(params, name, {"detections", "image", "square", "scale", "points", "within_box", "min_size"}));
+      context.Keys(params, name,
+                   {"detections", "image", "square", "scale", "points", "within_box", "min_size"}));
   const YamlReader r = context.Reader(name);
   BoxCropNode::Params p;
-  LOOM_ASSIGN_OR_RETURN(ValueSpec detections, context.Input(params, name, "detections", ValueType::kDetections));
+  LOOM_ASSIGN_OR_RETURN(ValueSpec detections,
+                        context.Input(params, name, "detections", ValueType::kDetections));
   LOOM_ASSIGN_OR_RETURN(ValueSpec image, context.Input(params, name, "image", ValueType::kImage));
   p.detections = detections.producer;
   p.image = image.producer;

@@ -6,7 +6,8 @@
 //   labels: [normal, frown]   class names (optional; a file path also works: one name per line)
 //   record: true          write the detections to the frame's record
 // Output: the detections, each with `label`, `label_score` and `label_name`, in the same order.
-// Record: "<name>": [{"box", "score", "keypoints", "landmarks"?, "label": name or index, "label_score"}]
+// Record: "<name>": [{"box", "score", "keypoints", "landmarks"?, "label": name or index,
+// "label_score"}]
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -17,8 +18,8 @@ namespace {
 
 class ClassifyNode final : public Node {
  public:
-  ClassifyNode(std::string name, std::string input, std::string preprocess, std::vector<std::string> labels,
-               bool record)
+  ClassifyNode(std::string name, std::string input, std::string preprocess,
+               std::vector<std::string> labels, bool record)
       : Node(std::move(name)),
         input_(std::move(input)),
         preprocess_(std::move(preprocess)),
@@ -36,15 +37,18 @@ class ClassifyNode final : public Node {
       const Tensor& t = outputs[0].tensor;
       if (t.dtype() != DType::kFloat32 || t.rank() < 1 || t.dim(0) != static_cast<int64_t>(n) ||
           t.element_count() < static_cast<int64_t>(n)) {
-        return absl::InvalidArgumentError(absl::StrCat("classify: output '", outputs[0].name, "' is ", t.Describe(),
-                                                       "; expected [", n, ", classes] f32 (a row per crop)"));
+        return absl::InvalidArgumentError(absl::StrCat("classify: output '", outputs[0].name,
+                                                       "' is ", t.Describe(), "; expected [", n,
+                                                       ", classes] f32 (a row per crop)"));
       }
       const int64_t classes = t.element_count() / static_cast<int64_t>(n);
       if (!labels_.empty() && classes != static_cast<int64_t>(labels_.size())) {
-        return absl::InvalidArgumentError(absl::StrCat("classify: the model gives ", classes, " classes, but ",
-                                                       labels_.size(), " labels were named"));
+        return absl::InvalidArgumentError(absl::StrCat("classify: the model gives ", classes,
+                                                       " classes, but ", labels_.size(),
+                                                       " labels were named"));
       }
-      for (size_t i = 0; i < n; ++i) Label(t.data_as<float>() + static_cast<int64_t>(i) * classes, classes, v.detections[i]);
+      for (size_t i = 0; i < n; ++i)
+        Label(t.data_as<float>() + static_cast<int64_t>(i) * classes, classes, v.detections[i]);
     }
     if (record_) frame.record[name()] = ToJson(v.detections);
     frame.values[name()] = std::move(v);
@@ -69,7 +73,8 @@ class ClassifyNode final : public Node {
     const auto best = std::max_element(p.begin(), p.end());
     d.label = static_cast<int>(best - p.begin());
     d.label_score = static_cast<float>(*best);
-    d.label_name = d.label < static_cast<int>(labels_.size()) ? labels_[static_cast<size_t>(d.label)] : "";
+    d.label_name =
+        d.label < static_cast<int>(labels_.size()) ? labels_[static_cast<size_t>(d.label)] : "";
   }
 
   std::string input_, preprocess_;
@@ -83,9 +88,11 @@ LOOM_NODE_FACTORY_IMPL(MakeClassifyNode) {
   LOOM_RETURN_IF_ERROR(context.Keys(params, name, {"input", "preprocess", "labels", "record"}));
   const YamlReader r = context.Reader(name);
   LOOM_ASSIGN_OR_RETURN(ValueSpec input, context.Input(params, name, "input", ValueType::kOutputs));
-  LOOM_ASSIGN_OR_RETURN(ValueSpec preprocess, context.Input(params, name, "preprocess", ValueType::kTensor));
+  LOOM_ASSIGN_OR_RETURN(ValueSpec preprocess,
+                        context.Input(params, name, "preprocess", ValueType::kTensor));
   if (preprocess.row_classes.empty()) {
-    return context.Error(params["preprocess"], name, "'preprocess' must name a preprocess node over crops");
+    return context.Error(params["preprocess"], name,
+                         "'preprocess' must name a preprocess node over crops");
   }
   LOOM_ASSIGN_OR_RETURN(std::vector<std::string> labels, context.Labels(params, name));
   LOOM_ASSIGN_OR_RETURN(bool record, r.Bool(params, "record", true));

@@ -14,7 +14,8 @@ class CropNode final : public Node {
     const cv::Mat& image = frame.values.at(image_).image;
     Value v;
     v.type = ValueType::kCrops;
-    for (const vision::TextBox& box : frame.values.at(boxes_).boxes) v.crops.push_back(vision::CropText(image, box));
+    for (const vision::TextBox& box : frame.values.at(boxes_).boxes)
+      v.crops.push_back(vision::CropText(image, box));
     v.rotated.assign(v.crops.size(), false);
     frame.values[name()] = std::move(v);
     return absl::OkStatus();
@@ -28,7 +29,8 @@ class CropNode final : public Node {
 
 LOOM_NODE_FACTORY_IMPL(MakeCropNode) {
   LOOM_RETURN_IF_ERROR(context.Keys(params, name, {"boxes", "image"}));
-  LOOM_ASSIGN_OR_RETURN(ValueSpec boxes, context.Input(params, name, "boxes", ValueType::kTextBoxes));
+  LOOM_ASSIGN_OR_RETURN(ValueSpec boxes,
+                        context.Input(params, name, "boxes", ValueType::kTextBoxes));
   LOOM_ASSIGN_OR_RETURN(ValueSpec image, context.Input(params, name, "image", ValueType::kImage));
   context.Declare(name, {ValueType::kCrops, std::nullopt, name});
   return std::unique_ptr<Node>(new CropNode(name, boxes.producer, image.producer));

@@ -9,17 +9,24 @@ namespace {
 
 class DbNode final : public Node {
  public:
-  DbNode(std::string name, std::string input, CoordinateMap map, vision::DbOptions options, bool record)
-      : Node(std::move(name)), input_(std::move(input)), map_(std::move(map)), options_(options), record_(record) {}
+  DbNode(std::string name, std::string input, CoordinateMap map, vision::DbOptions options,
+         bool record)
+      : Node(std::move(name)),
+        input_(std::move(input)),
+        map_(std::move(map)),
+        options_(options),
+        record_(record) {}
 
   absl::Status Process(Frame& frame, NodeContext& context) const override {
     LOOM_ASSIGN_OR_RETURN(NamedTensors outputs, AwaitOutputs(frame, input_, context));
     Value v;
     v.type = ValueType::kTextBoxes;
     const Tensor& prob = outputs[0].tensor;  // [1,1,H,W] at the input's resolution
-    if (prob.rank() != 4) return absl::InvalidArgumentError("DB output " + prob.Describe() + " is not [1,1,H,W]");
+    if (prob.rank() != 4)
+      return absl::InvalidArgumentError("DB output " + prob.Describe() + " is not [1,1,H,W]");
     const int w = static_cast<int>(prob.dim(3)), h = static_cast<int>(prob.dim(2));
-    LOOM_ASSIGN_OR_RETURN(v.boxes, vision::DecodeDb(prob, cv::Size(w, h), options_));  // input pixels
+    LOOM_ASSIGN_OR_RETURN(v.boxes,
+                          vision::DecodeDb(prob, cv::Size(w, h), options_));  // input pixels
     ToImage(map_.For(frame, w, h), map_.Image(frame).size(), v.boxes);
     if (record_) frame.record[name()] = ToJson(v.boxes);
     frame.values[name()] = std::move(v);
@@ -36,8 +43,9 @@ class DbNode final : public Node {
 }  // namespace
 
 LOOM_NODE_FACTORY_IMPL(MakeDbNode) {
-  LOOM_RETURN_IF_ERROR(context.Keys(params, name, {"input", "image", "preprocess", "threshold", "box_threshold",
-                                                   "unclip_ratio", "record"}));
+  LOOM_RETURN_IF_ERROR(context.Keys(
+      params, name,
+      {"input", "image", "preprocess", "threshold", "box_threshold", "unclip_ratio", "record"}));
   const YamlReader r = context.Reader(name);
   LOOM_ASSIGN_OR_RETURN(ValueSpec input, context.Input(params, name, "input", ValueType::kOutputs));
   LOOM_ASSIGN_OR_RETURN(CoordinateMap map, ReadCoordinateMap(params, name, context));

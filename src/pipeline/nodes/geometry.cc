@@ -14,7 +14,9 @@ vision::ImageTransform CoordinateMap::For(const Frame& frame, int input_w, int i
   return t;
 }
 
-const cv::Mat& CoordinateMap::Image(const Frame& frame) const { return frame.values.at(image).image; }
+const cv::Mat& CoordinateMap::Image(const Frame& frame) const {
+  return frame.values.at(image).image;
+}
 
 absl::StatusOr<CoordinateMap> ReadCoordinateMap(const YAML::Node& params, const std::string& node,
                                                 BuildContext& context) {
@@ -22,7 +24,8 @@ absl::StatusOr<CoordinateMap> ReadCoordinateMap(const YAML::Node& params, const 
   LOOM_ASSIGN_OR_RETURN(ValueSpec image, context.Input(params, node, "image", ValueType::kImage));
   map.image = image.producer;
   if (params["preprocess"]) {
-    LOOM_ASSIGN_OR_RETURN(ValueSpec spec, context.Input(params, node, "preprocess", ValueType::kTensor));
+    LOOM_ASSIGN_OR_RETURN(ValueSpec spec,
+                          context.Input(params, node, "preprocess", ValueType::kTensor));
     map.preprocess = spec.producer;
   }
   return map;
@@ -69,8 +72,9 @@ nlohmann::json ToJson(const std::vector<vision::Detection>& detections) {
   for (const vision::Detection& d : detections) {
     nlohmann::json keypoints = nlohmann::json::array();
     for (const vision::Point& p : d.keypoints) keypoints.push_back(Point(p.x, p.y));
-    nlohmann::json entry = {{"box", {Round(d.x_min, 1), Round(d.y_min, 1), Round(d.x_max, 1), Round(d.y_max, 1)}},
-                            {"score", Round(d.score, 4)}};
+    nlohmann::json entry = {
+        {"box", {Round(d.x_min, 1), Round(d.y_min, 1), Round(d.x_max, 1), Round(d.y_max, 1)}},
+        {"score", Round(d.score, 4)}};
     if (d.class_id >= 0) entry["class"] = d.class_id;
     if (!d.class_name.empty()) entry["class_name"] = d.class_name;
     if (!d.keypoints.empty()) entry["keypoints"] = keypoints;
@@ -80,7 +84,8 @@ nlohmann::json ToJson(const std::vector<vision::Detection>& detections) {
       entry["landmarks"] = std::move(landmarks);
     }
     if (d.label >= 0) {
-      entry["label"] = d.label_name.empty() ? nlohmann::json(d.label) : nlohmann::json(d.label_name);
+      entry["label"] =
+          d.label_name.empty() ? nlohmann::json(d.label) : nlohmann::json(d.label_name);
       entry["label_score"] = Round(d.label_score, 4);
     }
     out.push_back(std::move(entry));
@@ -91,7 +96,8 @@ nlohmann::json ToJson(const std::vector<vision::Detection>& detections) {
 nlohmann::json ToJson(const std::vector<vision::LineSegment>& lines) {
   nlohmann::json out = nlohmann::json::array();
   for (const vision::LineSegment& l : lines) {
-    out.push_back({Round(l.x1, 1), Round(l.y1, 1), Round(l.x2, 1), Round(l.y2, 1), Round(l.score, 4)});
+    out.push_back(
+        {Round(l.x1, 1), Round(l.y1, 1), Round(l.x2, 1), Round(l.y2, 1), Round(l.score, 4)});
   }
   return out;
 }
@@ -104,7 +110,8 @@ nlohmann::json QuadJson(const std::array<cv::Point2f, 4>& quad) {
 
 nlohmann::json ToJson(const std::vector<vision::TextBox>& boxes) {
   nlohmann::json out = nlohmann::json::array();
-  for (const vision::TextBox& b : boxes) out.push_back({{"quad", QuadJson(b.quad)}, {"score", Round(b.score, 4)}});
+  for (const vision::TextBox& b : boxes)
+    out.push_back({{"quad", QuadJson(b.quad)}, {"score", Round(b.score, 4)}});
   return out;
 }
 

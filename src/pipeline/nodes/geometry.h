@@ -3,11 +3,10 @@
 #ifndef LOOM_PIPELINE_NODES_GEOMETRY_H_
 #define LOOM_PIPELINE_NODES_GEOMETRY_H_
 
-#include <string>
-#include <vector>
-
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
+#include <string>
+#include <vector>
 
 #include "pipeline/node.h"
 #include "vision/blob.h"
@@ -38,7 +37,8 @@ void ToImage(const vision::ImageTransform& t, std::vector<vision::LineSegment>& 
 void ToImage(const vision::ImageTransform& t, cv::Size image, std::vector<vision::TextBox>& boxes);
 
 // Record entries, coordinates rounded to 0.1 pixel and scores to 1e-4 (stable, readable output):
-//   detection: {"box": [x1, y1, x2, y2], "score": s, "class": c?, "class_name": n?, "keypoints": [[x, y], ...]?,
+//   detection: {"box": [x1, y1, x2, y2], "score": s, "class": c?, "class_name": n?, "keypoints":
+//   [[x, y], ...]?,
 //               "landmarks": [[x, y], ...]?, "label": name or index?, "label_score": p?}
 //              (the optional keys only where a stage set them)
 //   line:      [x1, y1, x2, y2, score]

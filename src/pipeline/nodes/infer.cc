@@ -10,14 +10,13 @@
 // share); rows of different shapes never share a request. The parts' outputs are kept apart (a
 // recogniser's output length follows the row's width) and joined in row order for readers that
 // want one tensor.
-#include "pipeline/nodes/nodes.h"
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "core/tensor_rows.h"
+#include "pipeline/nodes/nodes.h"
 
 namespace loom::pipeline {
 namespace {
@@ -45,8 +44,8 @@ absl::StatusOr<NamedTensors> JoinParts(const std::vector<OutputPart>& parts, int
     LOOM_ASSIGN_OR_RETURN(NamedTensors out, part.outputs.get());
     for (const NamedTensor& t : out) {
       if (t.tensor.rank() < 1 || t.tensor.dim(0) != static_cast<int64_t>(part.rows.size())) {
-        return absl::InternalError(absl::StrCat("output '", t.name, "' is ", t.tensor.Describe(), " for a request of ",
-                                                part.rows.size(), " rows"));
+        return absl::InternalError(absl::StrCat("output '", t.name, "' is ", t.tensor.Describe(),
+                                                " for a request of ", part.rows.size(), " rows"));
       }
     }
     outputs.push_back(std::move(out));
@@ -62,11 +61,13 @@ absl::StatusOr<NamedTensors> JoinParts(const std::vector<OutputPart>& parts, int
   if (in_order || joined.empty()) return joined;
   for (NamedTensor& t : joined) {  // scatter the rows back to their places
     Tensor placed = Tensor::Allocate(t.tensor.dtype(), t.tensor.shape());
-    const size_t row_bytes = t.tensor.dim(0) == 0 ? 0 : t.tensor.byte_size() / static_cast<size_t>(t.tensor.dim(0));
+    const size_t row_bytes =
+        t.tensor.dim(0) == 0 ? 0 : t.tensor.byte_size() / static_cast<size_t>(t.tensor.dim(0));
     size_t from = 0;
     for (const OutputPart& part : parts) {
       for (int64_t r : part.rows) {
-        if (r < 0 || r >= total_rows || r >= t.tensor.dim(0)) return absl::InternalError("row index out of range");
+        if (r < 0 || r >= total_rows || r >= t.tensor.dim(0))
+          return absl::InternalError("row index out of range");
         std::memcpy(static_cast<std::byte*>(placed.data()) + static_cast<size_t>(r) * row_bytes,
                     static_cast<const std::byte*>(t.tensor.data()) + from * row_bytes, row_bytes);
         ++from;
@@ -79,8 +80,9 @@ absl::StatusOr<NamedTensors> JoinParts(const std::vector<OutputPart>& parts, int
 
 class InferNode final : public Node {
  public:
-  InferNode(std::string name, std::string model, std::vector<std::pair<std::string, std::string>> inputs,
-            int max_rows, std::vector<Shape> row_classes)
+  InferNode(std::string name, std::string model,
+            std::vector<std::pair<std::string, std::string>> inputs, int max_rows,
+            std::vector<Shape> row_classes)
       : Node(std::move(name)),
         model_(std::move(model)),
         inputs_(std::move(inputs)),
@@ -94,8 +96,9 @@ class InferNode final : public Node {
     int64_t total_rows = 0;
     if (!first.rows.empty()) {
       if (inputs_.size() != 1) {
-        return absl::InvalidArgumentError(absl::StrCat("model '", model_, "': rows of several shapes ('", inputs_[0].second,
-                                                       "') can only feed a model with one input"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("model '", model_, "': rows of several shapes ('", inputs_[0].second,
+                         "') can only feed a model with one input"));
       }
       total_rows = static_cast<int64_t>(first.rows.size());
       SubmitRows(context, first, v.parts);
@@ -145,24 +148,27 @@ class InferNode final : public Node {
     return shape;
   }
 
-  static std::vector<float> Padding(const std::vector<int64_t>& rows, const std::vector<int64_t>& content_widths,
-                                    int64_t run_width) {
+  static std::vector<float> Padding(const std::vector<int64_t>& rows,
+                                    const std::vector<int64_t>& content_widths, int64_t run_width) {
     std::vector<float> padding(rows.size(), 0.0f);
     for (size_t i = 0; i < rows.size(); ++i) {
       const auto r = static_cast<size_t>(rows[i]);
       if (r < content_widths.size() && run_width > 0) {
-        padding[i] = std::max(0.0f, 1.0f - static_cast<float>(content_widths[r]) / static_cast<float>(run_width));
+        padding[i] = std::max(
+            0.0f, 1.0f - static_cast<float>(content_widths[r]) / static_cast<float>(run_width));
       }
     }
     return padding;
   }
 
   // One [N,...] batch (all inputs): slices of consecutive rows.
-  void SubmitBatch(NodeContext& context, NamedTensors tensors, const std::vector<int64_t>& content_widths,
-                   std::vector<OutputPart>& parts, int64_t& total_rows) const {
+  void SubmitBatch(NodeContext& context, NamedTensors tensors,
+                   const std::vector<int64_t>& content_widths, std::vector<OutputPart>& parts,
+                   int64_t& total_rows) const {
     const Tensor& lead = tensors[0].tensor;
     total_rows = lead.rank() > 0 ? lead.dim(0) : 1;
-    const int64_t per = lead.rank() > 1 && total_rows > 1 ? RowsPerRequest(context, RowShape(lead)) : 0;
+    const int64_t per =
+        lead.rank() > 1 && total_rows > 1 ? RowsPerRequest(context, RowShape(lead)) : 0;
     const int64_t width = lead.rank() > 0 ? lead.dim(lead.rank() - 1) : 0;
     if (per <= 0 || total_rows <= per) {
       OutputPart part;
@@ -177,7 +183,8 @@ class InferNode final : public Node {
       OutputPart part;
       for (int64_t r = begin; r < end; ++r) part.rows.push_back(r);
       NamedTensors slice;
-      for (const NamedTensor& t : tensors) slice.push_back({t.name, t.tensor.SliceRows(begin, end)});
+      for (const NamedTensor& t : tensors)
+        slice.push_back({t.name, t.tensor.SliceRows(begin, end)});
       part.padding = Padding(part.rows, content_widths, width);
       part.outputs = context.Submit(model_, std::move(slice));
       parts.push_back(std::move(part));
@@ -193,7 +200,8 @@ class InferNode final : public Node {
     std::vector<std::pair<Shape, std::vector<int64_t>>> groups;
     for (size_t i = 0; i < in.rows.size(); ++i) {
       const Shape shape = RowShape(in.rows[i]);
-      auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == shape; });
+      auto it = std::find_if(groups.begin(), groups.end(),
+                             [&](const auto& g) { return g.first == shape; });
       if (it == groups.end()) {
         groups.push_back({shape, {}});
         it = groups.end() - 1;
@@ -243,8 +251,9 @@ LOOM_NODE_FACTORY_IMPL(MakeInferNode) {
   std::vector<YAML::Node> where;
   if (params["input"]) {
     if (info->inputs.size() != 1) {
-      return context.Error(params["input"], name, absl::StrCat("model '", model, "' has ", info->inputs.size(),
-                                                               " inputs: map them with 'inputs'"));
+      return context.Error(params["input"], name,
+                           absl::StrCat("model '", model, "' has ", info->inputs.size(),
+                                        " inputs: map them with 'inputs'"));
     }
     LOOM_ASSIGN_OR_RETURN(std::string value, r.String(params, "input"));
     inputs.emplace_back(info->inputs[0].name, value);
@@ -264,7 +273,9 @@ LOOM_NODE_FACTORY_IMPL(MakeInferNode) {
   for (size_t i = 0; i < inputs.size(); ++i) {
     const auto& [model_input, value] = inputs[i];
     const int index = info->FindInput(model_input);
-    if (index < 0) return context.Error(where[i], name, absl::StrCat("model '", model, "' has no input '", model_input, "'"));
+    if (index < 0)
+      return context.Error(where[i], name,
+                           absl::StrCat("model '", model, "' has no input '", model_input, "'"));
     LOOM_ASSIGN_OR_RETURN(ValueSpec spec, context.Value(where[i], name, value, ValueType::kTensor));
     const TensorInfo& want = info->inputs[static_cast<size_t>(index)];
     if (i == 0) row_classes = spec.row_classes;
@@ -274,27 +285,30 @@ LOOM_NODE_FACTORY_IMPL(MakeInferNode) {
         ok = want.shape[d].is_dynamic() || want.shape[d].value == (*spec.shape)[d];
       }
       if (!ok) {
-        return context.Error(params, name, absl::StrCat("node '", value, "' produces ", ShapeToString(*spec.shape),
-                                                        " f32 but model '", model, "' input '", model_input,
-                                                        "' expects ", want.Describe()));
+        return context.Error(params, name,
+                             absl::StrCat("node '", value, "' produces ",
+                                          ShapeToString(*spec.shape), " f32 but model '", model,
+                                          "' input '", model_input, "' expects ", want.Describe()));
       }
       // Zeros: a convolutional model's cost does not depend on the values.
       warmup.push_back({model_input, Tensor::Allocate(DType::kFloat32, *spec.shape)});
     }
   }
   if (inputs.size() != info->inputs.size()) {
-    return context.Error(params, name, absl::StrCat("model '", model, "' needs ", info->inputs.size(), " inputs, ",
-                                                    inputs.size(), " given"));
+    return context.Error(params, name,
+                         absl::StrCat("model '", model, "' needs ", info->inputs.size(),
+                                      " inputs, ", inputs.size(), " given"));
   }
   if (warmup.size() == info->inputs.size()) context.AddWarmup(model, std::move(warmup));
   LOOM_ASSIGN_OR_RETURN(int64_t max_rows, r.Int(params, "max_rows", 0, 1 << 16, 0));
   context.Declare(name, {ValueType::kOutputs, std::nullopt, name});
   if (inputs.size() == 1 && !row_classes.empty()) context.AddRowClasses(model, row_classes);
-  return std::unique_ptr<Node>(new InferNode(name, model, std::move(inputs), static_cast<int>(max_rows),
-                                             std::move(row_classes)));
+  return std::unique_ptr<Node>(new InferNode(name, model, std::move(inputs),
+                                             static_cast<int>(max_rows), std::move(row_classes)));
 }
 
-absl::StatusOr<NamedTensors> AwaitOutputs(const Frame& frame, const std::string& input, NodeContext& context) {
+absl::StatusOr<NamedTensors> AwaitOutputs(const Frame& frame, const std::string& input,
+                                          NodeContext& context) {
   return context.Await(frame.values.at(input).outputs);
 }
 

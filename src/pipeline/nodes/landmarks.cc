@@ -3,8 +3,9 @@
 //   input: lm             (an infer node over a preprocess of box_crop crops)
 //   preprocess: lm_in     (that preprocess node: each row's crop and resize, mapped back)
 //   points: 68            points per row: the output holds [N, 2 * points] values (x, y) ...
-//   normalized: true      ... as fractions of the model input's width and height (false: its pixels)
-//   record: true          write the detections (box, score, landmarks) to the frame's record
+//   normalized: true      ... as fractions of the model input's width and height (false: its
+//   pixels) record: true          write the detections (box, score, landmarks) to the frame's
+//   record
 // Output: the detections the crops were cut from, each with its `landmarks`, in the same order.
 // Record: "<name>": [{"box", "score", "keypoints", "landmarks": [[x, y] x points]}]
 #include "absl/strings/str_cat.h"
@@ -15,8 +16,8 @@ namespace {
 
 class LandmarksNode final : public Node {
  public:
-  LandmarksNode(std::string name, std::string input, std::string preprocess, int points, bool normalized,
-                bool record, Shape input_size)
+  LandmarksNode(std::string name, std::string input, std::string preprocess, int points,
+                bool normalized, bool record, Shape input_size)
       : Node(std::move(name)),
         input_(std::move(input)),
         preprocess_(std::move(preprocess)),
@@ -38,9 +39,9 @@ class LandmarksNode final : public Node {
       const int64_t per_row = int64_t{2} * points_;
       if (t.dtype() != DType::kFloat32 || t.rank() < 1 || t.dim(0) != static_cast<int64_t>(n) ||
           t.element_count() != static_cast<int64_t>(n) * per_row || rows.row_to_image.size() != n) {
-        return absl::InvalidArgumentError(absl::StrCat("landmarks: output '", outputs[0].name, "' is ", t.Describe(),
-                                                       "; expected [", n, ",", per_row, "] f32 (", points_,
-                                                       " points for each of ", n, " crops)"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "landmarks: output '", outputs[0].name, "' is ", t.Describe(), "; expected [", n, ",",
+            per_row, "] f32 (", points_, " points for each of ", n, " crops)"));
       }
       const float* xy = t.data_as<float>();
       const double w = normalized_ ? static_cast<double>(input_size_[1]) : 1.0;
@@ -71,13 +72,16 @@ class LandmarksNode final : public Node {
 }  // namespace
 
 LOOM_NODE_FACTORY_IMPL(MakeLandmarksNode) {
-  LOOM_RETURN_IF_ERROR(context.Keys(params, name, {"input", "preprocess", "points", "normalized", "record"}));
+  LOOM_RETURN_IF_ERROR(
+      context.Keys(params, name, {"input", "preprocess", "points", "normalized", "record"}));
   const YamlReader r = context.Reader(name);
   LOOM_ASSIGN_OR_RETURN(ValueSpec input, context.Input(params, name, "input", ValueType::kOutputs));
-  LOOM_ASSIGN_OR_RETURN(ValueSpec preprocess, context.Input(params, name, "preprocess", ValueType::kTensor));
+  LOOM_ASSIGN_OR_RETURN(ValueSpec preprocess,
+                        context.Input(params, name, "preprocess", ValueType::kTensor));
   if (preprocess.row_classes.size() != 1 || preprocess.row_classes[0].size() != 3) {
     return context.Error(params["preprocess"], name,
-                         "'preprocess' must name a preprocess node over crops (rows of one [C,H,W] or [H,W,C] size)");
+                         "'preprocess' must name a preprocess node over crops (rows of one [C,H,W] "
+                         "or [H,W,C] size)");
   }
   const Shape& row = preprocess.row_classes[0];
   // [C,H,W] or [H,W,C]: the channel count is the small dim at either end.
@@ -86,8 +90,9 @@ LOOM_NODE_FACTORY_IMPL(MakeLandmarksNode) {
   LOOM_ASSIGN_OR_RETURN(bool normalized, r.Bool(params, "normalized", true));
   LOOM_ASSIGN_OR_RETURN(bool record, r.Bool(params, "record", true));
   context.Declare(name, {ValueType::kDetections, std::nullopt, name});
-  return std::unique_ptr<Node>(new LandmarksNode(name, input.producer, preprocess.producer, static_cast<int>(points),
-                                                 normalized, record, size));
+  return std::unique_ptr<Node>(new LandmarksNode(name, input.producer, preprocess.producer,
+                                                 static_cast<int>(points), normalized, record,
+                                                 size));
 }
 
 }  // namespace loom::pipeline

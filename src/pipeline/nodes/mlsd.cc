@@ -20,10 +20,12 @@ class MlsdNode final : public Node {
       if (t.name == "scores") scores = &t.tensor;
       if (t.name == "offsets") offsets = &t.tensor;
     }
-    if (!scores || !offsets) return absl::InvalidArgumentError("M-LSD outputs 'scores' and 'offsets' not found");
+    if (!scores || !offsets)
+      return absl::InvalidArgumentError("M-LSD outputs 'scores' and 'offsets' not found");
     Value v;
     v.type = ValueType::kLines;
-    LOOM_ASSIGN_OR_RETURN(v.lines, vision::DecodeMlsd(*scores, *offsets, options_));  // input pixels
+    LOOM_ASSIGN_OR_RETURN(v.lines,
+                          vision::DecodeMlsd(*scores, *offsets, options_));  // input pixels
     const int side = static_cast<int>(scores->dim(1) * 2);
     ToImage(map_.For(frame, side, side), v.lines);
     frame.record[name()] = ToJson(v.lines);
@@ -40,7 +42,8 @@ class MlsdNode final : public Node {
 }  // namespace
 
 LOOM_NODE_FACTORY_IMPL(MakeMlsdNode) {
-  LOOM_RETURN_IF_ERROR(context.Keys(params, name, {"input", "image", "preprocess", "threshold", "min_length"}));
+  LOOM_RETURN_IF_ERROR(
+      context.Keys(params, name, {"input", "image", "preprocess", "threshold", "min_length"}));
   const YamlReader r = context.Reader(name);
   LOOM_ASSIGN_OR_RETURN(ValueSpec input, context.Input(params, name, "input", ValueType::kOutputs));
   LOOM_ASSIGN_OR_RETURN(CoordinateMap map, ReadCoordinateMap(params, name, context));

@@ -1,7 +1,8 @@
 // text_batch: the crops of a frame as rows for the next model (PaddleOCR normalisation).
 //   input: crops   height: 48   width: 192   a fixed width (the angle classifier): one [N,3,48,192]
 //                                             batch, every crop squashed or padded to it
-//                               max_width: 1280   (recogniser) each crop a [1,3,48,W] row at its own
+//                               max_width: 1280   (recogniser) each crop a [1,3,48,W] row at its
+//                               own
 //                                             width, rounded up to a multiple of 32 (lines of
 //                                             similar length share a shape) and capped at max_width
 // The infer node that reads it decides how many rows go in one request, by measurement (see
@@ -19,7 +20,9 @@ constexpr int kWidthQuantum = 32;
 std::vector<Shape> WidthClasses(int height, int max_width) {
   std::vector<Shape> classes;
   for (int div : {8, 4, 2, 1}) {
-    const int w = std::min(max_width, std::max(kWidthQuantum, (max_width / div + kWidthQuantum - 1) / kWidthQuantum * kWidthQuantum));
+    const int w =
+        std::min(max_width, std::max(kWidthQuantum, (max_width / div + kWidthQuantum - 1) /
+                                                        kWidthQuantum * kWidthQuantum));
     if (classes.empty() || classes.back()[2] != w) classes.push_back({3, height, w});
   }
   return classes;
@@ -28,7 +31,11 @@ std::vector<Shape> WidthClasses(int height, int max_width) {
 class TextBatchNode final : public Node {
  public:
   TextBatchNode(std::string name, std::string input, int height, int width, int max_width)
-      : Node(std::move(name)), input_(std::move(input)), height_(height), width_(width), max_width_(max_width) {}
+      : Node(std::move(name)),
+        input_(std::move(input)),
+        height_(height),
+        width_(width),
+        max_width_(max_width) {}
 
   absl::Status Process(Frame& frame, NodeContext&) const override {
     const std::vector<cv::Mat>& crops = frame.values.at(input_).crops;
@@ -41,7 +48,8 @@ class TextBatchNode final : public Node {
     } else {
       v.row_widths.resize(crops.size());
       for (size_t i = 0; i < crops.size(); ++i) {
-        v.rows.push_back(vision::TextRow(crops[i], height_, max_width_, kWidthQuantum, &v.row_widths[i]));
+        v.rows.push_back(
+            vision::TextRow(crops[i], height_, max_width_, kWidthQuantum, &v.row_widths[i]));
       }
     }
     frame.values[name()] = std::move(v);
@@ -63,11 +71,13 @@ LOOM_NODE_FACTORY_IMPL(MakeTextBatchNode) {
   LOOM_ASSIGN_OR_RETURN(int64_t width, r.Int(params, "width", 0, 16384, 0));
   LOOM_ASSIGN_OR_RETURN(int64_t max_width, r.Int(params, "max_width", 1, 16384, 1280));
   ValueSpec spec{ValueType::kTensor, std::nullopt, name};
-  spec.row_classes = width > 0 ? std::vector<Shape>{{3, height, width}}
-                               : WidthClasses(static_cast<int>(height), static_cast<int>(max_width));
+  spec.row_classes = width > 0
+                         ? std::vector<Shape>{{3, height, width}}
+                         : WidthClasses(static_cast<int>(height), static_cast<int>(max_width));
   context.Declare(name, std::move(spec));
   return std::unique_ptr<Node>(new TextBatchNode(name, input.producer, static_cast<int>(height),
-                                                 static_cast<int>(width), static_cast<int>(max_width)));
+                                                 static_cast<int>(width),
+                                                 static_cast<int>(max_width)));
 }
 
 }  // namespace loom::pipeline

@@ -18,12 +18,14 @@ class TopKNode final : public Node {
     LOOM_ASSIGN_OR_RETURN(NamedTensors outputs, AwaitOutputs(frame, input_, context));
     if (outputs.empty()) return absl::InvalidArgumentError("topk: the model gave no output");
     const Tensor& t = outputs[0].tensor;
-    if (t.dtype() != DType::kFloat32 || t.rank() < 1) return absl::InvalidArgumentError("topk needs an f32 output");
+    if (t.dtype() != DType::kFloat32 || t.rank() < 1)
+      return absl::InvalidArgumentError("topk needs an f32 output");
     const int64_t rows = t.rank() >= 2 ? t.dim(0) : 1;
     const int64_t classes = rows > 0 ? t.element_count() / rows : 0;
     nlohmann::json all = nlohmann::json::array();
     for (int64_t r = 0; r < rows; ++r) {
-      std::vector<float> p(t.data_as<float>() + r * classes, t.data_as<float>() + (r + 1) * classes);
+      std::vector<float> p(t.data_as<float>() + r * classes,
+                           t.data_as<float>() + (r + 1) * classes);
       double sum = 0;
       for (float x : p) sum += x;
       if (std::fabs(sum - 1.0) > 1e-3) {  // logits: softmax
@@ -36,7 +38,8 @@ class TopKNode final : public Node {
       nlohmann::json best = nlohmann::json::array();
       for (const auto& [index, score] : TopK(row, k_)) {
         nlohmann::json c = {{"class", index}, {"score", Round(score, 4)}};
-        if (index < static_cast<int64_t>(labels_.size())) c["label"] = labels_[static_cast<size_t>(index)];
+        if (index < static_cast<int64_t>(labels_.size()))
+          c["label"] = labels_[static_cast<size_t>(index)];
         best.push_back(c);
       }
       all.push_back(best);

@@ -9,9 +9,10 @@
 //   labels: [person, bicycle, ...] or a file with one name per line (optional)
 // Record: "<name>": [{"box": [x1, y1, x2, y2], "score": s, "class": c, "class_name": n?}]
 
+#include "vision/yolo.h"
+
 #include "absl/strings/str_cat.h"
 #include "pipeline/nodes/nodes.h"
-#include "vision/yolo.h"
 
 namespace loom::pipeline {
 namespace {
@@ -20,7 +21,10 @@ class YoloNode final : public Node {
  public:
   YoloNode(std::string name, std::string input, CoordinateMap map, vision::YoloOptions options,
            std::vector<std::string> labels)
-      : Node(std::move(name)), input_(std::move(input)), map_(std::move(map)), options_(std::move(options)),
+      : Node(std::move(name)),
+        input_(std::move(input)),
+        map_(std::move(map)),
+        options_(std::move(options)),
         labels_(std::move(labels)) {}
 
   absl::Status Process(Frame& frame, NodeContext& context) const override {
@@ -29,7 +33,8 @@ class YoloNode final : public Node {
     v.type = ValueType::kDetections;
     LOOM_ASSIGN_OR_RETURN(v.detections, vision::DecodeYolo(outputs, options_));
     const cv::Mat& image = map_.Image(frame);
-    ToImage(map_.For(frame, 0, 0), v.detections);  // through the letterbox (`preprocess` is required)
+    ToImage(map_.For(frame, 0, 0),
+            v.detections);  // through the letterbox (`preprocess` is required)
     const float w = static_cast<float>(image.cols), h = static_cast<float>(image.rows);
     for (vision::Detection& d : v.detections) {
       d.x_min = std::clamp(d.x_min, 0.0f, w), d.x_max = std::clamp(d.x_max, 0.0f, w);
@@ -53,12 +58,14 @@ class YoloNode final : public Node {
 }  // namespace
 
 LOOM_NODE_FACTORY_IMPL(MakeYoloNode) {
-  LOOM_RETURN_IF_ERROR(context.Keys(params, name, {"input", "image", "preprocess", "format", "anchors", "strides",
-                                                   "threshold", "iou", "max_detections", "labels"}));
+  LOOM_RETURN_IF_ERROR(context.Keys(params, name,
+                                    {"input", "image", "preprocess", "format", "anchors", "strides",
+                                     "threshold", "iou", "max_detections", "labels"}));
   const YamlReader r = context.Reader(name);
   LOOM_ASSIGN_OR_RETURN(ValueSpec input, context.Input(params, name, "input", ValueType::kOutputs));
   if (!params["preprocess"]) {
-    return context.Error(params, name, "needs 'preprocess': the letterbox node whose input it decodes");
+    return context.Error(params, name,
+                         "needs 'preprocess': the letterbox node whose input it decodes");
   }
   LOOM_ASSIGN_OR_RETURN(CoordinateMap map, ReadCoordinateMap(params, name, context));
   vision::YoloOptions o;
@@ -76,7 +83,9 @@ LOOM_NODE_FACTORY_IMPL(MakeYoloNode) {
     for (const YAML::Node& level : anchors) {
       std::vector<float> pairs;
       if (!level.IsSequence() || level.size() < 2 || level.size() % 2 != 0 || level.size() > 64) {
-        return context.Error(level, name, "each stride's anchors are (w, h) pairs: an even count of 2 to 64 numbers");
+        return context.Error(
+            level, name,
+            "each stride's anchors are (w, h) pairs: an even count of 2 to 64 numbers");
       }
       for (const YAML::Node& x : level) {
         LOOM_ASSIGN_OR_RETURN(double v, r.DoubleValue(x, "anchors", 0.01, 1e5));
@@ -98,7 +107,8 @@ LOOM_NODE_FACTORY_IMPL(MakeYoloNode) {
   o.max_detections = static_cast<int>(max_detections);
   LOOM_ASSIGN_OR_RETURN(std::vector<std::string> labels, context.Labels(params, name));
   context.Declare(name, {ValueType::kDetections, std::nullopt, name});
-  return std::unique_ptr<Node>(new YoloNode(name, input.producer, std::move(map), std::move(o), std::move(labels)));
+  return std::unique_ptr<Node>(
+      new YoloNode(name, input.producer, std::move(map), std::move(o), std::move(labels)));
 }
 
 }  // namespace loom::pipeline
