@@ -253,6 +253,15 @@ absl::Status CallOnce(const std::string& mode, const Workload& w, Engine* engine
 }
 
 // `concurrency` closed-loop clients of one mode for `seconds`.
+// A gRPC stub on a connection of its own (as a separate program's would be).
+std::unique_ptr<pb::GRPCInferenceService::Stub> ClientStub(const std::string& address) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  args.SetMaxReceiveMessageSize(-1);
+  return pb::GRPCInferenceService::NewStub(
+      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+}
+
 RunResult RunMode(const std::string& mode, int concurrency, double seconds,
                   const std::vector<Workload>& workloads, Engine* engine,
                   const std::string& http_address, const std::string& grpc_address) {
@@ -270,14 +279,7 @@ RunResult RunMode(const std::string& mode, int concurrency, double seconds,
     std::unique_ptr<pb::GRPCInferenceService::Stub> stub;
     absl::Status ready = absl::OkStatus();
     if (IsHttp(mode)) ready = http.Connect(http_address);
-    if (IsGrpc(mode)) {
-      grpc::ChannelArguments args;
-      args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL,
-                  1);  // a connection per client, as separate programs
-      args.SetMaxReceiveMessageSize(-1);
-      stub = pb::GRPCInferenceService::NewStub(
-          grpc::CreateCustomChannel(grpc_address, grpc::InsecureChannelCredentials(), args));
-    }
+    if (IsGrpc(mode)) stub = ClientStub(grpc_address);
     const double cpu0 = ThreadCpuSeconds();
     while (ready.ok() && !stop.load(std::memory_order_relaxed)) {
       const auto t0 = Clock::now();
@@ -309,8 +311,8 @@ RunResult RunMode(const std::string& mode, int concurrency, double seconds,
   };
   try {
     for (int c = 0; c < concurrency; ++c) {
-      const size_t which =
-          static_cast<size_t>(c) % workloads.size();  // clients spread over the models
+      // Clients spread over the models.
+      const size_t which = static_cast<size_t>(c) % workloads.size();
       threads.emplace_back([&, which] {
         try {
           client(which);
@@ -323,8 +325,7 @@ RunResult RunMode(const std::string& mode, int concurrency, double seconds,
       });
     }
     std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-  } catch (
-      const std::exception& e) {  // a client thread could not start: stop the others, report it
+  } catch (const std::exception& e) {  // a client could not start: stop the others, report it
     std::lock_guard<std::mutex> lock(mu);
     ++total.errors;
     total.first_error =

@@ -148,6 +148,32 @@ LOOM_NODE_FACTORY_IMPL(MakeLetterboxNode) {
       name, input.producer, blob, static_cast<int>(size), 0, static_cast<int>(stride)));
 }
 
+namespace {
+
+// The blob options a model's first input asks for (its fixed size, layout and channels).
+absl::StatusOr<vision::BlobOptions> OptionsForModel(BuildContext& c, const YamlReader& r,
+                                                    const YAML::Node& params,
+                                                    const std::string& name) {
+  LOOM_ASSIGN_OR_RETURN(std::string model, r.String(params, "model"));
+  const ModelInfo* info = c.Model(model);
+  if (!info) return c.Error(params["model"], name, "unknown model '" + model + "'");
+  if (info->inputs.empty())
+    return c.Error(params["model"], name, "model '" + model + "' has no input");
+  auto options = vision::BlobOptionsFor(info->inputs[0], {0, 0});
+  if (!options.ok()) {
+    return c.Error(params["model"], name,
+                   std::string(options.status().message()) + "; give size or max_side");
+  }
+  if (options->width > kMaxSide || options->height > kMaxSide) {
+    return c.Error(params["model"], name,
+                   absl::StrCat("model '", model, "' input is ", options->width, "x",
+                                options->height, ", over ", kMaxSide, " pixels a side"));
+  }
+  return *options;
+}
+
+}  // namespace
+
 LOOM_NODE_FACTORY_IMPL(MakePreprocessNode) {
   BuildContext& c = context;
   LOOM_RETURN_IF_ERROR(
@@ -161,22 +187,7 @@ LOOM_NODE_FACTORY_IMPL(MakePreprocessNode) {
   vision::BlobOptions blob;
   int max_side = 0, multiple = 0;
   if (params["model"]) {
-    LOOM_ASSIGN_OR_RETURN(std::string model, r.String(params, "model"));
-    const ModelInfo* info = c.Model(model);
-    if (!info) return c.Error(params["model"], name, "unknown model '" + model + "'");
-    if (info->inputs.empty())
-      return c.Error(params["model"], name, "model '" + model + "' has no input");
-    auto options = vision::BlobOptionsFor(info->inputs[0], {0, 0});
-    if (!options.ok()) {
-      return c.Error(params["model"], name,
-                     std::string(options.status().message()) + "; give size or max_side");
-    }
-    blob = *options;
-    if (blob.width > kMaxSide || blob.height > kMaxSide) {
-      return c.Error(params["model"], name,
-                     absl::StrCat("model '", model, "' input is ", blob.width, "x", blob.height,
-                                  ", over ", kMaxSide, " pixels a side"));
-    }
+    LOOM_ASSIGN_OR_RETURN(blob, OptionsForModel(c, r, params, name));
   }
   if (params["size"]) {
     LOOM_ASSIGN_OR_RETURN(std::vector<int64_t> size, r.Ints(params, "size", 1, kMaxSide, 2, 2));
