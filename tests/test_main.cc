@@ -9,6 +9,13 @@
 #include <cstdlib>
 
 #if defined(__SANITIZE_ADDRESS__)
+#define LOOM_LEAK_CHECK 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(leak_sanitizer)
+#define LOOM_LEAK_CHECK 1
+#endif
+#endif
+#if defined(LOOM_LEAK_CHECK)
 #include <sanitizer/lsan_interface.h>
 #endif
 
@@ -16,7 +23,7 @@ int main(int argc, char** argv) {
   testing::InitGoogleTest(&argc, argv);
   const int rc = RUN_ALL_TESTS();
   std::fflush(nullptr);
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(LOOM_LEAK_CHECK)
   __lsan_do_leak_check();  // ends the process with LSan's exit code when something leaked
 #endif
   std::_Exit(rc);

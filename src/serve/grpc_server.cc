@@ -51,7 +51,10 @@ void Watch(DataPlane* plane) {
 
 void Unwatch(DataPlane* plane) {
   std::lock_guard<std::mutex> lock(watch_mu);
-  std::erase(Watched(), plane);
+  auto& watched = Watched();
+  if (auto it = std::find(watched.begin(), watched.end(), plane); it != watched.end()) {
+    watched.erase(it);  // this server's entry; another server of the plane keeps its own
+  }
 }
 
 using namespace grpc_internal;  // NOLINT: this file is the server of those calls
@@ -309,8 +312,10 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(DataPlane& plane,
   builder.RegisterService(&impl->service);
   Configure(builder, plane.limits(), options);
   for (int i = 0; i < threads; ++i) impl->queues.push_back(builder.AddCompletionQueue());
+  Watch(&plane);  // before it listens: its accept loop may fail from the start
   impl->server = builder.BuildAndStart();
   if (!impl->server || impl->port == 0) {
+    Unwatch(&plane);
     if (impl->server) impl->server->Shutdown();
     for (auto& q : impl->queues) {
       q->Shutdown();
@@ -331,7 +336,6 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(DataPlane& plane,
     server->Shutdown(std::chrono::milliseconds(0));
     return absl::UnavailableError(absl::StrCat("cannot start the gRPC threads: ", e.what()));
   }
-  Watch(&plane);
   return std::unique_ptr<GrpcServer>(new GrpcServer(std::move(impl)));
 }
 

@@ -131,8 +131,9 @@ struct HttpServer::Impl {
       backoff->async_wait([this](boost::system::error_code wait) {
         if (!wait && acceptor->is_open()) Accept();
       });
-    } catch (const std::exception& e) {  // nothing is left to retry with
-      Log().error("HTTP accept: {}; no longer accepting", e.what());
+    } catch (const std::exception& e) {  // nothing is left to retry with: restart the process
+      hub.routes().plane().MarkBroken(
+          absl::StrCat("HTTP stopped accepting connections (", e.what(), ")"));
     }
   }
 

@@ -108,8 +108,9 @@ class Connection final : public Session {
     ReadSome();
   }
 
-  // One read into the buffer: the wait for a request, or the watch while a request runs (which
-  // stops when the client has sent the buffer's worth ahead: read once this request is answered).
+  // One read into the buffer: the wait for a request, or the watch while a request runs (one
+  // read: it sees a client that goes away, or the first bytes of its next request, which are
+  // kept and read once this request is answered).
   void ReadSome() {
     if (buffer_.max_size() - buffer_.size() < kReadChunk) return;
     reading_ = true;
@@ -372,20 +373,25 @@ class Connection final : public Session {
     state_ = State::kWriting;
     close_after_ =
         !keep_alive_ || closing_ || limited || peer_closed_ || hub_.routes().plane().draining();
-    response_.emplace(static_cast<http::status>(r.status), 11);
-    if (r.status == 499) response_->reason("Client Closed Request");
-    response_->set(http::field::server, "loom");
-    if (r.status != 204) response_->set(http::field::content_type, r.content_type);
-    if (r.header_length >= 0) {
-      response_->set("Inference-Header-Content-Length", std::to_string(r.header_length));
+    try {
+      response_.emplace(static_cast<http::status>(r.status), 11);
+      if (r.status == 499) response_->reason("Client Closed Request");
+      response_->set(http::field::server, "loom");
+      if (r.status != 204) response_->set(http::field::content_type, r.content_type);
+      if (r.header_length >= 0) {
+        response_->set("Inference-Header-Content-Length", std::to_string(r.header_length));
+      }
+      for (const auto& [name, value] : r.headers) response_->set(name, value);
+      hold_ = std::move(r.hold);
+      response_->keep_alive(!close_after_);
+      response_->body() = std::move(r.body);
+      response_->prepare_payload();
+      serializer_.emplace(*response_);
+    } catch (const std::exception& e) {  // no answer can be made: the connection closes
+      Log().error("HTTP answer: {}", e.what());
+      return Shutdown();
     }
-    for (const auto& [name, value] : r.headers) response_->set(name, value);
-    hold_ = std::move(r.hold);
-    response_->keep_alive(!close_after_);
-    response_->body() = std::move(r.body);
-    response_->prepare_payload();
     Arm(hub_.limits().read_timeout_ms);  // a client that does not read its answer is cut off
-    serializer_.emplace(*response_);
     if constexpr (!kTls) {
       // Most answers fit the socket's buffer: written here, without waiting for the io_context.
       boost::system::error_code ec;
@@ -402,7 +408,7 @@ class Connection final : public Session {
     response_.reset();
     hold_.reset();
     if (!ec && linger_) return Linger();
-    if (ec || close_after_ || peer_closed_) return Shutdown();
+    if (ec || close_after_ || closing_ || peer_closed_) return Shutdown();
     if (reading_) {  // the watch goes on as the wait for the next request
       state_ = State::kIdle;
       SetPhase(kIdle);
@@ -522,9 +528,9 @@ void Hub::Accept(tcp::socket socket) {
     session = MakeSession(*this, std::move(socket), tls_);
     session->limited = limited;
     session->phase_since = Clock::now().time_since_epoch().count();
-    ++(limited ? limited_ : normal_);
     sessions_.push_front(session);
     session->position_ = sessions_.begin();
+    ++(limited ? limited_ : normal_);
   }
   session->Start();
 }

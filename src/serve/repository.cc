@@ -197,9 +197,9 @@ std::string DataPlane::Scrub(std::string message) const {
   // Any other absolute path (a config pointing outside the repository) keeps its file name only.
   std::string out;
   for (size_t i = 0; i < message.size();) {
-    const bool starts = message[i] == '/' &&
-                        (i == 0 || message[i - 1] == ' ' || message[i - 1] == '\'' ||
-                         message[i - 1] == '"' || message[i - 1] == '(' || message[i - 1] == '=');
+    const bool starts =
+        message[i] == '/' && (i == 0 || std::string_view(" \t\n'\"(=:[<").find(message[i - 1]) !=
+                                            std::string_view::npos);
     if (!starts) {
       out += message[i++];
       continue;

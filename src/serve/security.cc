@@ -138,7 +138,7 @@ bool Access::HostAllowed(std::string_view host) const {
     name = host.substr(0, close + 1);
     const std::string_view rest = host.substr(close + 1);
     if (!rest.empty()) {
-      if (rest.front() != ':') return false;
+      if (rest.front() != ':' || rest.size() == 1) return false;
       port = rest.substr(1);
     }
   } else if (const size_t colon = host.find(':'); colon != std::string_view::npos) {

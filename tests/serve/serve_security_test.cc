@@ -243,7 +243,7 @@ TEST(Origin, AllowHostRefusesOtherNamesAsDnsRebindingWouldSend) {
   }
   // Other names, no name, and names with a port that is not a number are refused.
   for (const char* host : {"evil.example:8000", "", "localhost:evil.example",
-                           "localhost:", "[::1]evil", "[::1", "localhost:123456"}) {
+                           "localhost:", "[::1]evil", "[::1", "[::1]:", "localhost:123456"}) {
     get.host = host;
     EXPECT_EQ(rig.Call(get).status, 403) << host;
   }
