@@ -99,9 +99,13 @@ bool Modes::ChooseWide(const WidthOptions& options, int size, bool alone) {
   ++decisions;
   // A size first seen: each width a few times at this size, the preferred one first.
   // (Exploring's interval counts from the last of these runs, as from any try of the other width.)
+  // Under load, wide is not tried at first sight where narrow is preferred: a wide run under load
+  // first waits for every worker of its group to end its run, so each try costs the whole group
+  // (on a short job, most of its time) for what the exploring schedule below learns as well.
   if (m.first_sight && options.explore_every > 0) {
     const bool preferred_due = m.runs[alone][preferred] < kFirstSightRuns;
-    if (preferred_due || m.runs[alone][!preferred] < kFirstSightRuns) {
+    const bool other_due = m.runs[alone][!preferred] < kFirstSightRuns && (alone || preferred);
+    if (preferred_due || other_due) {
       m.explored_at[alone] = decisions;
       return preferred_due ? preferred : !preferred;
     }

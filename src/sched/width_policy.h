@@ -60,7 +60,8 @@ struct ModeState {
     explored_at[alone] = alone ? decisions_alone : decisions_loaded;
   }
   // A size first seen (not the measured one): the preferred width, then the other, runs
-  // kFirstSightRuns times alone and under load, and then this size's own runs decide.
+  // kFirstSightRuns times alone and under load (under load, wide only where it is preferred),
+  // and then this size's own runs decide.
   bool first_sight = false;
   int64_t runs[2][2] = {};  // [alone][wide]
   std::string shape;        // a run's first input, naming the size in the plan,

@@ -387,5 +387,30 @@ TEST(WidthPolicy, ExploringBacksOffWhileTheChoiceHoldsAndStartsOverOnASwitch) {
   EXPECT_EQ(after, (std::vector<int>{74})) << "at the start-over pace";
 }
 
+// Under load, a size's first sight does not try wide where narrow is preferred: the decisions
+// themselves, on Modes alone (no runs are recorded, so first sight never ends).
+std::vector<bool> LoadedFirstSight(double narrow_ms, double wide_ms) {
+  WidthOptions options;
+  options.explore_every = 1000;
+  Modes modes;
+  modes.group_workers = 2;
+  modes.Seed(narrow_ms, wide_ms, /*measured_elements=*/2, options.switch_margin);
+  const int size = Modes::SizeOf(2, 64, 1);
+  std::vector<bool> wide;
+  for (int i = 0; i < 4; ++i) {
+    wide.push_back(modes.ChooseWide(options, size, /*alone=*/false));
+    ++modes.At(size).runs[/*alone=*/false][wide.back()];  // the run, as Record counts it
+  }
+  return wide;
+}
+
+TEST(WidthPolicy, UnderLoadAFirstSightTriesNarrowButNotWide) {
+  // Narrow 18 ms per worker, 2 workers: 111/s; wide 9.5 ms: 105/s. Narrow is preferred; a wide
+  // try would hold both workers after waiting for both: left to the exploring schedule.
+  EXPECT_EQ(LoadedFirstSight(18, 9.5), (std::vector<bool>{false, false, false, false}));
+  // Narrow 20 ms: 100/s; wide 5 ms: 200/s. Wide is preferred; narrow costs no wait: tried twice.
+  EXPECT_EQ(LoadedFirstSight(20, 5), (std::vector<bool>{true, true, false, false}));
+}
+
 }  // namespace
 }  // namespace loom::sched
