@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "completions.h"
 #include "core/cpu_set.h"
+#include "engine/config.h"
 #include "engine/yaml_reader.h"
 #include "errors.h"
 #include "tensors.h"
@@ -19,19 +20,13 @@
 namespace loom::python {
 namespace {
 
+// The engine config's model keys, and the Python API's own "warmup".
 const std::vector<std::string>& ModelKeys() {
-  static const auto* keys = new std::vector<std::string>{"name",
-                                                         "path",
-                                                         "backend",
-                                                         "instances",
-                                                         "threads",
-                                                         "max_batch_size",
-                                                         "preferred_batch_sizes",
-                                                         "max_queue_delay_us",
-                                                         "queue_capacity",
-                                                         "default_timeout_us",
-                                                         "weight",
-                                                         "warmup"};
+  static const auto* keys = [] {
+    auto* k = new std::vector<std::string>(ModelConfigKeys());
+    k->push_back("warmup");
+    return k;
+  }();
   return *keys;
 }
 
