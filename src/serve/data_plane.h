@@ -85,6 +85,9 @@ class DataPlane {
   bool Live() const { return !broken_; }
   void MarkBroken(std::string why);
   std::string Broken() const;
+  // From any thread: HTTP accepting paused once for want of descriptors or memory
+  // (loom_http_accept_pauses_total).
+  void CountAcceptPause() { accept_pauses_.fetch_add(1, std::memory_order_relaxed); }
   // OK if the model (and version: "" or "1") is served; NOT_FOUND otherwise.
   absl::Status ModelReady(const std::string& model, const std::string& version) const;
   ServerMetadata Metadata() const;
@@ -178,6 +181,7 @@ class DataPlane {
   std::atomic<bool> broken_{false};
   std::string broken_why_;  // requires mu_
   std::atomic<int64_t> in_flight_{0};
+  std::atomic<int64_t> accept_pauses_{0};
   std::condition_variable idle_cv_;
   // The admin thread and its queue.
   std::mutex queue_mu_;

@@ -176,6 +176,10 @@ std::string DataPlane::Metrics() const {
   w.Family("loom_process_resident_memory_bytes", "gauge", "Resident memory of the server process.");
   w.out() << "loom_process_resident_memory_bytes " << absl::StrFormat("%.0f", ResidentBytes())
           << "\n";
+  w.Family("loom_http_accept_pauses_total", "counter",
+           "Times HTTP accepting paused, out of descriptors or memory (idle connections closed).");
+  w.out() << "loom_http_accept_pauses_total " << accept_pauses_.load(std::memory_order_relaxed)
+          << "\n";
   w.Family("loom_uptime_seconds", "gauge", "Seconds since the server started.");
   w.out() << "loom_uptime_seconds " << absl::StrFormat("%.3f", uptime) << "\n";
   return w.str();

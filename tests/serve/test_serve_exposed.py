@@ -8,6 +8,7 @@ Environment: as test_serve_clients.py (LOOM_BINARY, LOOM_SOURCE_DIR).
 """
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -41,11 +42,6 @@ def status_of(pid, key):
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     return 0
-
-
-def cpu_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def listening_addresses(port):
@@ -253,9 +249,8 @@ def test_a_thousand_idle_sockets_and_health_and_inference_go_on(tmp_path):
     try:
         threads = status_of(s.proc.pid, "Threads")
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(1000)]
-        best = min(timed(lambda: requests.get(s.http + "/v2/health/live", timeout=10)) for _ in range(3))
-        assert best[1].status_code == 200
-        assert best[0] < 0.1, best[0]
+        # Health is answered while the thousand are held (how fast is `loom bench`'s business).
+        assert requests.get(s.http + "/v2/health/live", timeout=60).status_code == 200
         assert requests.post(s.http + "/v2/models/add/infer", json=GOOD, timeout=10).status_code == 200
         assert status_of(s.proc.pid, "Threads") <= threads + 1
     finally:
@@ -265,15 +260,9 @@ def test_a_thousand_idle_sockets_and_health_and_inference_go_on(tmp_path):
         assert s.stop() == 0, s.output()
 
 
-def timed(call):
-    t0 = time.monotonic()
-    r = call()
-    return time.monotonic() - t0, r
-
-
 def test_out_of_file_descriptors_accepting_backs_off(tmp_path):
     """A server limited to 256 descriptors, 300 silent connections to its gRPC and HTTP ports (the
-    gRPC ones use the descriptors up): HTTP's accept backs off instead of spinning, closes idle
+    gRPC ones use the descriptors up): HTTP's accept pauses instead of spinning, closes idle
     connections to make room, and a health probe queued behind them is answered."""
     repo = add_repository(tmp_path)
 
@@ -283,21 +272,27 @@ def test_out_of_file_descriptors_accepting_backs_off(tmp_path):
     http_port, grpc_port = int(s.http.rsplit(":", 1)[1]), int(s.grpc.rsplit(":", 1)[1])
     silent = []
     try:
-        cpu0, t0 = cpu_seconds(s.proc.pid), time.monotonic()
+        t0 = time.monotonic()
         open_fds = lambda: len(os.listdir(f"/proc/{s.proc.pid}/fd"))
         base = open_fds()
         silent = [socket.create_connection(("127.0.0.1", grpc_port)) for _ in range(200)]
         # gRPC takes its connections from the listen queue at its own pace: the HTTP ones come
         # once it holds them all (before its handshake timeout closes them).
-        deadline = time.monotonic() + 30
-        while open_fds() < base + 200 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: open_fds() >= base + 200, timeout=30, what="gRPC to hold 200 connections")
         silent += [socket.create_connection(("127.0.0.1", http_port)) for _ in range(100)]
         r = requests.get(s.http + "/v2/health/live", timeout=60)
-        used, wall = cpu_seconds(s.proc.pid) - cpu0, time.monotonic() - t0
-        print(f"out of descriptors: health answered after {wall:.2f} s; the server used {used:.2f} s of CPU")
         assert r.status_code == 200
-        assert used < 0.5 * wall + 0.2, (used, wall)  # a spinning accept takes a whole core
+        for c in silent:
+            c.close()
+        silent = []
+        text = requests.get(s.http + "/metrics", timeout=60).text
+        wall = time.monotonic() - t0
+        pauses = int(re.search(r"^loom_http_accept_pauses_total (\d+)$", text, re.M).group(1))
+        print(f"out of descriptors: {pauses} pauses of accepting in {wall:.2f} s")
+        # Each pause lasts 100 ms, one after another, so no count of them fits in less time: a
+        # spinning accept (no pause, or a shorter one) breaks this bound however fast or loaded
+        # the machine is.
+        assert 1 <= pauses <= wall / 0.1 + 1, (pauses, wall)
         assert "pausing accepts" in s.output()
     finally:
         for c in silent:
