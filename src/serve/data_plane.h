@@ -88,6 +88,15 @@ class DataPlane {
   // From any thread: HTTP accepting paused once for want of descriptors or memory
   // (loom_http_accept_pauses_total).
   void CountAcceptPause() { accept_pauses_.fetch_add(1, std::memory_order_relaxed); }
+  // From any thread: a call's client cancelled it, or its deadline passed, or its connection
+  // closed, before its answer went out (loom_calls_abandoned_total); its request is marked
+  // cancelled, so the engine drops it if it is still queued. `grpc`: the protocol.
+  void CountAbandoned(bool grpc) {
+    (grpc ? abandoned_grpc_ : abandoned_http_).fetch_add(1, std::memory_order_relaxed);
+  }
+  int64_t abandoned(bool grpc) const {
+    return (grpc ? abandoned_grpc_ : abandoned_http_).load(std::memory_order_relaxed);
+  }
   // OK if the model (and version: "" or "1") is served; NOT_FOUND otherwise.
   absl::Status ModelReady(const std::string& model, const std::string& version) const;
   ServerMetadata Metadata() const;
@@ -182,6 +191,7 @@ class DataPlane {
   std::string broken_why_;  // requires mu_
   std::atomic<int64_t> in_flight_{0};
   std::atomic<int64_t> accept_pauses_{0};
+  std::atomic<int64_t> abandoned_http_{0}, abandoned_grpc_{0};
   std::condition_variable idle_cv_;
   // The admin thread and its queue.
   std::mutex queue_mu_;

@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/log.h"
 #include "grpc_service.grpc.pb.h"
+#include "serve/data_plane.h"
 #include "serve/types.h"
 
 namespace loom::serve::grpc_internal {
@@ -63,13 +64,15 @@ class CallCount {
 };
 
 // What the calls of one completion queue share: the service, the queue, whether new calls may
-// still be asked for (not once the server stops), and the count of live calls.
+// still be asked for (not once the server stops), the count of live calls, and the data plane
+// (which counts abandoned calls).
 struct Queue {
   RawService* service = nullptr;
   grpc::ServerCompletionQueue* cq = nullptr;
   std::shared_mutex* accepting_mu = nullptr;
   const bool* accepting = nullptr;  // requires accepting_mu
   CallCount* calls = nullptr;
+  DataPlane* plane = nullptr;
 };
 
 // One call. Its events come back from the queue as tags (Tag*): arrived (the call came, or not:
@@ -101,7 +104,10 @@ class Call {
         AskForNext();
         return;
       case Event::kDone:
-        if (context_.IsCancelled()) cancelled_->store(true);  // the engine drops it if queued
+        if (context_.IsCancelled()) {  // the engine drops it if queued
+          cancelled_->store(true);
+          queue_.plane->CountAbandoned(/*grpc=*/true);
+        }
         return Release();
       case Event::kAnswered:
         return Release();

@@ -327,8 +327,8 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(DataPlane& plane,
   try {
     for (auto& q : impl->queues) {  // a queue's thread first, then its calls
       impl->threads.emplace_back(Poll, q.get());
-      const Queue queue{&impl->service, q.get(), &impl->accepting_mu, &impl->accepting,
-                        &impl->calls};
+      const Queue queue{&impl->service,   q.get(),      &impl->accepting_mu,
+                        &impl->accepting, &impl->calls, &impl->plane};
       for (const auto& start : impl->starters) start(queue);
     }
   } catch (const std::exception& e) {

@@ -180,6 +180,13 @@ std::string DataPlane::Metrics() const {
            "Times HTTP accepting paused, out of descriptors or memory (idle connections closed).");
   w.out() << "loom_http_accept_pauses_total " << accept_pauses_.load(std::memory_order_relaxed)
           << "\n";
+  w.Family("loom_calls_abandoned_total", "counter",
+           "Calls cancelled, timed out or disconnected by their client before the answer, by "
+           "protocol (dropped from the queue when still there).");
+  for (bool grpc : {false, true}) {
+    w.out() << "loom_calls_abandoned_total{protocol=\"" << (grpc ? "grpc" : "http") << "\"} "
+            << abandoned(grpc) << "\n";
+  }
   w.Family("loom_uptime_seconds", "gauge", "Seconds since the server started.");
   w.out() << "loom_uptime_seconds " << absl::StrFormat("%.3f", uptime) << "\n";
   return w.str();

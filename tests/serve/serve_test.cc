@@ -25,6 +25,7 @@
 #include "serve/grpc_server.h"
 #include "serve/http_server.h"
 #include "serve/routes.h"
+#include "tests/held_workers.h"
 #include "tests/serve/serve_util.h"
 #include "tests/test_util.h"
 
@@ -367,13 +368,13 @@ TEST_F(Server, GrpcTypedAndRawTensorsAndStatusCodes) {
   EXPECT_TRUE(s.ok()) << s.error_message();
 }
 
-// Calls cancelled by their client while their requests wait in the engine's queue are dropped
-// there (counted as cancelled, never run); every call is answered and the server goes on.
-TEST_F(Server, CancelledGrpcCallsAreDroppedFromTheQueue) {
-  auto meta = plane_->Metadata("face", "");
-  ASSERT_TRUE(meta.ok()) << meta.status();
+// One row of zeros for `model`'s first input, as a gRPC inference request.
+pb::ModelInferRequest ZerosRequest(DataPlane& plane, const std::string& model) {
+  auto meta = plane.Metadata(model, "");
+  EXPECT_TRUE(meta.ok()) << meta.status();
   pb::ModelInferRequest request;
-  request.set_model_name("face");
+  if (!meta.ok()) return request;
+  request.set_model_name(model);
   auto* in = request.add_inputs();
   in->set_name(meta->inputs[0].name);
   in->set_datatype("FP32");
@@ -383,68 +384,76 @@ TEST_F(Server, CancelledGrpcCallsAreDroppedFromTheQueue) {
     elements *= std::max<int64_t>(d, 1);
   }
   request.add_raw_input_contents(std::string(static_cast<size_t>(elements) * sizeof(float), '\0'));
-  const ModelStats before = *plane_->engine().Stats("face");
+  return request;
+}
 
-  // A backlog submitted in process (a few tenths of a second of BlazeFace) keeps the workers
-  // busy, so the calls that follow wait in the queue behind it.
-  Tensor zeros = Tensor::Allocate(DType::kFloat32, Shape(in->shape().begin(), in->shape().end()));
-  std::memset(zeros.data(), 0, zeros.byte_size());
-  std::vector<std::future<absl::StatusOr<InferResult>>> backlog;
-  for (int i = 0; i < 300; ++i) {
-    backlog.push_back(plane_->engine().Submit("face", {{meta->inputs[0].name, zeros}},
-                                              {.block_when_full = true}));
-  }
-  auto stub = Stub();
-  constexpr int kCalls = 16;
+// `calls` inference calls that the client cancels once the engine holds every one of them
+// queued (its workers must be held meanwhile). Each call is answered CANCELLED to the client;
+// returns once the server has seen every cancel, so that each request is marked cancelled.
+void QueueThenCancel(DataPlane& plane, int port, const pb::ModelInferRequest& request, int calls) {
+  auto stub = pb::GRPCInferenceService::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  const std::string& model = request.model_name();
+  const int64_t queued_before = plane.engine().Stats(model)->queued;
+  const int64_t abandoned_before = plane.abandoned(/*grpc=*/true);
   grpc::CompletionQueue cq;
   std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
-  std::vector<pb::ModelInferResponse> responses(kCalls);
-  std::vector<grpc::Status> statuses(kCalls);
-  std::vector<std::unique_ptr<grpc::ClientAsyncResponseReader<pb::ModelInferResponse>>> calls;
-  for (int i = 0; i < kCalls; ++i) {
+  std::vector<pb::ModelInferResponse> responses(static_cast<size_t>(calls));
+  std::vector<grpc::Status> statuses(static_cast<size_t>(calls));
+  std::vector<std::unique_ptr<grpc::ClientAsyncResponseReader<pb::ModelInferResponse>>> readers;
+  for (int i = 0; i < calls; ++i) {
     contexts.push_back(std::make_unique<grpc::ClientContext>());
     contexts.back()->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-    calls.push_back(stub->AsyncModelInfer(contexts.back().get(), request, &cq));
-    calls.back()->Finish(&responses[i], &statuses[i],
-                         reinterpret_cast<void*>(static_cast<intptr_t>(i)));
+    readers.push_back(stub->AsyncModelInfer(contexts.back().get(), request, &cq));
+    readers.back()->Finish(&responses[static_cast<size_t>(i)], &statuses[static_cast<size_t>(i)],
+                           reinterpret_cast<void*>(static_cast<intptr_t>(i)));
   }
-  // A thread takes the answers (polling the queue also moves the calls' bytes). The calls are
-  // cancelled once the server holds all of them, queued behind the backlog.
-  std::atomic<int> answered{0}, ok{0};
+  // A thread takes the answers (polling the queue also moves the calls' bytes).
+  std::atomic<int> answered{0};
   std::thread answers([&] {
     void* tag;
     bool got;
-    while (answered < kCalls && cq.Next(&tag, &got)) {
+    while (answered < calls && cq.Next(&tag, &got)) {
       const grpc::Status& st = statuses[static_cast<size_t>(reinterpret_cast<intptr_t>(tag))];
-      EXPECT_TRUE(st.ok() || st.error_code() == grpc::StatusCode::CANCELLED) << st.error_message();
-      ok += st.ok();
+      EXPECT_EQ(st.error_code(), grpc::StatusCode::CANCELLED) << st.error_message();
       ++answered;
     }
   });
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (plane_->in_flight() < kCalls && answered == 0 &&
+  while (plane.engine().Stats(model)->queued < queued_before + calls &&
          std::chrono::steady_clock::now() < until) {
     std::this_thread::yield();
   }
-  const bool held = plane_->in_flight() >= kCalls;
+  EXPECT_EQ(plane.engine().Stats(model)->queued, queued_before + calls);
   for (auto& c : contexts) c->TryCancel();
   answers.join();
-  for (auto& f : backlog) ASSERT_TRUE(f.get().ok());
-  EXPECT_TRUE(held) << "the server never held the " << kCalls << " calls at once";
-  EXPECT_EQ(answered, kCalls);
+  EXPECT_EQ(answered, calls);
+  while (plane.abandoned(/*grpc=*/true) < abandoned_before + calls &&
+         std::chrono::steady_clock::now() < until) {
+    std::this_thread::yield();
+  }
+  EXPECT_EQ(plane.abandoned(/*grpc=*/true), abandoned_before + calls);
+}
+
+// Calls cancelled by their client while their requests wait in the engine's queue are dropped
+// there (counted as cancelled, never run); every call is answered and the server goes on.
+TEST_F(Server, CancelledGrpcCallsAreDroppedFromTheQueue) {
+  const pb::ModelInferRequest request = ZerosRequest(*plane_, "face");
+  const ModelStats before = *plane_->engine().Stats("face");
+  constexpr int kCalls = 16;
+  {
+    loom::testing::HeldWorkers workers(plane_->engine());  // the calls wait in the queue
+    ASSERT_TRUE(workers.held());
+    QueueThenCancel(*plane_, grpc_->port(), request, kCalls);
+  }
   ASSERT_TRUE(plane_->WaitIdle(std::chrono::seconds(30)));
-  // Each call either ran (the engine may take one before its cancel reaches the server) or was
-  // dropped from the queue; most were dropped.
   const ModelStats after = *plane_->engine().Stats("face");
-  const int64_t dropped = after.cancelled - before.cancelled;
-  const int64_t ran = after.successes - before.successes - static_cast<int64_t>(backlog.size());
-  EXPECT_EQ(ran + dropped, kCalls)
-      << ok.load() << " of " << kCalls << " calls answered OK to the client";
-  EXPECT_GT(dropped, 0);
+  EXPECT_EQ(after.cancelled - before.cancelled, kCalls);  // every one dropped from the queue
+  EXPECT_EQ(after.successes, before.successes);           // none ran
   ExpectStillServing();
 }
 
-// Shutdown while calls the clients cancelled still wait in the engine's queue: the server waits
+// Shutdown while calls their clients cancelled still wait in the engine's queue: the server waits
 // for the engine to answer them before its completion queues go (answering on a queue that was
 // shut down would abort the process), and returns.
 TEST(ServeShutdown, CallsCancelledWhileQueuedAreAnsweredBeforeTheQueuesGo) {
@@ -456,43 +465,25 @@ TEST(ServeShutdown, CallsCancelledWhileQueuedAreAnsweredBeforeTheQueuesGo) {
   Access access;
   auto server = GrpcServer::Start(**plane, access, {});
   ASSERT_TRUE(server.ok()) << server.status();
-  auto meta = (*plane)->Metadata("face", "");
-  ASSERT_TRUE(meta.ok()) << meta.status();
-  Shape shape(meta->inputs[0].shape.begin(), meta->inputs[0].shape.end());
-  Tensor zeros = Tensor::Allocate(DType::kFloat32, shape);
-  std::memset(zeros.data(), 0, zeros.byte_size());
-  std::vector<std::future<absl::StatusOr<InferResult>>> backlog;
-  for (int i = 0; i < 300; ++i) {
-    backlog.push_back((*plane)->engine().Submit("face", {{meta->inputs[0].name, zeros}},
-                                                {.block_when_full = true}));
-  }
-  pb::ModelInferRequest request;
-  request.set_model_name("face");
-  auto* in = request.add_inputs();
-  in->set_name(meta->inputs[0].name);
-  in->set_datatype("FP32");
-  for (int64_t d : shape) in->add_shape(d);
-  request.add_raw_input_contents(std::string(zeros.byte_size(), '\0'));
-  auto stub = pb::GRPCInferenceService::NewStub(grpc::CreateChannel(
-      "127.0.0.1:" + std::to_string((*server)->port()), grpc::InsecureChannelCredentials()));
+  const int port = (*server)->port();
   constexpr int kCalls = 8;
-  std::vector<std::thread> clients;
-  std::atomic<int> answered{0};
-  for (int i = 0; i < kCalls; ++i) {
-    clients.emplace_back([&] {
-      grpc::ClientContext context;
-      context.set_deadline(std::chrono::system_clock::now() +
-                           std::chrono::milliseconds(50));  // expires queued
-      pb::ModelInferResponse response;
-      stub->ModelInfer(&context, request, &response);
-      ++answered;
-    });
+  loom::testing::HeldWorkers workers((*plane)->engine());
+  ASSERT_TRUE(workers.held());
+  QueueThenCancel(**plane, port, ZerosRequest(**plane, "face"), kCalls);
+  // Shutdown begins (its port closes) while they wait; the workers are released after that.
+  auto shutdown =
+      std::async(std::launch::async, [&] { (*server)->Shutdown(std::chrono::milliseconds(0)); });
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  int fd;
+  while ((fd = testing::Connect(port)) >= 0 && std::chrono::steady_clock::now() < until) {
+    ::close(fd);
+    std::this_thread::yield();
   }
-  for (std::thread& t : clients) t.join();
-  EXPECT_EQ(answered, kCalls);
-  (*server)->Shutdown(
-      std::chrono::milliseconds(0));  // the backlog still runs: the calls still wait
-  for (auto& f : backlog) EXPECT_TRUE(f.get().ok());
+  EXPECT_LT(fd, 0) << "the gRPC port never closed";
+  EXPECT_EQ((*plane)->engine().Stats("face")->queued, kCalls);
+  workers.Release();
+  ASSERT_EQ(shutdown.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  EXPECT_EQ((*plane)->engine().Stats("face")->cancelled, kCalls);
   EXPECT_TRUE((*plane)->WaitIdle(std::chrono::seconds(30)));
 }
 
@@ -556,6 +547,12 @@ TEST(ServeRepository, UnloadAndReloadWhileRequestsRunAnswersEveryOne) {
   }
   for (int i = 0; i < 4; ++i) {
     for (const char* model : {"add", "faces"}) {
+      // Each change while the clients' requests come and go.
+      const int seen = ok + away + other;
+      const auto until = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+      while (ok + away + other < seen + 8 && std::chrono::steady_clock::now() < until) {
+        std::this_thread::yield();
+      }
       EXPECT_TRUE((*plane)->Unload(model).ok());
       EXPECT_TRUE((*plane)->Load(model).ok());
     }

@@ -13,13 +13,13 @@ import subprocess
 import threading
 import time
 
+import grpc
 import numpy as np
 import pytest
 import requests
 
 from test_serve_clients import OCTET, Server, make_repository, pb, rows, wait_until  # noqa: F401 (pb: a fixture)
 
-grpc = pytest.importorskip("grpc")
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 

@@ -16,11 +16,11 @@ import sys
 import threading
 import time
 
+import grpc
 import numpy as np
 import pytest
 import requests
 
-grpc = pytest.importorskip("grpc")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from loom import _loom  # noqa: E402  (only to write the tiny Add model; the clients are independent)
@@ -192,7 +192,9 @@ def test_a_pipeline_is_served_as_one_model(server, pb):
     jpeg = open(MESSI, "rb").read()
     r = requests.post(server.http + "/v2/models/faces/infer", json={
         "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [jpeg.decode("latin-1")]}]})
-    # JSON BYTES are text; an encoded image travels binary: that is the way.
+    # JSON BYTES are text (here the JPEG's bytes as UTF-8 text, no longer a JPEG): the pipeline
+    # answers that the image cannot be decoded. An encoded image travels binary: that is the way.
+    assert r.status_code == 400 and "cannot be decoded" in r.json()["error"], r.text
     header = json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
                                      "parameters": {"binary_data_size": len(jpeg) + 4}}]}).encode()
     r = requests.post(server.http + "/v2/models/faces/infer",

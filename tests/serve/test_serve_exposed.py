@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 
+import grpc
 import numpy as np
 import pytest
 import requests
@@ -23,7 +24,6 @@ import requests
 from test_serve_clients import (ADMIN, ADMIN_TOKEN, BINARY, OCTET, ROOT, Server, admin_args, make_repository,  # noqa: F401
                                 pb, rows, wait_until)
 
-grpc = pytest.importorskip("grpc")
 from loom import _loom  # noqa: E402  (only to write the tiny Add model)
 
 TOKEN = "inference-token-0123456789abcdef"
@@ -315,7 +315,10 @@ def test_a_reload_loop_under_4_clients_answers_every_request_200(tmp_path):
     try:
         for c in clients:
             c.start()
-        for _ in range(5):
+        answered = lambda: sum(outcomes.values())
+        for _ in range(5):  # each reload while the clients' requests come and go
+            seen = answered()
+            wait_until(lambda: answered() >= seen + 10, what="10 more answers")
             r = requests.post(s.http + "/v2/repository/models/add/load", headers=ADMIN, json={}, timeout=60)
             assert r.status_code == 200, r.text
         wait_until(lambda: outcomes.get(200, 0) >= 100, what="100 answers")
