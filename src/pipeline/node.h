@@ -42,6 +42,11 @@ struct RowBatching {
   std::string note;          // why, when not measured (a model without a batch dim, an error)
 };
 
+// The decision from the measured figures: `probe_rows` rows share a request when a row costs at
+// most 0.8 of its cost alone (as the engine's auto max_batch_size); otherwise 1. Not measured
+// (probe_rows 0): 1.
+int DecideRowsPerRequest(const RowBatching& measured);
+
 // Runs models for the nodes: the Engine, or the naive strategies of `pipeline bench`.
 class InferenceService {
  public:

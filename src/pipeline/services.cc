@@ -140,15 +140,11 @@ class EngineService final : public InferenceService {
                             " threads: not comparable, rows run alone");
       return b;
     }
-    if (b.ms_per_row_batched <= kRowBatchWorthIt * b.ms_per_row_alone)
-      b.rows_per_request = kRowProbeRows;
+    b.rows_per_request = DecideRowsPerRequest(b);
     return b;
   }
 
-  // As the engine's auto max_batch_size: rows go together when a row costs at most 0.8 of its
-  // cost alone at a batch of 4.
   static constexpr int kRowProbeRows = 4;
-  static constexpr double kRowBatchWorthIt = 0.8;
 
   mutable std::mutex mu_;
   std::condition_variable measured_;
@@ -265,6 +261,14 @@ class ModelInfoService final : public InferenceService {
 };
 
 }  // namespace
+
+int DecideRowsPerRequest(const RowBatching& measured) {
+  constexpr double kRowBatchWorthIt = 0.8;
+  if (measured.probe_rows <= 1 || measured.ms_per_row_alone <= 0) return 1;
+  return measured.ms_per_row_batched <= kRowBatchWorthIt * measured.ms_per_row_alone
+             ? measured.probe_rows
+             : 1;
+}
 
 absl::StatusOr<std::unique_ptr<InferenceService>> MakeModelInfoService(
     const std::vector<ModelConfig>& models) {

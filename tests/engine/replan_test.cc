@@ -51,6 +51,16 @@ TEST(EngineReplan, ASharedModelComesAndGoesWhileAnotherServes) {
       for (auto& f : batch) (f.get().ok() ? face_ok : face_failed)++;
     }
   });
+  // Each change is made while 'face' answers: its answers are seen to grow before it.
+  const auto face_answers_grow = [&] {
+    const int seen = face_ok + face_failed;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+    while (face_ok + face_failed < seen + 4 && std::chrono::steady_clock::now() < until) {
+      std::this_thread::yield();
+    }
+    EXPECT_GE(face_ok + face_failed, seen + 4) << "'face' stopped answering";
+  };
+  face_answers_grow();
   ASSERT_TRUE(e.AddModel({.name = "add", .path = dir.Path("add.onnx")}).ok());
   EXPECT_EQ(e.AddModel({.name = "add", .path = dir.Path("add.onnx")}).code(),
             absl::StatusCode::kAlreadyExists);
@@ -62,6 +72,7 @@ TEST(EngineReplan, ASharedModelComesAndGoesWhileAnotherServes) {
   // Accepted requests of a removed model are run, not dropped; later ones are refused.
   std::vector<std::future<absl::StatusOr<InferResult>>> pending;
   for (int i = 0; i < 20; ++i) pending.push_back(e.Submit("add", {{"x", Rows(1, 4, i)}}));
+  face_answers_grow();
   ASSERT_TRUE(e.RemoveModel("add").ok());
   for (auto& f : pending) EXPECT_TRUE(f.get().ok());
   EXPECT_EQ(e.Infer("add", {{"x", Rows(1, 4, 0)}}).status().code(), absl::StatusCode::kNotFound);

@@ -127,14 +127,13 @@ TEST(Hostile, MutatedModelFilesAreErrorsNotCrashes) {
       testing::ReadFile(testing::ModelPath(testing::kBlazeFaceFront)),
       testing::ReadFile(dir.Path("add.onnx"))};
   std::mt19937 rng(20261123);
-  int errors = 0, total = 0;
+  int errors = 0;
   for (int i = 0; i < 40 * Scale(); ++i) {
     const std::string& seed = seeds[static_cast<size_t>(i) % seeds.size()];
     const std::string bytes = i % 4 == 3 ? StructuralMutant(seed, rng) : Mutate(seed, rng);
     const std::string path = dir.Write("mutant.onnx", bytes);
     SCOPED_TRACE(i);
     auto info = ReadModelInfo(path);
-    ++total;
     if (!info.ok()) {
       ++errors;
       EXPECT_NE(info.status().message().find(path), std::string::npos) << info.status();
@@ -142,7 +141,6 @@ TEST(Hostile, MutatedModelFilesAreErrorsNotCrashes) {
     }
     LoadAndRun(path, i % 5 == 0 ? Backend::kOpenCv : Backend::kOnnxRuntime);
   }
-  EXPECT_EQ(total, 40 * Scale());
   EXPECT_GT(errors, 0) << "most mutants are refused when read";
 }
 

@@ -212,8 +212,25 @@ TEST(RowBatching, TheEngineMeasuresEachRowShapeOnceAndDecidesFromItsOwnNumbers) 
   EXPECT_GT(d.ms_per_row_alone, 0);
   EXPECT_GT(d.ms_per_row_batched, 0);
   EXPECT_TRUE(d.note.empty()) << d.note;
-  // The decision follows from the two measured numbers, whatever this machine makes them.
-  EXPECT_EQ(rows, d.ms_per_row_batched <= 0.8 * d.ms_per_row_alone ? 4 : 1);
+  // The service applies the rule (tested below with given costs) to the numbers it measured.
+  EXPECT_EQ(rows, DecideRowsPerRequest(d));
+}
+
+TEST(RowBatching, RowsShareARequestWhenARowCostsAtMostFourFifthsOfItsCostAlone) {
+  auto decide = [](int probe_rows, double alone, double batched) {
+    RowBatching measured;
+    measured.probe_rows = probe_rows;
+    measured.ms_per_row_alone = alone;
+    measured.ms_per_row_batched = batched;
+    return DecideRowsPerRequest(measured);
+  };
+  EXPECT_EQ(decide(4, 10.0, 2.5), 4);   // a convolution that fills the cores better together
+  EXPECT_EQ(decide(4, 10.0, 8.0), 4);   // exactly 0.8
+  EXPECT_EQ(decide(4, 10.0, 8.01), 1);  // just over
+  EXPECT_EQ(decide(4, 10.0, 10.0), 1);  // no gain
+  EXPECT_EQ(decide(4, 10.0, 25.0), 1);  // rows slow each other down
+  EXPECT_EQ(decide(8, 10.0, 1.0), 8);   // as many as were probed
+  EXPECT_EQ(decide(0, 0.0, 0.0), 1);    // not measured
 }
 
 }  // namespace

@@ -23,6 +23,7 @@ TEST(Scheduler, BatchesUpToMaxAndRunsWhenTheDelayPasses) {
   h.scheduler->Start();
   std::vector<Answer> answers;
   for (int i = 0; i < 3; ++i) answers.push_back(h.Submit(m, 1, 2));
+  h.Settle();  // the worker has seen the three and waits
   EXPECT_EQ(h.TotalRuns(), 0)
       << "3 of 4 rows: the batch waits for its delay, and time stands still";
   h.clock.Advance(milliseconds(50));
