@@ -118,6 +118,7 @@ struct HttpServer::Impl {
 
   // Out of descriptors: idle connections are closed to make room, and accepting waits a while.
   void BackOff(const boost::system::error_code& ec) {
+    hub.routes().plane().CountAcceptPause();
     try {
       const auto now = std::chrono::steady_clock::now();
       if (now - last_warning > std::chrono::seconds(10)) {
