@@ -27,9 +27,12 @@
 // request that cannot be accepted fails at Submit. No exception leaves the engine: a backend or
 // callback that throws fails only its own batch or is dropped.
 //
-// Thread safety: all methods may be called from any number of threads at once, and from inside a
-// completion callback (Submit, Infer — which then runs on that worker —, Stats, Shutdown — which
-// then only stops accepting and returns). The Engine must not be destroyed from its own callback.
+// Thread safety: all methods may be called from any number of threads at once. From inside a
+// completion callback (on a worker): Submit, Infer (which then runs on that worker), the
+// read-only methods (Stats, Workers, ModelNames, plan, ...) and Shutdown (which then only stops
+// accepting and returns). AddModel, RemoveModel and LeaseCores wait for workers, so from a
+// callback they return FAILED_PRECONDITION. The Engine must not be destroyed from its own
+// callback.
 #ifndef LOOM_ENGINE_H_
 #define LOOM_ENGINE_H_
 
@@ -197,8 +200,9 @@ class Engine {
   // workers take cores from the shared pool), which pauses every worker while the new sessions
   // are made. No request for another model is failed or lost; queued ones wait.
   absl::Status AddModel(ModelConfig config);
-  // Refuses new requests for the model (UNAVAILABLE while it drains, NOT_FOUND after), runs every
-  // accepted one, then unloads it; a dedicated model's cores return to the shared pool.
+  // Refuses new requests for the model at once (NOT_FOUND: it is no longer listed), runs every
+  // accepted one, then unloads it; a dedicated model's cores return to the shared pool. Returns
+  // once it is unloaded.
   absl::Status RemoveModel(const std::string& model);
   std::vector<std::string> ModelNames() const;
 

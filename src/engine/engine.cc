@@ -47,6 +47,14 @@ void CoreLease::Release() {
 // ------------------------------------------------------------------------------------------------
 // Engine::Impl: models and requests
 
+absl::Status Engine::Impl::RefuseOnWorker(const char* what) const {
+  if (!scheduler->OnWorkerThread()) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat(what,
+                   "() cannot be called from inside a completion callback: it waits for the "
+                   "workers, and this thread is one of them"));
+}
+
 absl::StatusOr<std::shared_ptr<const Engine::Impl::ModelEntry>> Engine::Impl::Find(
     const std::string& model) const {
   std::shared_lock<std::shared_mutex> lock(models_mu);
@@ -288,6 +296,7 @@ EnginePlan Engine::plan() const {
 
 absl::StatusOr<CoreLease> Engine::LeaseCores(
     std::optional<std::chrono::steady_clock::time_point> deadline) {
+  LOOM_RETURN_IF_ERROR(impl_->RefuseOnWorker("LeaseCores"));
   LOOM_ASSIGN_OR_RETURN(int worker,
                         impl_->scheduler->AcquireLease(deadline.value_or(TimePoint::max())));
   CoreLease lease;

@@ -89,6 +89,9 @@ class Engine::Impl {
 
   // ---- engine.cc ----
   absl::StatusOr<std::shared_ptr<const ModelEntry>> Find(const std::string& model) const;
+  // FAILED_PRECONDITION when called on a worker (inside a completion callback): `what` waits for
+  // workers, this one among them, which is busy with the callback.
+  absl::Status RefuseOnWorker(const char* what) const;
   // The loaded models, by id.
   Entries LoadedEntries() const;
   // Records a change of the plan in its history (and the log).

@@ -192,6 +192,7 @@ absl::Status Engine::Impl::AddShared(const std::shared_ptr<ModelEntry>& m, const
 
 absl::Status Engine::AddModel(ModelConfig config) {
   Impl& impl = *impl_;
+  LOOM_RETURN_IF_ERROR(impl.RefuseOnWorker("AddModel"));
   std::lock_guard<std::mutex> admin(impl.admin_mu);
   const auto start = Clock::now();
   LOOM_ASSIGN_OR_RETURN(std::shared_ptr<Impl::ModelEntry> m, impl.Prepare(std::move(config)));
@@ -218,6 +219,7 @@ absl::Status Engine::AddModel(ModelConfig config) {
 
 absl::Status Engine::RemoveModel(const std::string& model) {
   Impl& impl = *impl_;
+  LOOM_RETURN_IF_ERROR(impl.RefuseOnWorker("RemoveModel"));
   std::lock_guard<std::mutex> admin(impl.admin_mu);
   LOOM_ASSIGN_OR_RETURN(std::shared_ptr<const Impl::ModelEntry> m, impl.Find(model));
   {

@@ -121,13 +121,6 @@ absl::Status Scheduler::RemoveModel(int model) {
   return absl::OkStatus();  // `removed` and its sessions go here, outside the lock
 }
 
-std::vector<std::string> Scheduler::ModelNames() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  std::vector<std::string> names;
-  for (const auto& s : slots_) names.push_back(s && !s->removing ? s->spec.name : "");
-  return names;
-}
-
 void Scheduler::StartWorkers() {
   // Returns once every worker is pinned, so that the plan holds from the first request on.
   std::latch pinned(static_cast<std::ptrdiff_t>(workers_.size()));

@@ -141,8 +141,9 @@ class Scheduler {
   // Refuses new requests for `model` (UNAVAILABLE), runs every accepted one, then drops the model
   // and releases its sessions. Blocks until then. FAILED_PRECONDITION from a worker thread.
   absl::Status RemoveModel(int model);
-  // The models' names by id (empty for removed ones).
-  std::vector<std::string> ModelNames() const;
+  // Whether the calling thread is one of this scheduler's workers (inside a completion callback):
+  // what waits for workers must not be done there.
+  bool OnWorkerThread() const { return CallingWorker() >= 0; }
 
   // Starts the workers; returns once each is pinned to its cores.
   void Start();

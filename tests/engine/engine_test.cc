@@ -557,7 +557,7 @@ TEST(EngineFaults, ASessionFactoryThatThrowsIsALoadError) {
   EXPECT_EQ(engine.status().message(), "model 'add': making a session threw: no sessions today");
 }
 
-TEST(EngineFaults, ACallbackMayCallInferStatsAndShutdown) {
+TEST(EngineFaults, ACallbackMayCallInferStatsAndShutdownButNotWhatWaitsForWorkers) {
   testing::ScratchDir dir;
   ASSERT_TRUE(WriteAddModel(dir.Path("add.onnx"), 4).ok());
   for (int cores : {1, 2}) {  // one worker, and two (the callback's worker joins no one)
@@ -568,9 +568,12 @@ TEST(EngineFaults, ACallbackMayCallInferStatsAndShutdown) {
     std::promise<absl::StatusOr<InferResult>> nested;
     std::promise<int64_t> requests;
     std::promise<void> shut;
+    std::promise<std::vector<absl::Status>> waiting;  // the calls that wait for workers
     (*engine)->Submit("add", {{"x", Filled(1)}}, {}, [&](absl::StatusOr<InferResult>) {
       nested.set_value((*engine)->Infer("add", {{"x", Filled(10)}}));
       requests.set_value((*engine)->Stats("add")->requests);
+      waiting.set_value({(*engine)->AddModel({.name = "more", .path = dir.Path("add.onnx")}),
+                         (*engine)->RemoveModel("add"), (*engine)->LeaseCores().status()});
       (*engine)->Shutdown();
       shut.set_value();
     });
@@ -579,6 +582,11 @@ TEST(EngineFaults, ACallbackMayCallInferStatsAndShutdown) {
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->outputs[0].tensor.data_as<float>()[0], 11.0f);
     EXPECT_EQ(requests.get_future().get(), 2);
+    for (const absl::Status& s : waiting.get_future().get()) {
+      EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+      EXPECT_NE(s.message().find("from inside a completion callback"), std::string::npos) << s;
+    }
+    EXPECT_EQ((*engine)->ModelNames(), std::vector<std::string>{"add"}) << "nothing changed";
     EXPECT_EQ((*engine)->Infer("add", {{"x", Filled(1)}}).status().code(),
               absl::StatusCode::kUnavailable);
     engine->reset();  // joins every worker; none joins itself
