@@ -138,7 +138,7 @@ CommandFn AddRunCommand(CLI::App& app) {
   auto a = std::make_shared<RunArgs>();
   app.add_option("MODEL", a->model, "ONNX model file")->required();
   app.add_option("--backend", a->backend, "Inference backend")
-      ->check(CLI::IsMember({"ort", "opencv"}))
+      ->check(CLI::IsMember(BackendSpellings()))
       ->capture_default_str();
   auto* input = app.add_option("--input", a->input, "Image file to feed the image input");
   auto* random = app.add_flag("--random", a->random, "Feed deterministic random values (default)");

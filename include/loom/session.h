@@ -9,9 +9,11 @@
 //   if (!session.ok()) { ... session.status().message() names the file and the cause ... }
 //   auto outputs = (*session)->Run({{"input_image_with_alpha:0", image}});
 //
-// Thread safety: a Session is NOT safe to Run from two threads at once; Loom gives each model
-// instance its own session and runs it from that instance's worker only. Creating sessions from
-// several threads at once is safe.
+// Thread safety: a Session is NOT safe to Run from two threads at once. Loom gives each model
+// instance its own session and never runs it from two threads at once, but not always from the
+// same thread: a request may run on its caller's thread when the worker is idle, and a wide
+// session runs on whichever worker of its group leads the run. Creating sessions from several
+// threads at once is safe.
 #ifndef LOOM_SESSION_H_
 #define LOOM_SESSION_H_
 
@@ -28,6 +30,8 @@ namespace loom {
 enum class Backend { kOnnxRuntime, kOpenCv };
 const char* BackendName(Backend backend);  // "ort", "opencv"
 absl::StatusOr<Backend> ParseBackend(const std::string& name);
+// Every name ParseBackend accepts: "ort", "opencv", then the long and short aliases.
+const std::vector<std::string>& BackendSpellings();
 
 enum class GraphOptimization { kDisabled, kBasic, kExtended, kAll };
 

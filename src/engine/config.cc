@@ -45,8 +45,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const YAML::Node& node, const YamlR
   if (std::filesystem::path(config.path).is_relative()) {
     config.path = (std::filesystem::path(base_dir) / config.path).lexically_normal().string();
   }
-  LOOM_ASSIGN_OR_RETURN(std::string backend,
-                        r.Choice(node, "backend", {"ort", "onnxruntime", "opencv", "cv"}, "ort"));
+  LOOM_ASSIGN_OR_RETURN(std::string backend, r.Choice(node, "backend", BackendSpellings(), "ort"));
   config.backend = *ParseBackend(backend);
   const int64_t kMaxCount = sched::kMaxPlannedCount;
   LOOM_ASSIGN_OR_RETURN(config.instances, OptionalInt(r, node, "instances", 1, kMaxCount));

@@ -8,7 +8,7 @@
 // waits for models only through NodeContext::Await, which gives the core back while it waits.
 // An exception from Process fails that frame only (the executor records it).
 //
-// Adding a node type: a .cc with the class and its factory, a test, and one line in registry.cc.
+// Adding a node type: see docs/design.md ("Adding a pipeline node").
 #ifndef LOOM_PIPELINE_NODE_H_
 #define LOOM_PIPELINE_NODE_H_
 

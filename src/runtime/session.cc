@@ -20,6 +20,11 @@ absl::StatusOr<Backend> ParseBackend(const std::string& name) {
       absl::StrCat("unknown backend '", name, "' (expected 'ort' or 'opencv')"));
 }
 
+const std::vector<std::string>& BackendSpellings() {
+  static const auto* names = new std::vector<std::string>{"ort", "opencv", "onnxruntime", "cv"};
+  return *names;
+}
+
 std::string BackendVersions() {
   return absl::StrCat("ONNX Runtime ", OrtGetApiBase()->GetVersionString(), ", OpenCV ",
                       cv::getVersionString());

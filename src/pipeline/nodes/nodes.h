@@ -1,4 +1,5 @@
-// Factories of the built-in node types (one .cc each; registered in ../registry.cc).
+// Factories of the built-in node types (a .cc each, letterbox beside preprocess in preprocess.cc;
+// registered in ../registry.cc).
 #ifndef LOOM_PIPELINE_NODES_NODES_H_
 #define LOOM_PIPELINE_NODES_NODES_H_
 

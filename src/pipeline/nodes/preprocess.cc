@@ -8,7 +8,8 @@
 //   crop: false | letterbox: false (+ pad: 0)   keep the aspect: crop the centre, or pad around
 //   filter: none | sobel    sobel: the gray levels' gradient magnitude in every channel
 // Decoders given `preprocess: <this node>` map their coordinates back through the resize (and,
-// for crops, through each crop's place in the frame).
+// for crops, through each crop's place in the frame). Also here: letterbox (YOLO's input), the
+// same blob made with the aspect kept and padding around.
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
