@@ -16,8 +16,9 @@
 // threads never add busy threads beside the model workers; while a frame waits for a model it
 // holds no core. A frame that fails in a node gets an error record; the others go on.
 //
-// Thread safety: Run, Submit/Next/Finish and DescribePlan may be called from different threads,
-// but Run and the Submit API must not be used at the same time.
+// Thread safety: Run, Submit/Next/Finish and DescribePlan may be called from different threads
+// (several threads may Submit at once: each frame gets the next index as it is accepted), but
+// Run and the Submit API must not be used at the same time.
 #ifndef LOOM_PIPELINE_H_
 #define LOOM_PIPELINE_H_
 
@@ -26,6 +27,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -180,8 +182,13 @@ class Pipeline {
  private:
   Pipeline();
   std::unique_ptr<pipeline::Graph> graph_;
-  std::unique_ptr<pipeline::Executor> stream_;  // the Submit API's executor, made on first use
-  int64_t next_index_ = 0;
+  // The Submit API's executor, made on first use and never replaced.
+  pipeline::Executor* Stream(bool make);
+  std::mutex stream_mu_;
+  std::unique_ptr<pipeline::Executor> stream_;  // requires stream_mu_
+  // Frames are numbered and pushed in one order, however many threads submit.
+  std::mutex submit_mu_;
+  int64_t next_index_ = 0;  // requires submit_mu_
 };
 
 }  // namespace loom

@@ -274,7 +274,8 @@ absl::StatusOr<int64_t> Pipeline::Submit(const ImageView& view, const std::strin
     default:
       bgr = wrapped.clone();
   }
-  if (!stream_) stream_ = std::make_unique<Executor>(*graph_, graph_->in_flight);
+  std::lock_guard<std::mutex> submit(submit_mu_);
+  Executor* stream = Stream(/*make=*/true);
   auto frame = std::make_unique<Frame>();
   frame->index = next_index_++;
   frame->source = source_name.empty() ? absl::StrCat("frame#", frame->index) : source_name;
@@ -283,7 +284,7 @@ absl::StatusOr<int64_t> Pipeline::Submit(const ImageView& view, const std::strin
   image.image = std::move(bgr);
   frame->values["image"] = std::move(image);
   const int64_t index = frame->index;
-  if (!stream_->Push(std::move(frame)))
+  if (!stream->Push(std::move(frame)))
     return absl::FailedPreconditionError("the pipeline was finished: no more frames");
   return index;
 }
@@ -310,15 +311,22 @@ absl::StatusOr<int64_t> Pipeline::SubmitEncoded(const std::string& bytes,
   return Submit(ImageView{image.cols, image.rows, 3, image.data, image.step}, source_name);
 }
 
+Executor* Pipeline::Stream(bool make) {
+  std::lock_guard<std::mutex> lock(stream_mu_);
+  if (!stream_ && make) stream_ = std::make_unique<Executor>(*graph_, graph_->in_flight);
+  return stream_.get();
+}
+
 std::optional<PipelineRecord> Pipeline::Next(bool wait) {
-  if (!stream_) return std::nullopt;
-  std::unique_ptr<Frame> frame = stream_->Pop(wait);
+  Executor* stream = Stream(/*make=*/false);
+  if (!stream) return std::nullopt;
+  std::unique_ptr<Frame> frame = stream->Pop(wait);
   if (!frame) return std::nullopt;
   return ToRecord(*frame);
 }
 
 void Pipeline::Finish() {
-  if (stream_) stream_->Finish();
+  if (Executor* stream = Stream(/*make=*/false)) stream->Finish();
 }
 
 absl::StatusOr<std::vector<std::string>> Pipeline::ImageFiles(const RunOptions& options) const {
