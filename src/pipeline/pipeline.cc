@@ -225,7 +225,8 @@ absl::StatusOr<PipelineSummary> Pipeline::Run(const RunOptions& options) {
   if (g.sinks.IsSequence()) {
     LOOM_ASSIGN_OR_RETURN(sinks, pipeline::MakeSinks(g.sinks, YamlReader(g.file),
                                                      {.output_dir = g.options.output_dir,
-                                                      .append = g.options.resume}));
+                                                      .append = g.options.resume,
+                                                      .source_fps = source->fps()}));
   }
   std::vector<pipeline::Sink*> sink_views;  // for the pipeline threads' Prepare
   for (auto& sink : sinks) sink_views.push_back(sink.get());

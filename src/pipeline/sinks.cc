@@ -95,7 +95,8 @@ class AnnotateSink final : public Sink {
 
 class VideoSink final : public Sink {
  public:
-  VideoSink(std::string path, double fps) : path_(std::move(path)), fps_(fps > 0 ? fps : 25) {}
+  VideoSink(std::string path, double fps)
+      : path_(std::move(path)), fps_(fps > 0 && fps <= 1000 ? fps : 25) {}
   void Prepare(Frame& frame) override {
     cv::Mat canvas = Annotated(frame);
     if (!canvas.empty()) frame.prepared_images[index()] = std::move(canvas);
@@ -289,7 +290,9 @@ absl::StatusOr<std::vector<std::unique_ptr<Sink>>> MakeSinks(const YAML::Node& s
       LOOM_RETURN_IF_ERROR(sr.Keys(s, {"type", "path", "fps"}, "the sink"));
       LOOM_ASSIGN_OR_RETURN(std::string path, sr.String(s, "path", "annotated.avi"));
       LOOM_ASSIGN_OR_RETURN(double fps, sr.Double(s, "fps", 0, 1000, 0));
-      if (open) out.push_back(std::make_unique<VideoSink>(under(path), fps));
+      if (open) {
+        out.push_back(std::make_unique<VideoSink>(under(path), fps > 0 ? fps : options.source_fps));
+      }
     }
   }
   for (size_t i = 0; i < out.size(); ++i) out[i]->index_ = i;

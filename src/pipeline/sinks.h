@@ -27,8 +27,9 @@ namespace loom::pipeline {
 
 struct SinkOptions {
   std::string output_dir;
-  bool open = true;     // false: only check the list; make nothing
-  bool append = false;  // a resumed run: jsonl files are appended to, not replaced
+  bool open = true;       // false: only check the list; make nothing
+  bool append = false;    // a resumed run: jsonl files are appended to, not replaced
+  double source_fps = 0;  // a video sink's rate when its `fps` is 0 (0 here too: 25)
 };
 
 class Sink {

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#include <opencv2/videoio.hpp>
 #include <set>
 #include <sstream>
 
@@ -254,6 +255,23 @@ TEST(FacesPipeline, FindsTheFaceInMostFramesOfMegamindInOrder) {
     with_face += (*records)[i]["faces"].empty() ? 0 : 1;
   }
   EXPECT_GE(with_face, 27);
+}
+
+// The annotated video runs at its source's frame rate (the sink's `fps` is left at 0).
+TEST(FacesPipeline, TheAnnotatedVideoKeepsTheSourcesFrameRate) {
+  testing::ScratchDir dir;
+  const std::string input = testing::DataPath("Megamind.avi");
+  auto records =
+      RecordsWithSinks(PipelinePath("faces.yaml"), {.input = input, .limit = 5}, dir.Path("out"));
+  ASSERT_TRUE(records.ok()) << records.status();
+  cv::VideoCapture source(input, cv::CAP_FFMPEG),
+      written(dir.Path("out/faces.avi"), cv::CAP_FFMPEG);
+  ASSERT_TRUE(source.isOpened() && written.isOpened());
+  const double fps = source.get(cv::CAP_PROP_FPS);
+  ASSERT_GT(fps, 0);
+  ASSERT_NE(fps, 25) << "the source's rate must differ from the fallback for this test to tell";
+  EXPECT_NEAR(written.get(cv::CAP_PROP_FPS), fps, 0.01);
+  EXPECT_EQ(written.get(cv::CAP_PROP_FRAME_COUNT), 5);
 }
 
 // The same records whatever the in-flight window and the engine's plan (timings aside).
