@@ -33,7 +33,7 @@ struct BenchArgs {
   int copies = 4;
   int items = 0;                    // --count: images per copy, or frames; 0: per workload default
   std::vector<std::string> images;  // --images FILE...
-  std::vector<std::string> legacy_images;  // the retired --image FILE...
+  std::vector<std::string> legacy_images;  // --image FILE..., the unlisted alias of --images
   std::string video = "data/vtest.avi";
   std::string size = "640x480";
   int reps = 5;
@@ -88,8 +88,8 @@ absl::Status RestrictCores(int cores) {
   return absl::OkStatus();
 }
 
-// `--images` takes image files, and the retired `--image` too. A lone integer that names no file
-// is the retired `--images N`, a count (now `--count N`).
+// `--images` takes image files, and its alias `--image` too. A lone integer that names no file is
+// read as a count (the alias of `--count N`).
 absl::StatusOr<BenchArgs> ResolveImages(BenchArgs a) {
   std::vector<std::string> files;
   for (const std::string& v : a.images) {

@@ -58,7 +58,7 @@ int main(int argc, char** argv) {
       std::cout << failed->help();
       return loom::cli::kExitOk;
     }
-    // A hidden (older) option's errors come without its name, which the message itself gives.
+    // A hidden alias's errors come without its name, which the message itself gives.
     std::string message = e.what();
     if (message.rfind(": ", 0) == 0) message.erase(0, 2);
     std::cerr << "loom: " << message << "\n\n" << failed->help();

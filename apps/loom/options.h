@@ -1,7 +1,7 @@
 // Option parsing shared by the `loom` subcommands, so that one idea reads the same everywhere:
 // `--reps` for repetitions, `--images` for image files, `--count` for how many items, units in the
-// names of timed flags (`--drain-timeout-s`, `--read-timeout-ms`). A retired spelling stays as a
-// hidden alias (HiddenAlias) so that existing scripts keep working.
+// names of timed flags (`--drain-timeout-s`, `--read-timeout-ms`). An alias that --help does not
+// list is declared with HiddenAlias.
 #ifndef LOOM_APPS_LOOM_OPTIONS_H_
 #define LOOM_APPS_LOOM_OPTIONS_H_
 
@@ -39,7 +39,7 @@ absl::StatusOr<std::vector<std::string>> ParseStrategies(const std::string& valu
 // Writes `text` to `target`: nothing when empty, stdout for "-", else the file. False on failure.
 bool Emit(const std::string& target, const std::string& text);
 
-// A retired spelling of an option: parses into the same variable, absent from --help.
+// An alias of an option: parses into the same variable, absent from --help.
 template <typename T>
 CLI::Option* HiddenAlias(CLI::App& app, const std::string& name, T& variable) {
   return app.add_option(name, variable)->group("");

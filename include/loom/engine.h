@@ -184,8 +184,9 @@ class Engine {
   // alive until the answer.
   std::future<absl::StatusOr<InferResult>> Submit(const std::string& model, NamedTensors inputs,
                                                   const SubmitOptions& options = {});
-  // Callback form: `done` is called exactly once, on a worker thread, or inline when Submit
-  // fails. It must not block for long, nor throw (an exception is dropped at the worker).
+  // Callback form: `done` is called exactly once: on a worker thread; on the calling thread,
+  // before Submit returns, when Submit fails or when `run_inline_when_idle` ran the request there.
+  // It must not block for long, nor throw (an exception is dropped at the worker).
   void Submit(const std::string& model, NamedTensors inputs, const SubmitOptions& options,
               InferCallback done);
   // Synchronous form. When a worker serving the model is idle and nothing is queued for it, the

@@ -15,7 +15,7 @@ enum class PlanHint {
   // the moment calls for (a request alone: the lower latency; a full queue: the higher throughput).
   kAdaptive,
   kThroughput,  // measure each model, size workers × threads for the most total throughput
-  kLatency,     // few workers with many threads each: lowest latency per request
+  kLatency,     // one worker with every core: lowest latency per request
 };
 const char* PlanHintName(PlanHint hint);
 
@@ -29,7 +29,6 @@ struct ModelCost {
   // Elements of the measured request's inputs (0: unknown). A model with dynamic dims costs more
   // on larger inputs: the scheduler scales the runs it times to this size before comparing them.
   int64_t input_elements = 0;
-  double MsAt(int threads) const;  // the measured value; LOOM_CHECKs it was measured
 };
 
 // Whether dynamic batching pays for a model, measured at load (models with a dynamic dim 0 whose

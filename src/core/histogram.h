@@ -38,9 +38,6 @@ class Histogram {
     uint64_t sum = 0;              // of the values
     // The p-th percentile (0..100), nearest rank, as the bucket midpoint; 0 when empty.
     double Quantile(double p) const;
-    double Mean() const {
-      return count > 0 ? static_cast<double>(sum) / static_cast<double>(count) : 0;
-    }
     // Samples <= `bound` (exact when `bound` + 1 is a bucket edge, e.g. a power of two minus 1).
     uint64_t CountAtMost(uint64_t bound) const;
   };

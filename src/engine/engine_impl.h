@@ -3,8 +3,9 @@
 //
 // Files: engine.cc (creation, the request path, statistics, leases, trace), config_check.cc
 // (checking a model's configuration and the engine's options), session_factory.cc (session
-// options, making and caching sessions, the scheduler's layout), measure.cc (costs for the
-// planner, the batch-size probe), replan.cc (adding and removing models, re-planning the cores).
+// options, making and caching sessions, the scheduler's layout), measure.cc (Plan, which hands
+// the core planner a cost function that measures what is not known yet; the batch-size probe),
+// replan.cc (adding and removing models, re-planning the cores).
 //
 // Locking: `models_mu` guards `models` (the request path takes it shared); `admin_mu` serialises
 // AddModel / RemoveModel and guards `costs` and `sessions`; `plan_mu` guards `plan` and `events`.
@@ -47,6 +48,9 @@ struct ModelEntry {
 using SessionMap = std::map<std::string, std::shared_ptr<Session>>;  // by SessionKey
 using Entries = std::vector<std::shared_ptr<const ModelEntry>>;
 
+// Helpers the files share. session_factory.cc: RunPinned, Serves. measure.cc: TimeRuns,
+// MaxBatchSizeFor. config_check.cc: CheckEngineOptions.
+//
 // Runs `fn` on a thread pinned to `cpus` (the caller's affinity is left alone); any exception
 // becomes a status.
 absl::Status RunPinned(const std::vector<int>& cpus, const std::function<absl::Status()>& fn);

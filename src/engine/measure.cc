@@ -1,6 +1,7 @@
 // Engine: measurement. A model's cost at a thread count, timed on the cores it would run on (the
-// planner's cost function, and a shared model added at run time), and the probe that decides an
-// auto max_batch_size (one row against a batch). Costs are kept for re-plans.
+// planner's cost function, which Plan hands to the core planner, and a shared model added at run
+// time), and the probe that decides an auto max_batch_size (one row against a batch). Costs are
+// kept for re-plans.
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"

@@ -63,15 +63,6 @@ std::string ChromeTraceJson(const std::vector<sched::TraceSpan>& spans, TimePoin
                           {"id", id},
                           {"ts", Micros(s.end, origin)}});
         break;
-      case sched::TraceSpan::kLease:
-        events.push_back({{"name", "lease (host work)"},
-                          {"cat", "lease"},
-                          {"ph", "X"},
-                          {"pid", 1},
-                          {"tid", tid},
-                          {"ts", Micros(s.start, origin)},
-                          {"dur", Micros(s.end, s.start)}});
-        break;
     }
   }
   return nlohmann::json{{"traceEvents", events}, {"displayTimeUnit", "ms"}}.dump(

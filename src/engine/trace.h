@@ -1,6 +1,7 @@
 // The engine's trace as Chrome trace-event JSON (opens in Perfetto or chrome://tracing): a track
-// per worker (the caller's thread for inline runs) with a span per run — model, rows, threads,
-// narrow or wide — and an async span per request for its wait in the queue.
+// per worker (the caller's thread for inline runs) with a span per run — model, rows and threads
+// (more threads than the worker's own: a wide run) — and an async span per request for its wait
+// in the queue.
 #ifndef LOOM_ENGINE_TRACE_H_
 #define LOOM_ENGINE_TRACE_H_
 

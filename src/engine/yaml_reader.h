@@ -36,7 +36,6 @@ class YamlReader {
 
   // A reader for a part of the file whose errors say where they are ("node 'fi': ").
   YamlReader Within(const std::string& context) const { return YamlReader(file_, context); }
-  const std::string& file() const { return file_; }
 
   absl::Status Error(const YAML::Node& at, const std::string& message) const;
 

@@ -115,7 +115,7 @@ struct ValueSpec {
   std::vector<Shape> row_classes;
 };
 
-// Everything a factory may consult, and where errors point.
+// Everything a factory may consult, and where errors point (build_context.cc).
 class BuildContext {
  public:
   BuildContext(std::string file, std::string base_dir, const InferenceService* models)

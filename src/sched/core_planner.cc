@@ -22,14 +22,6 @@ const char* PlanHintName(PlanHint hint) {
   return "?";
 }
 
-double ModelCost::MsAt(int threads) const {
-  for (const auto& [t, ms] : ms_by_threads) {
-    if (t == threads) return ms;
-  }
-  LOOM_CHECK(false && "cost not measured for this thread count");
-  return 0;
-}
-
 std::string EnginePlan::Describe() const {
   std::ostringstream out;
   int threads = 0;

@@ -15,19 +15,20 @@
 // process (contention) shows up as slower wide runs and moves the choice back to narrow. Whether
 // more threads pay depends on the size (a small run is all overhead, a large one all compute): a
 // size first seen starts from the measured size's preferences and runs each width twice, alone and
-// under load, before its own measurements decide (unless explore_every is 0: then it keeps the
-// copied preferences). A session's first run at a shape is a warm-up, not averaged; a wide run
-// under load waits for its partners' current runs and is charged the time its cores idled. Where
-// the preferred width runs slower than a figure of the other that no run of its own at that size
-// has confirmed (the probe's), the other runs at once rather than when exploring comes round. A
-// preference switches only past a margin and at most once per
-// `min_switch_interval`, so the choice does not thrash; each switch is recorded with its reason.
+// under load, before its own measurements decide (except wide under load where narrow is
+// preferred: a wide try there waits for, then holds, the whole group; and unless explore_every is
+// 0: then it keeps the copied preferences). A session's first run at a shape is a warm-up, not
+// averaged; a wide run under load waits for its partners' current runs and is charged the time its
+// cores idled. Where the preferred width runs slower than a figure of the other that no run of its
+// own at that size has confirmed (the probe's), the other runs at once rather than when exploring
+// comes round. A preference switches only past a margin and at most once per `min_switch_interval`,
+// so the choice does not thrash; each switch is recorded with its reason.
 //
 // Leases. Any idle worker's cores can be lent: to a wide run of a group partner, to a caller that
 // runs a request on its own thread (TryRunInline: what the worker would have done at once, without
-// the hand-off), or to Loom's own host work (pipeline pre/post-processing, decoding, cost
-// measurement; AcquireLease). Every lease is counted in busy_threads(), the scheduler's own
-// accounting of the core budget.
+// the hand-off), to Loom's own host work (pipeline pre/post-processing, decoding; AcquireLease),
+// or to an admin that needs exactly some workers (cost measurement, a re-plan; AcquireWorkers).
+// Every lease is counted in busy_threads(), the scheduler's own accounting of the core budget.
 //
 // Ownership: Enqueue either takes the request (OK: it will be answered exactly once) or returns an
 // error and leaves it with the caller, who must answer it.
@@ -108,9 +109,9 @@ struct ModeEvent {
 
 // One span for a trace (Chrome trace-event JSON is written by the engine).
 struct TraceSpan {
-  enum Kind { kRun, kQueue, kLease } kind = kRun;
-  int worker = -1;    // -1: a caller's thread
-  std::string model;  // empty for leases
+  enum Kind { kRun, kQueue } kind = kRun;
+  int worker = -1;  // -1: a caller's thread
+  std::string model;
   TimePoint start, end;
   int rows = 0;
   int threads = 0;
@@ -119,7 +120,7 @@ struct TraceSpan {
 struct WorkerStats {
   std::vector<int> cpus;
   int group = -1;
-  double busy_seconds = 0;  // running batches (narrow, or leading a wide run), or lent
+  double busy_seconds = 0;  // running batches (narrow, or leading a wide run); leases not counted
   int64_t runs = 0;
   int tid = 0;              // the worker thread's Linux thread id (0 before Start)
   bool assembling = false;  // leading a wide run, waiting for its partners to end theirs
@@ -281,7 +282,7 @@ class Scheduler {
     TimePoint wake = TimePoint::max();
   };
   NextBatch FindBatch(int w, TimePoint now) const;
-  // Requires mu_. The oldest waiting lease for any worker, or null.
+  // Requires mu_. The oldest waiting lease for any worker, or null (core_leases.cc).
   LeaseRequest* OldestAnyLease() const;
   void Answer(std::unique_ptr<Request>& request, absl::StatusOr<InferResult> result);
   // Requires mu_.

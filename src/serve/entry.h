@@ -1,5 +1,5 @@
-// What the data plane serves under one name (internal to src/serve/data_plane*.cc and
-// repository.cc): a model of the engine or a pipeline, and the count of requests between finding
+// What the data plane serves under one name (internal to data_plane.cc, repository.cc and
+// metrics.cc): a model of the engine or a pipeline, and the count of requests between finding
 // it and submitting to it, so that a reload can retire it without any request missing it.
 #ifndef LOOM_SERVE_ENTRY_H_
 #define LOOM_SERVE_ENTRY_H_

@@ -15,8 +15,8 @@
 #include <optional>
 #include <string>
 
-#include "serve/codec.h"
 #include "serve/data_plane.h"
+#include "serve/http_codec.h"
 #include "serve/security.h"
 
 namespace loom::serve {

@@ -413,7 +413,7 @@ namespace {
 
 // One name per idea: --reps for repetitions, --images for image files, --count for how many, the
 // unit in a timed flag's name; the older spellings parse into the same values, unlisted.
-TEST(CliVocabulary, OneNamePerIdeaAndTheOlderSpellingsStillWork) {
+TEST(CliVocabulary, OneNamePerIdeaAndTheUnlistedAliasesWork) {
   const std::string run_help = Loom("run --help").out;
   EXPECT_TRUE(Contains(run_help, "--reps")) << run_help;
   EXPECT_FALSE(Contains(run_help, "--repeat")) << run_help;

@@ -1,4 +1,4 @@
-#include "serve/codec.h"
+#include "serve/http_codec.h"
 
 #include <nlohmann/json.hpp>
 

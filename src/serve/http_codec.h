@@ -2,8 +2,8 @@
 // tensor data extension (a JSON header of Inference-Header-Content-Length bytes, then each
 // binary tensor's bytes in order). Tensors themselves are read and written by json_tensors.h and
 // types.h (TensorFromBytes), shared with the gRPC front end.
-#ifndef LOOM_SERVE_CODEC_H_
-#define LOOM_SERVE_CODEC_H_
+#ifndef LOOM_SERVE_HTTP_CODEC_H_
+#define LOOM_SERVE_HTTP_CODEC_H_
 
 #include <memory>
 #include <optional>
@@ -50,4 +50,4 @@ HttpResponse EncodeHttpInfer(const InferResponse& response);
 
 }  // namespace loom::serve
 
-#endif  // LOOM_SERVE_CODEC_H_
+#endif  // LOOM_SERVE_HTTP_CODEC_H_
