@@ -53,7 +53,9 @@
 namespace loom {
 
 // Makes a model's sessions instead of the backend named by ModelConfig::backend: a custom backend,
-// or a test double. Called once per worker and wide group with the options the plan chose.
+// or a test double. Called with the options the plan chose, on a short-lived thread pinned to the
+// cores the session will run on: for each worker and wide group, for the planner's cost probes,
+// and again at each re-plan.
 using SessionFactory =
     std::function<absl::StatusOr<std::unique_ptr<Session>>(const SessionOptions& options)>;
 
@@ -201,9 +203,9 @@ class Engine {
   // workers take cores from the shared pool), which pauses every worker while the new sessions
   // are made. No request for another model is failed or lost; queued ones wait.
   absl::Status AddModel(ModelConfig config);
-  // Refuses new requests for the model at once (NOT_FOUND: it is no longer listed), runs every
-  // accepted one, then unloads it; a dedicated model's cores return to the shared pool. Returns
-  // once it is unloaded.
+  // Refuses new requests for the model at once (NOT_FOUND: it is not listed from then on; one
+  // that found it just before gets UNAVAILABLE), runs every accepted one, then unloads it; a
+  // dedicated model's cores return to the shared pool. Returns once it is unloaded.
   absl::Status RemoveModel(const std::string& model);
   std::vector<std::string> ModelNames() const;
 

@@ -159,9 +159,9 @@ class Pipeline {
 
   // The caller's own frames: Submit copies the pixels, blocks while `in_flight` frames are being
   // processed, and returns the frame's index (INVALID_ARGUMENT for pixels it cannot take); Next
-  // returns finished records in frame order (with `wait`, blocks until the next one is done;
-  // nullopt after Finish once all are out, or without `wait` when none is ready). Finish: no more
-  // frames. Finished records wait in memory until Next takes them.
+  // returns finished records in frame order (with `wait`, blocks until the next one is done, the
+  // first Submit included; nullopt after Finish once all are out, or without `wait` when none is
+  // ready). Finish: no more frames. Finished records wait in memory until Next takes them.
   absl::StatusOr<int64_t> Submit(const ImageView& frame, const std::string& source_name = "");
   // An encoded image (PNG, JPEG, ...), decoded on a leased core.
   absl::StatusOr<int64_t> SubmitEncoded(const std::string& bytes,
@@ -182,8 +182,8 @@ class Pipeline {
  private:
   Pipeline();
   std::unique_ptr<pipeline::Graph> graph_;
-  // The Submit API's executor, made on first use and never replaced.
-  pipeline::Executor* Stream(bool make);
+  // The Submit API's executor (Submit, Next or Finish), made on first use and never replaced.
+  pipeline::Executor* Stream();
   std::mutex stream_mu_;
   std::unique_ptr<pipeline::Executor> stream_;  // requires stream_mu_
   // Frames are numbered and pushed in one order, however many threads submit.

@@ -1,6 +1,5 @@
 """The loom Python module on the real models: outputs, errors, memory, threads, asyncio."""
 import asyncio
-import faulthandler
 import gc
 import os
 import random
@@ -161,26 +160,29 @@ def test_threads_and_deadlines_every_future_resolves_exactly_once(add_model, gat
 
 def test_the_gil_is_released_while_a_request_waits(add_model):
     """A request that waits in the engine (for a partner to fill its batch of 2) lets Python run:
-    this thread, which needs the GIL, sees it queued and sends the partner. With the GIL held, the
-    two would wait on each other forever (the watchdog below ends the test after two minutes)."""
+    this thread, which needs the GIL, sees it queued and sends the partner. With the GIL held, this
+    thread could not run until the request's deadline (a minute) failed it."""
     model = loom.Model("add", add_model, max_batch_size=2, preferred_batch_sizes=[2],
                        max_queue_delay_us=3_600_000_000)
-    faulthandler.dump_traceback_later(120, exit=True)
-    try:
-        with loom.Engine([model], cores=1) as engine:
-            first = {}
-            waiter = threading.Thread(
-                target=lambda: first.update(y=engine.infer("add", np.ones((1, 4), np.float32))["y"]))
-            waiter.start()
-            while engine.stats("add")["queued"] < 1:
-                time.sleep(0.001)  # pace the polling only: the loop ends on the state
-            partner = engine.infer("add", np.zeros((1, 4), np.float32))["y"]
-            waiter.join()
-            assert np.array_equal(first["y"], np.full((1, 4), 2, np.float32))
-            assert np.array_equal(partner, np.ones((1, 4), np.float32))
-            assert engine.stats("add")["batches"] == 1
-    finally:
-        faulthandler.cancel_dump_traceback_later()
+    with loom.Engine([model], cores=1) as engine:
+        first = {}
+
+        def wait_for_a_partner():
+            try:
+                first["y"] = engine.infer("add", np.ones((1, 4), np.float32), deadline_s=60)["y"]
+            except loom.Error as e:
+                first["error"] = e
+        waiter = threading.Thread(target=wait_for_a_partner)
+        waiter.start()
+        limit = time.monotonic() + 60
+        while engine.stats("add")["queued"] < 1 and waiter.is_alive() and time.monotonic() < limit:
+            time.sleep(0.001)  # paces the polling only: the loop ends on the state
+        partner = engine.infer("add", np.zeros((1, 4), np.float32))["y"]
+        waiter.join()
+        assert "error" not in first, first
+        assert np.array_equal(first["y"], np.full((1, 4), 2, np.float32))
+        assert np.array_equal(partner, np.ones((1, 4), np.float32))
+        assert engine.stats("add")["batches"] == 1, "the two ran as one batch"
 
 
 def test_asyncio_many_concurrent_requests_on_one_loop(add_model):

@@ -276,7 +276,7 @@ absl::StatusOr<int64_t> Pipeline::Submit(const ImageView& view, const std::strin
       bgr = wrapped.clone();
   }
   std::lock_guard<std::mutex> submit(submit_mu_);
-  Executor* stream = Stream(/*make=*/true);
+  Executor* stream = Stream();
   auto frame = std::make_unique<Frame>();
   frame->index = next_index_++;
   frame->source = source_name.empty() ? absl::StrCat("frame#", frame->index) : source_name;
@@ -312,23 +312,19 @@ absl::StatusOr<int64_t> Pipeline::SubmitEncoded(const std::string& bytes,
   return Submit(ImageView{image.cols, image.rows, 3, image.data, image.step}, source_name);
 }
 
-Executor* Pipeline::Stream(bool make) {
+Executor* Pipeline::Stream() {
   std::lock_guard<std::mutex> lock(stream_mu_);
-  if (!stream_ && make) stream_ = std::make_unique<Executor>(*graph_, graph_->in_flight);
+  if (!stream_) stream_ = std::make_unique<Executor>(*graph_, graph_->in_flight);
   return stream_.get();
 }
 
 std::optional<PipelineRecord> Pipeline::Next(bool wait) {
-  Executor* stream = Stream(/*make=*/false);
-  if (!stream) return std::nullopt;
-  std::unique_ptr<Frame> frame = stream->Pop(wait);
+  std::unique_ptr<Frame> frame = Stream()->Pop(wait);
   if (!frame) return std::nullopt;
   return ToRecord(*frame);
 }
 
-void Pipeline::Finish() {
-  if (Executor* stream = Stream(/*make=*/false)) stream->Finish();
-}
+void Pipeline::Finish() { Stream()->Finish(); }
 
 absl::StatusOr<std::vector<std::string>> Pipeline::ImageFiles(const RunOptions& options) const {
   pipeline::SourceSpec spec = graph_->source;

@@ -106,7 +106,9 @@ class Call {
       case Event::kDone:
         if (context_.IsCancelled()) {  // the engine drops it if queued
           cancelled_->store(true);
-          queue_.plane->CountAbandoned(/*grpc=*/true);
+          // By its client (or its deadline): not cut off by this server's own shutdown.
+          std::shared_lock<std::shared_mutex> lock(*queue_.accepting_mu);
+          if (*queue_.accepting) queue_.plane->CountAbandoned(/*grpc=*/true);
         }
         return Release();
       case Event::kAnswered:

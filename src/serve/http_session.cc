@@ -128,8 +128,11 @@ class Connection final : public Session {
         // queued (answered 499); an answer made anyway is still written if the socket takes it.
         // A client that only shuts its sending side looks the same on the wire (end of stream),
         // and is treated the same, as Go's net/http does: send the request, then read.
-        if (cancelled_ && !peer_closed_) {
-          cancelled_->store(true);
+        if (cancelled_) cancelled_->store(true);
+        // Counted once, while the answer is still to come (not when this server closes the
+        // socket itself, nor once the answer is being written).
+        if (state_ == State::kWaitingAnswer && !peer_closed_ &&
+            ec != asio::error::operation_aborted && ec != asio::error::bad_descriptor) {
           hub_.routes().plane().CountAbandoned(/*grpc=*/false);
         }
         peer_closed_ = true;

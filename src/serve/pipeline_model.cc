@@ -64,7 +64,7 @@ void PipelineModel::Infer(const WireTensor& image, Done done) {
   if (closed_ || broken_) return done(absl::UnavailableError("the pipeline is unloaded"));
   const absl::StatusOr<int64_t> index = Submit(image);
   if (!index.ok()) return done(index.status());
-  if (!dispatcher_.joinable()) {  // after the first Submit: before it, Next has nothing to wait for
+  if (!dispatcher_.joinable()) {  // the dispatcher starts with the first frame
     try {
       dispatcher_ = std::thread([this] { Dispatch(); });
     } catch (const std::system_error& e) {

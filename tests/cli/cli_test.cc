@@ -70,7 +70,7 @@ TEST(Cli, WrongUsageExitsTwoWithUsage) {
   for (const Case& c :
        {Case{"", "A subcommand is required"}, Case{"frobnicate", "unknown command 'frobnicate'"},
         Case{"run", "MODEL is required"},
-        Case{"run m.onnx --backend tpu", "--backend: tpu not in {ort,opencv}"},
+        Case{"run m.onnx --backend tpu", "--backend: tpu not in {ort,opencv,onnxruntime,cv}"},
         Case{"run m.onnx --input a.jpg --random", "excludes"},
         Case{"run m.onnx --repeat 0", "--repeat"}}) {
     SCOPED_TRACE(c.args);
@@ -412,7 +412,7 @@ namespace loom {
 namespace {
 
 // One name per idea: --reps for repetitions, --images for image files, --count for how many, the
-// unit in a timed flag's name; the older spellings parse into the same values, unlisted.
+// unit in a timed flag's name; the unlisted aliases parse into the same values.
 TEST(CliVocabulary, OneNamePerIdeaAndTheUnlistedAliasesWork) {
   const std::string run_help = Loom("run --help").out;
   EXPECT_TRUE(Contains(run_help, "--reps")) << run_help;

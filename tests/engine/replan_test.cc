@@ -51,7 +51,7 @@ TEST(EngineReplan, ASharedModelComesAndGoesWhileAnotherServes) {
       for (auto& f : batch) (f.get().ok() ? face_ok : face_failed)++;
     }
   });
-  // Each change is made while 'face' answers: its answers are seen to grow before it.
+  // Each change is made once 'face' is seen answering (its answers grow just before it).
   const auto face_answers_grow = [&] {
     const int seen = face_ok + face_failed;
     const auto until = std::chrono::steady_clock::now() + std::chrono::minutes(1);
