@@ -41,11 +41,13 @@ class Server : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new loom::testing::ScratchDir();
-    const std::string add = dir_->Path("add.onnx");
-    ASSERT_TRUE(WriteAddModel(add, 4).ok());
+    std::filesystem::create_directories(dir_->Path("repo/add"));
+    ASSERT_TRUE(WriteAddModel(dir_->Path("repo/add/model.onnx"), 4).ok());
+    // A fixed max_batch_size: an auto one is measured, and a loaded machine may make it 1.
+    dir_->Write("repo/add/config.yaml", "max_batch_size: 8\n");
     DataPlaneOptions options;
-    options.models = {{"add", add},
-                      {"face", loom::testing::ModelPath(loom::testing::kBlazeFaceFront)}};
+    options.repository = dir_->Path("repo");
+    options.models = {{"face", loom::testing::ModelPath(loom::testing::kBlazeFaceFront)}};
     options.engine.measure_runs = 1;
     options.limits.max_body_bytes = 1 << 20;
     options.limits.max_header_bytes = 4096;
